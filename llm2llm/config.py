@@ -1,0 +1,194 @@
+"""Run configuration: one pydantic model per component. The field descriptions are the docs:
+`llm2llm config --explain` prints them, and profiles in configs/profiles/ set the values.
+
+A run's config is resolved once (profile YAML <- CLI options <- --set overrides), validated,
+and written to runs/<run>/config.yaml; rerunning the same command resumes that run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from llm2llm.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+PROFILE_DIR = CONFIG_DIR / "profiles"
+DEFAULT_PROFILE = "cpu-smollm2"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    dataset: str = Field("snips", description="Built-in task name (snips, trec, sst2, gsm8k, casehold) or path to a task spec YAML.")
+    data_dir: str | None = Field(None, description="Folder holding one sub-folder per data set; default $LLM2LLM_DATA_DIR, else ../shared/datasets beside the repo.")
+    seed_size: float = Field(35, gt=0, description="Seed examples drawn from train: a count (>= 1) or a fraction of train (< 1).")
+    stratified: bool = Field(True, description="Draw the seed with the same number of examples per label (classification and multiple choice).")
+    test_size: int = Field(0, ge=0, description="Evaluate on a fixed random sample of this many test examples; 0 = the whole test split.")
+    seed: int = Field(0, description="RNG seed for the seed sample and the test sample.")
+
+
+class SamplingConfig(Section):
+    temperature: float = Field(0.0, ge=0, description="0 = greedy decoding.")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(64, ge=1)
+    stop: list[str] = Field(default_factory=list, description="Stop strings; the output is cut before the first one.")
+    seed: int = Field(0, description="Sampling seed; each request derives its own from it, so reruns reproduce answers.")
+
+
+class StudentConfig(Section):
+    model: str = Field("smollm2-135m-instruct", description="Model name from configs/models.yaml, or a local model folder.")
+    eval_batch_size: int = Field(16, ge=1)
+    eval_max_new_tokens: int | None = Field(None, ge=1, description="Cap on generated answer length; default from the task type.")
+    eval_temperature: float = Field(0.0, ge=0, description="0 = greedy evaluation (default). The official code samples at 0.7.")
+
+
+class TeacherConfig(Section):
+    model: str = Field("smollm2-135m-instruct", description="Model name from configs/models.yaml, or a local model folder.")
+    style: Literal["continuation", "chat"] = Field("continuation", description="continuation: a list of same-label seed examples for the teacher to extend (suits small/base models); chat: the wrong example plus a request for similar ones (the paper's style, for large chat models).")
+    per_wrong: int = Field(1, ge=1, description="New examples requested per wrong seed example per iteration (K).")
+    shots: int = Field(4, ge=0, description="continuation style: same-label seed examples shown before the wrong one.")
+    batch_size: int = Field(16, ge=1)
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.8, top_p=0.95, max_new_tokens=48))
+
+
+class TrainConfig(Section):
+    epochs: float = Field(5, gt=0)
+    learning_rate: float = Field(1e-4, gt=0)
+    batch_size: int = Field(8, ge=1, description="Per-device batch size.")
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_length: int = Field(256, ge=16, description="Prompt + answer tokens; longer examples are cut from the left of the prompt.")
+    lora: bool = Field(False, description="Train a LoRA adapter (PEFT) instead of all weights.")
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    seed: int = Field(0)
+
+
+class LoopConfig(Section):
+    iterations: int = Field(2, ge=0, description="Augmentation iterations after iteration 0 (plain fine-tuning on the seed).")
+    continue_training: bool = Field(False, description="Fine-tune each iteration from the last student instead of the base checkpoint (the paper re-trains from base).")
+    augment_synthetic: bool = Field(False, description="Also augment wrong synthetic examples, not only seed examples (the paper augments seed only).")
+    near_duplicate_rouge_l: float = Field(0.95, gt=0, le=1, description="Drop a generated example whose ROUGE-L F1 against any training or test input exceeds this (official code: 0.95).")
+
+
+class RunConfig(Section):
+    run: str = Field("", description="Run name; runs/<run>/ holds everything. Default: <dataset>-<profile>.")
+    runs_dir: str = Field("runs", description="Folder holding run directories.")
+    profile: str = Field(DEFAULT_PROFILE, description="The profile the run was built from (recorded).")
+    engine: Literal["transformers"] = Field("transformers", description="Generation engine for the teacher and student evaluation.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    loop: LoopConfig = Field(default_factory=LoopConfig)
+
+    @model_validator(mode="after")
+    def _seed_size_is_count_or_fraction(self):
+        size = self.data.seed_size
+        if size >= 1 and size != int(size):
+            raise ValueError(f"data.seed_size {size} is neither a whole count nor a fraction below 1")
+        return self
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{where}'; see `llm2llm config --explain` for the valid keys"
+    got = f" (got {first['input']!r})" if "input" in first and not isinstance(first["input"], dict) else ""
+    return f"{source}: {where}: {first['msg']}{got}; fix the value or see `llm2llm config --explain`"
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def profile_path(profile: str) -> Path:
+    path = Path(profile)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    path = PROFILE_DIR / f"{profile}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
+        raise UserError(f"unknown profile '{profile}': no {path}; known profiles: {known}")
+    return path
+
+
+def load_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}:{line} is not valid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def parse_set_option(item: str) -> dict:
+    """'train.epochs=3' -> {'train': {'epochs': 3}} (value parsed as YAML)."""
+    if "=" not in item:
+        raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw else ""
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def resolve_config(profile: str = DEFAULT_PROFILE, overrides: dict | None = None) -> RunConfig:
+    path = profile_path(profile)
+    values = load_yaml(path)
+    values = _deep_merge(values, {"profile": profile})
+    if overrides:
+        values = _deep_merge(values, overrides)
+    try:
+        config = RunConfig.model_validate(values)
+    except ValidationError as e:
+        raise UserError(_format_validation_error(e, f"config (profile {path.name} + options)")) from None
+    if not config.run:
+        config.run = f"{Path(config.data.dataset).stem}-{Path(profile).stem}"
+    return config
+
+
+def config_from_file(path: Path) -> RunConfig:
+    try:
+        return RunConfig.model_validate(load_yaml(path))
+    except ValidationError as e:
+        raise UserError(_format_validation_error(e, str(path))) from None
+
+
+def config_to_yaml(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def explain(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
+    """One line per config key with its default and description: the config reference."""
+    lines = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            lines.extend(explain(annotation, f"{prefix}{name}."))
+            continue
+        default = field.get_default(call_default_factory=True)
+        lines.append(f"{prefix}{name} = {default!r}  {field.description or ''}".rstrip())
+    return lines

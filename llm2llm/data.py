@@ -1,0 +1,180 @@
+"""Loading a task's splits from local files, validating every row, and drawing the seed.
+
+Files are read through HF `datasets` (JSONL, JSON, CSV, parquet, or a folder written by
+`save_to_disk`). Rows are checked against the task and a bad row is reported with its file,
+line (or row) and field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from llm2llm.config import CONFIG_DIR, REPO_ROOT, DataConfig, load_yaml
+from llm2llm.errors import UserError
+from llm2llm.tasks import TASK_TYPES, Task
+
+TASK_SPEC_DIR = CONFIG_DIR / "tasks"
+READERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass
+class TaskData:
+    task: Task
+    train: list[dict]
+    test: list[dict]
+    notes: list[str]  # said in the report (e.g. how a split was made)
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("LLM2LLM_DATA_DIR")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "datasets"
+
+
+def builtin_tasks() -> list[str]:
+    return sorted(p.stem for p in TASK_SPEC_DIR.glob("*.yaml"))
+
+
+def find_spec(dataset: str) -> tuple[Path, bool]:
+    """(spec path, is built-in)."""
+    path = Path(dataset)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.exists():
+            raise UserError(f"task spec {path} does not exist; give a built-in task ({', '.join(builtin_tasks())}) or an existing spec file")
+        return path, False
+    builtin = TASK_SPEC_DIR / f"{dataset}.yaml"
+    if not builtin.exists():
+        raise UserError(f"unknown dataset '{dataset}'; known: {', '.join(builtin_tasks())}, or a path to a task spec .yaml")
+    return builtin, True
+
+
+def read_rows(path: Path) -> list[dict]:
+    """All rows of one local data file or saved-dataset folder, as dicts."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    if not path.exists():
+        raise UserError(f"data file {path} not found; check --data-dir / LLM2LLM_DATA_DIR (looked in {path.parent})")
+    try:
+        if path.is_dir():
+            loaded = datasets.load_from_disk(str(path))
+            if isinstance(loaded, datasets.DatasetDict):
+                raise UserError(f"{path} holds several splits ({', '.join(loaded)}); point the spec at one split folder")
+            return loaded.to_list()
+        reader = READERS.get(path.suffix.lower())
+        if reader is None:
+            raise UserError(f"{path}: unsupported file type '{path.suffix}'; use .jsonl, .json, .csv, .parquet or a saved dataset folder")
+        if reader == "json":
+            _check_json_lines(path)
+        return datasets.load_dataset(reader, data_files=str(path), split="train").to_list()
+    except UserError:
+        raise
+    except Exception as e:  # pyarrow / datasets errors carry no line numbers; say what we know
+        raise UserError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+
+
+def _check_json_lines(path: Path) -> None:
+    """Find the first malformed line ourselves: the arrow JSON reader does not say where it is."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    if number == 1 and path.suffix == ".json":
+                        return  # a whole-file JSON array, not JSON Lines
+                    raise UserError(f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno}); fix or remove that line") from None
+                if not isinstance(row, dict):
+                    raise UserError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}); re-save the file as UTF-8") from None
+
+
+def _to_canonical(task: Task, row: dict) -> dict:
+    return {name: row.get(task.source_field(name)) for name in task.canonical_fields}
+
+
+def _validated(task: Task, rows: list[dict], path: Path) -> list[dict]:
+    if not rows:
+        raise UserError(f"{path}: the split is empty; it needs at least one example")
+    unit = "line" if path.suffix in (".jsonl",) else "row"
+    examples, seen = [], {}
+    for index, row in enumerate(rows):
+        example = _to_canonical(task, row)
+        where = f"{path}:{unit} {index + 1}" if unit == "row" else f"{path}:{index + 1}"
+        if example.get("id") is None and task.source_field("id") not in row:
+            example["id"] = f"{path.stem}-{index:06d}"  # data without ids get stable positional ids
+        example["id"] = str(example["id"])
+        problem = task.problem(example)
+        if problem:
+            raise UserError(f"{where}: {problem}")
+        if example["id"] in seen:
+            raise UserError(f"{where}: duplicate id {example['id']!r} (first at {unit} {seen[example['id']] + 1}); ids must be unique")
+        seen[example["id"]] = index
+        examples.append(example)
+    return examples
+
+
+def load_task_data(config: DataConfig) -> TaskData:
+    spec_path, builtin = find_spec(config.dataset)
+    spec = load_yaml(spec_path)
+    task_type = spec.get("type")
+    if task_type not in TASK_TYPES:
+        raise UserError(f"{spec_path}: type {task_type!r} is not one of {', '.join(TASK_TYPES)}")
+    data_spec = spec.get("data") or {}
+    base = Path(config.data_dir) if config.data_dir else default_data_dir()
+    if not builtin:
+        base = spec_path.parent
+    folder = base / data_spec.get("folder", ".")
+    if not folder.exists():
+        raise UserError(f"data folder {folder} not found for task '{spec.get('name', spec_path.stem)}'; "
+                        f"set --data-dir / LLM2LLM_DATA_DIR to the folder that holds it")
+    task = TASK_TYPES[task_type](name=spec.get("name", spec_path.stem), spec=spec)
+    notes = []
+
+    if "holdout" in data_spec:
+        path = folder / data_spec["file"]
+        rows = read_rows(path)
+        if task.type == "classification":
+            task.labels = spec.get("labels") or sorted({str(_to_canonical(task, r)["label"]) for r in rows})
+        examples = _validated(task, rows, path)
+        fraction = float(data_spec["holdout"].get("test_fraction", 0.5))
+        order = sorted(examples, key=lambda e: e["id"])
+        random.Random(data_spec["holdout"].get("seed", 0)).shuffle(order)
+        cut = len(order) - int(round(len(order) * fraction))
+        train, test = order[:cut], order[cut:]
+        notes.append(f"{path.name} has no train split: it was split deterministically (seed "
+                     f"{data_spec['holdout'].get('seed', 0)}) into a seed pool of {len(train)} and a test part of {len(test)}.")
+    else:
+        train_path, test_path = folder / data_spec.get("train", "train.jsonl"), folder / data_spec.get("test", "test.jsonl")
+        train_rows, test_rows = read_rows(train_path), read_rows(test_path)
+        if task.type == "classification":
+            task.labels = spec.get("labels") or sorted({str(_to_canonical(task, r)["label"]) for r in train_rows})
+        train, test = _validated(task, train_rows, train_path), _validated(task, test_rows, test_path)
+    return TaskData(task, train, test, notes)
+
+
+def sample(examples: list[dict], size: float, seed: int, task: Task | None = None, stratified: bool = False) -> list[dict]:
+    """A reproducible random sample: `size` is a count (>= 1) or a fraction (< 1)."""
+    count = int(size) if size >= 1 else max(1, int(round(len(examples) * size)))
+    if count > len(examples):
+        raise UserError(f"asked for {count} examples but the split has only {len(examples)}; lower data.seed_size / data.test_size")
+    rng = random.Random(seed)
+    if not (stratified and task is not None and task.stratum(examples[0]) is not None):
+        return rng.sample(examples, count)
+    groups = defaultdict(list)
+    for example in examples:
+        groups[task.stratum(example)].append(example)
+    strata = sorted(groups)
+    per, extra = divmod(count, len(strata))
+    chosen = []
+    for i, stratum in enumerate(strata):
+        want = per + (1 if i < extra else 0)
+        chosen.extend(rng.sample(groups[stratum], min(want, len(groups[stratum]))))
+    return chosen

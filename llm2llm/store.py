@@ -1,0 +1,138 @@
+"""Crash-safe files for the run directory.
+
+Every file that marks a phase as done is written whole to a temporary name, fsynced and renamed,
+so a reader sees the old file or the new one, never half of one. Streams of records that are
+produced slowly (teacher answers, predictions) go to an append-only JSONL log keyed by record;
+a torn last line left by kill -9 is dropped when the log is opened again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def atomic_write_jsonl(path: Path, records: Iterable[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it replaces `path` in one rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class RecordLog:
+    """Append-only JSONL of records with a unique `key`: resumable, never duplicated.
+
+    Opening the log reads what a previous (possibly killed) process wrote, drops a torn last
+    line, and exposes the stored records by key; `append` writes and fsyncs one record at a time.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.records: dict[str, dict] = {}
+        good_bytes = 0
+        if self.path.exists():
+            with open(self.path, "rb") as f:
+                for raw in f:
+                    if not raw.endswith(b"\n"):
+                        break  # torn write from a killed process
+                    try:
+                        record = json.loads(raw)
+                    except json.JSONDecodeError:
+                        break
+                    self.records.setdefault(record["key"], record)
+                    good_bytes += len(raw)
+            if good_bytes != self.path.stat().st_size:
+                with open(self.path, "r+b") as f:
+                    f.truncate(good_bytes)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.records
+
+    def append(self, records: Iterable[dict]) -> None:
+        lines = []
+        for record in records:
+            if record["key"] in self.records:
+                continue
+            self.records[record["key"]] = record
+            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+        if not lines:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write("".join(lines))
+            f.flush()
+            os.fsync(f.fileno())

@@ -1,0 +1,304 @@
+"""Task types: what the student is asked, how its answer is scored, how the teacher is prompted
+and how the teacher's text is parsed back into examples.
+
+A task is data (a spec YAML in configs/tasks/ or the user's own) plus one of three types in code:
+  classification   {id, text, label}                       answer = the label string
+  numeric          {id, question, answer}                  answer = reasoning ending in "#### N"
+  multiple_choice  {id, context, choices: [...], label}    answer = the option letter
+Examples inside llm2llm always use these canonical field names; the spec maps source columns to them.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+NUMBER = r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+"
+
+
+@dataclass
+class Score:
+    prediction: str | None  # the extracted answer, None if the output held no valid answer
+    correct: bool
+
+    @property
+    def valid(self) -> bool:
+        return self.prediction is not None
+
+
+@dataclass
+class Task:
+    name: str
+    spec: dict = field(repr=False)
+    labels: list[str] = field(default_factory=list)
+
+    type: ClassVar[str] = "base"
+    canonical_fields: ClassVar[tuple[str, ...]] = ()
+    default_max_new_tokens: ClassVar[int] = 16
+
+    def text(self, key: str, **values: Any) -> str:
+        """A template from the spec (falling back to the type's default) filled with values."""
+        template = self.spec.get("templates", {}).get(key, DEFAULT_TEMPLATES[self.type][key])
+        return template.format(**values)
+
+    # --- data ------------------------------------------------------------------------------
+    def problem(self, example: dict) -> str | None:
+        """What is wrong with an example (field and reason), or None if it is valid."""
+        for name in self.canonical_fields:
+            value = example.get(name)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                return f"field '{self.source_field(name)}' is missing or empty"
+        return None
+
+    def source_field(self, canonical: str) -> str:
+        return self.spec.get("fields", {}).get(canonical, canonical)
+
+    def stratum(self, example: dict) -> str | None:
+        return None
+
+    def key_text(self, example: dict) -> str:
+        """The text compared for duplicates and test overlap."""
+        raise NotImplementedError
+
+    # --- student ---------------------------------------------------------------------------
+    def prompt(self, example: dict) -> str:
+        raise NotImplementedError
+
+    def target(self, example: dict) -> str:
+        raise NotImplementedError
+
+    def score(self, output: str, example: dict) -> Score:
+        raise NotImplementedError
+
+    # --- teacher ---------------------------------------------------------------------------
+    def teacher_continuation(self, wrong: dict, shots: list[dict]) -> str:
+        raise NotImplementedError
+
+    def teacher_chat(self, wrong: dict, count: int) -> str:
+        raise NotImplementedError
+
+    def teacher_stop(self, style: str) -> list[str]:
+        return ["\n"] if style == "continuation" else []
+
+    def parse_teacher(self, text: str, wrong: dict, style: str) -> list[dict]:
+        """Examples found in the teacher's text; they inherit what the prompt fixed (e.g. the label)."""
+        raise NotImplementedError
+
+
+def _clean_line(line: str) -> str:
+    return re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", line).strip().strip('"').strip()
+
+
+def _numbered_items(text: str) -> list[str]:
+    return [_clean_line(m) for m in re.findall(r"^\s*\d+[.)]\s*(.+)$", text, flags=re.M)]
+
+
+class ClassificationTask(Task):
+    type = "classification"
+    canonical_fields = ("id", "text", "label")
+
+    def problem(self, example: dict) -> str | None:
+        problem = super().problem(example)
+        if problem is None and example["label"] not in self.labels:
+            return (f"field '{self.source_field('label')}' has label {example['label']!r}, "
+                    f"which is not one of the task's labels ({', '.join(self.labels)})")
+        return problem
+
+    def stratum(self, example):
+        return example["label"]
+
+    def key_text(self, example):
+        return example["text"]
+
+    def prompt(self, example):
+        return self.text("student", labels=", ".join(self.labels), text=example["text"])
+
+    def target(self, example):
+        return example["label"]
+
+    def score(self, output, example):
+        first = output.strip().splitlines()[0].strip().strip(string.punctuation + " ") if output.strip() else ""
+        prediction = first if first in self.labels else None
+        return Score(prediction, prediction == example["label"])
+
+    def teacher_continuation(self, wrong, shots):
+        lines = "".join(f"- {ex['text']}\n" for ex in [*shots, wrong])
+        return self.text("teacher_continuation", label=wrong["label"], examples=lines)
+
+    def teacher_chat(self, wrong, count):
+        return self.text("teacher_chat", label=wrong["label"], text=wrong["text"], count=count)
+
+    def parse_teacher(self, text, wrong, style):
+        candidates = [_clean_line(text.split("\n")[0])] if style == "continuation" else _numbered_items(text)
+        return [{"text": c, "label": wrong["label"]} for c in candidates if c]
+
+
+def final_number(text: str) -> str | None:
+    """The number on the last '#### N' line, sign kept, thousands separators dropped."""
+    found = re.findall(rf"####\s*\$?\s*({NUMBER})", text)
+    return found[-1].replace(",", "") if found else None
+
+
+def numbers_equal(a: str, b: str) -> bool:
+    try:
+        return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(b)))
+    except ValueError:
+        return False
+
+
+class NumericTask(Task):
+    type = "numeric"
+    canonical_fields = ("id", "question", "answer")
+    default_max_new_tokens = 256
+
+    def problem(self, example):
+        problem = super().problem(example)
+        if problem is None and final_number(example["answer"]) is None:
+            return f"field '{self.source_field('answer')}' has no final '#### <number>' line"
+        return problem
+
+    def key_text(self, example):
+        return example["question"]
+
+    def prompt(self, example):
+        return self.text("student", question=example["question"])
+
+    def target(self, example):
+        return re.sub(r"<<[^>]*>>", "", example["answer"]).strip()  # drop calculator annotations
+
+    def score(self, output, example):
+        prediction = final_number(output)
+        gold = final_number(example["answer"])
+        return Score(prediction, prediction is not None and numbers_equal(prediction, gold))
+
+    def teacher_continuation(self, wrong, shots):
+        blocks = "".join(f"Question: {ex['question']}\nAnswer: {self.target(ex)}\n\n" for ex in [*shots, wrong])
+        return self.text("teacher_continuation", examples=blocks)
+
+    def teacher_chat(self, wrong, count):
+        return self.text("teacher_chat", question=wrong["question"], answer=self.target(wrong), count=count)
+
+    def teacher_stop(self, style):
+        return ["\nQuestion:", "\n\n\n"] if style == "continuation" else []
+
+    def parse_teacher(self, text, wrong, style):
+        if style == "continuation":
+            text = "Question: " + text
+        examples = []
+        for block in re.split(r"(?m)^\s*(?:\d+[.)]\s*)?Question:\s*", text)[1:]:
+            match = re.match(r"(.+?)\n\s*Answer:\s*(.+?####\s*\$?\s*(?:" + NUMBER + r"))", block, flags=re.S)
+            if match:
+                examples.append({"question": match.group(1).strip(), "answer": match.group(2).strip()})
+        return examples
+
+
+LETTERS = "ABCDEFGHIJ"
+
+
+class MultipleChoiceTask(Task):
+    type = "multiple_choice"
+    canonical_fields = ("id", "context", "choices", "label")
+    default_max_new_tokens = 4
+
+    @property
+    def num_choices(self) -> int:
+        return int(self.spec.get("num_choices", 5))
+
+    def problem(self, example):
+        problem = super().problem(example)
+        if problem:
+            return problem
+        choices = example["choices"]
+        if not isinstance(choices, list) or len(choices) != self.num_choices or not all(
+            isinstance(c, str) and c.strip() for c in choices
+        ):
+            return f"field '{self.source_field('choices')}' must be a list of {self.num_choices} non-empty strings"
+        if not isinstance(example["label"], int) or not 0 <= example["label"] < self.num_choices:
+            return (f"field '{self.source_field('label')}' must be an option index 0..{self.num_choices - 1}, "
+                    f"got {example['label']!r}")
+        return None
+
+    def stratum(self, example):
+        return str(example["label"])
+
+    def key_text(self, example):
+        return example["context"]
+
+    def _options(self, example) -> str:
+        return "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(example["choices"]))
+
+    def prompt(self, example):
+        return self.text("student", context=example["context"], options=self._options(example),
+                         letters=", ".join(LETTERS[: self.num_choices]))
+
+    def target(self, example):
+        return LETTERS[example["label"]]
+
+    def score(self, output, example):
+        match = re.match(rf"\s*\(?([{LETTERS[: self.num_choices]}])\b", output)
+        prediction = match.group(1) if match else None
+        return Score(prediction, prediction == self.target(example))
+
+    def _item(self, example) -> str:
+        return f"Excerpt: {example['context']}\n{self._options(example)}\nAnswer: {self.target(example)}\n\n"
+
+    def teacher_continuation(self, wrong, shots):
+        return self.text("teacher_continuation", examples="".join(self._item(ex) for ex in [*shots, wrong]))
+
+    def teacher_chat(self, wrong, count):
+        return self.text("teacher_chat", item=self._item(wrong).strip(), count=count)
+
+    def teacher_stop(self, style):
+        return ["\nExcerpt:", "\n\n\n"] if style == "continuation" else []
+
+    def parse_teacher(self, text, wrong, style):
+        if style == "continuation":
+            text = "Excerpt: " + text
+        letters = LETTERS[: self.num_choices]
+        examples = []
+        for block in re.split(r"(?m)^\s*(?:\d+[.)]\s*)?Excerpt:\s*", text)[1:]:
+            match = re.match(r"(.+?)\n" + "".join(rf"\s*{c}[.)]\s*(.+?)\n" for c in letters)
+                             + rf"\s*Answer:\s*\(?([{letters}])", block, flags=re.S)
+            if match:
+                *parts, answer = match.groups()
+                examples.append({"context": parts[0].strip(), "choices": [p.strip() for p in parts[1:]],
+                                 "label": letters.index(answer)})
+        return examples
+
+
+TASK_TYPES: dict[str, type[Task]] = {t.type: t for t in (ClassificationTask, NumericTask, MultipleChoiceTask)}
+
+# Defaults per type; a spec's `templates:` mapping overrides any of them.
+DEFAULT_TEMPLATES = {
+    "classification": {
+        "student": "Classify the text. Answer with exactly one of: {labels}.\nText: {text}",
+        "teacher_continuation": 'Examples of texts labelled "{label}":\n{examples}-',
+        "teacher_chat": (
+            'A student model mislabelled this text, whose correct label is "{label}":\n{text}\n\n'
+            'Write {count} new, different texts that also have the label "{label}" and test the same '
+            "skill. Reply with a numbered list, one text per line, and nothing else."
+        ),
+    },
+    "numeric": {
+        "student": "Solve the math problem. Reason step by step, then give the final answer on its own "
+                   "line as '#### <number>'.\nProblem: {question}",
+        "teacher_continuation": "Math word problems with worked answers:\n\n{examples}Question:",
+        "teacher_chat": (
+            "A student got this math problem wrong:\nQuestion: {question}\nAnswer: {answer}\n\n"
+            "Write {count} new problems that test the same skills, with other names and numbers. "
+            "Show the calculation and end each answer with '#### <number>' (a plain number, no units). "
+            "Use exactly this form for each:\nQuestion: <problem>\nAnswer: <calculation>\n#### <number>"
+        ),
+    },
+    "multiple_choice": {
+        "student": "{context}\n\nWhich option fills the masked part?\n{options}\nAnswer with one letter ({letters}).",
+        "teacher_continuation": "Multiple-choice questions with their answers:\n\n{examples}Excerpt:",
+        "teacher_chat": (
+            "A student answered this question wrongly:\n{item}\n\nWrite {count} new questions of the same "
+            "kind, each in exactly this form:\nExcerpt: <text>\nA. <option>\nB. <option>\nC. <option>\n"
+            "D. <option>\nE. <option>\nAnswer: <letter>"
+        ),
+    },
+}
