@@ -78,6 +78,7 @@ class LoopConfig(Section):
     iterations: int = Field(2, ge=0, description="Augmentation iterations after iteration 0 (plain fine-tuning on the seed).")
     continue_training: bool = Field(False, description="Fine-tune each iteration from the last student instead of the base checkpoint (the paper re-trains from base).")
     augment_synthetic: bool = Field(False, description="Also augment wrong synthetic examples, not only seed examples (the paper augments seed only).")
+    keep_checkpoints: bool = Field(False, description="Keep every iteration's student; by default only the last one stays on disk.")
     near_duplicate_rouge_l: float = Field(0.95, gt=0, le=1, description="Drop a generated example whose ROUGE-L F1 against any training or test input exceeds this (official code: 0.95).")
 
 

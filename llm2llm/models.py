@@ -75,6 +75,8 @@ def provision(name: str, force: bool = False) -> Path:
     if model_problem(target) is None and not force:
         return target
     spec = entry["provision"]
+    if "tiny_from" in spec:
+        return _build_tiny_llama(checked_model(spec["tiny_from"]), target)
     package = spec["pypi"].split("==")[0]
     try:
         gguf_path = Path(metadata.distribution(package).locate_file(spec["gguf"]))
@@ -91,6 +93,41 @@ def provision(name: str, force: bool = False) -> Path:
     # A GGUF-loaded model refuses save_pretrained until its (dequantised) quantizer is detached.
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return target
+
+
+def fingerprint(path: Path) -> str:
+    """A cheap identity for a model folder: config and tokenizer contents plus weight file names and
+    sizes (not a read of the weights). Different teachers never share cached answers."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in ("config.json", "adapter_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        file = path / name
+        if file.exists():
+            digest.update(name.encode() + file.read_bytes())
+    for file in sorted(path.glob("*.safetensors")):
+        digest.update(f"{file.name}:{file.stat().st_size}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _build_tiny_llama(tokenizer_source: Path, target: Path) -> Path:
+    """A random-init tiny Llama sharing a real tokenizer and chat template: fast to train and run."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

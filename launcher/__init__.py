@@ -1,0 +1,1 @@
+"""The command line and process orchestration around the llm2llm library."""

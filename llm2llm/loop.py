@@ -1,0 +1,174 @@
+"""The LLM2LLM loop (Lee et al., 2024), top to bottom. Design: docs/loop.md.
+
+    iteration 0: fine-tune the base student on the seed, evaluate on test  (= plain fine-tuning)
+    each iteration i:
+        evaluate the student on the seed examples
+        for every wrong seed example, the teacher writes K new examples
+        filter them (parse, validity, duplicates, near-duplicates, test overlap)
+        training set i+1 = training set i + survivors; fine-tune again from the base; evaluate on test
+
+Every phase leaves a file in runs/<run>/iter_NNN/ that marks it done; rerunning the same command
+skips finished phases and continues unfinished ones from what they stored (see store.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+from pathlib import Path
+
+from llm2llm.config import RunConfig, SamplingConfig
+from llm2llm.data import TaskData, load_task_data, sample
+from llm2llm.engines import TransformersGenerator, generate_cached, render_chat, request_key
+from llm2llm.filtering import filter_examples
+from llm2llm.models import checked_model, fingerprint
+from llm2llm.report import write_report
+from llm2llm.rundir import RunDir
+from llm2llm.store import RecordLog, atomic_write_json, atomic_write_jsonl, read_jsonl
+from llm2llm.tasks import Task
+from llm2llm.training import train_student
+
+log = logging.getLogger(__name__)
+
+
+def boost(config: RunConfig) -> Path:
+    data = load_task_data(config.data)
+    task = data.task
+    student_base = checked_model(config.student.model)
+    teacher_path = checked_model(config.teacher.model)
+    run = RunDir(config)
+
+    by_id = {ex["id"]: ex for ex in data.train}
+    seed_ids = run.fixed_ids("seed_ids.json", lambda: [ex["id"] for ex in sample(
+        data.train, config.data.seed_size, config.data.seed, task, config.data.stratified)])
+    seed = [by_id[i] for i in seed_ids]
+    test_by_id = {ex["id"]: ex for ex in data.test}
+    test = data.test if not config.data.test_size else [test_by_id[i] for i in run.fixed_ids(
+        "test_ids.json", lambda: [ex["id"] for ex in sample(data.test, config.data.test_size, config.data.seed)])]
+    log.info("run %s: %s, %d seed examples, %d test examples", run.path, task.name, len(seed), len(test))
+
+    first_train = run.iteration(0) / "train.jsonl"
+    if not first_train.exists():
+        atomic_write_jsonl(first_train, seed)
+
+    previous_student = None
+    for it in range(config.loop.iterations + 1):
+        it_dir = run.iteration(it)
+        train_set = read_jsonl(it_dir / "train.jsonl")
+        last = it == config.loop.iterations
+
+        # 1. Fine-tune the student (from the base checkpoint, or the last student if asked).
+        student = it_dir / "student"
+        if not (student / "train_log.json").exists():
+            with run.phase(it, "train"):
+                init = previous_student if config.loop.continue_training else None
+                train_student(student_base, train_set, task, config.train, student, init_path=init)
+
+        # 2. Evaluate it on the test split and on the seed examples (or the whole training set).
+        pool = train_set if config.loop.augment_synthetic else seed
+        with run.phase(it, "evaluate"):
+            scores = evaluate(student, student_base, task, {"test": test, "seed": pool}, it_dir, config)
+
+        if not last:
+            # 3. The teacher writes new examples for each wrong seed example.
+            wrong = [ex for ex in pool if not scores["seed"][ex["id"]]["correct"]]
+            with run.phase(it, "generate"):
+                candidates = teacher_generate(wrong, seed, task, teacher_path, it, it_dir, config)
+
+            # 4. Filter them and add the survivors to the next training set.
+            decisions_path = it_dir / "filter_decisions.jsonl"
+            if not decisions_path.exists():
+                with run.phase(it, "filter"):
+                    decisions = filter_examples(
+                        candidates, task, [task.key_text(ex) for ex in train_set],
+                        [task.key_text(ex) for ex in data.test], config.loop.near_duplicate_rouge_l)
+                    atomic_write_jsonl(decisions_path, decisions)
+            next_train = run.iteration(it + 1) / "train.jsonl"
+            if not next_train.exists():
+                with run.phase(it, "merge"):
+                    kept = [d["example"] for d in read_jsonl(decisions_path) if d["kept"]]
+                    atomic_write_jsonl(next_train, train_set + kept)
+
+        with run.phase(it, "report"):
+            write_report(run, task, data.notes)
+        # A finished iteration's checkpoint is only needed to continue training from it.
+        if previous_student and previous_student.exists() and not config.loop.keep_checkpoints:
+            shutil.rmtree(previous_student)
+        previous_student = student
+    return run.path
+
+
+def evaluate(student: Path, base: Path, task: Task, splits: dict[str, list[dict]], it_dir: Path, config: RunConfig) -> dict:
+    """Greedy (by default) generation over each split; predictions stored as they arrive."""
+    predictions = RecordLog(it_dir / "predictions.jsonl")
+    sampling = SamplingConfig(temperature=config.student.eval_temperature, top_p=1.0, seed=config.train.seed,
+                              max_new_tokens=config.student.eval_max_new_tokens or task.default_max_new_tokens)
+    requests, tokenizer = [], None
+    for split, examples in splits.items():
+        for ex in examples:
+            key = f"{split}/{ex['id']}"
+            if key not in predictions:
+                if tokenizer is None:
+                    from llm2llm.engines import load_tokenizer
+
+                    tokenizer = load_tokenizer(student)
+                requests.append({"key": key, "split": split, "id": ex["id"], "prompt": render_chat(tokenizer, task.prompt(ex))})
+    adapter = (student / "adapter_config.json").exists()
+    open_engine = lambda: TransformersGenerator(base if adapter else student, student if adapter else None)  # noqa: E731
+    generate_cached(open_engine, requests, predictions, sampling, config.student.eval_batch_size, f"evaluate {it_dir.name}")
+    scores = {}
+    for split, examples in splits.items():
+        scores[split] = {}
+        for ex in examples:
+            output = predictions.records[f"{split}/{ex['id']}"]["output"]
+            result = task.score(output, ex)
+            scores[split][ex["id"]] = {"output": output, "prediction": result.prediction, "correct": result.correct}
+    atomic_write_json(it_dir / "scores.json", {
+        split: {"total": len(s), "correct": sum(v["correct"] for v in s.values()),
+                "invalid": sum(v["prediction"] is None for v in s.values()),
+                "wrong_ids": [i for i, v in s.items() if not v["correct"]]}
+        for split, s in scores.items()})
+    return scores
+
+
+def teacher_generate(wrong: list[dict], seed: list[dict], task: Task, teacher_path: Path, it: int,
+                     it_dir: Path, config: RunConfig) -> list[dict]:
+    """Ask the teacher about each wrong example; return the parsed candidates in a fixed order."""
+    teacher = config.teacher
+    sampling = teacher.sampling.model_copy(update={"stop": teacher.sampling.stop or task.teacher_stop(teacher.style)})
+    identity = fingerprint(teacher_path)
+    tokenizer = None
+    requests = []
+    for ex in wrong:
+        for sample_index in range(teacher.per_wrong if teacher.style == "continuation" else 1):
+            if teacher.style == "continuation":
+                rng = random.Random(f"{config.data.seed}/{it}/{ex['id']}/{sample_index}")
+                same = [s for s in seed if s["id"] != ex["id"] and task.stratum(s) == task.stratum(ex)]
+                prompt = task.teacher_continuation(ex, rng.sample(same, min(teacher.shots, len(same))))
+            else:
+                if tokenizer is None:
+                    from llm2llm.engines import load_tokenizer
+
+                    tokenizer = load_tokenizer(teacher_path)
+                prompt = render_chat(tokenizer, task.teacher_chat(ex, teacher.per_wrong))
+            # The iteration is part of the sample index: asking again in a later iteration must
+            # draw new samples, not replay the cached ones.
+            key = request_key(identity, prompt, sampling.model_dump_json(), f"{it}.{sample_index}")
+            requests.append({"key": key, "parent_id": ex["id"], "sample": sample_index, "prompt": prompt,
+                             "teacher": teacher.model, "teacher_fingerprint": identity})
+    outputs = generate_cached(lambda: TransformersGenerator(teacher_path), requests,
+                              RecordLog(it_dir / "teacher_outputs.jsonl"), sampling, teacher.batch_size,
+                              f"generate {it_dir.name}")
+    candidates = []
+    by_id = {ex["id"]: ex for ex in wrong}
+    for request in requests:
+        parent = by_id[request["parent_id"]]
+        parsed = task.parse_teacher(outputs[request["key"]], parent, teacher.style)[: teacher.per_wrong]
+        if not parsed:
+            candidates.append({"key": f"{request['key']}:0", "example": None})
+        for j, example in enumerate(parsed):
+            example = {"id": f"gen{it}-{request['key'][:12]}-{j}", **example, "parent_id": parent["id"],
+                       "iteration": it, "teacher": teacher.model}
+            candidates.append({"key": f"{request['key']}:{j}", "example": example})
+    return candidates

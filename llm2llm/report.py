@@ -1,0 +1,124 @@
+"""metrics.json, report.md and accuracy.png, derived from the run directory alone."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from llm2llm.store import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, read_jsonl
+
+PHASES = ("train", "evaluate", "generate", "filter", "merge", "report")
+DROP_REASONS = ("unparsable", "invalid", "duplicate", "near_duplicate", "test_overlap")
+
+
+def _accuracy(split: dict) -> float:
+    return split["correct"] / split["total"] if split["total"] else 0.0
+
+
+def collect_metrics(run, task, notes: list[str]) -> dict:
+    config = run.config
+    iterations = []
+    for it_dir in sorted(run.path.glob("iter_*")):
+        if not (it_dir / "scores.json").exists():
+            continue
+        number = int(it_dir.name.split("_")[1])
+        scores = read_json(it_dir / "scores.json")
+        entry = {
+            "iteration": number,
+            "train_size": len(read_jsonl(it_dir / "train.jsonl")),
+            "seed_accuracy": round(_accuracy(scores["seed"]), 4),
+            "seed_wrong": len(scores["seed"]["wrong_ids"]),
+            "generated": None, "kept": None, "dropped": None,
+            "test_accuracy": round(_accuracy(scores["test"]), 4),
+            "test_correct": scores["test"]["correct"],
+            "test_total": scores["test"]["total"],
+            "test_invalid": scores["test"]["invalid"],
+            "phase_seconds": run.phase_seconds(number),
+        }
+        if (it_dir / "filter_decisions.jsonl").exists():
+            decisions = read_jsonl(it_dir / "filter_decisions.jsonl")
+            reasons = Counter(d["reason"] for d in decisions)
+            entry.update(generated=len(decisions), kept=reasons["kept"],
+                         dropped={r: reasons[r] for r in DROP_REASONS})
+        iterations.append(entry)
+    return {
+        "run": config.run,
+        "task": task.name,
+        "task_type": task.type,
+        "student": config.student.model,
+        "teacher": config.teacher.model,
+        "teacher_style": config.teacher.style,
+        "evaluation": "greedy" if config.student.eval_temperature == 0 else f"sampled at T={config.student.eval_temperature}",
+        "seed_size": len(read_json(run.path / "seed_ids.json")),
+        "iterations_planned": config.loop.iterations,
+        "complete": len(iterations) == config.loop.iterations + 1,
+        "notes": notes,
+        "iterations": iterations,
+    }
+
+
+def plot_accuracy(metrics: dict) -> bytes:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [it["iteration"] for it in metrics["iterations"]]
+    ys = [100 * it["test_accuracy"] for it in metrics["iterations"]]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.plot(xs, ys, marker="o", label="LLM2LLM")
+    if ys:
+        ax.axhline(ys[0], color="grey", linestyle="--", label="plain fine-tuning (iteration 0)")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xticks(xs)
+    ax.set_title(f"{metrics['task']}: {metrics['seed_size']} seed examples, teacher {metrics['teacher']}")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def render_markdown(metrics: dict) -> str:
+    lines = [
+        f"# LLM2LLM run `{metrics['run']}`",
+        "",
+        f"- task: **{metrics['task']}** ({metrics['task_type']}), {metrics['seed_size']} seed examples",
+        f"- student: `{metrics['student']}`; teacher: `{metrics['teacher']}` ({metrics['teacher_style']} prompts)",
+        f"- evaluation: {metrics['evaluation']} decoding, exact answer match; invalid = no valid answer in the output",
+        f"- status: {'complete' if metrics['complete'] else 'in progress'} "
+        f"({len(metrics['iterations'])} of {metrics['iterations_planned'] + 1} iterations)",
+        *[f"- note: {note}" for note in metrics["notes"]],
+        "",
+        "Iteration 0 is plain fine-tuning on the seed (the baseline).",
+        "",
+        "| iteration | train size | seed acc | seed wrong | generated | kept | dropped (unparsable/invalid/dup/near-dup/test) | test acc | test invalid | vs plain FT |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    base = metrics["iterations"][0]["test_accuracy"] if metrics["iterations"] else 0
+    for it in metrics["iterations"]:
+        dropped = "/".join(str(it["dropped"][r]) for r in DROP_REASONS) if it["dropped"] else "-"
+        lines.append(
+            f"| {it['iteration']} | {it['train_size']} | {100 * it['seed_accuracy']:.1f} % | {it['seed_wrong']} | "
+            f"{'-' if it['generated'] is None else it['generated']} | {'-' if it['kept'] is None else it['kept']} | "
+            f"{dropped} | {100 * it['test_accuracy']:.1f} % ({it['test_correct']}/{it['test_total']}) | "
+            f"{it['test_invalid']} | {100 * (it['test_accuracy'] - base):+.1f} |")
+    lines += ["", "## Wall time per phase (seconds)", "", "| iteration | " + " | ".join(PHASES) + " |",
+              "|---" * (len(PHASES) + 1) + "|"]
+    for it in metrics["iterations"]:
+        lines.append(f"| {it['iteration']} | " + " | ".join(
+            f"{it['phase_seconds'][p]:.1f}" if p in it["phase_seconds"] else "-" for p in PHASES) + " |")
+    lines += ["", "![test accuracy by iteration](accuracy.png)", ""]
+    return "\n".join(lines)
+
+
+def write_report(run, task, notes: list[str]) -> dict:
+    metrics = collect_metrics(run, task, notes)
+    atomic_write_json(run.path / "metrics.json", metrics)
+    atomic_write_text(run.path / "report.md", render_markdown(metrics))
+    atomic_write_bytes(run.path / "accuracy.png", plot_accuracy(metrics))
+    return metrics

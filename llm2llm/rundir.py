@@ -1,0 +1,72 @@
+"""The run directory runs/<run>/: opening it (config pinned on first use, one process at a time)
+and the fixed samples recorded in it. Layout: docs/run-directory.md."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from llm2llm.config import RunConfig, config_from_file, config_to_yaml
+from llm2llm.errors import UserError
+from llm2llm.store import RecordLog, atomic_write_json, atomic_write_text, read_json
+
+
+class RunDir:
+    def __init__(self, config: RunConfig):
+        self.config = config
+        self.path = Path(config.runs_dir) / config.run
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.path / ".lock", "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"run {self.path} is in use by another llm2llm process; wait for it or pick another RUN") from None
+        config_path = self.path / "config.yaml"
+        if config_path.exists():
+            stored = config_from_file(config_path).model_dump(mode="json")
+            wanted = config.model_dump(mode="json")
+            if stored != wanted:
+                key = _first_difference(stored, wanted)
+                raise UserError(f"run {self.path} already exists with a different config ({key}); "
+                                f"rerun with the same options to resume, or pick another RUN / delete the folder")
+        else:
+            atomic_write_text(config_path, config_to_yaml(config))
+        self.timings = RecordLog(self.path / "timings.jsonl")
+
+    def iteration(self, number: int) -> Path:
+        path = self.path / f"iter_{number:03d}"
+        path.mkdir(exist_ok=True)
+        return path
+
+    def fixed_ids(self, name: str, choose) -> list[str]:
+        """Ids chosen once and recorded (seed_ids.json, test_ids.json); reruns reuse them."""
+        path = self.path / name
+        if path.exists():
+            return read_json(path)
+        ids = choose()
+        atomic_write_json(path, ids)
+        return ids
+
+    @contextmanager
+    def phase(self, iteration: int, name: str):
+        """Times a phase; the first completed attempt's time is recorded."""
+        start = time.monotonic()
+        yield
+        key = f"{iteration}/{name}"
+        if key not in self.timings:
+            self.timings.append([{"key": key, "iteration": iteration, "phase": name,
+                                  "seconds": round(time.monotonic() - start, 2)}])
+
+    def phase_seconds(self, iteration: int) -> dict[str, float]:
+        return {r["phase"]: r["seconds"] for r in self.timings.records.values() if r["iteration"] == iteration}
+
+
+def _first_difference(a, b, prefix="") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+    return f"{prefix.rstrip('.')}: {json.dumps(a)} in the run, {json.dumps(b)} now"
