@@ -75,11 +75,6 @@ def boost(profile, sets, **options):
     config = build_config(profile, sets, **options)
     from llm2llm.loop import boost as run_boost
 
-    run_dir = Path(config.runs_dir) / config.run
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run_dir / "log.txt")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
     path = run_boost(config)
     click.echo(f"report: {path / 'report.md'}")
 
@@ -135,6 +130,15 @@ def provision(names, force):
 
     for name in names or [n for n, e in registry().items() if "provision" in e]:
         click.echo(f"{name}: {build(name, force=force)}")
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+def results(run_dirs):
+    """Print a markdown table of test accuracy per iteration for finished or running runs."""
+    from llm2llm.report import results_table
+
+    click.echo(results_table(run_dirs))
 
 
 def main():

@@ -182,14 +182,14 @@ def config_to_yaml(config: RunConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
-def explain(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
+def explain(section: BaseModel | None = None, prefix: str = "") -> list[str]:
     """One line per config key with its default and description: the config reference."""
+    section = section if section is not None else RunConfig()
     lines = []
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            lines.extend(explain(annotation, f"{prefix}{name}."))
-            continue
-        default = field.get_default(call_default_factory=True)
-        lines.append(f"{prefix}{name} = {default!r}  {field.description or ''}".rstrip())
+    for name, field in type(section).model_fields.items():
+        value = getattr(section, name)
+        if isinstance(value, BaseModel):
+            lines.extend(explain(value, f"{prefix}{name}."))
+        else:
+            lines.append(f"{prefix}{name} = {value!r}  {field.description or ''}".rstrip())
     return lines

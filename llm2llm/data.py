@@ -59,6 +59,8 @@ def read_rows(path: Path) -> list[dict]:
     datasets.disable_progress_bars()
     if not path.exists():
         raise UserError(f"data file {path} not found; check --data-dir / LLM2LLM_DATA_DIR (looked in {path.parent})")
+    if path.is_file() and (path.stat().st_size == 0 or (path.stat().st_size < 4096 and not path.read_bytes().strip())):
+        raise UserError(f"{path}: the split is empty; it needs at least one example")
     try:
         if path.is_dir():
             loaded = datasets.load_from_disk(str(path))

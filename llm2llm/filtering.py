@@ -65,7 +65,7 @@ def filter_examples(candidates: list[dict], task, train_texts: list[str], test_t
         if example is None:
             reason = "unparsable"
         else:
-            problem = task.problem({"id": candidate["key"], **example})
+            problem = task.generated_problem({"id": candidate["key"], **example})
             text = task.key_text(example) if problem is None else ""
             if problem is not None:
                 reason = "invalid"

@@ -20,12 +20,12 @@ from pathlib import Path
 
 from llm2llm.config import RunConfig, SamplingConfig
 from llm2llm.data import TaskData, load_task_data, sample
-from llm2llm.engines import TransformersGenerator, generate_cached, render_chat, request_key
+from llm2llm.engines import TransformersGenerator, generate_cached, load_tokenizer, render_chat, request_key
 from llm2llm.filtering import filter_examples
 from llm2llm.models import checked_model, fingerprint
 from llm2llm.report import write_report
 from llm2llm.rundir import RunDir
-from llm2llm.store import RecordLog, atomic_write_json, atomic_write_jsonl, read_jsonl
+from llm2llm.store import RecordLog, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 from llm2llm.tasks import Task
 from llm2llm.training import train_student
 
@@ -72,7 +72,8 @@ def boost(config: RunConfig) -> Path:
 
         if not last:
             # 3. The teacher writes new examples for each wrong seed example.
-            wrong = [ex for ex in pool if not scores["seed"][ex["id"]]["correct"]]
+            wrong_ids = set(scores["seed"]["wrong_ids"])
+            wrong = [ex for ex in pool if ex["id"] in wrong_ids]
             with run.phase(it, "generate"):
                 candidates = teacher_generate(wrong, seed, task, teacher_path, it, it_dir, config)
 
@@ -100,36 +101,27 @@ def boost(config: RunConfig) -> Path:
 
 
 def evaluate(student: Path, base: Path, task: Task, splits: dict[str, list[dict]], it_dir: Path, config: RunConfig) -> dict:
-    """Greedy (by default) generation over each split; predictions stored as they arrive."""
+    """Greedy (by default) generation over each split; predictions stored as they arrive.
+    Returns (and stores in scores.json) per split: total, correct, invalid, wrong_ids."""
+    if (it_dir / "scores.json").exists():
+        return read_json(it_dir / "scores.json")
     predictions = RecordLog(it_dir / "predictions.jsonl")
+    tokenizer = load_tokenizer(student if student.exists() else base)
     sampling = SamplingConfig(temperature=config.student.eval_temperature, top_p=1.0, seed=config.train.seed,
-                              max_new_tokens=config.student.eval_max_new_tokens or task.default_max_new_tokens)
-    requests, tokenizer = [], None
-    for split, examples in splits.items():
-        for ex in examples:
-            key = f"{split}/{ex['id']}"
-            if key not in predictions:
-                if tokenizer is None:
-                    from llm2llm.engines import load_tokenizer
-
-                    tokenizer = load_tokenizer(student)
-                requests.append({"key": key, "split": split, "id": ex["id"], "prompt": render_chat(tokenizer, task.prompt(ex))})
+                              max_new_tokens=config.student.eval_max_new_tokens or task.max_answer_tokens(tokenizer))
+    requests = [{"key": f"{split}/{ex['id']}", "split": split, "id": ex["id"], "prompt": render_chat(tokenizer, task.prompt(ex))}
+                for split, examples in splits.items() for ex in examples if f"{split}/{ex['id']}" not in predictions]
     adapter = (student / "adapter_config.json").exists()
     open_engine = lambda: TransformersGenerator(base if adapter else student, student if adapter else None)  # noqa: E731
     generate_cached(open_engine, requests, predictions, sampling, config.student.eval_batch_size, f"evaluate {it_dir.name}")
-    scores = {}
+    summary = {}
     for split, examples in splits.items():
-        scores[split] = {}
-        for ex in examples:
-            output = predictions.records[f"{split}/{ex['id']}"]["output"]
-            result = task.score(output, ex)
-            scores[split][ex["id"]] = {"output": output, "prediction": result.prediction, "correct": result.correct}
-    atomic_write_json(it_dir / "scores.json", {
-        split: {"total": len(s), "correct": sum(v["correct"] for v in s.values()),
-                "invalid": sum(v["prediction"] is None for v in s.values()),
-                "wrong_ids": [i for i, v in s.items() if not v["correct"]]}
-        for split, s in scores.items()})
-    return scores
+        results = {ex["id"]: task.score(predictions.records[f"{split}/{ex['id']}"]["output"], ex) for ex in examples}
+        summary[split] = {"total": len(results), "correct": sum(r.correct for r in results.values()),
+                          "invalid": sum(not r.valid for r in results.values()),
+                          "wrong_ids": [i for i, r in results.items() if not r.correct]}
+    atomic_write_json(it_dir / "scores.json", summary)
+    return summary
 
 
 def teacher_generate(wrong: list[dict], seed: list[dict], task: Task, teacher_path: Path, it: int,
@@ -148,8 +140,6 @@ def teacher_generate(wrong: list[dict], seed: list[dict], task: Task, teacher_pa
                 prompt = task.teacher_continuation(ex, rng.sample(same, min(teacher.shots, len(same))))
             else:
                 if tokenizer is None:
-                    from llm2llm.engines import load_tokenizer
-
                     tokenizer = load_tokenizer(teacher_path)
                 prompt = render_chat(tokenizer, task.teacher_chat(ex, teacher.per_wrong))
             # The iteration is part of the sample index: asking again in a later iteration must

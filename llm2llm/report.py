@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from llm2llm.errors import UserError
+
 from llm2llm.store import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, read_jsonl
 
 PHASES = ("train", "evaluate", "generate", "filter", "merge", "report")
@@ -122,3 +124,20 @@ def write_report(run, task, notes: list[str]) -> dict:
     atomic_write_text(run.path / "report.md", render_markdown(metrics))
     atomic_write_bytes(run.path / "accuracy.png", plot_accuracy(metrics))
     return metrics
+
+
+def results_table(run_dirs) -> str:
+    """One row per run: test accuracy at each iteration (iteration 0 = plain fine-tuning)."""
+    rows = []
+    for run_dir in run_dirs:
+        path = run_dir / "metrics.json"
+        if not path.exists():
+            raise UserError(f"{path} not found; is {run_dir} a run directory with at least one finished iteration?")
+        rows.append(read_json(path))
+    width = max(len(m["iterations"]) for m in rows)
+    head = ["run", "task", "seed", "teacher"] + [f"iter {i}" + (" (plain FT)" if i == 0 else "") for i in range(width)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in rows:
+        accs = [f"{100 * it['test_accuracy']:.1f}" for it in m["iterations"]] + ["-"] * (width - len(m["iterations"]))
+        lines.append("| " + " | ".join([m["run"], m["task"], str(m["seed_size"]), m["teacher"], *accs]) + " |")
+    return "\n".join(lines)

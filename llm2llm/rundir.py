@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ class RunDir:
         self.config = config
         self.path = Path(config.runs_dir) / config.run
         self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.path / ".lock", "w")
+        self._lock = open(self.path / ".lock", "a")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -35,6 +36,9 @@ class RunDir:
         else:
             atomic_write_text(config_path, config_to_yaml(config))
         self.timings = RecordLog(self.path / "timings.jsonl")
+        handler = logging.FileHandler(self.path / "log.txt")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
 
     def iteration(self, number: int) -> Path:
         path = self.path / f"iter_{number:03d}"

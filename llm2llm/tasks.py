@@ -52,11 +52,19 @@ class Task:
                 return f"field '{self.source_field(name)}' is missing or empty"
         return None
 
+    def generated_problem(self, example: dict) -> str | None:
+        """What is wrong with a teacher-written example: the data checks, plus the type's own."""
+        return self.problem(example)
+
     def source_field(self, canonical: str) -> str:
         return self.spec.get("fields", {}).get(canonical, canonical)
 
     def stratum(self, example: dict) -> str | None:
         return None
+
+    def max_answer_tokens(self, tokenizer) -> int:
+        """Generation budget for the student's answer."""
+        return self.default_max_new_tokens
 
     def key_text(self, example: dict) -> str:
         """The text compared for duplicates and test overlap."""
@@ -106,8 +114,19 @@ class ClassificationTask(Task):
                     f"which is not one of the task's labels ({', '.join(self.labels)})")
         return problem
 
+    def generated_problem(self, example):
+        problem = self.problem(example)
+        min_words = int(self.spec.get("min_generated_words", 2))
+        if problem is None and len(example["text"].split()) < min_words:
+            return f"text has fewer than {min_words} words (spec key min_generated_words)"
+        return problem
+
     def stratum(self, example):
         return example["label"]
+
+    def max_answer_tokens(self, tokenizer):
+        # The longest label plus room for a stray token; stops a rambling student early.
+        return max(len(tokenizer(label, add_special_tokens=False)["input_ids"]) for label in self.labels) + 2
 
     def key_text(self, example):
         return example["text"]

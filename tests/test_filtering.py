@@ -1,0 +1,41 @@
+"""The filters: ROUGE-L identical to rouge_score's, and each drop reason on real SNIPS rows."""
+
+import random
+
+from rouge_score import rouge_scorer
+
+from llm2llm.config import DataConfig
+from llm2llm.data import load_task_data
+from llm2llm.filtering import RougeIndex, filter_examples
+
+
+def test_rouge_l_matches_rouge_score_on_real_rows(data_dir):
+    data = load_task_data(DataConfig(dataset="snips", data_dir=str(data_dir)))
+    rng = random.Random(0)
+    texts = [ex["text"] for ex in rng.sample(data.train, 60)]
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    for query in texts[:20]:
+        pool = texts[20:] + [query.replace(" the ", " a ", 1)]
+        expected = max(scorer.score(p, query)["rougeL"].fmeasure for p in pool)
+        assert abs(RougeIndex(pool).max_f1(query) - expected) < 1e-9
+
+
+def test_each_filter_reason(data_dir):
+    data = load_task_data(DataConfig(dataset="snips", data_dir=str(data_dir)))
+    task = data.task
+    train_text = data.train[0]["text"]
+    test_text = data.test[0]["text"]
+    fresh = "play the newest song by an artist nobody has heard of yet on my kitchen speaker"
+    candidates = [
+        {"key": "1", "example": None},
+        {"key": "2", "example": {"id": "g2", "text": "book a table", "label": "NotAnIntent"}},
+        {"key": "2b", "example": {"id": "g2b", "text": "d", "label": "PlayMusic"}},
+        {"key": "3", "example": {"id": "g3", "text": train_text.upper(), "label": "PlayMusic"}},
+        {"key": "4", "example": {"id": "g4", "text": test_text, "label": "PlayMusic"}},
+        {"key": "5", "example": {"id": "g5", "text": fresh, "label": "PlayMusic"}},
+        {"key": "6", "example": {"id": "g6", "text": fresh + " now", "label": "PlayMusic"}},  # near-dup of a kept one
+    ]
+    decisions = filter_examples(candidates, task, [ex["text"] for ex in data.train[:50]], [test_text], 0.95)
+    assert [d["reason"] for d in decisions] == ["unparsable", "invalid", "invalid", "duplicate", "test_overlap", "kept", "near_duplicate"]
+    assert "not one of the task's labels" in decisions[1]["detail"]
+    assert "fewer than 2 words" in decisions[2]["detail"]

@@ -1,0 +1,131 @@
+"""The whole loop through the real CLI on a random-init tiny Llama: real training (HF Trainer),
+real generation, real files; then resume after kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, read_jsonl, run_cli
+
+
+def boost_args(tmp_path, data_dir, run="r", *extra):
+    return ["boost", "--profile", "tiny", "--runs-dir", str(tmp_path / "runs"), "--run", run,
+            "--data-dir", str(data_dir), *extra]
+
+
+def comparable(run_dir: Path) -> dict:
+    """Everything a run produced that must not depend on interruptions (timings excluded)."""
+    out = {}
+    for it_dir in sorted(run_dir.glob("iter_*")):
+        for name in ("train.jsonl", "filter_decisions.jsonl", "scores.json"):
+            if (it_dir / name).exists():
+                out[f"{it_dir.name}/{name}"] = (it_dir / name).read_text()
+        for name in ("teacher_outputs.jsonl", "predictions.jsonl"):
+            if (it_dir / name).exists():
+                records = read_jsonl(it_dir / name)
+                keys = [r["key"] for r in records]
+                assert len(keys) == len(set(keys)), f"duplicate records in {it_dir.name}/{name}"
+                out[f"{it_dir.name}/{name}"] = sorted(json.dumps(r, sort_keys=True) for r in records)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for it in metrics["iterations"]:
+        it.pop("phase_seconds")
+    out["metrics"] = metrics
+    return out
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, data_dir, tiny_model):
+    tmp = tmp_path_factory.mktemp("loop")
+    run_cli(*boost_args(tmp, data_dir), cwd=REPO)
+    return tmp / "runs" / "r"
+
+
+def test_loop_writes_every_artifact(finished_run):
+    run = finished_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    its = metrics["iterations"]
+    assert [it["iteration"] for it in its] == [0, 1, 2] and metrics["complete"]
+    assert its[0]["train_size"] == 14 and its[0]["seed_wrong"] > 0
+    for it in its[:2]:
+        decisions = read_jsonl(run / f"iter_{it['iteration']:03d}" / "filter_decisions.jsonl")
+        assert it["generated"] == len(decisions) == it["kept"] + sum(it["dropped"].values())
+        # per_wrong=2 samples for each wrong seed example
+        assert len(read_jsonl(run / f"iter_{it['iteration']:03d}" / "teacher_outputs.jsonl")) == 2 * it["seed_wrong"]
+    for a, b in zip(its, its[1:]):
+        assert b["train_size"] == a["train_size"] + a["kept"]
+        train_b = read_jsonl(run / f"iter_{b['iteration']:03d}" / "train.jsonl")
+        kept = [d["example"] for d in read_jsonl(run / f"iter_{a['iteration']:03d}" / "filter_decisions.jsonl") if d["kept"]]
+        assert train_b == read_jsonl(run / f"iter_{a['iteration']:03d}" / "train.jsonl") + kept
+    outputs = read_jsonl(run / "iter_000" / "teacher_outputs.jsonl")
+    assert all(o["teacher"] == "tiny-llama" and len(o["teacher_fingerprint"]) == 16 for o in outputs)
+    seed_ids = json.loads((run / "seed_ids.json").read_text())
+    assert [ex["id"] for ex in read_jsonl(run / "iter_000" / "train.jsonl")] == seed_ids
+    assert (run / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (run / "report.md").read_text()
+    assert "| 2 | " in report and "plain fine-tuning" in report and "greedy" in report
+    # only the last student is kept; finished phases have their timings
+    assert [p.parent.name for p in run.glob("iter_*/student")] == ["iter_002"]
+    assert set(its[0]["phase_seconds"]) == {"train", "evaluate", "generate", "filter", "merge", "report"}
+
+
+def test_rerun_of_a_finished_run_does_no_work(finished_run, data_dir):
+    before = {p: p.stat().st_mtime_ns for p in finished_run.rglob("*") if p.is_file() and p.name not in ("log.txt",)}
+    tmp = finished_run.parent.parent
+    proc = run_cli(*boost_args(tmp, data_dir), cwd=REPO)
+    assert "report:" in proc.stdout
+    changed = [p for p, t in before.items() if p.stat().st_mtime_ns != t and p.name not in ("metrics.json", "report.md", "accuracy.png")]
+    assert changed == []
+    assert "trained on" not in proc.stderr and "Loading weights" not in proc.stderr
+
+
+def test_rerun_with_another_config_is_refused(finished_run, data_dir):
+    tmp = finished_run.parent.parent
+    proc = run_cli(*boost_args(tmp, data_dir, "r", "--seed-size", "21"), cwd=REPO, check=False)
+    assert proc.returncode == 2
+    assert "already exists with a different config (data.seed_size: 14.0 in the run, 21.0 now)" in proc.stderr
+
+
+def kill_when(path_glob: str, run_dir: Path, args, timeout=300) -> bool:
+    """Start boost, SIGKILL it as soon as a file matching path_glob appears; True if it was killed mid-run."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if list(run_dir.glob(path_glob)):
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.02)
+    proc.wait()
+    return False
+
+
+def test_kill_9_in_each_phase_then_rerun_matches_uninterrupted(finished_run, tmp_path, data_dir):
+    args = boost_args(tmp_path, data_dir)
+    run_dir = tmp_path / "runs" / "r"
+    # Points inside the phases of iterations 0 and 1: generation (records streaming), training
+    # (the temporary student folder), evaluation (predictions streaming), the merged train set.
+    for marker in ["iter_000/teacher_outputs.jsonl", "iter_001/.student.tmp", "iter_001/predictions.jsonl",
+                   "iter_002/train.jsonl", "iter_002/.student.tmp"]:
+        assert kill_when(marker, run_dir, args), f"run finished before reaching {marker}"
+        assert not (run_dir / "metrics.json").exists() or not json.loads((run_dir / "metrics.json").read_text())["complete"]
+    run_cli(*args, cwd=REPO)
+    assert comparable(run_dir) == comparable(finished_run)
+    assert [p for p in run_dir.rglob(".*") if p.name != ".lock"] == []  # no stray temp files
+
+
+def test_lora_and_continued_training(tmp_path, data_dir, tiny_model):
+    run_cli(*boost_args(tmp_path, data_dir, "lora", "--iterations", "1", "--set", "train.lora=true",
+                        "--set", "loop.continue_training=true", "--set", "train.lora_target_modules=[q_proj,v_proj]"), cwd=REPO)
+    run = tmp_path / "runs" / "lora"
+    assert (run / "iter_001" / "student" / "adapter_config.json").exists()
+    log = json.loads((run / "iter_001" / "student" / "train_log.json").read_text())
+    assert log["init_from"].endswith("iter_000/student")
+    assert len(json.loads((run / "metrics.json").read_text())["iterations"]) == 2

@@ -1,0 +1,68 @@
+"""Crash-safe storage and config validation."""
+
+import json
+
+import pytest
+
+from llm2llm.config import explain, parse_set_option, resolve_config
+from llm2llm.errors import UserError
+from llm2llm.store import RecordLog, atomic_dir, atomic_write_json
+
+
+def test_record_log_drops_a_torn_line_and_never_duplicates(tmp_path):
+    path = tmp_path / "log.jsonl"
+    log = RecordLog(path)
+    log.append([{"key": "a", "v": 1}, {"key": "b", "v": 2}])
+    with open(path, "a") as f:
+        f.write('{"key": "c", "v"')  # what kill -9 in the middle of a write leaves
+    reopened = RecordLog(path)
+    assert sorted(reopened.records) == ["a", "b"]
+    reopened.append([{"key": "b", "v": 99}, {"key": "c", "v": 3}])
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["key"] for r in lines] == ["a", "b", "c"] and lines[1]["v"] == 2
+
+
+def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "student"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "weights").write_text("half")
+            raise RuntimeError("killed")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    with atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("whole")
+    assert (target / "weights").read_text() == "whole"
+    atomic_write_json(tmp_path / "x.json", {"a": 1})
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_profiles_resolve_and_overrides_apply():
+    config = resolve_config("cpu-smollm2", parse_set_option("train.epochs=3"))
+    assert config.train.epochs == 3 and config.run == "snips-cpu-smollm2"
+    assert resolve_config("tiny").student.model == "tiny-llama"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train": {"epochs": -1}}, r"train.epochs: Input should be greater than 0"),
+    ({"train": {"learning_rat": 1}}, r"unknown key 'train.learning_rat'"),
+    ({"teacher": {"style": "poem"}}, r"teacher.style: Input should be 'continuation' or 'chat'"),
+    ({"data": {"seed_size": 2.5}}, r"seed_size 2.5 is neither a whole count nor a fraction"),
+    ({"loop": {"iterations": "many"}}, r"loop.iterations: Input should be a valid integer"),
+])
+def test_bad_config_values_are_one_line_errors(overrides, message):
+    with pytest.raises(UserError, match=message) as info:
+        resolve_config("cpu-smollm2", overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_profile_and_bad_set():
+    with pytest.raises(UserError, match=r"unknown profile 'nope'.*known profiles: cpu-smollm2"):
+        resolve_config("nope")
+    with pytest.raises(UserError, match=r"expected KEY=VALUE"):
+        parse_set_option("train.epochs")
+
+
+def test_explain_documents_every_key():
+    lines = explain()
+    assert any(line.startswith("teacher.sampling.temperature = 0.8") for line in lines)
+    assert any(line.startswith("loop.near_duplicate_rouge_l = 0.95") for line in lines)

@@ -1,0 +1,90 @@
+"""Scorers and teacher-output parsers on real rows of every data set."""
+
+import random
+
+import pytest
+
+from llm2llm.config import DataConfig
+from llm2llm.data import load_task_data
+from llm2llm.tasks import final_number
+
+DATASETS = ["snips", "trec", "sst2", "gsm8k", "casehold"]
+
+
+@pytest.fixture(scope="module", params=DATASETS)
+def loaded(request, data_dir):
+    return load_task_data(DataConfig(dataset=request.param, data_dir=str(data_dir)))
+
+
+def test_gold_target_scores_correct_and_other_answers_do_not(loaded):
+    task = loaded.task
+    rows = random.Random(0).sample(loaded.test, 25)
+    for ex in rows:
+        assert task.score(task.target(ex), ex).correct, ex["id"]
+        assert task.score(task.target(ex) + "\n\nsome trailing chatter", ex).correct, ex["id"]
+        assert not task.score("", ex).valid
+        gold = final_number(ex["answer"]) if task.type == "numeric" else task.target(ex)
+        other = next(o for o in loaded.train
+                     if (final_number(o["answer"]) if task.type == "numeric" else task.target(o)) != gold)
+        result = task.score(task.target(other), ex)
+        assert result.valid and not result.correct, (ex["id"], other["id"])
+
+
+def test_invalid_label_is_reported_separately(loaded):
+    task = loaded.task
+    if task.type != "classification":
+        pytest.skip("classification only")
+    ex = loaded.test[0]
+    result = task.score("SearchWeather", ex)  # a near-miss the small student really produces
+    assert result.prediction is None and not result.correct
+
+
+def test_gsm8k_final_number_keeps_sign_and_drops_commas():
+    assert final_number("so the loss is\n#### -12") == "-12"
+    assert final_number("#### 1,234.5") == "1234.5"
+    assert final_number("#### $7") == "7"
+    assert final_number("no answer here") is None
+
+
+def test_gsm8k_negative_answer_is_not_the_positive_one(data_dir):
+    data = load_task_data(DataConfig(dataset="gsm8k", data_dir=str(data_dir)))
+    ex = {**data.test[0], "answer": "x\n#### -5"}
+    assert data.task.score("#### -5", ex).correct
+    assert not data.task.score("#### 5", ex).correct  # the official code strips the sign
+
+
+def test_teacher_prompt_then_teacher_style_answer_parses_back(loaded):
+    """What a teacher writes in the format the prompt shows is parsed into a valid example with
+    the content written, for both prompt styles."""
+    task = loaded.task
+    wrong, shots = loaded.train[0], loaded.train[1:3]
+    new = loaded.train[3]
+    continuation = task.teacher_continuation(wrong, shots)
+    assert str(task.key_text(wrong))[:40] in continuation
+    if task.type == "classification":
+        text = f" {new['text']}\n- something else"
+        chat_text = f"Here you go:\n1. {new['text']}\n2. another one\n"
+    elif task.type == "numeric":
+        text = f" {new['question']}\nAnswer: {task.target(new)}\n\n"
+        chat_text = f"1. Question: {new['question']}\nAnswer: {task.target(new)}\n"
+    else:
+        item = task._item(new)
+        text = " " + item[len("Excerpt: "):]
+        chat_text = "Sure.\n" + item
+    parsed = task.parse_teacher(text.split(task.teacher_stop("continuation")[0])[0] if task.type != "classification" else text,
+                                wrong, "continuation")
+    assert parsed, text
+    assert task.key_text(parsed[0]).strip() == task.key_text(new).strip()
+    assert task.problem({"id": "x", **parsed[0]}) is None
+    chat = task.parse_teacher(chat_text, wrong, "chat")
+    assert chat and task.key_text(chat[0]).strip() == task.key_text(new).strip()
+    assert "2" in task.teacher_chat(wrong, 2)
+
+
+def test_rambling_teacher_output_yields_nothing(loaded):
+    task = loaded.task
+    wrong = loaded.train[0]
+    assert task.parse_teacher("", wrong, "continuation") == []
+    if task.type != "classification":
+        assert task.parse_teacher("I am sorry, I cannot help with that.", wrong, "continuation") == []
+        assert task.parse_teacher("I am sorry, I cannot help with that.", wrong, "chat") == []
