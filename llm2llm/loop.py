@@ -25,7 +25,7 @@ from llm2llm.filtering import filter_examples
 from llm2llm.models import checked_model, fingerprint
 from llm2llm.report import write_report
 from llm2llm.rundir import RunDir
-from llm2llm.store import RecordLog, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
+from llm2llm.store import RecordLog, atomic_write_json, atomic_write_jsonl, atomic_write_text, read_json, read_jsonl
 from llm2llm.tasks import Task
 from llm2llm.training import train_student
 
@@ -60,10 +60,12 @@ def boost(config: RunConfig) -> Path:
 
         # 1. Fine-tune the student (from the base checkpoint, or the last student if asked).
         student = it_dir / "student"
-        if not (student / "train_log.json").exists():
+        if not (it_dir / "train_log.json").exists():  # the student folder itself may be pruned later
             with run.phase(it, "train"):
-                init = previous_student if config.loop.continue_training else None
-                train_student(student_base, train_set, task, config.train, student, init_path=init)
+                if not (student / "train_log.json").exists():
+                    init = previous_student if config.loop.continue_training else None
+                    train_student(student_base, train_set, task, config.train, student, init_path=init)
+                atomic_write_text(it_dir / "train_log.json", (student / "train_log.json").read_text())
 
         # 2. Evaluate it on the test split and on the seed examples (or the whole training set).
         pool = train_set if config.loop.augment_synthetic else seed

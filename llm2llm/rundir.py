@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ class RunDir:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UserError(f"run {self.path} is in use by another llm2llm process; wait for it or pick another RUN") from None
+        self._remove_leftovers()
         config_path = self.path / "config.yaml"
         if config_path.exists():
             stored = config_from_file(config_path).model_dump(mode="json")
@@ -39,6 +41,14 @@ class RunDir:
         handler = logging.FileHandler(self.path / "log.txt")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)
+
+    def _remove_leftovers(self) -> None:
+        """Temporary files and folders of a killed process (store.py names them .<name>...tmp)."""
+        for path in sorted(self.path.rglob(".*.tmp"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     def iteration(self, number: int) -> Path:
         path = self.path / f"iter_{number:03d}"

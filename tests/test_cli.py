@@ -64,4 +64,5 @@ def test_readme_commands_are_the_make_targets():
     assert "make install" in readme and "make boost DATASET=snips" in readme
     dry = subprocess.run(["make", "-n", "boost", "DATASET=snips", "SEED_SIZE=70", "TEACHER=tiny-llama", "RUN=x"],
                          cwd=REPO, capture_output=True, text=True, check=True).stdout
+    dry = " ".join(dry.split())
     assert "llm2llm boost --profile cpu-smollm2 --dataset snips --run x --seed-size 70 --teacher tiny-llama" in dry
