@@ -37,7 +37,7 @@ class DataConfig(Section):
 class SamplingConfig(Section):
     temperature: float = Field(0.0, ge=0, description="0 = greedy decoding.")
     top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int = Field(64, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1, description="Cap on generated tokens; default from the task type (e.g. 48 for a classification example, 320 for a GSM8K problem).")
     stop: list[str] = Field(default_factory=list, description="Stop strings; the output is cut before the first one.")
     seed: int = Field(0, description="Sampling seed; each request derives its own from it, so reruns reproduce answers.")
 
@@ -55,7 +55,7 @@ class TeacherConfig(Section):
     per_wrong: int = Field(1, ge=1, description="New examples requested per wrong seed example per iteration (K).")
     shots: int = Field(4, ge=0, description="continuation style: same-label seed examples shown before the wrong one.")
     batch_size: int = Field(16, ge=1)
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.8, top_p=0.95, max_new_tokens=48))
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.8, top_p=0.95))
 
 
 class TrainConfig(Section):

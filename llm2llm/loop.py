@@ -130,7 +130,9 @@ def teacher_generate(wrong: list[dict], seed: list[dict], task: Task, teacher_pa
                      it_dir: Path, config: RunConfig) -> list[dict]:
     """Ask the teacher about each wrong example; return the parsed candidates in a fixed order."""
     teacher = config.teacher
-    sampling = teacher.sampling.model_copy(update={"stop": teacher.sampling.stop or task.teacher_stop(teacher.style)})
+    sampling = teacher.sampling.model_copy(update={
+        "stop": teacher.sampling.stop or task.teacher_stop(teacher.style),
+        "max_new_tokens": teacher.sampling.max_new_tokens or task.teacher_max_new_tokens})
     identity = fingerprint(teacher_path)
     tokenizer = None
     requests = []

@@ -15,6 +15,8 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from llm2llm.errors import UserError
+
 NUMBER = r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+"
 
 
@@ -37,11 +39,16 @@ class Task:
     type: ClassVar[str] = "base"
     canonical_fields: ClassVar[tuple[str, ...]] = ()
     default_max_new_tokens: ClassVar[int] = 16
+    teacher_max_new_tokens: ClassVar[int] = 48
 
     def text(self, key: str, **values: Any) -> str:
         """A template from the spec (falling back to the type's default) filled with values."""
         template = self.spec.get("templates", {}).get(key, DEFAULT_TEMPLATES[self.type][key])
-        return template.format(**values)
+        try:
+            return template.format(**values)
+        except (KeyError, IndexError, ValueError) as e:
+            raise UserError(f"task '{self.name}': template '{key}' is not a valid format string ({type(e).__name__}: {e}); "
+                            f"its placeholders are {', '.join('{' + v + '}' for v in values)}, and literal braces are written {{{{ }}}}") from None
 
     # --- data ------------------------------------------------------------------------------
     def problem(self, example: dict) -> str | None:
@@ -171,6 +178,7 @@ class NumericTask(Task):
     type = "numeric"
     canonical_fields = ("id", "question", "answer")
     default_max_new_tokens = 256
+    teacher_max_new_tokens = 320
 
     def problem(self, example):
         problem = super().problem(example)
@@ -220,6 +228,7 @@ class MultipleChoiceTask(Task):
     type = "multiple_choice"
     canonical_fields = ("id", "context", "choices", "label")
     default_max_new_tokens = 4
+    teacher_max_new_tokens = 512
 
     @property
     def num_choices(self) -> int:
