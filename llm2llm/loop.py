@@ -14,18 +14,21 @@ skips finished phases and continues unfinished ones from what they stored (see s
 from __future__ import annotations
 
 import logging
+import os
 import random
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 from llm2llm.config import RunConfig, SamplingConfig
 from llm2llm.data import TaskData, load_task_data, sample
-from llm2llm.engines import TransformersGenerator, generate_cached, load_tokenizer, render_chat, request_key
+from llm2llm.engines import EngineSpec, load_tokenizer, render_chat
 from llm2llm.filtering import filter_examples
+from llm2llm.generation import generate_cached, request_key
 from llm2llm.models import checked_model, fingerprint
 from llm2llm.report import write_report
 from llm2llm.rundir import RunDir
-from llm2llm.store import RecordLog, atomic_write_json, atomic_write_jsonl, atomic_write_text, read_json, read_jsonl
+from llm2llm.store import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_json, read_jsonl
 from llm2llm.tasks import Task
 from llm2llm.training import train_student
 
@@ -72,21 +75,21 @@ def boost(config: RunConfig) -> Path:
         with run.phase(it, "evaluate"):
             scores = evaluate(student, student_base, task, {"test": test, "seed": pool}, it_dir, config)
 
-        if not last:
+        decisions_path = it_dir / "filter_decisions.jsonl"
+        if not last and not decisions_path.exists():
             # 3. The teacher writes new examples for each wrong seed example.
             wrong_ids = set(scores["seed"]["wrong_ids"])
             wrong = [ex for ex in pool if ex["id"] in wrong_ids]
             with run.phase(it, "generate"):
-                candidates = teacher_generate(wrong, seed, task, teacher_path, it, it_dir, config)
+                candidates = teacher_generate(wrong, seed, task, teacher_path, it, it_dir, run, config)
 
-            # 4. Filter them and add the survivors to the next training set.
-            decisions_path = it_dir / "filter_decisions.jsonl"
-            if not decisions_path.exists():
-                with run.phase(it, "filter"):
-                    decisions = filter_examples(
-                        candidates, task, [task.key_text(ex) for ex in train_set],
-                        [task.key_text(ex) for ex in data.test], config.loop.near_duplicate_rouge_l)
-                    atomic_write_jsonl(decisions_path, decisions)
+            # 4. Filter them; the survivors join the next training set.
+            with run.phase(it, "filter"):
+                decisions = filter_examples(
+                    candidates, task, [task.key_text(ex) for ex in train_set],
+                    [task.key_text(ex) for ex in data.test], config.loop.near_duplicate_rouge_l)
+                atomic_write_jsonl(decisions_path, decisions)
+        if not last:
             next_train = run.iteration(it + 1) / "train.jsonl"
             if not next_train.exists():
                 with run.phase(it, "merge"):
@@ -107,18 +110,19 @@ def evaluate(student: Path, base: Path, task: Task, splits: dict[str, list[dict]
     Returns (and stores in scores.json) per split: total, correct, invalid, wrong_ids."""
     if (it_dir / "scores.json").exists():
         return read_json(it_dir / "scores.json")
-    predictions = RecordLog(it_dir / "predictions.jsonl")
+    predictions_path = it_dir / "predictions.jsonl"
     tokenizer = load_tokenizer(student if student.exists() else base)
     sampling = SamplingConfig(temperature=config.student.eval_temperature, top_p=1.0, seed=config.train.seed,
                               max_new_tokens=config.student.eval_max_new_tokens or task.max_answer_tokens(tokenizer))
     requests = [{"key": f"{split}/{ex['id']}", "split": split, "id": ex["id"], "prompt": render_chat(tokenizer, task.prompt(ex))}
-                for split, examples in splits.items() for ex in examples if f"{split}/{ex['id']}" not in predictions]
+                for split, examples in splits.items() for ex in examples]
     adapter = (student / "adapter_config.json").exists()
-    open_engine = lambda: TransformersGenerator(base if adapter else student, student if adapter else None)  # noqa: E731
-    generate_cached(open_engine, requests, predictions, sampling, config.student.eval_batch_size, f"evaluate {it_dir.name}")
+    engine = EngineSpec(config.student.engine, base if adapter else student, student if adapter else None, config.vllm.model_dump())
+    outputs, _ = generate_cached(engine, requests, predictions_path, sampling, config.student.eval_batch_size,
+                                 f"evaluate {it_dir.name}")
     summary = {}
     for split, examples in splits.items():
-        results = {ex["id"]: task.score(predictions.records[f"{split}/{ex['id']}"]["output"], ex) for ex in examples}
+        results = {ex["id"]: task.score(outputs[f"{split}/{ex['id']}"], ex) for ex in examples}
         summary[split] = {"total": len(results), "correct": sum(r.correct for r in results.values()),
                           "invalid": sum(not r.valid for r in results.values()),
                           "wrong_ids": [i for i, r in results.items() if not r.correct]}
@@ -126,8 +130,15 @@ def evaluate(student: Path, base: Path, task: Task, splits: dict[str, list[dict]
     return summary
 
 
+def teacher_engine(teacher_path: Path, run: RunDir, it_dir: Path, config: RunConfig) -> EngineSpec:
+    teacher = config.teacher
+    return EngineSpec(teacher.engine, teacher_path, vllm=config.vllm.model_dump(), url=teacher.url,
+                      api_key=os.environ.get(teacher.api_key_env, "none") if teacher.engine == "openai" else None,
+                      served_model=teacher.served_model, server_log=run.path / "logs" / f"teacher-server-{it_dir.name}.log")
+
+
 def teacher_generate(wrong: list[dict], seed: list[dict], task: Task, teacher_path: Path, it: int,
-                     it_dir: Path, config: RunConfig) -> list[dict]:
+                     it_dir: Path, run: RunDir, config: RunConfig) -> list[dict]:
     """Ask the teacher about each wrong example; return the parsed candidates in a fixed order."""
     teacher = config.teacher
     sampling = teacher.sampling.model_copy(update={
@@ -146,14 +157,16 @@ def teacher_generate(wrong: list[dict], seed: list[dict], task: Task, teacher_pa
                 if tokenizer is None:
                     tokenizer = load_tokenizer(teacher_path)
                 prompt = render_chat(tokenizer, task.teacher_chat(ex, teacher.per_wrong))
-            # The iteration is part of the sample index: asking again in a later iteration must
-            # draw new samples, not replay the cached ones.
-            key = request_key(identity, prompt, sampling.model_dump_json(), f"{it}.{sample_index}")
-            requests.append({"key": key, "parent_id": ex["id"], "sample": sample_index, "prompt": prompt,
-                             "teacher": teacher.model, "teacher_fingerprint": identity})
-    outputs = generate_cached(lambda: TransformersGenerator(teacher_path), requests,
-                              RecordLog(it_dir / "teacher_outputs.jsonl"), sampling, teacher.batch_size,
-                              f"generate {it_dir.name}")
+            for draw in range(sampling.n):
+                # The iteration is part of the sample index: asking again in a later iteration must
+                # draw new samples, not replay the cached ones.
+                key = request_key(identity, prompt, sampling.model_dump_json(exclude={"n"}), f"{it}.{sample_index}.{draw}")
+                requests.append({"key": key, "parent_id": ex["id"], "sample": sample_index, "draw": draw, "prompt": prompt,
+                                 "teacher": teacher.model, "teacher_fingerprint": identity})
+    outputs, stats = generate_cached(teacher_engine(teacher_path, run, it_dir, config), requests,
+                                     it_dir / "teacher_outputs.jsonl", sampling, teacher.batch_size,
+                                     f"generate {it_dir.name}", cache_path=config.cache_path())
+    atomic_write_json(it_dir / "teacher_stats.json", asdict(stats))
     candidates = []
     by_id = {ex["id"]: ex for ex in wrong}
     for request in requests:
@@ -163,6 +176,6 @@ def teacher_generate(wrong: list[dict], seed: list[dict], task: Task, teacher_pa
             candidates.append({"key": f"{request['key']}:0", "example": None})
         for j, example in enumerate(parsed):
             example = {"id": f"gen{it}-{request['key'][:12]}-{j}", **example, "parent_id": parent["id"],
-                       "iteration": it, "teacher": teacher.model}
+                       "iteration": it, "teacher": teacher.model, "teacher_fingerprint": identity}
             candidates.append({"key": f"{request['key']}:{j}", "example": example})
     return candidates

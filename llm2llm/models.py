@@ -110,8 +110,15 @@ def fingerprint(path: Path) -> str:
         if file.exists():
             digest.update(name.encode() + file.read_bytes())
     for file in sorted(path.glob("*.safetensors")):
-        digest.update(f"{file.name}:{file.stat().st_size}".encode())
+        digest.update(f"{file.name}:{file.stat().st_size}".encode() + safetensors_header(file))
     return digest.hexdigest()[:16]
+
+
+def safetensors_header(file: Path) -> bytes:
+    """The JSON header of a safetensors file (tensor names, shapes, offsets): a few KB, not the weights."""
+    with open(file, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        return f.read(min(size, 100_000_000))
 
 
 def _build_tiny_llama(tokenizer_source: Path, target: Path) -> Path:
@@ -120,9 +127,10 @@ def _build_tiny_llama(tokenizer_source: Path, target: Path) -> Path:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    # head_dim 32: the smallest head size vLLM's CPU attention supports.
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=1024,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
     )

@@ -36,6 +36,8 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
             "test_invalid": scores["test"]["invalid"],
             "phase_seconds": run.phase_seconds(number),
         }
+        if (it_dir / "teacher_stats.json").exists():
+            entry["teacher_requests"] = read_json(it_dir / "teacher_stats.json")
         if (it_dir / "filter_decisions.jsonl").exists():
             decisions = read_jsonl(it_dir / "filter_decisions.jsonl")
             reasons = Counter(d["reason"] for d in decisions)
@@ -49,6 +51,7 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
         "student": config.student.model,
         "teacher": config.teacher.model,
         "teacher_style": config.teacher.style,
+        "engines": {"student": config.student.engine, "teacher": config.teacher.engine},
         "evaluation": "greedy" if config.student.eval_temperature == 0 else f"sampled at T={config.student.eval_temperature}",
         "seed_size": len(read_json(run.path / "seed_ids.json")),
         "iterations_planned": config.loop.iterations,
@@ -91,6 +94,7 @@ def render_markdown(metrics: dict) -> str:
         "",
         f"- task: **{metrics['task']}** ({metrics['task_type']}), {metrics['seed_size']} seed examples",
         f"- student: `{metrics['student']}`; teacher: `{metrics['teacher']}` ({metrics['teacher_style']} prompts)",
+        f"- engines: student evaluation on {metrics['engines']['student']}, teacher on {metrics['engines']['teacher']}",
         f"- evaluation: {metrics['evaluation']} decoding, exact answer match; invalid = no valid answer in the output",
         f"- status: {'complete' if metrics['complete'] else 'in progress'} "
         f"({len(metrics['iterations'])} of {metrics['iterations_planned'] + 1} iterations)",
@@ -114,6 +118,13 @@ def render_markdown(metrics: dict) -> str:
     for it in metrics["iterations"]:
         lines.append(f"| {it['iteration']} | " + " | ".join(
             f"{it['phase_seconds'][p]:.1f}" if p in it["phase_seconds"] else "-" for p in PHASES) + " |")
+    asked = [it for it in metrics["iterations"] if it.get("teacher_requests")]
+    if asked:
+        lines += ["", "## Teacher requests (the last attempt of each generate phase)", "",
+                  "| iteration | requests | from the run | from the cache | generated | engine seconds |", "|---|---|---|---|---|---|"]
+        for it in asked:
+            t = it["teacher_requests"]
+            lines.append(f"| {it['iteration']} | {t['requests']} | {t['from_run']} | {t['from_cache']} | {t['generated']} | {t['engine_seconds']:.1f} |")
     lines += ["", "![test accuracy by iteration](accuracy.png)", ""]
     return "\n".join(lines)
 

@@ -1,0 +1,96 @@
+"""Answering a list of generation requests, resumably and without asking twice.
+
+Each request is {key, prompt, ...}. An answer is looked up, in order, in the run's own record
+log (iter_NNN/*.jsonl), then in the shared content-addressed cache (teacher requests only), and
+only then asked of an engine, which runs in the phase's own child process. Every batch the
+engine answers is written to the cache and the record log before the next batch starts, so a
+kill -9 loses at most the batch in flight.
+
+Batches are cut from the full, ordered request list and every request carries its own seed
+derived from its key, so a rerun after a crash regenerates exactly the missing batches with the
+same seeds (the transformers engine seeds each batch with its first request's seed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from llm2llm.config import SamplingConfig
+from llm2llm.engines import EngineSpec, open_engine
+from llm2llm.gencache import GenerationCache
+from llm2llm.phase_process import run_in_child
+from llm2llm.store import RecordLog
+
+log = logging.getLogger(__name__)
+
+
+def request_key(*parts: object) -> str:
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:24]
+
+
+def request_seed(sampling: SamplingConfig, key: str) -> int:
+    return int(request_key(sampling.seed, key), 16) % (2**31)
+
+
+@dataclass
+class GenerationStats:
+    requests: int = 0
+    from_run: int = 0      # already in the run's record log
+    from_cache: int = 0    # answered by the shared cache
+    generated: int = 0     # answered by the engine in this call
+    engine_seconds: float = 0.0     # the phase process, start to end
+    engine_start_seconds: float = 0.0  # of which: spawning the process and loading the engine
+    generate_seconds: float = 0.0      # of which: generating and storing
+
+
+def _generate_batches(spec: EngineSpec, batches: list[list[dict]], log_path: Path, cache_path: Path | None,
+                      sampling: SamplingConfig, desc: str, spawned_at: float) -> dict:
+    """Runs in the phase's child process: open the engine, answer the batches, store each."""
+    records = RecordLog(log_path)
+    cache = GenerationCache(cache_path) if cache_path else None
+    with open_engine(spec) as engine:
+        ready = time.time()
+        for batch in tqdm(batches, desc=desc, unit="batch"):
+            outputs = engine.generate([r["prompt"] for r in batch], sampling, [request_seed(sampling, r["key"]) for r in batch])
+            done = [{**r, "output": o} for r, o in zip(batch, outputs)]
+            if cache is not None:
+                cache.put_many(done)
+            records.append(done)
+        finished = time.time()
+    if cache is not None:
+        cache.close()
+    return {"engine_start_seconds": round(ready - spawned_at, 2), "generate_seconds": round(finished - ready, 2)}
+
+
+def generate_cached(spec: EngineSpec, requests: list[dict], log_path: Path, sampling: SamplingConfig,
+                    batch_size: int, desc: str, cache_path: Path | None = None) -> tuple[dict[str, str], GenerationStats]:
+    """Answer every request; returns {key: output} and where the answers came from."""
+    records = RecordLog(log_path)
+    stats = GenerationStats(requests=len(requests))
+    stats.from_run = sum(r["key"] in records for r in requests)
+    if cache_path is not None:
+        missing = [r for r in requests if r["key"] not in records]
+        if missing:
+            cache = GenerationCache(cache_path)
+            hits = cache.get_many([r["key"] for r in missing])
+            cache.close()
+            records.append({**r, "output": hits[r["key"]]} for r in missing if r["key"] in hits)
+            stats.from_cache = len(hits)
+    batches = [requests[i : i + batch_size] for i in range(0, len(requests), batch_size)]
+    todo = [b for b in batches if any(r["key"] not in records for r in b)]
+    if todo:
+        start = time.monotonic()
+        timing = run_in_child(desc, _generate_batches, spec, todo, log_path, cache_path, sampling, desc, time.time())
+        stats.engine_start_seconds, stats.generate_seconds = timing["engine_start_seconds"], timing["generate_seconds"]
+        stats.engine_seconds = round(time.monotonic() - start, 2)
+        records = RecordLog(log_path)
+        stats.generated = stats.requests - stats.from_run - stats.from_cache
+    log.info("%s: %d requests: %d from the run, %d from the cache, %d generated (%s engine)",
+             desc, stats.requests, stats.from_run, stats.from_cache, stats.generated, spec.kind)
+    return {r["key"]: records.records[r["key"]]["output"] for r in requests}, stats

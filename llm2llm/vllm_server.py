@@ -1,0 +1,108 @@
+"""A vLLM OpenAI-compatible server that llm2llm starts for a phase and stops after it.
+
+Secure by default: it listens on 127.0.0.1 only and requires a random API key that never leaves
+this process tree. It is health-checked with a timeout; its output goes to a log file in the run
+directory, whose tail is quoted if it fails to start. It dies with the process that started it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from llm2llm.engines import configure_vllm_cpu, cuda_available, vllm_engine_args
+from llm2llm.errors import UserError
+from llm2llm.phase_process import die_with_parent
+
+SERVED_MODEL = "teacher"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def server_command(model: Path, options: dict, host: str, port: int, api_key: str) -> list[str]:
+    # `vllm serve` fails with the vllm-cpu distribution name; the module entry point works for both.
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", host, "--port", str(port),
+           "--api-key", api_key, "--served-model-name", SERVED_MODEL, "--disable-uvicorn-access-log"]
+    for name, value in vllm_engine_args(model, options, cuda_available()).items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            cmd += [flag] if value else ([] if name in ("enforce_eager", "trust_remote_code") else ["--no-" + flag[2:]])
+        elif name == "model":
+            cmd += ["--model", value]
+        else:
+            cmd += [flag, str(value)]
+    return cmd
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class VLLMServer:
+    def __init__(self, model: Path, options: dict, log_path: Path, host: str = "127.0.0.1"):
+        self.model, self.options, self.log_path, self.host = model, options, Path(log_path), host
+        self.api_key = secrets.token_urlsafe(24)
+        self.port = free_port(host)
+        self.url = f"http://{host}:{self.port}/v1"
+        self.served_model = SERVED_MODEL
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "VLLMServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        configure_vllm_cpu(self.options)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = server_command(self.model, self.options, self.host, self.port, self.api_key)
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting vLLM server on {self.host}:{self.port} for {self.model}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=os.environ.copy(), preexec_fn=die_with_parent)
+        self._wait_healthy(self.options.get("start_timeout", 900))
+
+    def _wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise UserError(f"the vLLM server for {self.model} exited with code {self.proc.returncode} while starting; "
+                                f"see {self.log_path}. Last lines: {_tail(self.log_path, 3)!r}")
+            try:
+                with urllib.request.urlopen(f"http://{self.host}:{self.port}/health", timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            time.sleep(1)
+        self.stop()
+        raise UserError(f"the vLLM server for {self.model} did not become healthy within {timeout:.0f} s "
+                        f"(vllm.start_timeout); see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)  # vLLM shuts its engine down on SIGTERM
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

