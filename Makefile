@@ -20,13 +20,14 @@ RUN_ARGS = --profile $(PROFILE) \
 	$(if $(STUDENT),--student $(STUDENT)) $(if $(TEACHER),--teacher $(TEACHER)) \
 	$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(ENGINE),--engine $(ENGINE))
 
-.PHONY: install boost validate test models clean-venv help
+.PHONY: install boost validate test bench models clean-venv help
 
 help:
 	@echo "make install                 create .venv, install llm2llm + vLLM (CPU or GPU build), provision the default model"
 	@echo "make boost DATASET=snips     run the LLM2LLM loop (vars: RUN SEED_SIZE ITERATIONS STUDENT TEACHER PROFILE DATA_DIR)"
 	@echo "make validate DATASET=...    pre-flight checks without loading weights"
 	@echo "make test                    the test suite (CI runs this)"
+	@echo "make bench                   the benchmarks: a table on screen, figures in bench/results.json"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +50,9 @@ boost:
 
 validate:
 	$(BIN)/llm2llm validate $(RUN_ARGS)
+
+bench:
+	$(BIN)/python bench/engines.py
 
 models:
 	$(BIN)/llm2llm models

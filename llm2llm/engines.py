@@ -127,13 +127,15 @@ def _sampling_kwargs(sampling: SamplingConfig) -> dict:
             "max_tokens": sampling.max_new_tokens, "stop": sampling.stop or None}
 
 
-def configure_vllm_cpu(options: dict) -> None:
-    """vLLM's CPU backend reads its settings from the environment; set what it needs unless set."""
+def configure_vllm_env(options: dict) -> None:
+    """vLLM reads some settings from the environment only; set them unless the user has."""
+    # No network at run time: vLLM's usage reporting and any hub lookup stay off.
+    for name in ("VLLM_NO_USAGE_STATS", "DO_NOT_TRACK", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(name, "1")
+    # CPU backend: KV cache size, and OpenMP threads on every core this process may use (vLLM's
+    # default binds one core per rank).
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(options.get("cpu_kv_cache_gib", 4)))
-    # The default binds OpenMP threads to one core per rank; use every core this process may use.
-    cores = sorted(os.sched_getaffinity(0))
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, cores)))
-    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "1")
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
 
 
 def vllm_engine_args(model: Path, options: dict, on_gpu: bool) -> dict:
@@ -161,7 +163,9 @@ class VLLMGenerator:
     """vLLM's offline engine; a LoRA student is served as base + adapter (no merge)."""
 
     def __init__(self, model_path: Path, adapter_path: Path | None, options: dict):
-        configure_vllm_cpu(options)
+        configure_vllm_env(options)
+        if options.get("engine_in_process", True):
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
         self.name = str(adapter_path or model_path)

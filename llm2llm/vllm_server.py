@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from llm2llm.engines import configure_vllm_cpu, cuda_available, vllm_engine_args
+from llm2llm.engines import configure_vllm_env, cuda_available, vllm_engine_args
 from llm2llm.errors import UserError
 from llm2llm.phase_process import die_with_parent
 
@@ -70,7 +70,7 @@ class VLLMServer:
         self.stop()
 
     def start(self) -> None:
-        configure_vllm_cpu(self.options)
+        configure_vllm_env(self.options)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = server_command(self.model, self.options, self.host, self.port, self.api_key)
         with open(self.log_path, "ab") as log:

@@ -12,7 +12,7 @@ from conftest import REPO, run_cli
 def test_boost_help_documents_every_option():
     out = run_cli("boost", "--help", cwd=REPO).stdout
     for option in ["--dataset", "--data-dir", "--seed-size", "--iterations", "--student", "--teacher",
-                   "--run", "--runs-dir", "--profile", "--set"]:
+                   "--run", "--runs-dir", "--profile", "--set", "--engine"]:
         assert re.search(rf"{option}\b.*\S", out), option
 
 
@@ -23,6 +23,9 @@ def test_boost_help_documents_every_option():
     (["--set", "train.epoch=3"], "unknown key 'train.epoch'"),
     (["--profile", "nope"], "error: unknown profile 'nope'"),
     (["--seed-size", "99999"], "asked for 99999 examples but the split has only 13084"),
+    (["--set", "teacher.engine=openai"], "teacher.engine openai needs teacher.url"),
+    (["--set", "teacher.engine=llama.cpp"], "teacher.engine: Input should be 'transformers', 'vllm', 'vllm-server' or 'openai'"),
+    (["--engine", "vllm", "--set", "vllm.tensor_parallel_size=0"], "vllm.tensor_parallel_size: Input should be greater than or equal to 1"),
 ])
 def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, data_dir, args, message):
     proc = run_cli("boost", "--profile", "tiny", "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(data_dir),
@@ -59,10 +62,18 @@ def test_every_builtin_dataset_validates(dataset, data_dir, smollm2):
     assert f"ok   data: {dataset}" in out
 
 
+def test_engine_option_sets_both_roles_and_keeps_the_api_key_out_of_the_config():
+    out = run_cli("config", "--profile", "tiny", "--engine", "vllm", cwd=REPO).stdout
+    assert "engine: vllm" in out and out.count("engine: vllm") == 2
+    out = run_cli("config", "--profile", "tiny", "--set", "teacher.engine=openai", "--set", "teacher.url=http://127.0.0.1:9/v1",
+                  cwd=REPO).stdout
+    assert "api_key_env: LLM2LLM_TEACHER_API_KEY" in out and "url: http://127.0.0.1:9/v1" in out
+
+
 def test_readme_commands_are_the_make_targets():
     readme = (REPO / "README.md").read_text()
     assert "make install" in readme and "make boost DATASET=snips" in readme
-    dry = subprocess.run(["make", "-n", "boost", "DATASET=snips", "SEED_SIZE=70", "TEACHER=tiny-llama", "RUN=x"],
+    dry = subprocess.run(["make", "-n", "boost", "DATASET=snips", "SEED_SIZE=70", "TEACHER=tiny-llama", "RUN=x", "ENGINE=vllm"],
                          cwd=REPO, capture_output=True, text=True, check=True).stdout
     dry = " ".join(dry.split())
-    assert "llm2llm boost --profile cpu-smollm2 --dataset snips --run x --seed-size 70 --teacher tiny-llama" in dry
+    assert "llm2llm boost --profile cpu-smollm2 --dataset snips --run x --seed-size 70 --teacher tiny-llama --engine vllm" in dry

@@ -66,3 +66,27 @@ def test_explain_documents_every_key():
     lines = explain()
     assert any(line.startswith("teacher.sampling.temperature = 0.8") for line in lines)
     assert any(line.startswith("loop.near_duplicate_rouge_l = 0.95") for line in lines)
+
+
+def test_teacher_fingerprint_is_cheap_stable_and_tells_teachers_apart(tmp_path, tiny_model):
+    import shutil
+
+    from llm2llm.models import fingerprint
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model, copy)
+    assert fingerprint(copy) == fingerprint(tiny_model)  # same files, another place: same teacher
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "rope_theta": 1234.0}))
+    assert fingerprint(copy) != fingerprint(tiny_model)
+    shutil.copy(tiny_model / "config.json", copy / "config.json")
+    # Same size, other tensor layout in the safetensors header: another teacher.
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    header = int.from_bytes(data[:8], "little")
+    text = data[8:8 + header].decode()
+    swapped = text.replace("model.layers.0.", "model.layers.X.", 1).replace("model.layers.1.", "model.layers.0.", 1).replace("model.layers.X.", "model.layers.1.", 1)
+    assert len(swapped) == len(text) and swapped != text
+    data[8:8 + header] = swapped.encode()
+    weights.write_bytes(bytes(data))
+    assert fingerprint(copy) != fingerprint(tiny_model)

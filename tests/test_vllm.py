@@ -61,11 +61,18 @@ def raw_vllm(model, prompts, seeds, sampling, tmp_path) -> list[str]:
     return json.loads((tmp_path / "out.json").read_text())
 
 
-def test_teacher_generation_matches_raw_vllm_and_the_cache_answers_a_second_run(tiny_model, teacher_requests, tmp_path):
+@pytest.fixture(scope="module")
+def offline(tiny_model, teacher_requests, tmp_path_factory):
+    """The offline engine's sampled answers, and the cache that holds them."""
+    tmp = tmp_path_factory.mktemp("offline")
     spec = EngineSpec("vllm", tiny_model, vllm=OPTIONS)
-    cache = tmp_path / "cache.sqlite"
-    outputs, stats = generate_cached(spec, teacher_requests, tmp_path / "a.jsonl", SAMPLED, 5, "teacher", cache)
+    outputs, stats = generate_cached(spec, teacher_requests, tmp / "a.jsonl", SAMPLED, 5, "teacher", tmp / "cache.sqlite")
     assert stats.generated == len(teacher_requests) and stats.from_cache == 0
+    return outputs, tmp / "cache.sqlite"
+
+
+def test_teacher_generation_matches_raw_vllm_and_the_cache_answers_a_second_run(tiny_model, teacher_requests, offline, tmp_path):
+    outputs, cache = offline
 
     prompts = [r["prompt"] for r in teacher_requests]
     seeds = [request_seed(SAMPLED, r["key"]) for r in teacher_requests]
@@ -106,9 +113,7 @@ def _post(url, api_key=None):
         return e.code
 
 
-def test_server_starts_answers_rejects_without_key_and_stops(tiny_model, teacher_requests, tmp_path):
-    greedy = SAMPLED.model_copy(update={"temperature": 0.0})
-    offline, _ = generate_cached(EngineSpec("vllm", tiny_model, vllm=OPTIONS), teacher_requests, tmp_path / "offline.jsonl", greedy, 12, "t")
+def test_server_starts_answers_rejects_without_key_and_stops(tiny_model, teacher_requests, offline, tmp_path):
     log_path = tmp_path / "server.log"
     with VLLMServer(tiny_model, OPTIONS, log_path) as server:
         assert server.url.startswith("http://127.0.0.1:")
@@ -116,10 +121,10 @@ def test_server_starts_answers_rejects_without_key_and_stops(tiny_model, teacher
         assert listening == {"127.0.0.1"}
         assert _post(server.url) == 401 and _post(server.url, "wrong-key") == 401
         assert _post(server.url, server.api_key) == 200
-        # An existing endpoint (engine "openai"): the same greedy answers as the offline engine.
+        # An existing endpoint (engine "openai"): per-request seeds give the offline engine's samples.
         spec = EngineSpec("openai", tiny_model, vllm=OPTIONS, url=server.url, api_key=server.api_key)
-        served, stats = generate_cached(spec, teacher_requests, tmp_path / "served.jsonl", greedy, 6, "t")
-        assert served == offline and stats.generated == len(teacher_requests)
+        served, stats = generate_cached(spec, teacher_requests, tmp_path / "served.jsonl", SAMPLED, 6, "t")
+        assert served == offline[0] and stats.generated == len(teacher_requests)
         tree = [server.proc.pid] + [p.pid for p in psutil.Process(server.proc.pid).children(recursive=True)]
     deadline = time.monotonic() + 30
     while any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in tree):
@@ -128,12 +133,11 @@ def test_server_starts_answers_rejects_without_key_and_stops(tiny_model, teacher
     assert "starting vLLM server" in log_path.read_text()
 
 
-def test_llm2llm_started_server_as_teacher_engine(tiny_model, teacher_requests, tmp_path):
+def test_llm2llm_started_server_as_teacher_engine(tiny_model, teacher_requests, offline, tmp_path):
     spec = EngineSpec("vllm-server", tiny_model, vllm=OPTIONS, server_log=tmp_path / "logs" / "teacher.log")
-    offline, _ = generate_cached(EngineSpec("vllm", tiny_model, vllm=OPTIONS), teacher_requests[:6], tmp_path / "o.jsonl", SAMPLED, 6, "t")
     started = time.time()
     served, stats = generate_cached(spec, teacher_requests[:6], tmp_path / "s.jsonl", SAMPLED, 3, "t")
-    assert served == offline  # per-request seeds: the same samples offline and served
+    assert served == {r["key"]: offline[0][r["key"]] for r in teacher_requests[:6]}  # the same samples offline and served
     assert "starting vLLM server" in (tmp_path / "logs" / "teacher.log").read_text()
     assert stray_processes(started) == []
 
