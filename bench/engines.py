@@ -41,7 +41,8 @@ from vllm import LLM, SamplingParams
 if __name__ == "__main__":
     prompts, seeds, sampling = json.load(open(sys.argv[1]))
     t0 = time.time()
-    llm = LLM(model={model!r}, dtype="float32", enforce_eager=True, max_model_len={max_len}, seed=0, enable_prefix_caching=True)
+    llm = LLM(model={model!r}, dtype="float32", enforce_eager=True, max_model_len={max_len}, seed=0, enable_prefix_caching=True,
+              enable_chunked_prefill=False)  # see llm2llm.engines.vllm_engine_args
     t1 = time.time()
     params = [SamplingParams(temperature=sampling["temperature"], top_p=sampling["top_p"], max_tokens=sampling["max_new_tokens"],
                              stop=sampling["stop"] or None, seed=s) for s in seeds]
@@ -57,8 +58,10 @@ def raw_vllm(model: Path, prompts: list[str], seeds: list[int], sampling: Sampli
     script.write_text(textwrap.dedent(RAW_SCRIPT.format(model=str(model), kv=OPTIONS["cpu_kv_cache_gib"], max_len=OPTIONS["max_model_len"])))
     (tmp / "raw_in.json").write_text(json.dumps([prompts, seeds, sampling.model_dump()]))
     start = time.time()
-    subprocess.run([sys.executable, str(script), str(tmp / "raw_in.json"), str(tmp / "raw_out.json")], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.run([sys.executable, str(script), str(tmp / "raw_in.json"), str(tmp / "raw_out.json")],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if proc.returncode:
+        raise SystemExit(f"raw vLLM run failed:\n{proc.stderr[-3000:]}")
     result = json.loads((tmp / "raw_out.json").read_text())
     result["total"] = time.time() - start
     return result

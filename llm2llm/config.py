@@ -51,6 +51,7 @@ class VLLMConfig(Section):
     cpu_kv_cache_gib: int = Field(4, ge=1, description="CPU only: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE).")
     max_model_len: int | None = Field(4096, ge=64, description="Context length the engine reserves for; None = the model's own (can be huge).")
     enable_prefix_caching: bool = Field(True, description="Reuse the KV cache of shared prompt prefixes (the task instructions) across requests.")
+    block_size: int | None = Field(None, ge=16, description="KV cache block size in tokens; None = 32 on CPU (vLLM's CPU default, 128, is longer than most classification prompts, so their shared instructions never fill a cacheable block), vLLM's default on GPU.")
     engine_in_process: bool = Field(True, description="Offline engine: run vLLM's engine core inside the phase process (VLLM_ENABLE_V1_MULTIPROCESSING=0); the phase process already isolates it, and this saves a process start (~23 s of ~28 s on the 2-core CPU).")
     start_timeout: float = Field(900, gt=0, description="Seconds a vLLM server llm2llm starts may take to answer /health.")
     request_timeout: float = Field(600, gt=0, description="Seconds one request to a teacher server may take before it is retried.")

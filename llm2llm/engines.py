@@ -150,6 +150,13 @@ def vllm_engine_args(model: Path, options: dict, on_gpu: bool) -> dict:
         args["max_model_len"] = options["max_model_len"]
     if on_gpu:
         args["gpu_memory_utilization"] = options.get("gpu_memory_utilization", 0.9)
+    else:
+        # A prompt prefilled in chunks makes vLLM rewind its per-request generator, which the CPU
+        # generator cannot do ("CPU Generator does not use offset"): prefill whole prompts.
+        args["enable_chunked_prefill"] = False
+    block_size = options.get("block_size") or (None if on_gpu else 32)
+    if block_size:
+        args["block_size"] = block_size
     return args
 
 
@@ -178,6 +185,7 @@ class VLLMGenerator:
             rank = json.loads((adapter_path / "adapter_config.json").read_text())["r"]
             args.update(enable_lora=True, max_loras=1, max_lora_rank=max(8, rank))
             self.lora = LoRARequest("student", 1, str(adapter_path))
+        self.prefix_caching = args["enable_prefix_caching"]
         self.llm = LLM(**args)
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[str]:
@@ -185,7 +193,12 @@ class VLLMGenerator:
 
         inputs = [{"prompt_token_ids": encode(self.tokenizer, p)} for p in prompts]
         params = [SamplingParams(**_sampling_kwargs(sampling), seed=seed) for seed in seeds]
-        outputs = self.llm.generate(inputs, params, lora_request=self.lora, use_tqdm=False)
+        # Prefix caching only reuses blocks computed in an earlier step: one request first puts the
+        # shared instructions in the cache, then the rest of the batch skips their prefill.
+        # Per-request seeds make the answers independent of this split.
+        head = 1 if self.prefix_caching and len(inputs) > 1 else 0
+        outputs = [] if not head else self.llm.generate(inputs[:head], params[:head], lora_request=self.lora, use_tqdm=False)
+        outputs += self.llm.generate(inputs[head:], params[head:], lora_request=self.lora, use_tqdm=False)
         return [cut_at_stop(o.outputs[0].text, sampling.stop) for o in outputs]
 
     def close(self) -> None:

@@ -49,7 +49,8 @@ def raw_vllm(model, prompts, seeds, sampling, tmp_path) -> list[str]:
         from vllm import LLM, SamplingParams
         if __name__ == "__main__":
             prompts, seeds = json.load(open(sys.argv[1]))
-            llm = LLM(model={str(model)!r}, dtype="float32", enforce_eager=True, max_model_len=512, seed=0)
+            llm = LLM(model={str(model)!r}, dtype="float32", enforce_eager=True, max_model_len=512, seed=0,
+                      enable_chunked_prefill=False)
             params = [SamplingParams(temperature={sampling.temperature}, top_p={sampling.top_p},
                                      max_tokens={sampling.max_new_tokens}, stop={sampling.stop!r}, seed=s) for s in seeds]
             outs = llm.generate(prompts, params, use_tqdm=False)
