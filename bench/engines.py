@@ -88,11 +88,11 @@ def bench_teacher(model: Path, data, n_prompts: int, tmp: Path) -> dict:
     total = time.time() - start
     ours = [outputs[r["key"]] for r in requests]
     tokenizer = load_tokenizer(model)
-    tokens = count_tokens(tokenizer, ours)
+    tokens, raw_tokens = count_tokens(tokenizer, ours), count_tokens(tokenizer, raw["outputs"])  # text tokens, stop excluded
     return {
         "prompts": len(requests),
         "raw_vllm": {"start_s": round(raw["start"], 1), "generate_s": round(raw["generate"], 2), "total_s": round(raw["total"], 1),
-                     "output_tokens": raw["tokens"], "tok_per_s": round(raw["tokens"] / raw["generate"], 1)},
+                     "output_tokens": raw_tokens, "tok_per_s": round(raw_tokens / raw["generate"], 1)},
         "llm2llm": {"start_s": stats.engine_start_seconds, "generate_s": stats.generate_seconds, "total_s": round(total, 1),
                     "output_tokens": tokens, "tok_per_s": round(tokens / stats.generate_seconds, 1)},
         "same_outputs": sum(a == b for a, b in zip(ours, raw["outputs"])) / len(ours),
