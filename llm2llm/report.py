@@ -146,9 +146,10 @@ def results_table(run_dirs) -> str:
             raise UserError(f"{path} not found; is {run_dir} a run directory with at least one finished iteration?")
         rows.append(read_json(path))
     width = max(len(m["iterations"]) for m in rows)
-    head = ["run", "task", "seed", "teacher"] + [f"iter {i}" + (" (plain FT)" if i == 0 else "") for i in range(width)]
+    head = ["run", "task", "seed", "teacher", "engines (student/teacher)"] + [f"iter {i}" + (" (plain FT)" if i == 0 else "") for i in range(width)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in rows:
         accs = [f"{100 * it['test_accuracy']:.1f}" for it in m["iterations"]] + ["-"] * (width - len(m["iterations"]))
-        lines.append("| " + " | ".join([m["run"], m["task"], str(m["seed_size"]), m["teacher"], *accs]) + " |")
+        engines = "/".join(m["engines"].values()) if "engines" in m else "-"
+        lines.append("| " + " | ".join([m["run"], m["task"], str(m["seed_size"]), m["teacher"], engines, *accs]) + " |")
     return "\n".join(lines)

@@ -139,3 +139,12 @@ def test_lora_and_continued_training(tmp_path, data_dir, tiny_model):
     log = json.loads((run / "iter_001" / "student" / "train_log.json").read_text())
     assert log["init_from"].endswith("iter_000/student")
     assert len(json.loads((run / "metrics.json").read_text())["iterations"]) == 2
+
+
+def test_results_table_reads_the_run_metrics(finished_run):
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    out = run_cli("results", str(finished_run), cwd=REPO).stdout
+    row = next(line for line in out.splitlines() if line.startswith("| r |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4] == "transformers/transformers"
+    assert cells[5:] == [f"{100 * it['test_accuracy']:.1f}" for it in metrics["iterations"]]
