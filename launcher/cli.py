@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
 import click
 
 from llm2llm.config import DEFAULT_PROFILE, RunConfig, config_to_yaml, explain, parse_set_option, resolve_config
+from launcher.phases import PhaseError
 from llm2llm.errors import UserError
 
 # No network at run time: every model and data set is local.
@@ -31,6 +33,9 @@ RUN_OPTIONS = [
     ("--iterations", "loop.iterations", int, _help("loop", "iterations")),
     ("--student", "student.model", str, "Student: " + _help("student", "model")),
     ("--teacher", "teacher.model", str, "Teacher: " + _help("teacher", "model")),
+    ("--deepspeed", "train.deepspeed", str, _help("train", "deepspeed")),
+    ("--mode", "plan.mode", click.Choice(["sequential", "split"]), _help("plan", "mode")),
+    ("--nodes", "plan.nodes", int, _help("plan", "nodes")),
     ("--run", "run", str, _help("", "run")),
     ("--runs-dir", "runs_dir", str, _help("", "runs_dir")),
 ]
@@ -115,6 +120,50 @@ def validate(profile, sets, **options):
 
 
 @cli.command()
+@run_options
+@click.option("--node", "node", default=None, metavar="COUNTxNAME:GIB",
+              help="Plan for a described node instead of this machine's GPUs, e.g. 8xH100:80, 4xL4:24, cpu.")
+def plan(profile, sets, node, **options):
+    """Print which GPUs each phase gets and whether it fits (no weights load); exit 2 if impossible."""
+    config = build_config(profile, sets, **options)
+    from launcher.gpu_plan import detect_inventory, make_plan, parse_node
+    from llm2llm.models import resolve_model
+
+    inventory = parse_node(node, config.plan.nodes) if node else detect_inventory(config.plan.nodes, config.plan.gpus)
+    result = make_plan(config, inventory, resolve_model(config.teacher.model), resolve_model(config.student.model))
+    click.echo(result.table())
+    result.raise_if_impossible()
+
+
+@cli.command()
+@run_options
+@click.option("--gpus-per-node", type=int, default=None, help="GPUs to ask for on each node (default: this node's count, 0 on a CPU machine).")
+@click.option("--time", "time_limit", default="24:00:00", show_default=True, help="Slurm time limit.")
+@click.option("--partition", default=None, help="Slurm partition.")
+@click.option("--account", default=None, help="Slurm account.")
+@click.option("--cpus-per-node", type=int, default=None, help="CPU cores per node (default: 8 per GPU, or 2).")
+@click.option("--mem", default="0", show_default=True, help="Memory per node (0 = all of it).")
+@click.option("--output", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the script (default: runs/<run>/slurm.sbatch).")
+def slurm(profile, sets, gpus_per_node, time_limit, partition, account, cpus_per_node, mem, out, **options):
+    """Write the sbatch script that runs this boost under Slurm, on one node or several; submit it with sbatch."""
+    config = build_config(profile, sets, **options)
+    from launcher.gpu_plan import detect_inventory
+    from launcher.slurm import SlurmJob, sbatch_script
+
+    if gpus_per_node is None:
+        gpus_per_node = detect_inventory(1, config.plan.gpus).gpus_per_node
+    job = SlurmJob(nodes=config.plan.nodes, gpus_per_node=gpus_per_node, time=time_limit, partition=partition,
+                   account=account, cpus_per_node=cpus_per_node, mem=mem)
+    path = out or Path(config.runs_dir) / config.run / "slurm.sbatch"
+    from llm2llm.store import atomic_write_text
+
+    atomic_write_text(path, sbatch_script(config, job, profile, sets, options))
+    (Path(config.runs_dir) / config.run / "logs").mkdir(parents=True, exist_ok=True)  # sbatch --output needs it
+    click.echo(f"wrote {path}; submit it with: sbatch {path}")
+
+
+@cli.command()
 def models():
     """List the model registry (configs/models.yaml) and whether each folder is complete."""
     from llm2llm.models import model_problem, registry, resolve_model
@@ -145,13 +194,22 @@ def results(run_dirs):
     click.echo(results_table(run_dirs))
 
 
+def _terminated(signum, _frame):
+    # SIGTERM (Slurm, kill) unwinds like Ctrl-C: the running phase's process group gets SIGTERM in turn.
+    raise SystemExit(128 + signum)
+
+
 def main():
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         cli.main(standalone_mode=False)
     except UserError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except PhaseError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

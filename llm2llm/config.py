@@ -18,6 +18,7 @@ from llm2llm.errors import UserError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
 PROFILE_DIR = CONFIG_DIR / "profiles"
+DEEPSPEED_DIR = CONFIG_DIR / "deepspeed"
 DEFAULT_PROFILE = "cpu-smollm2"
 
 
@@ -44,7 +45,8 @@ class SamplingConfig(Section):
 
 
 class VLLMConfig(Section):
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one vLLM engine shards the model over (tensor parallel).")
+    tensor_parallel_size: int | None = Field(None, ge=1, description="GPUs one vLLM engine shards the model over (tensor parallel); None = the GPU plan decides (all the teacher's GPUs; the fewest that fit for evaluation).")
+    pipeline_parallel_size: int | None = Field(None, ge=1, description="Pipeline stages of the teacher across nodes (vLLM over Ray); None = 1 unless the teacher does not fit one node.")
     dtype: str = Field("auto", description="auto: float32 on CPU (bf16 is slower there), the checkpoint's dtype on GPU; or float32, bfloat16, float16.")
     enforce_eager: bool = Field(True, description="Skip torch.compile and graph capture: a much faster start (CPU: ~36 s instead of ~140 s) for slightly slower decoding.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="GPU only: fraction of each GPU's memory the engine may take.")
@@ -100,6 +102,10 @@ class TrainConfig(Section):
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     lora_target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     seed: int = Field(0)
+    deepspeed: str | None = Field(None, description="DeepSpeed ZeRO config: a preset from configs/deepspeed/ (zero2, zero3, zero3_offload) or a JSON path; None = the plain Trainer (DDP over several processes).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, ~30 % more compute.")
+    cpu_processes: int = Field(1, ge=1, description="Training processes on a machine without GPUs (torchrun, gloo); on GPUs the plan starts one per GPU.")
+    ddp_timeout: int = Field(1800, ge=10, description="Seconds a collective (NCCL on GPU, gloo on CPU) may wait before the training phase fails.")
 
 
 class LoopConfig(Section):
@@ -108,6 +114,19 @@ class LoopConfig(Section):
     augment_synthetic: bool = Field(False, description="Also augment wrong synthetic examples, not only seed examples (the paper augments seed only).")
     keep_checkpoints: bool = Field(False, description="Keep every iteration's student; by default only the last one stays on disk.")
     near_duplicate_rouge_l: float = Field(0.95, gt=0, le=1, description="Drop a generated example whose ROUGE-L F1 against any training or test input exceeds this (official code: 0.95).")
+
+
+class PlanConfig(Section):
+    mode: Literal["sequential", "split"] = Field("sequential", description="sequential: each phase gets all the node's GPUs and the teacher's process ends before training; split: the teacher server stays up on its own GPUs for all iterations while the student trains on the others.")
+    gpus: str = Field("auto", description="GPUs to use: auto = all NVML lists (or CUDA_VISIBLE_DEVICES), or a comma list of indices/UUIDs.")
+    nodes: int = Field(1, ge=1, description="Nodes the student trains on (Slurm allocation or plan.hostfile); the teacher spans nodes only if it does not fit one.")
+    hostfile: str | None = Field(None, description="Multi-node training without Slurm: a DeepSpeed hostfile ('host slots=N' per line); the deepspeed launcher starts the ranks over ssh.")
+    teacher_gpus: int | None = Field(None, ge=1, description="split mode: GPUs the teacher server holds; None = the fewest that fit it.")
+    teacher_kv_cache_gib: float = Field(4.0, ge=0, description="Memory per GPU the plan reserves for the teacher's KV cache (at least one vllm.max_model_len sequence).")
+    overhead_gib: float = Field(3.0, ge=0, description="Memory per GPU the plan reserves for the CUDA context, NCCL buffers and fragmentation.")
+    phase_timeout: float | None = Field(None, gt=0, description="Seconds a train/evaluate/generate phase may run before it is stopped; None = no limit.")
+    release_timeout: float = Field(120, gt=0, description="Seconds a finished phase's processes and GPU memory get to go away before the run stops.")
+    release_tolerance_mib: float = Field(512, ge=0, description="GPU memory above the run's starting baseline still counted as released.")
 
 
 class RunConfig(Section):
@@ -121,18 +140,32 @@ class RunConfig(Section):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     loop: LoopConfig = Field(default_factory=LoopConfig)
+    plan: PlanConfig = Field(default_factory=PlanConfig)
 
     @model_validator(mode="after")
     def _seed_size_is_count_or_fraction(self):
         size = self.data.seed_size
         if size >= 1 and size != int(size):
             raise ValueError(f"data.seed_size {size} is neither a whole count nor a fraction below 1")
+        if self.train.deepspeed:
+            deepspeed_config_path(self.train.deepspeed)
         if self.teacher.engine == "openai" and not self.teacher.url:
             raise ValueError("teacher.engine openai needs teacher.url (the server's base URL, e.g. http://127.0.0.1:8000/v1)")
         return self
 
     def cache_path(self) -> Path:
         return Path(self.generation_cache) if self.generation_cache else Path(self.runs_dir) / "generation-cache.sqlite"
+
+
+def deepspeed_config_path(name: str) -> Path:
+    """A preset name from configs/deepspeed/ or a path to a DeepSpeed JSON config."""
+    path = Path(name)
+    if path.suffix != ".json":
+        path = DEEPSPEED_DIR / f"{name}.json"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in DEEPSPEED_DIR.glob("*.json")))
+        raise ValueError(f"train.deepspeed {name!r}: no {path}; use a preset ({known}) or a JSON file path")
+    return path.resolve()
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

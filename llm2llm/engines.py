@@ -143,9 +143,13 @@ def vllm_engine_args(model: Path, options: dict, on_gpu: bool) -> dict:
     dtype = options.get("dtype", "auto")
     if dtype == "auto" and not on_gpu:
         dtype = "float32"
-    args = {"model": str(model), "dtype": dtype, "tensor_parallel_size": options.get("tensor_parallel_size", 1),
+    args = {"model": str(model), "dtype": dtype, "tensor_parallel_size": options.get("tensor_parallel_size") or 1,
             "enforce_eager": options.get("enforce_eager", True), "enable_prefix_caching": options.get("enable_prefix_caching", True),
             "trust_remote_code": False, "seed": 0}
+    if (options.get("pipeline_parallel_size") or 1) > 1:
+        args["pipeline_parallel_size"] = options["pipeline_parallel_size"]
+    if options.get("distributed_executor_backend"):
+        args["distributed_executor_backend"] = options["distributed_executor_backend"]
     if options.get("max_model_len"):
         args["max_model_len"] = options["max_model_len"]
     if on_gpu:

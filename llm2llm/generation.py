@@ -24,7 +24,7 @@ from tqdm import tqdm
 from llm2llm.config import SamplingConfig
 from llm2llm.engines import EngineSpec, open_engine
 from llm2llm.gencache import GenerationCache
-from llm2llm.phase_process import run_in_child
+from launcher.phases import run_in_child
 from llm2llm.store import RecordLog
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,11 @@ def _generate_batches(spec: EngineSpec, batches: list[list[dict]], log_path: Pat
 
 
 def generate_cached(spec: EngineSpec, requests: list[dict], log_path: Path, sampling: SamplingConfig,
-                    batch_size: int, desc: str, cache_path: Path | None = None) -> tuple[dict[str, str], GenerationStats]:
-    """Answer every request; returns {key: output} and where the answers came from."""
+                    batch_size: int, desc: str, cache_path: Path | None = None, runner=None,
+                    role: str = "evaluate") -> tuple[dict[str, str], GenerationStats]:
+    """Answer every request; returns {key: output} and where the answers came from. The engine runs
+    in a phase process: the run's PhaseRunner (devices from the GPU plan, log, release check) or,
+    without one, a plain child process."""
     records = RecordLog(log_path)
     stats = GenerationStats(requests=len(requests))
     stats.from_run = sum(r["key"] in records for r in requests)
@@ -86,7 +89,8 @@ def generate_cached(spec: EngineSpec, requests: list[dict], log_path: Path, samp
     todo = [b for b in batches if any(r["key"] not in records for r in b)]
     if todo:
         start = time.monotonic()
-        timing = run_in_child(desc, _generate_batches, spec, todo, log_path, cache_path, sampling, desc, time.time())
+        args = (_generate_batches, spec, todo, log_path, cache_path, sampling, desc, time.time())
+        timing = runner.call(desc, role, *args) if runner else run_in_child(desc, *args)
         stats.engine_start_seconds, stats.generate_seconds = timing["engine_start_seconds"], timing["generate_seconds"]
         stats.engine_seconds = round(time.monotonic() - start, 2)
         records = RecordLog(log_path)

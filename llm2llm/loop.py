@@ -9,6 +9,8 @@
 
 Every phase leaves a file in runs/<run>/iter_NNN/ that marks it done; rerunning the same command
 skips finished phases and continues unfinished ones from what they stored (see store.py).
+Train, evaluate and generate each run in their own processes on the devices the GPU plan gives
+them (launcher/gpu_plan.py, launcher/runner.py); the plan is checked before any weights load.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+from launcher.gpu_plan import plan_for_run
+from launcher.runner import PhaseRunner
+
 from llm2llm.config import RunConfig, SamplingConfig
 from llm2llm.data import TaskData, load_task_data, sample
 from llm2llm.engines import EngineSpec, load_tokenizer, render_chat
@@ -30,7 +35,7 @@ from llm2llm.report import write_report
 from llm2llm.rundir import RunDir
 from llm2llm.store import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_json, read_jsonl
 from llm2llm.tasks import Task
-from llm2llm.training import train_student
+from llm2llm.training import TrainRequest
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +45,10 @@ def boost(config: RunConfig) -> Path:
     task = data.task
     student_base = checked_model(config.student.model)
     teacher_path = checked_model(config.teacher.model)
+    plan = plan_for_run(config, teacher_path, student_base)  # reads config.json files only
+    plan.raise_if_impossible()
     run = RunDir(config)
+    atomic_write_text(run.path / "plan.txt", plan.table() + "\n")
 
     by_id = {ex["id"]: ex for ex in data.train}
     seed_ids = run.fixed_ids("seed_ids.json", lambda: [ex["id"] for ex in sample(
@@ -56,56 +64,58 @@ def boost(config: RunConfig) -> Path:
         atomic_write_jsonl(first_train, seed)
 
     previous_student = None
-    for it in range(config.loop.iterations + 1):
-        it_dir = run.iteration(it)
-        train_set = read_jsonl(it_dir / "train.jsonl")
-        last = it == config.loop.iterations
+    with PhaseRunner(run.path, plan, config) as runner:  # phases in their own processes, on the plan's devices
+        for it in range(config.loop.iterations + 1):
+            it_dir = run.iteration(it)
+            train_set = read_jsonl(it_dir / "train.jsonl")
+            last = it == config.loop.iterations
 
-        # 1. Fine-tune the student (from the base checkpoint, or the last student if asked).
-        student = it_dir / "student"
-        if not (it_dir / "train_log.json").exists():  # the student folder itself may be pruned later
-            with run.phase(it, "train"):
-                if not (student / "train_log.json").exists():
-                    init = previous_student if config.loop.continue_training else None
-                    train_student(student_base, train_set, task, config.train, student, init_path=init)
-                atomic_write_text(it_dir / "train_log.json", (student / "train_log.json").read_text())
+            # 1. Fine-tune the student (from the base checkpoint, or the last student if asked).
+            student = it_dir / "student"
+            if not (it_dir / "train_log.json").exists():  # the student folder itself may be pruned later
+                with run.phase(it, "train"):
+                    if not (student / "train_log.json").exists():
+                        init = previous_student if config.loop.continue_training else None
+                        runner.train(f"train {it_dir.name}", TrainRequest(student_base, train_set, task, config.train, student, init), it_dir)
+                    atomic_write_text(it_dir / "train_log.json", (student / "train_log.json").read_text())
 
-        # 2. Evaluate it on the test split and on the seed examples (or the whole training set).
-        pool = train_set if config.loop.augment_synthetic else seed
-        with run.phase(it, "evaluate"):
-            scores = evaluate(student, student_base, task, {"test": test, "seed": pool}, it_dir, config)
+            # 2. Evaluate it on the test split and on the seed examples (or the whole training set).
+            pool = train_set if config.loop.augment_synthetic else seed
+            with run.phase(it, "evaluate"):
+                scores = evaluate(student, student_base, task, {"test": test, "seed": pool}, it_dir, config, runner)
 
-        decisions_path = it_dir / "filter_decisions.jsonl"
-        if not last and not decisions_path.exists():
-            # 3. The teacher writes new examples for each wrong seed example.
-            wrong_ids = set(scores["seed"]["wrong_ids"])
-            wrong = [ex for ex in pool if ex["id"] in wrong_ids]
-            with run.phase(it, "generate"):
-                candidates = teacher_generate(wrong, seed, task, teacher_path, it, it_dir, run, config)
+            decisions_path = it_dir / "filter_decisions.jsonl"
+            if not last and not decisions_path.exists():
+                # 3. The teacher writes new examples for each wrong seed example.
+                wrong_ids = set(scores["seed"]["wrong_ids"])
+                wrong = [ex for ex in pool if ex["id"] in wrong_ids]
+                with run.phase(it, "generate"):
+                    candidates = teacher_generate(wrong, seed, task, teacher_path, it, it_dir, run, config, runner)
 
-            # 4. Filter them; the survivors join the next training set.
-            with run.phase(it, "filter"):
-                decisions = filter_examples(
-                    candidates, task, [task.key_text(ex) for ex in train_set],
-                    [task.key_text(ex) for ex in data.test], config.loop.near_duplicate_rouge_l)
-                atomic_write_jsonl(decisions_path, decisions)
-        if not last:
-            next_train = run.iteration(it + 1) / "train.jsonl"
-            if not next_train.exists():
-                with run.phase(it, "merge"):
-                    kept = [d["example"] for d in read_jsonl(decisions_path) if d["kept"]]
-                    atomic_write_jsonl(next_train, train_set + kept)
+                # 4. Filter them; the survivors join the next training set.
+                with run.phase(it, "filter"):
+                    decisions = filter_examples(
+                        candidates, task, [task.key_text(ex) for ex in train_set],
+                        [task.key_text(ex) for ex in data.test], config.loop.near_duplicate_rouge_l)
+                    atomic_write_jsonl(decisions_path, decisions)
+            if not last:
+                next_train = run.iteration(it + 1) / "train.jsonl"
+                if not next_train.exists():
+                    with run.phase(it, "merge"):
+                        kept = [d["example"] for d in read_jsonl(decisions_path) if d["kept"]]
+                        atomic_write_jsonl(next_train, train_set + kept)
 
-        with run.phase(it, "report"):
-            write_report(run, task, data.notes)
-        # A finished iteration's checkpoint is only needed to continue training from it.
-        if previous_student and previous_student.exists() and not config.loop.keep_checkpoints:
-            shutil.rmtree(previous_student)
-        previous_student = student
+            with run.phase(it, "report"):
+                write_report(run, task, data.notes)
+            # A finished iteration's checkpoint is only needed to continue training from it.
+            if previous_student and previous_student.exists() and not config.loop.keep_checkpoints:
+                shutil.rmtree(previous_student)
+            previous_student = student
     return run.path
 
 
-def evaluate(student: Path, base: Path, task: Task, splits: dict[str, list[dict]], it_dir: Path, config: RunConfig) -> dict:
+def evaluate(student: Path, base: Path, task: Task, splits: dict[str, list[dict]], it_dir: Path, config: RunConfig,
+             runner: PhaseRunner | None = None) -> dict:
     """Greedy (by default) generation over each split; predictions stored as they arrive.
     Returns (and stores in scores.json) per split: total, correct, invalid, wrong_ids."""
     if (it_dir / "scores.json").exists():
@@ -117,9 +127,10 @@ def evaluate(student: Path, base: Path, task: Task, splits: dict[str, list[dict]
     requests = [{"key": f"{split}/{ex['id']}", "split": split, "id": ex["id"], "prompt": render_chat(tokenizer, task.prompt(ex))}
                 for split, examples in splits.items() for ex in examples]
     adapter = (student / "adapter_config.json").exists()
-    engine = EngineSpec(config.student.engine, base if adapter else student, student if adapter else None, config.vllm.model_dump())
+    options = {**config.vllm.model_dump(), **(runner.plan.vllm_options("evaluate") if runner else {})}
+    engine = EngineSpec(config.student.engine, base if adapter else student, student if adapter else None, options)
     outputs, _ = generate_cached(engine, requests, predictions_path, sampling, config.student.eval_batch_size,
-                                 f"evaluate {it_dir.name}")
+                                 f"evaluate {it_dir.name}", runner=runner, role="evaluate")
     summary = {}
     for split, examples in splits.items():
         results = {ex["id"]: task.score(outputs[f"{split}/{ex['id']}"], ex) for ex in examples}
@@ -130,15 +141,20 @@ def evaluate(student: Path, base: Path, task: Task, splits: dict[str, list[dict]
     return summary
 
 
-def teacher_engine(teacher_path: Path, run: RunDir, it_dir: Path, config: RunConfig) -> EngineSpec:
+def teacher_engine(teacher_path: Path, run: RunDir, it_dir: Path, config: RunConfig, runner: PhaseRunner) -> EngineSpec:
     teacher = config.teacher
-    return EngineSpec(teacher.engine, teacher_path, vllm=config.vllm.model_dump(), url=teacher.url,
+    options = {**config.vllm.model_dump(), **runner.plan.vllm_options("teacher")}
+    if config.plan.mode == "split" and teacher.engine in ("vllm", "vllm-server"):
+        server = runner.kept_teacher_server(teacher_path, options)  # started once, stopped when the loop ends
+        return EngineSpec("openai", teacher_path, vllm=options, url=server.url, api_key=server.api_key,
+                          served_model=server.served_model)
+    return EngineSpec(teacher.engine, teacher_path, vllm=options, url=teacher.url,
                       api_key=os.environ.get(teacher.api_key_env, "none") if teacher.engine == "openai" else None,
                       served_model=teacher.served_model, server_log=run.path / "logs" / f"teacher-server-{it_dir.name}.log")
 
 
 def teacher_generate(wrong: list[dict], seed: list[dict], task: Task, teacher_path: Path, it: int,
-                     it_dir: Path, run: RunDir, config: RunConfig) -> list[dict]:
+                     it_dir: Path, run: RunDir, config: RunConfig, runner: PhaseRunner) -> list[dict]:
     """Ask the teacher about each wrong example; return the parsed candidates in a fixed order."""
     teacher = config.teacher
     sampling = teacher.sampling.model_copy(update={
@@ -163,9 +179,9 @@ def teacher_generate(wrong: list[dict], seed: list[dict], task: Task, teacher_pa
                 key = request_key(identity, prompt, sampling.model_dump_json(exclude={"n"}), f"{it}.{sample_index}.{draw}")
                 requests.append({"key": key, "parent_id": ex["id"], "sample": sample_index, "draw": draw, "prompt": prompt,
                                  "teacher": teacher.model, "teacher_fingerprint": identity})
-    outputs, stats = generate_cached(teacher_engine(teacher_path, run, it_dir, config), requests,
+    outputs, stats = generate_cached(teacher_engine(teacher_path, run, it_dir, config, runner), requests,
                                      it_dir / "teacher_outputs.jsonl", sampling, teacher.batch_size,
-                                     f"generate {it_dir.name}", cache_path=config.cache_path())
+                                     f"generate {it_dir.name}", cache_path=config.cache_path(), runner=runner, role="teacher")
     atomic_write_json(it_dir / "teacher_stats.json", asdict(stats))
     candidates = []
     by_id = {ex["id"]: ex for ex in wrong}

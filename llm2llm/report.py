@@ -58,6 +58,10 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
         "complete": len(iterations) == config.loop.iterations + 1,
         "notes": notes,
         "iterations": iterations,
+        "training": {"deepspeed": config.train.deepspeed, "lora": config.train.lora, "plan_mode": config.plan.mode},
+        # each phase process: how long it ran, how its memory release was checked and how long that
+        # took, and the switch time from the previous phase's release to its start
+        "phases": read_jsonl(run.path / "phases.jsonl") if (run.path / "phases.jsonl").exists() else [],
     }
 
 
@@ -125,6 +129,12 @@ def render_markdown(metrics: dict) -> str:
         for it in asked:
             t = it["teacher_requests"]
             lines.append(f"| {it['iteration']} | {t['requests']} | {t['from_run']} | {t['from_cache']} | {t['generated']} | {t['engine_seconds']:.1f} |")
+    if metrics.get("phases"):
+        lines += ["", "## Phase processes (memory released before the next phase started)", "",
+                  "| phase | seconds | release checked by | release seconds | switch seconds |", "|---|---|---|---|---|"]
+        for p in metrics["phases"]:
+            switch = "-" if p.get("switch_seconds") is None else f"{p['switch_seconds']:.2f}"
+            lines.append(f"| {p['key']} | {p['seconds']:.1f} | {p['checked']} | {p['release_seconds']:.2f} | {switch} |")
     lines += ["", "![test accuracy by iteration](accuracy.png)", ""]
     return "\n".join(lines)
 

@@ -1,21 +1,41 @@
-"""Fine-tune the student with the HF Trainer: loss on answer tokens only, full weights or LoRA.
+"""Fine-tune the student with the HF Trainer: loss on answer tokens only, full weights or LoRA,
+optionally under DeepSpeed ZeRO.
 
-The saved folder loads directly in the evaluation engines: a full model folder, or a LoRA
-adapter folder whose base is recorded in adapter_config.json.
+The training phase runs as `torchrun ... -m llm2llm.training REQUEST` (launcher/training_launch.py
+builds the command from the GPU plan); every rank runs `train_student`, rank 0 saves. The saved
+folder loads directly in the evaluation engines: a full model folder (ZeRO-3 shards gathered on
+save), or a LoRA adapter folder whose base is recorded in adapter_config.json.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import pickle
+import shutil
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from llm2llm.config import TrainConfig
+from llm2llm.config import TrainConfig, deepspeed_config_path
 from llm2llm.engines import encode, load_tokenizer, render_chat
-from llm2llm.store import atomic_dir
+from llm2llm.store import _fsync_dir
 from llm2llm.tasks import Task
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainRequest:
+    """What the parent hands the training processes (pickled into the iteration folder)."""
+
+    base_path: Path
+    examples: list[dict]
+    task: Task
+    config: TrainConfig
+    out_dir: Path
+    init_path: Path | None = None
 
 
 def tokenize_example(tokenizer, task: Task, example: dict, max_length: int) -> dict:
@@ -30,68 +50,117 @@ def tokenize_example(tokenizer, task: Task, example: dict, max_length: int) -> d
     }
 
 
-def train_student(
-    base_path: Path, examples: list[dict], task: Task, cfg: TrainConfig, out_dir: Path, init_path: Path | None = None
-) -> Path:
-    """Train on `examples` starting from `init_path` (a previous student) or the base checkpoint,
-    and save the student to `out_dir` in one atomic rename."""
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
+def _load_model(request: TrainRequest, dtype):
+    from transformers import AutoModelForCausalLM
 
-    set_seed(cfg.seed)
-    on_gpu = torch.cuda.is_available()
-    start = init_path or base_path
-    tokenizer = load_tokenizer(base_path)
-    tokenizer.padding_side = "right"
-    if cfg.lora and init_path is not None and (init_path / "adapter_config.json").exists():
+    cfg, init = request.config, request.init_path
+    if cfg.lora and init is not None and (init / "adapter_config.json").exists():
         from peft import AutoPeftModelForCausalLM
 
-        model = AutoPeftModelForCausalLM.from_pretrained(init_path, is_trainable=True)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(start, dtype=torch.float32, trust_remote_code=False)
-        if cfg.lora:
-            from peft import LoraConfig, get_peft_model
+        return AutoPeftModelForCausalLM.from_pretrained(init, is_trainable=True, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(init or request.base_path, dtype=dtype, trust_remote_code=False)
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
 
-            model = get_peft_model(model, LoraConfig(
-                r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM",
-            ))
-    dataset = Dataset.from_list([tokenize_example(tokenizer, task, ex, cfg.max_length) for ex in examples])
+        model = get_peft_model(model, LoraConfig(
+            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+            target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM",
+        ))
+    return model
 
-    with atomic_dir(out_dir) as tmp:
-        args = TrainingArguments(
-            output_dir=str(tmp / "trainer"),
-            num_train_epochs=cfg.epochs,
-            per_device_train_batch_size=cfg.batch_size,
-            gradient_accumulation_steps=cfg.grad_accum,
-            learning_rate=cfg.learning_rate,
-            lr_scheduler_type="linear",
-            warmup_steps=cfg.warmup_ratio,  # a float < 1 is a fraction of the steps
-            weight_decay=cfg.weight_decay,
-            logging_steps=max(1, len(dataset) // (cfg.batch_size * cfg.grad_accum * 2) or 1),
-            save_strategy="no",
-            report_to=[],
-            seed=cfg.seed,
-            data_seed=cfg.seed,
-            use_cpu=not on_gpu,
-            bf16=on_gpu,
-            dataloader_num_workers=0,
-        )
-        trainer = Trainer(
-            model=model,
-            args=args,
-            train_dataset=dataset,
-            data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-        )
-        result = trainer.train()
-        trainer.model.save_pretrained(tmp, safe_serialization=True)
+
+def train_student(request: TrainRequest) -> Path:
+    """Every rank runs this. Trains on the request's examples from `init_path` (a previous student)
+    or the base checkpoint; rank 0 saves the student to `out_dir` in one atomic rename."""
+    import torch
+    from datasets import Dataset
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
+
+    cfg, out_dir = request.config, Path(request.out_dir)
+    set_seed(cfg.seed)
+    on_gpu = torch.cuda.is_available()
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    if cfg.deepspeed:
+        # DeepSpeed's own process group must exist before ZeRO-3 partitions the weights at load time
+        # (accelerate starts it on GPUs, not with use_cpu); a no-op when it is already up.
+        from datetime import timedelta
+
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", timeout=timedelta(seconds=cfg.ddp_timeout))
+    # The arguments come first: with ZeRO-3 they make from_pretrained load the weights partitioned
+    # (zero.Init) instead of a full copy per rank. They also start the process group.
+    args = TrainingArguments(
+        output_dir=str(tmp / "trainer"),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a fraction of the steps
+        weight_decay=cfg.weight_decay,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        use_cpu=not on_gpu,  # DeepSpeed on CPU needs this (else its batch-size check fails)
+        bf16=on_gpu,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        deepspeed=str(deepspeed_config_path(cfg.deepspeed)) if cfg.deepspeed else None,
+        ddp_timeout=cfg.ddp_timeout,
+        dataloader_num_workers=0,
+    )
+    with args.main_process_first(desc="clear the temporary student folder"):
+        if args.process_index == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+    tokenizer = load_tokenizer(request.base_path)
+    tokenizer.padding_side = "right"
+    model = _load_model(request, torch.float32)  # fp32 master weights; bf16 compute on GPU (args.bf16)
+    dataset = Dataset.from_list([tokenize_example(tokenizer, request.task, ex, cfg.max_length) for ex in request.examples])
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+    )
+    result = trainer.train()
+    # Collective under ZeRO-3 (the shards are gathered); only the main process writes.
+    trainer.save_model(str(tmp))
+    if trainer.is_world_process_zero():
         tokenizer.save_pretrained(tmp)
-        (tmp / "train_log.json").write_text(json.dumps(
-            {"metrics": result.metrics, "log_history": trainer.state.log_history, "examples": len(dataset),
-             "base_model": str(base_path), "init_from": str(init_path) if init_path else None}, indent=2))
-        import shutil
-
+        (tmp / "train_log.json").write_text(json.dumps({
+            "metrics": result.metrics, "log_history": trainer.state.log_history, "examples": len(dataset),
+            "world_size": args.world_size, "deepspeed": cfg.deepspeed, "lora": cfg.lora,
+            "base_model": str(request.base_path), "init_from": str(request.init_path) if request.init_path else None,
+        }, indent=2))
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
-    log.info("trained on %d examples: loss %.4f", len(dataset), result.metrics.get("train_loss", float("nan")))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+        _fsync_dir(out_dir.parent)
+        log.info("trained on %d examples with %d process(es): loss %.4f", len(dataset), args.world_size,
+                 result.metrics.get("train_loss", float("nan")))
+    trainer.accelerator.wait_for_everyone()
     return out_dir
+
+
+def write_request(request: TrainRequest, path: Path) -> None:
+    path.write_bytes(pickle.dumps(request))
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of every training rank: `python -m llm2llm.training REQUEST.pkl`."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    request = pickle.loads(Path(argv[0]).read_bytes())
+    train_student(request)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +19,9 @@ from pathlib import Path
 
 from llm2llm.engines import configure_vllm_env, cuda_available, vllm_engine_args
 from llm2llm.errors import UserError
-from llm2llm.phase_process import die_with_parent
+from launcher.phases import die_with_parent, free_port, sweep_group
 
 SERVED_MODEL = "teacher"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def server_command(model: Path, options: dict, host: str, port: int, api_key: str) -> list[str]:
@@ -54,8 +47,9 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 class VLLMServer:
-    def __init__(self, model: Path, options: dict, log_path: Path, host: str = "127.0.0.1"):
+    def __init__(self, model: Path, options: dict, log_path: Path, host: str = "127.0.0.1", env: dict | None = None):
         self.model, self.options, self.log_path, self.host = model, options, Path(log_path), host
+        self.env = env or {}
         self.api_key = secrets.token_urlsafe(24)
         self.port = free_port(host)
         self.url = f"http://{host}:{self.port}/v1"
@@ -77,7 +71,8 @@ class VLLMServer:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting vLLM server on {self.host}:{self.port} for {self.model}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=os.environ.copy(), preexec_fn=die_with_parent)
+                                         env={**os.environ, **self.env}, start_new_session=True,
+                                         preexec_fn=die_with_parent)
         self._wait_healthy(self.options.get("start_timeout", 900))
 
     def _wait_healthy(self, timeout: float) -> None:
@@ -98,11 +93,13 @@ class VLLMServer:
                         f"(vllm.start_timeout); see {self.log_path}")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGTERM)  # vLLM shuts its engine down on SIGTERM
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # vLLM shuts its engine down on SIGTERM
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        sweep_group(self.proc.pid, "vLLM server")  # its engine core and workers share its session

@@ -33,6 +33,7 @@ def comparable(run_dir: Path) -> dict:
                 assert len(keys) == len(set(keys)), f"duplicate records in {it_dir.name}/{name}"
                 out[f"{it_dir.name}/{name}"] = sorted(json.dumps(r, sort_keys=True) for r in records)
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics.pop("phases")  # process ids and timings
     for it in metrics["iterations"]:
         it.pop("phase_seconds")
         it.pop("teacher_requests", None)  # where answers came from depends on the interruptions

@@ -1,0 +1,289 @@
+"""Every phase (train, evaluate, generate) runs in a child process of its own, so that the child's
+exit is what frees its memory, on a GPU as on the CPU. Design: docs/gpu-plan.md.
+
+The child starts its own session: everything it starts (torchrun and its ranks, a vLLM engine
+core, a vLLM server and its workers) shares its process group. It asks the kernel for SIGTERM
+when its parent dies; a Python phase answers SIGTERM by killing that whole group. After the child
+ends, any process still in its group is named and killed, and the phase's devices are checked to
+be back at their baseline memory (launcher/memory.py) before the next phase may start.
+
+Each phase gets its own environment (device list, rendezvous port, NCCL settings), writes its
+output to a log file (echoed to the terminal), may have a timeout, and a failure is fatal with
+the tail of that log in the error.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llm2llm.errors import UserError
+
+log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1
+
+
+class PhaseError(RuntimeError):
+    """A phase's child process failed; the message carries the end of its output."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Linux: have the kernel send `sig` to this process when its parent exits."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+    except OSError:  # not Linux: the leftover sweep below still applies
+        pass
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of live (not zombie) processes in a process group, read from /proc."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry))
+    return members
+
+
+def process_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        return f"{pid} ({cmd[:120] or '?'})"
+    except OSError:
+        return str(pid)
+
+
+def sweep_group(pgid: int, name: str) -> list[str]:
+    """Kill whatever is left in a finished phase's process group; returns what was found."""
+    leftovers = [process_name(pid) for pid in group_members(pgid)]
+    if leftovers:
+        log.warning("%s: processes still running after the phase ended, killed: %s", name, "; ".join(leftovers))
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + 10
+        while group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return leftovers
+
+
+def tail(path: Path | None, lines: int = 20) -> str:
+    if path is None:
+        return "(no log)"
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@contextmanager
+def _echo(path: Path | None, enabled: bool):
+    """Copy what a phase writes to its log file onto our stderr while it runs (like tail -f)."""
+    if path is None or not enabled:
+        yield
+        return
+    stop = threading.Event()
+
+    def pump():
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            while True:
+                chunk = f.read()
+                if chunk:
+                    sys.stderr.buffer.write(chunk)
+                    sys.stderr.flush()
+                elif stop.is_set():
+                    return
+                else:
+                    time.sleep(0.2)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+@contextmanager
+def _environment(env: dict[str, str]):
+    """A spawned child inherits the environment at start: set it around the start only."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _open_log(path: Path | None, name: str):
+    if path is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "ab")
+    f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {name}\n".encode())
+    f.flush()
+    return f
+
+
+def _kill_own_group(*_) -> None:
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def _child_main(conn, parent_pid: int, log_path, fn, args) -> None:
+    os.setsid()
+    die_with_parent()
+    if os.getppid() != parent_pid:  # the parent died before the request above took effect
+        os._exit(1)
+    signal.signal(signal.SIGTERM, _kill_own_group)
+    if log_path is not None:
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+        sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
+    try:
+        conn.send(("ok", fn(*args)))
+    except UserError as e:
+        conn.send(("user_error", str(e)))
+    except BaseException:  # noqa: BLE001 - everything goes back to the parent
+        conn.send(("error", traceback.format_exc()[-4000:]))
+    finally:
+        conn.close()
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    pid: int
+    exit_code: int | None
+    seconds: float
+    leftovers: list[str] = field(default_factory=list)
+
+
+def _terminate(pid: int, grace: float = 30) -> None:
+    """SIGTERM to a phase's whole group, then SIGKILL after `grace` seconds."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while group_members(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def call_in_child(name: str, fn, *args, env: dict[str, str] | None = None, log_path: Path | None = None,
+                  timeout: float | None = None, echo: bool = True):
+    """fn(*args) in a fresh spawned process; returns (its result, PhaseResult). Re-raises its
+    UserError as one, and turns any other failure into PhaseError with the child's traceback."""
+    ctx = multiprocessing.get_context("spawn")
+    receiver, sender = ctx.Pipe(duplex=False)
+    log_file = _open_log(log_path, name)
+    if log_file:
+        log_file.close()
+    proc = ctx.Process(target=_child_main, args=(sender, os.getpid(), log_path, fn, args), name=f"llm2llm-{name}")
+    start = time.monotonic()
+    with _environment(env or {}):
+        proc.start()
+    sender.close()
+    message, timed_out = None, False
+    try:
+        with _echo(log_path, echo):
+            while message is None:
+                if receiver.poll(1.0):
+                    try:
+                        message = receiver.recv()
+                    except EOFError:
+                        break
+                elif not proc.is_alive():
+                    break
+                elif timeout and time.monotonic() - start > timeout:
+                    timed_out = True
+                    break
+    finally:
+        if proc.is_alive() and message is None:  # timeout, Ctrl-C or SIGTERM: end the whole group
+            _terminate(proc.pid)
+        proc.join()
+        result = PhaseResult(name, proc.pid, proc.exitcode, round(time.monotonic() - start, 2), sweep_group(proc.pid, name))
+    where = f"; log: {log_path}" if log_path else ""
+    if timed_out:
+        raise PhaseError(f"{name}: no result within {timeout:.0f} s (plan.phase_timeout); the phase was stopped{where}")
+    if message is None:
+        raise PhaseError(f"{name}: the phase process died (exit code {proc.exitcode}){where}; "
+                         f"rerun the same command to continue. Last lines:\n{tail(log_path)}")
+    status, payload = message
+    if status == "user_error":
+        raise UserError(payload)
+    if status == "error":
+        raise PhaseError(f"{name} failed in its process{where}:\n{payload}")
+    return payload, result
+
+
+def run_in_child(name: str, fn, *args, **options):
+    """call_in_child without the process record."""
+    return call_in_child(name, fn, *args, **options)[0]
+
+
+def run_command(name: str, argv: list[str], env: dict[str, str] | None = None, log_path: Path | None = None,
+                timeout: float | None = None, echo: bool = True) -> PhaseResult:
+    """A phase that is a command (torchrun and its ranks, srun, the deepspeed launcher): its own
+    session, its output in log_path, SIGTERM to its group if we are interrupted; a non-zero exit
+    raises PhaseError with the tail of the log."""
+    log_file = _open_log(log_path, f"{name}: {' '.join(argv)}")
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file or None, stderr=subprocess.STDOUT if log_file else None,
+                            env={**os.environ, **(env or {})}, start_new_session=True, preexec_fn=die_with_parent)
+    if log_file:
+        log_file.close()
+    timed_out = False
+    try:
+        with _echo(log_path, echo):
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+    finally:
+        if proc.poll() is None:  # timeout, Ctrl-C or SIGTERM: torchrun forwards SIGTERM to its ranks
+            _terminate(proc.pid)
+            proc.kill()
+            proc.wait()
+        result = PhaseResult(name, proc.pid, proc.returncode, round(time.monotonic() - start, 2), sweep_group(proc.pid, name))
+    where = f"; log: {log_path}" if log_path else ""
+    if timed_out:
+        raise PhaseError(f"{name}: still running after {timeout:.0f} s (plan.phase_timeout); stopped{where}")
+    if proc.returncode != 0:
+        raise PhaseError(f"{name} failed (exit code {proc.returncode}){where}; rerun the same command to continue. "
+                         f"Last lines:\n{tail(log_path)}")
+    return result

@@ -1,0 +1,124 @@
+"""The loop's way to run a phase: in its own process, on the devices the GPU plan gave it, with its
+log in runs/<run>/logs/, and a proof afterwards that its memory is free (phases.jsonl, metrics.json).
+
+    runner.call("evaluate iter_001", "evaluate", fn, *args)    a Python function in a spawned process
+    runner.train("train iter_001", request, it_dir)             torchrun (or srun / deepspeed) + ranks
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from launcher.gpu_plan import Plan
+from launcher.memory import ReleaseCheck
+from launcher.phases import PhaseResult, call_in_child, free_port, run_command
+from llm2llm.config import RunConfig
+from llm2llm.errors import UserError
+from llm2llm.store import RecordLog
+
+log = logging.getLogger(__name__)
+
+
+def slurm_head_node() -> str:
+    hosts = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
+                           capture_output=True, text=True, check=True).stdout.split()
+    return hosts[0]
+
+
+def training_command(plan: Plan, config: RunConfig, request_path: Path, port: int) -> tuple[list[str], dict[str, str]]:
+    """The command that starts every training rank, and the environment it gets."""
+    per_node = plan.train_processes_per_node
+    worker = ["-m", "llm2llm.training", str(request_path)]
+    env = {"PYTHONUNBUFFERED": "1"}
+    if plan.inventory.gpus_per_node:
+        env.update(plan.devices_env("train"))
+        env.setdefault("NCCL_DEBUG", os.environ.get("NCCL_DEBUG", "WARN"))
+        env["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = "1"  # a hung collective fails after train.ddp_timeout
+    else:
+        env["DS_ACCELERATOR"] = "cpu"
+        env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // per_node))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={per_node}", "--max-restarts=0"]
+    if plan.train_nodes == 1:
+        return torchrun + ["--nnodes=1", "--master-addr=127.0.0.1", f"--master-port={port}"] + worker, env
+    if config.plan.hostfile:
+        return ["deepspeed", f"--hostfile={config.plan.hostfile}", f"--num_nodes={plan.train_nodes}",
+                f"--num_gpus={per_node}", f"--master_port={port}", "--no_local_rank", "--module"] + worker[1:], env
+    if os.environ.get("SLURM_JOB_ID"):
+        head = slurm_head_node()
+        return ["srun", f"--nodes={plan.train_nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "--export=ALL"] \
+            + torchrun + [f"--nnodes={plan.train_nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={head}:{port}",
+                          f"--rdzv-id={config.run}"] + worker, env
+    raise UserError(f"plan.nodes={plan.train_nodes} needs a Slurm allocation (submit with `llm2llm slurm`) or a "
+                    f"DeepSpeed hostfile (plan.hostfile)")
+
+
+class PhaseRunner:
+    def __init__(self, run_path: Path, plan: Plan, config: RunConfig):
+        self.run_path, self.plan, self.config = Path(run_path), plan, config
+        self.release = ReleaseCheck(config.plan.release_tolerance_mib, config.plan.release_timeout)
+        self.record = RecordLog(self.run_path / "phases.jsonl")
+        self.last_end: float | None = None
+        self.server = None
+
+    def __enter__(self) -> "PhaseRunner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.release.wait_released("teacher server", self.server.proc.pid, self._devices("teacher"))
+            self.server = None
+
+    def kept_teacher_server(self, model: Path, options: dict):
+        """split mode: one vLLM server on the teacher's GPUs for all iterations (127.0.0.1, random key)."""
+        if self.server is None:
+            from llm2llm.vllm_server import VLLMServer
+
+            self.server = VLLMServer(model, options, self._log_path("teacher-server"), env=self.plan.devices_env("teacher"))
+            self.server.start()
+        return self.server
+
+    def _log_path(self, name: str) -> Path:
+        return self.run_path / "logs" / (name.replace(" ", "-") + ".log")
+
+    def _devices(self, role: str) -> list[int]:
+        ids = {"teacher": self.plan.teacher_devices, "train": self.plan.student_devices, "evaluate": self.plan.eval_devices}[role]
+        return [int(i) for i in ids if i.isdigit()]
+
+    def _finished(self, role: str, result: PhaseResult, started: float) -> None:
+        check = self.release.wait_released(result.name, result.pid, self._devices(role))
+        record = {"key": result.name, "role": role, "pid": result.pid, "seconds": result.seconds,
+                  "exit_code": result.exit_code, "leftovers_killed": result.leftovers, **check,
+                  # wall time from the previous phase's release to this phase's start (the switch)
+                  "switch_seconds": round(started - self.last_end, 3) if self.last_end else None}
+        self.record.append([record])
+        self.last_end = time.time()
+        log.info("%s: done in %.1f s; memory released (%s) in %.2f s", result.name, result.seconds,
+                 check["checked"], check["release_seconds"])
+
+    def call(self, name: str, role: str, fn, *args):
+        started = time.time()
+        payload, result = call_in_child(name, fn, *args, env=self.plan.devices_env(role), log_path=self._log_path(name),
+                                        timeout=self.config.plan.phase_timeout)
+        self._finished(role, result, started)
+        return payload
+
+    def train(self, name: str, request, it_dir: Path) -> None:
+        from llm2llm.training import write_request
+
+        request_path = it_dir / ".train-request.pkl.tmp"  # removed on success; swept as a leftover otherwise
+        write_request(request, request_path)
+        argv, env = training_command(self.plan, self.config, request_path, free_port())
+        started = time.time()
+        result = run_command(name, argv, env, self._log_path(name), self.config.plan.phase_timeout)
+        request_path.unlink(missing_ok=True)
+        if not (Path(request.out_dir) / "train_log.json").exists():
+            raise UserError(f"{name}: the training processes exited cleanly but saved no student in {request.out_dir}; "
+                            f"see {self._log_path(name)}")
+        self._finished("train", result, started)
+

@@ -1,0 +1,79 @@
+"""The sbatch script for a boost: one Slurm job, one node or several.
+
+The loop runs once, on the job's first node; evaluation and generation run there. On several
+nodes each training phase reaches all of them with `srun` + `torchrun` (launcher/runner.py).
+The job asks for SIGTERM before its time limit and may be requeued: llm2llm stops at once, and
+the requeued job reruns the same command, which resumes the run where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from llm2llm.config import RunConfig
+
+
+@dataclass
+class SlurmJob:
+    nodes: int = 1
+    gpus_per_node: int = 0
+    time: str = "24:00:00"
+    partition: str | None = None
+    account: str | None = None
+    cpus_per_node: int | None = None
+    mem: str = "0"
+
+
+def _option_flag(key: str) -> str:
+    from launcher.cli import RUN_OPTIONS
+
+    for flag, path, _, _ in RUN_OPTIONS:
+        if path.replace(".", "__") == key:
+            return flag
+    return "--" + key.replace("_", "-")
+
+
+def sbatch_script(config: RunConfig, job: SlurmJob, profile: str, sets: tuple[str, ...], options: dict) -> str:
+    from launcher.cli import OFFLINE_ENV
+
+    run_dir = (Path(config.runs_dir) / config.run).resolve()
+    cpus = job.cpus_per_node or (8 * job.gpus_per_node if job.gpus_per_node else 2)
+    lines = ["#!/bin/bash",
+             f"#SBATCH --job-name=llm2llm-{config.run}",
+             f"#SBATCH --nodes={job.nodes}",
+             "#SBATCH --ntasks-per-node=1",
+             f"#SBATCH --cpus-per-task={cpus}",
+             f"#SBATCH --mem={job.mem}",
+             f"#SBATCH --time={job.time}",
+             f"#SBATCH --output={run_dir}/logs/slurm-%j.out",
+             "#SBATCH --signal=B:TERM@120",
+             "#SBATCH --requeue"]
+    if job.gpus_per_node:
+        lines.append(f"#SBATCH --gpus-per-node={job.gpus_per_node}")
+    if job.partition:
+        lines.append(f"#SBATCH --partition={job.partition}")
+    if job.account:
+        lines.append(f"#SBATCH --account={job.account}")
+    cmd = [sys.executable, "-m", "launcher.cli", "boost", "--profile", profile]
+    for key, value in options.items():
+        if value is not None:
+            cmd += [_option_flag(key), str(value)]
+    for item in sets:
+        cmd += ["--set", item]
+    lines += [
+        "set -euo pipefail",
+        f"cd {shlex.quote(os.getcwd())}",
+        "# No network at run time; models and data are local paths.",
+        *[f"export {k}={shlex.quote(v)}" for k, v in OFFLINE_ENV.items()],
+        f"mkdir -p {shlex.quote(str(run_dir / 'logs'))}",
+        "# Rerunning the same command resumes the run: a requeued job continues where this one stopped.",
+        " ".join(shlex.quote(c) for c in cmd) + " &",
+        "boost=$!",
+        "trap 'kill -TERM $boost; wait $boost' TERM",
+        "wait $boost",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,109 @@
+"""Student training under real DeepSpeed ZeRO with 2 processes (torchrun, gloo on CPU) through the
+same launcher code a GPU node uses; the trained student evaluates through the normal path."""
+
+import json
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from conftest import REPO, read_jsonl, run_cli
+from llm2llm.config import DEEPSPEED_DIR, deepspeed_config_path
+
+pytest.importorskip("deepspeed")
+
+
+def ds_boost(tmp_path, data_dir, run, *extra):
+    return run_cli("boost", "--profile", "tiny", "--runs-dir", str(tmp_path / "runs"), "--run", run,
+                   "--data-dir", str(data_dir), "--set", "train.cpu_processes=2", "--set", "loop.keep_checkpoints=true",
+                   *extra, cwd=REPO)
+
+
+def tensors(folder: Path) -> dict[str, tuple]:
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+
+
+def assert_complete_model(student: Path, base: Path) -> None:
+    """Every tensor of the base at its full shape (a DeepSpeed save may also write the tied lm_head)."""
+    saved, expected = tensors(student), tensors(base)
+    assert {k: saved.get(k) for k in expected} == expected
+
+
+def fill_auto(node, key=None):
+    """Stand-ins for the values the Trainer fills in ("auto"), for one process, fp32."""
+    if isinstance(node, dict):
+        return {k: fill_auto(v, k) for k, v in node.items()}
+    if node != "auto":
+        return node
+    return {"enabled": False, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "lr": 1e-4}.get(key, 1)
+
+
+def test_presets_are_valid_deepspeed_configs():
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    presets = sorted(p.stem for p in DEEPSPEED_DIR.glob("*.json"))
+    assert {"zero2", "zero3", "zero3_offload"} <= set(presets)
+    for name in presets:
+        config = json.loads(deepspeed_config_path(name).read_text())
+        # the "auto" fields are what the HF Trainer fills; with them filled DeepSpeed accepts the file
+        for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
+            assert config[key] == "auto"
+        parsed = DeepSpeedConfig(fill_auto(config))
+        assert parsed.zero_optimization_stage == config["zero_optimization"]["stage"]
+
+
+def test_zero2_boost_with_two_processes(tmp_path, data_dir, tiny_model):
+    ds_boost(tmp_path, data_dir, "z2", "--deepspeed", "zero2", "--iterations", "1")
+    run = tmp_path / "runs" / "z2"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["complete"] and metrics["training"]["deepspeed"] == "zero2"
+    for it in ("iter_000", "iter_001"):
+        log = json.loads((run / it / "train_log.json").read_text())
+        assert log["world_size"] == 2 and log["deepspeed"] == "zero2"
+        assert all(abs(h["loss"]) < 100 for h in log["log_history"] if "loss" in h)
+        # both ranks ran: torchrun started two workers in the phase's log
+        text = (run / "logs" / f"train-{it}.log").read_text()
+        assert "--nproc-per-node=2" in text and "trained on" in text
+    # the ZeRO-2 student is a complete model folder that loads like the base
+    assert_complete_model(run / "iter_001" / "student", tiny_model)
+    # every phase ran in its own process and its release was checked before the next started
+    phases = metrics["phases"]
+    assert [p["key"] for p in phases] == ["train iter_000", "evaluate iter_000", "generate iter_000",
+                                          "train iter_001", "evaluate iter_001"]
+    assert all(p["exit_code"] == 0 and p["checked"] == "processes" and p["leftovers_killed"] == [] for p in phases)
+    assert all(p["switch_seconds"] is not None for p in phases[1:])
+    assert "sequential" in (run / "plan.txt").read_text() and "ZeRO-2 (zero2), gloo" in (run / "plan.txt").read_text()
+
+
+def test_zero3_full_and_lora_students_evaluate(tmp_path, data_dir, tiny_model):
+    ds_boost(tmp_path, data_dir, "z3", "--deepspeed", "zero3", "--iterations", "0")
+    student = tmp_path / "runs" / "z3" / "iter_000" / "student"
+    # the shards were gathered on save: every tensor has its full shape, none is an empty partition
+    assert_complete_model(student, tiny_model)
+    scores = json.loads((student.parent / "scores.json").read_text())
+    assert scores["test"]["total"] == 20 and len(read_jsonl(student.parent / "predictions.jsonl")) == 20 + 14
+
+    ds_boost(tmp_path, data_dir, "z3lora", "--deepspeed", "zero3", "--iterations", "0", "--set", "train.lora=true")
+    adapter = tmp_path / "runs" / "z3lora" / "iter_000" / "student"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] and config["r"] == 16
+    with safe_open(str(adapter / "adapter_model.safetensors"), "pt") as f:
+        shapes = [tuple(f.get_slice(k).get_shape()) for k in f.keys()]
+    assert shapes and all(0 not in s for s in shapes)
+    assert json.loads((adapter.parent / "scores.json").read_text())["test"]["total"] == 20
+
+
+def test_zero3_offload_preset_trains(tmp_path, data_dir, tiny_model):
+    ds_boost(tmp_path, data_dir, "off", "--deepspeed", "zero3_offload", "--iterations", "0")
+    log = json.loads((tmp_path / "runs" / "off" / "iter_000" / "train_log.json").read_text())
+    assert log["deepspeed"] == "zero3_offload" and log["world_size"] == 2
+    assert_complete_model(tmp_path / "runs" / "off" / "iter_000" / "student", tiny_model)
+
+
+def test_unknown_preset_is_refused_before_anything_runs(tmp_path, data_dir):
+    proc = run_cli("boost", "--profile", "tiny", "--runs-dir", str(tmp_path / "runs"), "--deepspeed", "zero9",
+                   cwd=REPO, check=False)
+    assert proc.returncode == 2
+    assert "train.deepspeed 'zero9'" in proc.stderr and "zero2, zero3, zero3_offload" in proc.stderr
+    assert not (tmp_path / "runs").exists()
