@@ -1,0 +1,155 @@
+"""The GPU plan for described nodes, through the real `llm2llm plan` command. Models are described
+by their real architectures' config.json alone (no weights): the plan must not need any."""
+
+import json
+import os
+
+import pytest
+from transformers import LlamaConfig
+
+from conftest import REPO, run_cli
+from launcher.gpu_plan import Inventory, detect_inventory, make_plan, model_shape, parse_node
+from llm2llm.config import resolve_config
+from llm2llm.errors import UserError
+
+# Llama-2-70B and Llama-2-7B shapes (grouped-query attention on the 70B)
+SHAPES = {
+    "llama-70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+                      num_key_value_heads=8, vocab_size=32000),
+    "llama-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                     num_key_value_heads=32, vocab_size=32000),
+}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    for name, shape in SHAPES.items():
+        LlamaConfig(**shape, max_position_embeddings=4096, torch_dtype="bfloat16").save_pretrained(root / name)
+    return root
+
+
+def plan(models, node, *args):
+    return run_cli("plan", "--node", node, "--teacher", str(models / args[0]), "--student", str(models / args[1]),
+                   *args[2:], cwd=REPO, check=False)
+
+
+def row(out: str, phase: str) -> list[str]:
+    line = next(line for line in out.splitlines() if line.startswith(phase))
+    return line.split()
+
+
+def test_shapes_come_from_config_alone(models):
+    big = model_shape(str(models / "llama-70b"))
+    assert 68.9e9 < big.params < 69.1e9 and big.heads == 64 and big.kv_heads == 8 and big.head_dim == 128
+    small = model_shape(str(models / "llama-7b"), 16, ("q_proj", "v_proj"))
+    assert 6.7e9 < small.params < 6.8e9
+    assert small.lora_params == 32 * 2 * 16 * (4096 + 4096)
+
+
+def test_8x_h100_sequential_70b_teacher_7b_student_zero3(models):
+    proc = plan(models, "8xH100:80", "llama-70b", "llama-7b", "--deepspeed", "zero3")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "plan: sequential on 1 node(s) x 8 H100 80 GiB" in out
+    assert "TP 8" in out and "GPU 0,1,2,3,4,5,6,7" in out
+    assert row(out, "train")[-1] == "yes" and "ZeRO-3" in out and out.rstrip().endswith("verdict: ok")
+
+
+def test_2_nodes_of_8x_a100_40gb(models):
+    proc = plan(models, "8xA100:40", "llama-70b", "llama-7b", "--deepspeed", "zero3", "--nodes", "2")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "on each of 2 nodes" in out
+    train = row(out, "train")
+    assert "16" in train  # 16 training processes, data parallel over both nodes
+    teacher = row(out, "generate")
+    assert float(teacher[-3]) <= 36.0  # 70B / TP 8 + KV reserve fits 40 GB x 0.9
+
+
+def test_4x_l4_refuses_full_fine_tuning_and_suggests_what_fits(models):
+    proc = plan(models, "4xL4:24", "llama-7b", "llama-7b", "--deepspeed", "zero2")
+    assert proc.returncode == 2
+    assert "refused: training the student (6.7B parameters, ZeRO-2 (zero2)) needs" in proc.stdout
+    assert "verdict: impossible" in proc.stdout
+    suggestion = next(line for line in proc.stdout.splitlines() if line.startswith("suggestion: this fits"))
+    assert "--set train.deepspeed=" in suggestion
+    # the suggestion really fits: run the plan again with it
+    options = suggestion.split(": --set ", 1)[1].split(" --set ")
+    again = plan(models, "4xL4:24", "llama-7b", "llama-7b", *[x for o in options for x in ("--set", o)])
+    assert again.returncode == 0, again.stdout
+    assert "error: the GPU plan is impossible" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_4x_l4_accepts_lora_under_zero3(models):
+    proc = plan(models, "4xL4:24", "llama-7b", "llama-7b", "--deepspeed", "zero3", "--set", "train.lora=true")
+    assert proc.returncode == 0, proc.stdout
+    assert "ZeRO-3 (zero3) + LoRA" in proc.stdout
+
+
+def test_split_mode_gives_the_teacher_the_fewest_gpus_that_hold_it(models):
+    proc = plan(models, "8xH100:80", "llama-70b", "llama-7b", "--deepspeed", "zero3", "--mode", "split")
+    assert proc.returncode == 0, proc.stdout
+    teacher, train = row(proc.stdout, "generate"), row(proc.stdout, "train")
+    assert "0,1" in teacher and "2,3,4,5,6,7" in train
+
+
+def test_impossible_70b_teacher_on_one_l4(models):
+    proc = plan(models, "1xL4:24", "llama-70b", "llama-7b")
+    assert proc.returncode == 2
+    assert "refused: the teacher (69.0B parameters) needs" in proc.stdout
+    assert "use more GPUs or nodes" in proc.stdout and "verdict: impossible" in proc.stdout
+
+
+def test_tensor_parallel_size_must_divide_gpus_and_heads(models):
+    proc = plan(models, "8xH100:80", "llama-70b", "llama-7b", "--deepspeed", "zero3", "--set", "vllm.tensor_parallel_size=3")
+    assert proc.returncode == 2
+    assert "vllm.tensor_parallel_size=3 must divide the teacher's 8 GPUs and its 64 attention heads" in proc.stdout
+    assert "valid tensor parallel sizes here: 1, 2, 4, 8" in proc.stdout
+
+
+def test_teacher_spans_nodes_with_pipeline_parallelism_when_one_node_is_not_enough(models, tmp_path):
+    LlamaConfig(**{**SHAPES["llama-70b"], "num_hidden_layers": 160}, torch_dtype="bfloat16").save_pretrained(tmp_path / "huge")
+    config = resolve_config("tiny", {"train": {"deepspeed": "zero3"}, "plan": {"nodes": 2}})
+    result = make_plan(config, parse_node("8xA100:40", nodes=2), tmp_path / "huge", models / "llama-7b")
+    assert result.ok, result.table()
+    assert (result.teacher_tp, result.teacher_pp) == (8, 2)
+    assert result.vllm_options("teacher") == {"tensor_parallel_size": 8, "pipeline_parallel_size": 2,
+                                               "distributed_executor_backend": "ray"}
+
+
+def test_split_mode_refuses_a_node_it_cannot_share(models):
+    config = resolve_config("tiny", {"plan": {"mode": "split"}})
+    result = make_plan(config, parse_node("1xH100:80"), models / "llama-7b", models / "llama-7b")
+    assert not result.ok and "leaves no GPU for the student" in result.problems[0]
+    with pytest.raises(UserError, match="plan.mode=sequential"):
+        result.raise_if_impossible()
+
+
+def test_cpu_machine_plans_processes_only(tiny_model):
+    config = resolve_config("tiny", {"train": {"deepspeed": "zero2", "cpu_processes": 2}})
+    result = make_plan(config, Inventory(1, 0), tiny_model, tiny_model)
+    assert result.ok and result.train_processes_per_node == 2
+    assert result.devices_env("train") == {} and "ZeRO-2 (zero2), gloo" in result.table()
+
+
+def test_bad_node_descriptions_and_device_lists():
+    with pytest.raises(UserError, match="expected COUNTxNAME:GIB"):
+        parse_node("eight H100s")
+    assert parse_node("4xL4:24").visible_ids == ["0", "1", "2", "3"]
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is None:
+        from launcher.memory import NVML
+
+        if not NVML().available:  # this machine: no driver, so a device list cannot be honoured
+            with pytest.raises(UserError, match="NVML"):
+                os.environ["CUDA_VISIBLE_DEVICES"] = "0,1"
+                try:
+                    detect_inventory()
+                finally:
+                    del os.environ["CUDA_VISIBLE_DEVICES"]
+            assert detect_inventory().gpus_per_node == 0
+
+
+def test_plan_of_this_machine_and_the_written_plan_file(tiny_model):
+    proc = run_cli("plan", "--profile", "tiny", cwd=REPO)
+    assert "train (student)" in proc.stdout and proc.stdout.rstrip().endswith("verdict: ok")
