@@ -12,19 +12,22 @@ TEACHER    ?=
 PROFILE    ?= cpu-smollm2
 DATA_DIR   ?=
 ENGINE     ?=
+DEEPSPEED  ?=
 PYTEST_ARGS ?=
 
 RUN_ARGS = --profile $(PROFILE) \
 	$(if $(DATASET),--dataset $(DATASET)) $(if $(RUN),--run $(RUN)) \
 	$(if $(SEED_SIZE),--seed-size $(SEED_SIZE)) $(if $(ITERATIONS),--iterations $(ITERATIONS)) \
 	$(if $(STUDENT),--student $(STUDENT)) $(if $(TEACHER),--teacher $(TEACHER)) \
-	$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(ENGINE),--engine $(ENGINE))
+	$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(ENGINE),--engine $(ENGINE)) \
+	$(if $(DEEPSPEED),--deepspeed $(DEEPSPEED))
 
-.PHONY: install boost validate test bench models clean-venv help
+.PHONY: install boost validate plan test bench models clean-venv help
 
 help:
 	@echo "make install                 create .venv, install llm2llm + vLLM (CPU or GPU build), provision the default model"
-	@echo "make boost DATASET=snips     run the LLM2LLM loop (vars: RUN SEED_SIZE ITERATIONS STUDENT TEACHER PROFILE DATA_DIR)"
+	@echo "make boost DATASET=snips     run the LLM2LLM loop (vars: RUN SEED_SIZE ITERATIONS STUDENT TEACHER PROFILE DATA_DIR ENGINE DEEPSPEED)"
+	@echo "make plan                    which GPUs each phase gets and whether it fits (loads no weights)"
 	@echo "make validate DATASET=...    pre-flight checks without loading weights"
 	@echo "make test                    the test suite (CI runs this)"
 	@echo "make bench                   the benchmarks: a table on screen, figures in bench/results.json"
@@ -50,6 +53,9 @@ boost:
 
 validate:
 	$(BIN)/llm2llm validate $(RUN_ARGS)
+
+plan:
+	$(BIN)/llm2llm plan $(RUN_ARGS)
 
 bench:
 	$(BIN)/python bench/engines.py

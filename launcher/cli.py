@@ -116,6 +116,11 @@ def validate(profile, sets, **options):
     for role in ("student", "teacher"):
         name = getattr(config, role).model
         click.echo(f"ok   {role}: {name} -> {checked_model(name)}")
+    from launcher.gpu_plan import plan_for_run
+
+    result = plan_for_run(config, checked_model(config.teacher.model), checked_model(config.student.model))
+    result.raise_if_impossible()
+    click.echo(f"ok   plan: {result.mode} on {result.inventory.describe()}, {result.train_processes_per_node * result.train_nodes} training process(es)")
     click.echo(f"ok   run: {Path(config.runs_dir) / config.run}")
 
 

@@ -212,6 +212,17 @@ def load_yaml(path: Path) -> dict:
     return data
 
 
+def load_profile(path: Path, seen: tuple = ()) -> dict:
+    """A profile's values; `extends: <profile>` starts from another profile's."""
+    values = load_yaml(path)
+    parent = values.pop("extends", None)
+    if parent is None:
+        return values
+    if str(parent) in seen:
+        raise UserError(f"{path}: extends {parent!r} makes a cycle ({' -> '.join(seen)}); remove one extends")
+    return _deep_merge(load_profile(profile_path(str(parent)), (*seen, str(parent))), values)
+
+
 def parse_set_option(item: str) -> dict:
     """'train.epochs=3' -> {'train': {'epochs': 3}} (value parsed as YAML)."""
     if "=" not in item:
@@ -225,7 +236,7 @@ def parse_set_option(item: str) -> dict:
 
 def resolve_config(profile: str = DEFAULT_PROFILE, overrides: dict | None = None) -> RunConfig:
     path = profile_path(profile)
-    values = load_yaml(path)
+    values = load_profile(path)
     values = _deep_merge(values, {"profile": profile})
     if overrides:
         values = _deep_merge(values, overrides)

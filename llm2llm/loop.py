@@ -48,7 +48,9 @@ def boost(config: RunConfig) -> Path:
     plan = plan_for_run(config, teacher_path, student_base)  # reads config.json files only
     plan.raise_if_impossible()
     run = RunDir(config)
-    atomic_write_text(run.path / "plan.txt", plan.table() + "\n")
+    plan_file = run.path / "plan.txt"
+    if not plan_file.exists() or plan_file.read_text() != plan.table() + "\n":
+        atomic_write_text(plan_file, plan.table() + "\n")
 
     by_id = {ex["id"]: ex for ex in data.train}
     seed_ids = run.fixed_ids("seed_ids.json", lambda: [ex["id"] for ex in sample(

@@ -109,6 +109,7 @@ def train_student(request: TrainRequest) -> Path:
         gradient_checkpointing=cfg.gradient_checkpointing,
         deepspeed=str(deepspeed_config_path(cfg.deepspeed)) if cfg.deepspeed else None,
         ddp_timeout=cfg.ddp_timeout,
+        ddp_find_unused_parameters=False,  # every trainable parameter is used in a causal LM's forward
         dataloader_num_workers=0,
     )
     with args.main_process_first(desc="clear the temporary student folder"):

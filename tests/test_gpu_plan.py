@@ -30,8 +30,16 @@ def models(tmp_path_factory):
 
 
 def plan(models, node, *args):
+    """`llm2llm plan` for a described node, through the real command line."""
     return run_cli("plan", "--node", node, "--teacher", str(models / args[0]), "--student", str(models / args[1]),
                    *args[2:], cwd=REPO, check=False)
+
+
+def plan_here(models, node, teacher, student, nodes=1, **overrides):
+    """The same plan in this process (no interpreter start per case)."""
+    overrides.setdefault("plan", {})["nodes"] = nodes
+    config = resolve_config("tiny", overrides)
+    return make_plan(config, parse_node(node, nodes), models / teacher, models / student)
 
 
 def row(out: str, phase: str) -> list[str]:
@@ -57,14 +65,12 @@ def test_8x_h100_sequential_70b_teacher_7b_student_zero3(models):
 
 
 def test_2_nodes_of_8x_a100_40gb(models):
-    proc = plan(models, "8xA100:40", "llama-70b", "llama-7b", "--deepspeed", "zero3", "--nodes", "2")
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
-    assert "on each of 2 nodes" in out
-    train = row(out, "train")
-    assert "16" in train  # 16 training processes, data parallel over both nodes
-    teacher = row(out, "generate")
-    assert float(teacher[-3]) <= 36.0  # 70B / TP 8 + KV reserve fits 40 GB x 0.9
+    result = plan_here(models, "8xA100:40", "llama-70b", "llama-7b", nodes=2, train={"deepspeed": "zero3"})
+    assert result.ok, result.table()
+    assert "on each of 2 nodes" in result.table()
+    assert (result.train_nodes, result.train_processes_per_node) == (2, 8)  # data parallel over 16 GPUs
+    teacher = next(r for r in result.rows if r.phase.startswith("generate"))
+    assert teacher.parallelism == "TP 8" and teacher.need_gib <= teacher.capacity_gib == 36.0
 
 
 def test_4x_l4_refuses_full_fine_tuning_and_suggests_what_fits(models):
@@ -82,16 +88,17 @@ def test_4x_l4_refuses_full_fine_tuning_and_suggests_what_fits(models):
 
 
 def test_4x_l4_accepts_lora_under_zero3(models):
-    proc = plan(models, "4xL4:24", "llama-7b", "llama-7b", "--deepspeed", "zero3", "--set", "train.lora=true")
-    assert proc.returncode == 0, proc.stdout
-    assert "ZeRO-3 (zero3) + LoRA" in proc.stdout
+    result = plan_here(models, "4xL4:24", "llama-7b", "llama-7b", train={"deepspeed": "zero3", "lora": True})
+    assert result.ok, result.table()
+    assert "ZeRO-3 (zero3) + LoRA" in result.table()
 
 
 def test_split_mode_gives_the_teacher_the_fewest_gpus_that_hold_it(models):
-    proc = plan(models, "8xH100:80", "llama-70b", "llama-7b", "--deepspeed", "zero3", "--mode", "split")
-    assert proc.returncode == 0, proc.stdout
-    teacher, train = row(proc.stdout, "generate"), row(proc.stdout, "train")
-    assert "0,1" in teacher and "2,3,4,5,6,7" in train
+    result = plan_here(models, "8xH100:80", "llama-70b", "llama-7b", train={"deepspeed": "zero3"}, plan={"mode": "split"})
+    assert result.ok, result.table()
+    assert result.teacher_devices == ["0", "1"] and result.student_devices == ["2", "3", "4", "5", "6", "7"]
+    assert result.devices_env("teacher")["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert result.devices_env("train")["CUDA_VISIBLE_DEVICES"] == "2,3,4,5,6,7"
 
 
 def test_impossible_70b_teacher_on_one_l4(models):
@@ -102,10 +109,11 @@ def test_impossible_70b_teacher_on_one_l4(models):
 
 
 def test_tensor_parallel_size_must_divide_gpus_and_heads(models):
-    proc = plan(models, "8xH100:80", "llama-70b", "llama-7b", "--deepspeed", "zero3", "--set", "vllm.tensor_parallel_size=3")
-    assert proc.returncode == 2
-    assert "vllm.tensor_parallel_size=3 must divide the teacher's 8 GPUs and its 64 attention heads" in proc.stdout
-    assert "valid tensor parallel sizes here: 1, 2, 4, 8" in proc.stdout
+    result = plan_here(models, "8xH100:80", "llama-70b", "llama-7b", train={"deepspeed": "zero3"},
+                       vllm={"tensor_parallel_size": 3})
+    assert not result.ok
+    assert "vllm.tensor_parallel_size=3 must divide the teacher's 8 GPUs and its 64 attention heads" in result.problems[0]
+    assert "valid tensor parallel sizes here: 1, 2, 4, 8" in result.suggestions[0]
 
 
 def test_teacher_spans_nodes_with_pipeline_parallelism_when_one_node_is_not_enough(models, tmp_path):
@@ -153,3 +161,16 @@ def test_bad_node_descriptions_and_device_lists():
 def test_plan_of_this_machine_and_the_written_plan_file(tiny_model):
     proc = run_cli("plan", "--profile", "tiny", cwd=REPO)
     assert "train (student)" in proc.stdout and proc.stdout.rstrip().endswith("verdict: ok")
+
+
+@pytest.mark.parametrize("profile", sorted(p.stem for p in (REPO / "configs" / "profiles").glob("*.yaml")))
+def test_every_profile_resolves_and_plans(profile, tiny_model, smollm2):
+    """CPU profiles plan on this machine; GPU profiles on a described 8x H100 node."""
+    from llm2llm.models import resolve_model
+
+    config = resolve_config(profile)
+    node = parse_node("8xH100:80") if profile.startswith("gpu") else detect_inventory()
+    result = make_plan(config, node, resolve_model(config.teacher.model), resolve_model(config.student.model))
+    assert result.ok, result.table()
+    if config.train.deepspeed:
+        assert f"({config.train.deepspeed})" in result.table()

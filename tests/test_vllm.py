@@ -209,3 +209,21 @@ def test_boost_on_vllm_survives_kill_9_in_generation(tiny_model, data_dir, tmp_p
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["complete"] and metrics["engines"] == {"student": "vllm", "teacher": "vllm"}
     assert "engines: student evaluation on vllm, teacher on vllm" in (run / "report.md").read_text()
+
+
+def test_split_mode_keeps_one_teacher_server_for_every_iteration(tiny_model, data_dir, tmp_path):
+    """plan.mode split: the teacher's vLLM server starts once and serves both generate phases;
+    it is gone, with its engine, when the run ends."""
+    started = time.time()
+    run_cli("boost", "--profile", "tiny", "--mode", "split", "--set", "teacher.engine=vllm", "--runs-dir", str(tmp_path / "runs"),
+            "--run", "split", "--data-dir", str(data_dir), "--set", "vllm.max_model_len=512", "--set", "vllm.cpu_kv_cache_gib=1",
+            cwd=REPO)
+    run = tmp_path / "runs" / "split"
+    server_log = (run / "logs" / "teacher-server.log").read_text()
+    assert server_log.count("starting vLLM server on 127.0.0.1:") == 1
+    for it in ("iter_000", "iter_001"):
+        outputs = read_jsonl(run / it / "teacher_outputs.jsonl")
+        assert outputs and len(outputs) == json.loads((run / it / "teacher_stats.json").read_text())["generated"]
+    assert not list((run / "logs").glob("teacher-server-iter_*.log"))  # no per-phase server
+    assert "cpu (server kept up)" in (run / "plan.txt").read_text()
+    assert stray_processes(started) == []
