@@ -257,14 +257,15 @@ def run_in_child(name: str, fn, *args, **options):
 
 
 def run_command(name: str, argv: list[str], env: dict[str, str] | None = None, log_path: Path | None = None,
-                timeout: float | None = None, echo: bool = True) -> PhaseResult:
+                timeout: float | None = None, echo: bool = True, pass_fds: tuple[int, ...] = ()) -> PhaseResult:
     """A phase that is a command (torchrun and its ranks, srun, the deepspeed launcher): its own
     session, its output in log_path, SIGTERM to its group if we are interrupted; a non-zero exit
     raises PhaseError with the tail of the log."""
     log_file = _open_log(log_path, f"{name}: {' '.join(argv)}")
     start = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file or None, stderr=subprocess.STDOUT if log_file else None,
-                            env={**os.environ, **(env or {})}, start_new_session=True, preexec_fn=die_with_parent)
+                            env={**os.environ, **(env or {})}, start_new_session=True, preexec_fn=die_with_parent,
+                            pass_fds=pass_fds)
     if log_file:
         log_file.close()
     timed_out = False

@@ -58,8 +58,9 @@ def training_command(plan: Plan, config: RunConfig, request_path: Path, port: in
 
 
 class PhaseRunner:
-    def __init__(self, run_path: Path, plan: Plan, config: RunConfig):
+    def __init__(self, run_path: Path, plan: Plan, config: RunConfig, lock_fd: int | None = None):
         self.run_path, self.plan, self.config = Path(run_path), plan, config
+        self.lock_fd = lock_fd  # the run's lock, held by torchrun too (see RunDir._acquire_lock)
         self.release = ReleaseCheck(config.plan.release_tolerance_mib, config.plan.release_timeout)
         self.record = RecordLog(self.run_path / "phases.jsonl")
         self.last_end: float | None = None
@@ -115,7 +116,8 @@ class PhaseRunner:
         write_request(request, request_path)
         argv, env = training_command(self.plan, self.config, request_path, free_port())
         started = time.time()
-        result = run_command(name, argv, env, self._log_path(name), self.config.plan.phase_timeout)
+        result = run_command(name, argv, env, self._log_path(name), self.config.plan.phase_timeout,
+                             pass_fds=(self.lock_fd,) if self.lock_fd is not None else ())
         request_path.unlink(missing_ok=True)
         if not (Path(request.out_dir) / "train_log.json").exists():
             raise UserError(f"{name}: the training processes exited cleanly but saved no student in {request.out_dir}; "

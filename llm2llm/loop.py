@@ -66,7 +66,7 @@ def boost(config: RunConfig) -> Path:
         atomic_write_jsonl(first_train, seed)
 
     previous_student = None
-    with PhaseRunner(run.path, plan, config) as runner:  # phases in their own processes, on the plan's devices
+    with PhaseRunner(run.path, plan, config, run.lock_fd) as runner:  # phases in their own processes, on the plan's devices
         for it in range(config.loop.iterations + 1):
             it_dir = run.iteration(it)
             train_set = read_jsonl(it_dir / "train.jsonl")

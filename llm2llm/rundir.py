@@ -15,6 +15,8 @@ from llm2llm.config import RunConfig, config_from_file, config_to_yaml
 from llm2llm.errors import UserError
 from llm2llm.store import RecordLog, atomic_write_json, atomic_write_text, read_json
 
+LOCK_WAIT_SECONDS = 30
+
 
 class RunDir:
     def __init__(self, config: RunConfig):
@@ -22,10 +24,7 @@ class RunDir:
         self.path = Path(config.runs_dir) / config.run
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.path / ".lock", "a")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"run {self.path} is in use by another llm2llm process; wait for it or pick another RUN") from None
+        self._acquire_lock()
         self._remove_leftovers()
         config_path = self.path / "config.yaml"
         if config_path.exists():
@@ -41,6 +40,23 @@ class RunDir:
         handler = logging.FileHandler(self.path / "log.txt")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)
+
+    def _acquire_lock(self) -> None:
+        """One process per run. The training launcher holds the lock too, so a rerun right after a
+        kill -9 waits (briefly) for the last phase processes of the killed run to exit."""
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise UserError(f"run {self.path} is in use by another llm2llm process; wait for it or pick another RUN") from None
+                time.sleep(0.2)
+
+    @property
+    def lock_fd(self) -> int:
+        return self._lock.fileno()
 
     def _remove_leftovers(self) -> None:
         """Temporary files and folders of a killed process (store.py names them .<name>...tmp)."""

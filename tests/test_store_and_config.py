@@ -90,3 +90,42 @@ def test_teacher_fingerprint_is_cheap_stable_and_tells_teachers_apart(tmp_path, 
     data[8:8 + header] = swapped.encode()
     weights.write_bytes(bytes(data))
     assert fingerprint(copy) != fingerprint(tiny_model)
+
+
+def test_profiles_extend_one_another(tmp_path):
+    zero2 = resolve_config("cpu-zero2")
+    base = resolve_config("cpu-smollm2")
+    assert (zero2.train.deepspeed, zero2.train.cpu_processes) == ("zero2", 2)
+    assert zero2.data == base.data and zero2.teacher == base.teacher  # everything else from cpu-smollm2
+    (tmp_path / "a.yaml").write_text(f"extends: {tmp_path / 'b.yaml'}\n")
+    (tmp_path / "b.yaml").write_text(f"extends: {tmp_path / 'a.yaml'}\n")
+    with pytest.raises(UserError, match="makes a cycle"):
+        resolve_config(str(tmp_path / "a.yaml"))
+
+
+def test_a_run_in_use_is_refused_after_a_short_wait(tmp_path, monkeypatch):
+    import time
+
+    import llm2llm.rundir as rundir
+
+    monkeypatch.setattr(rundir, "LOCK_WAIT_SECONDS", 1)
+    config = resolve_config("tiny", {"runs_dir": str(tmp_path), "run": "busy"})
+    first = rundir.RunDir(config)
+    start = time.monotonic()
+    with pytest.raises(UserError, match="is in use by another llm2llm process"):
+        rundir.RunDir(config)
+    assert time.monotonic() - start >= 1
+    first._lock.close()  # released: the next process gets the run
+    rundir.RunDir(config)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train": {"deepspeed": "zero9"}}, r"train.deepspeed 'zero9': no .*zero9.json; use a preset \(zero2, zero3, zero3_offload\)"),
+    ({"plan": {"mode": "parallel"}}, r"plan.mode: Input should be 'sequential' or 'split'"),
+    ({"plan": {"nodes": 0}}, r"plan.nodes: Input should be greater than or equal to 1"),
+    ({"vllm": {"tensor_parallel_size": 0}}, r"vllm.tensor_parallel_size: Input should be greater than or equal to 1"),
+])
+def test_bad_training_and_plan_values_are_one_line_errors(overrides, message):
+    with pytest.raises(UserError, match=message) as info:
+        resolve_config("tiny", overrides)
+    assert "\n" not in str(info.value)
