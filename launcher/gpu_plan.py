@@ -82,9 +82,10 @@ def detect_inventory(nodes: int = 1, gpus: str = "auto") -> Inventory:
             raise UserError("the GPUs of this node differ in memory; pick one kind with plan.gpus=0,1,...")
         return Inventory(nodes, len(devices), devices[0]["name"], devices[0]["memory_gib"],
                          [str(d["index"]) for d in devices], "nvml")
-    if wanted and visible is not None and visible not in ("", "-1"):
-        raise UserError(f"CUDA_VISIBLE_DEVICES={visible} but NVML (nvidia-ml-py) finds no GPU driver; "
-                        f"describe the node with --node COUNTxNAME:GIB to plan for it")
+    if wanted and wanted != ["-1"]:
+        source = f"plan.gpus={gpus}" if gpus != "auto" else f"CUDA_VISIBLE_DEVICES={visible}"
+        raise UserError(f"{source} names GPUs but NVML (nvidia-ml-py) finds no GPU driver; "
+                        f"unset it to run on the CPU, or describe the node with --node COUNTxNAME:GIB to plan for it")
     return Inventory(nodes, 0)
 
 
@@ -311,7 +312,7 @@ def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, stude
                 pp += 1
         plan.teacher_tp, plan.teacher_pp = tp, pp
         need = _teacher_need(teacher, tp, pp, config)
-        plan.rows.append(Row("generate (teacher, vLLM)", _devices_label(inv, pp, teacher_first, tp), tp * pp,
+        plan.rows.append(Row(f"generate (teacher, {config.teacher.engine})", _devices_label(inv, pp, teacher_first, tp), tp * pp,
                              f"TP {tp}" + (f" x PP {pp} (Ray)" if pp > 1 else ""), need, usable))
         if need > usable:
             plan.problems.append(f"the teacher ({teacher.params / 1e9:.1f}B parameters) needs {need:.1f} GiB per GPU at TP {tp}"
@@ -336,7 +337,7 @@ def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, stude
                              need, inv.memory_gib))
         if need > inv.memory_gib:
             plan.problems.append(f"training the student ({student.params / 1e9:.1f}B parameters, {what}) needs {need:.1f} GiB "
-                                 f"per GPU on {student_count * train_nodes} GPU(s); a {inv.gpu_name} has {inv.memory_gib:.0f} GiB")
+                                 f"per GPU on {student_count * train_nodes} GPU(s); each {inv.gpu_name} has {inv.memory_gib:.0f} GiB")
             plan.suggestions.append(_student_suggestion(student, config, student_count, train_nodes, inv.memory_gib))
 
         # Evaluation: the smallest tensor parallel size that fits, on the student's GPUs.

@@ -46,7 +46,7 @@ def training_command(plan: Plan, config: RunConfig, request_path: Path, port: in
     if plan.train_nodes == 1:
         return torchrun + ["--nnodes=1", "--master-addr=127.0.0.1", f"--master-port={port}"] + worker, env
     if config.plan.hostfile:
-        return ["deepspeed", f"--hostfile={config.plan.hostfile}", f"--num_nodes={plan.train_nodes}",
+        return [str(Path(sys.executable).with_name("deepspeed")), f"--hostfile={config.plan.hostfile}", f"--num_nodes={plan.train_nodes}",
                 f"--num_gpus={per_node}", f"--master_port={port}", "--no_local_rank", "--module"] + worker[1:], env
     if os.environ.get("SLURM_JOB_ID"):
         head = slurm_head_node()
@@ -91,8 +91,8 @@ class PhaseRunner:
         ids = {"teacher": self.plan.teacher_devices, "train": self.plan.student_devices, "evaluate": self.plan.eval_devices}[role]
         return [int(i) for i in ids if i.isdigit()]
 
-    def _finished(self, role: str, result: PhaseResult, started: float) -> None:
-        check = self.release.wait_released(result.name, result.pid, self._devices(role))
+    def _finished(self, role: str, result: PhaseResult, started: float, check_devices: bool = True) -> None:
+        check = self.release.wait_released(result.name, result.pid, self._devices(role) if check_devices else [])
         record = {"key": result.name, "role": role, "pid": result.pid, "seconds": result.seconds,
                   "exit_code": result.exit_code, "leftovers_killed": result.leftovers, **check,
                   # wall time from the previous phase's release to this phase's start (the switch)
@@ -106,7 +106,9 @@ class PhaseRunner:
         started = time.time()
         payload, result = call_in_child(name, fn, *args, env=self.plan.devices_env(role), log_path=self._log_path(name),
                                         timeout=self.config.plan.phase_timeout)
-        self._finished(role, result, started)
+        # A kept teacher server holds the teacher's GPUs on purpose: the client phase is checked
+        # for its own processes only, the GPUs when the server stops.
+        self._finished(role, result, started, check_devices=not (role == "teacher" and self.server is not None))
         return payload
 
     def train(self, name: str, request, it_dir: Path) -> None:

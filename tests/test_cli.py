@@ -53,7 +53,7 @@ def test_missing_data_dir_says_where_it_looked(tmp_path):
 @pytest.mark.parametrize("profile", sorted(p.stem for p in (REPO / "configs" / "profiles").glob("*.yaml")))
 def test_every_profile_validates(profile, data_dir, tiny_model, smollm2):
     out = run_cli("validate", "--profile", profile, "--data-dir", str(data_dir), cwd=REPO).stdout
-    assert out.count("ok ") == 4
+    assert out.count("ok ") == 5 and "ok   plan: sequential on 1 node(s)" in out
 
 
 @pytest.mark.parametrize("dataset", ["snips", "trec", "sst2", "gsm8k", "casehold"])
@@ -73,7 +73,10 @@ def test_engine_option_sets_both_roles_and_keeps_the_api_key_out_of_the_config()
 def test_readme_commands_are_the_make_targets():
     readme = (REPO / "README.md").read_text()
     assert "make install" in readme and "make boost DATASET=snips" in readme
-    dry = subprocess.run(["make", "-n", "boost", "DATASET=snips", "SEED_SIZE=70", "TEACHER=tiny-llama", "RUN=x", "ENGINE=vllm"],
-                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    dry = subprocess.run(["make", "-n", "boost", "DATASET=snips", "SEED_SIZE=70", "TEACHER=tiny-llama", "RUN=x", "ENGINE=vllm",
+                          "DEEPSPEED=zero3"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     dry = " ".join(dry.split())
-    assert "llm2llm boost --profile cpu-smollm2 --dataset snips --run x --seed-size 70 --teacher tiny-llama --engine vllm" in dry
+    assert ("llm2llm boost --profile cpu-smollm2 --dataset snips --run x --seed-size 70 --teacher tiny-llama --engine vllm "
+            "--deepspeed zero3") in dry
+    dry = subprocess.run(["make", "-n", "plan", "PROFILE=cpu-zero2"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert "llm2llm plan --profile cpu-zero2" in dry

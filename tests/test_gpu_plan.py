@@ -149,12 +149,14 @@ def test_bad_node_descriptions_and_device_lists():
         from launcher.memory import NVML
 
         if not NVML().available:  # this machine: no driver, so a device list cannot be honoured
-            with pytest.raises(UserError, match="NVML"):
+            with pytest.raises(UserError, match="CUDA_VISIBLE_DEVICES=0,1 names GPUs but NVML"):
                 os.environ["CUDA_VISIBLE_DEVICES"] = "0,1"
                 try:
                     detect_inventory()
                 finally:
                     del os.environ["CUDA_VISIBLE_DEVICES"]
+            with pytest.raises(UserError, match="plan.gpus=2,3 names GPUs"):
+                detect_inventory(gpus="2,3")
             assert detect_inventory().gpus_per_node == 0
 
 

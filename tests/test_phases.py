@@ -164,7 +164,9 @@ def test_training_commands_for_one_node_slurm_and_hostfile(tmp_path, monkeypatch
         training_command(gpus, config, tmp_path / "req", 29555)
     hostfile = resolve_config("tiny", {"plan": {"nodes": 2, "hostfile": "/etc/hosts.ds"}})
     argv, env = training_command(gpus, hostfile, tmp_path / "req", 29555)
-    assert argv[:3] == ["deepspeed", "--hostfile=/etc/hosts.ds", "--num_nodes=2"] and "--num_gpus=8" in argv
+    assert Path(argv[0]).name == "deepspeed" and Path(argv[0]).exists()
+    assert argv[1:3] == ["--hostfile=/etc/hosts.ds", "--num_nodes=2"] and "--num_gpus=8" in argv
+    assert argv[-4:] == ["--no_local_rank", "--module", "llm2llm.training", str(tmp_path / "req")]
     assert env["CUDA_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7" and env["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1"
 
     # under Slurm: srun starts one torchrun per node, which rendezvous at the first node

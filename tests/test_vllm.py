@@ -217,5 +217,5 @@ def test_boost_on_vllm_split_mode_survives_kill_9_in_generation(tiny_model, data
     assert stray_processes(started) == []
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["complete"] and metrics["engines"] == {"student": "transformers", "teacher": "vllm"}
-    assert "engines: student evaluation on vllm, teacher on vllm" in (run / "report.md").read_text()
+    assert "engines: student evaluation on transformers, teacher on vllm" in (run / "report.md").read_text()
 
