@@ -37,7 +37,7 @@ def training_command(plan: Plan, config: RunConfig, request_path: Path, port: in
     env = {"PYTHONUNBUFFERED": "1"}
     if plan.inventory.gpus_per_node:
         env.update(plan.devices_env("train"))
-        env.setdefault("NCCL_DEBUG", os.environ.get("NCCL_DEBUG", "WARN"))
+        env["NCCL_DEBUG"] = os.environ.get("NCCL_DEBUG", "WARN")
         env["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = "1"  # a hung collective fails after train.ddp_timeout
     else:
         env["DS_ACCELERATOR"] = "cpu"
