@@ -18,6 +18,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -100,6 +101,24 @@ def tail(path: Path | None, lines: int = 20) -> str:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+ERROR_LINE = re.compile(r"^(?:\[rank\d+\]:\s*)?([A-Za-z_.]*(?:Error|Exception|Interrupt)\b.*)$")
+
+
+def root_cause(path: Path | None) -> str | None:
+    """The last exception line a rank printed (not torchrun's own ChildFailedError summary)."""
+    if path is None:
+        return None
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        match = ERROR_LINE.match(line.strip())
+        if match and "ChildFailedError" not in line:
+            return match.group(1)[:500]
+    return None
 
 
 @contextmanager
@@ -285,6 +304,7 @@ def run_command(name: str, argv: list[str], env: dict[str, str] | None = None, l
     if timed_out:
         raise PhaseError(f"{name}: still running after {timeout:.0f} s (plan.phase_timeout); stopped{where}")
     if proc.returncode != 0:
-        raise PhaseError(f"{name} failed (exit code {proc.returncode}){where}; rerun the same command to continue. "
-                         f"Last lines:\n{tail(log_path)}")
+        cause = root_cause(log_path)
+        raise PhaseError(f"{name} failed (exit code {proc.returncode})" + (f": {cause}" if cause else "")
+                         + f"{where}; rerun the same command to continue. Last lines:\n{tail(log_path)}")
     return result

@@ -96,7 +96,8 @@ def test_command_failure_quotes_the_log(tmp_path):
     with pytest.raises(PhaseError) as err:
         run_command("train iter_000", ["bash", "-c", "echo rank 0 says hello; echo 'RuntimeError: NCCL timeout' >&2; exit 3"],
                     log_path=log, echo=False)
-    assert "exit code 3" in str(err.value) and "RuntimeError: NCCL timeout" in str(err.value) and str(log) in str(err.value)
+    assert "exit code 3" in str(err.value) and str(log) in str(err.value)
+    assert str(err.value).startswith("train iter_000 failed (exit code 3): RuntimeError: NCCL timeout; log: ")
     with pytest.raises(PhaseError, match="still running after 2 s"):
         run_command("hang", ["sleep", "60"], timeout=2, echo=False)
 
