@@ -107,6 +107,8 @@ def train_student(request: TrainRequest) -> Path:
         use_cpu=not on_gpu,  # DeepSpeed on CPU needs this (else its batch-size check fails)
         bf16=on_gpu,
         gradient_checkpointing=cfg.gradient_checkpointing,
+        # non-reentrant checkpointing also works when the inputs need no gradient (a frozen base under LoRA)
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         deepspeed=str(deepspeed_config_path(cfg.deepspeed)) if cfg.deepspeed else None,
         ddp_timeout=cfg.ddp_timeout,
         ddp_find_unused_parameters=False,  # every trainable parameter is used in a causal LM's forward
@@ -134,6 +136,7 @@ def train_student(request: TrainRequest) -> Path:
         (tmp / "train_log.json").write_text(json.dumps({
             "metrics": result.metrics, "log_history": trainer.state.log_history, "examples": len(dataset),
             "world_size": args.world_size, "deepspeed": cfg.deepspeed, "lora": cfg.lora,
+            "gradient_checkpointing": args.gradient_checkpointing,
             "base_model": str(request.base_path), "init_from": str(request.init_path) if request.init_path else None,
         }, indent=2))
         shutil.rmtree(tmp / "trainer", ignore_errors=True)

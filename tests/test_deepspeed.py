@@ -76,21 +76,23 @@ def test_zero2_boost_with_two_processes(tmp_path, data_dir, tiny_model):
     assert "sequential" in (run / "plan.txt").read_text() and "ZeRO-2 (zero2), gloo" in (run / "plan.txt").read_text()
 
 
-def test_zero3_student_is_gathered_and_evaluates(tmp_path, data_dir, tiny_model):
-    ds_boost(tmp_path, data_dir, "z3", "--deepspeed", "zero3", "--iterations", "0")
+def test_zero3_with_gradient_checkpointing_is_gathered_and_evaluates(tmp_path, data_dir, tiny_model):
+    ds_boost(tmp_path, data_dir, "z3", "--deepspeed", "zero3", "--iterations", "0", "--set", "train.gradient_checkpointing=true")
     student = tmp_path / "runs" / "z3" / "iter_000" / "student"
     # the shards were gathered on save: every tensor has its full shape, none is an empty partition
     assert_complete_model(student, tiny_model)
-    assert json.loads((student / "train_log.json").read_text())["world_size"] == 2
+    log = json.loads((student / "train_log.json").read_text())
+    assert log["world_size"] == 2 and log["gradient_checkpointing"]
     scores = json.loads((student.parent / "scores.json").read_text())
     assert scores["test"]["total"] == 20 and len(read_jsonl(student.parent / "predictions.jsonl")) == 20 + 14
 
 
-def test_lora_under_zero3_offload_evaluates_as_base_plus_adapter(tmp_path, data_dir, tiny_model):
-    ds_boost(tmp_path, data_dir, "off", "--deepspeed", "zero3_offload", "--iterations", "0", "--set", "train.lora=true")
+def test_lora_with_checkpointing_under_zero3_offload_evaluates_as_base_plus_adapter(tmp_path, data_dir, tiny_model):
+    ds_boost(tmp_path, data_dir, "off", "--deepspeed", "zero3_offload", "--iterations", "0", "--set", "train.lora=true",
+             "--set", "train.gradient_checkpointing=true")
     adapter = tmp_path / "runs" / "off" / "iter_000" / "student"
     log = json.loads((adapter / "train_log.json").read_text())
-    assert log["deepspeed"] == "zero3_offload" and log["world_size"] == 2 and log["lora"]
+    assert log["deepspeed"] == "zero3_offload" and log["world_size"] == 2 and log["lora"] and log["gradient_checkpointing"]
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] and config["r"] == 16
     with safe_open(str(adapter / "adapter_model.safetensors"), "pt") as f:
