@@ -13,6 +13,8 @@ PROFILE    ?= cpu-smollm2
 DATA_DIR   ?=
 ENGINE     ?=
 DEEPSPEED  ?=
+METHOD     ?=
+SEED       ?=
 PYTEST_ARGS ?=
 
 RUN_ARGS = --profile $(PROFILE) \
@@ -20,13 +22,14 @@ RUN_ARGS = --profile $(PROFILE) \
 	$(if $(SEED_SIZE),--seed-size $(SEED_SIZE)) $(if $(ITERATIONS),--iterations $(ITERATIONS)) \
 	$(if $(STUDENT),--student $(STUDENT)) $(if $(TEACHER),--teacher $(TEACHER)) \
 	$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(ENGINE),--engine $(ENGINE)) \
-	$(if $(DEEPSPEED),--deepspeed $(DEEPSPEED))
+	$(if $(DEEPSPEED),--deepspeed $(DEEPSPEED)) $(if $(METHOD),--method $(METHOD)) \
+	$(if $(SEED),--seed $(SEED))
 
 .PHONY: install boost validate plan test bench models clean-venv help
 
 help:
 	@echo "make install                 create .venv, install llm2llm + vLLM (CPU or GPU build), provision the default model"
-	@echo "make boost DATASET=snips     run the LLM2LLM loop (vars: RUN SEED_SIZE ITERATIONS STUDENT TEACHER PROFILE DATA_DIR ENGINE DEEPSPEED)"
+	@echo "make boost DATASET=snips     run the LLM2LLM loop (vars: RUN SEED_SIZE ITERATIONS STUDENT TEACHER PROFILE DATA_DIR ENGINE DEEPSPEED METHOD SEED)"
 	@echo "make plan                    which GPUs each phase gets and whether it fits (loads no weights)"
 	@echo "make validate DATASET=...    pre-flight checks without loading weights"
 	@echo "make test                    the test suite (CI runs this)"

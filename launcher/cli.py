@@ -30,7 +30,9 @@ RUN_OPTIONS = [
     ("--dataset", "data.dataset", str, _help("data", "dataset")),
     ("--data-dir", "data.data_dir", str, _help("data", "data_dir")),
     ("--seed-size", "data.seed_size", float, _help("data", "seed_size")),
+    ("--method", "loop.method", click.Choice(["llm2llm", "plain", "one-shot", "auggpt", "eda"]), _help("loop", "method")),
     ("--iterations", "loop.iterations", int, _help("loop", "iterations")),
+    ("--seed", "data.seed", int, _help("data", "seed")),
     ("--student", "student.model", str, "Student: " + _help("student", "model")),
     ("--teacher", "teacher.model", str, "Teacher: " + _help("teacher", "model")),
     ("--deepspeed", "train.deepspeed", str, _help("train", "deepspeed")),
@@ -197,6 +199,20 @@ def results(run_dirs):
     from llm2llm.report import results_table
 
     click.echo(results_table(run_dirs))
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/compare"),
+              show_default=True, help="Folder for compare.md and compare.png.")
+def compare(run_dirs, out_dir):
+    """Compare runs (methods x datasets, mean ± std over RNG seeds): a markdown table and a plot of
+    the per-iteration curves, from the run directories alone. Give run directories or folders of them."""
+    from llm2llm.compare import compare as run_compare
+
+    path, markdown = run_compare(list(run_dirs), out_dir)
+    click.echo(markdown)
+    click.echo(f"wrote {path} and {path.with_name('compare.png')}")
 
 
 def _terminated(signum, _frame):

@@ -108,12 +108,30 @@ class TrainConfig(Section):
     ddp_timeout: int = Field(1800, ge=10, description="Seconds a collective (NCCL on GPU, gloo on CPU) may wait before the training phase fails.")
 
 
+Method = Literal["llm2llm", "plain", "one-shot", "auggpt", "eda"]
+METHOD_HELP = ("llm2llm: each iteration the teacher writes new examples for the seed examples the student got wrong; "
+               "plain: fine-tuning on the seed alone (iteration 0 only); "
+               "one-shot: as many teacher examples as llm2llm asks for, all generated at once from the seed examples wrong at iteration 0; "
+               "auggpt: the teacher paraphrases every seed example (Dai et al. 2023); "
+               "eda: synonym replacement, random insertion, swap and deletion over WordNet (Wei & Zou 2019). "
+               "Every method starts with iteration 0 = plain fine-tuning; the baselines add one augmented iteration.")
+
+
 class LoopConfig(Section):
-    iterations: int = Field(2, ge=0, description="Augmentation iterations after iteration 0 (plain fine-tuning on the seed).")
+    method: Method = Field("llm2llm", description=METHOD_HELP)
+    iterations: int = Field(2, ge=0, description="Augmentation iterations after iteration 0 (plain fine-tuning on the seed); method llm2llm only.")
     continue_training: bool = Field(False, description="Fine-tune each iteration from the last student instead of the base checkpoint (the paper re-trains from base).")
     augment_synthetic: bool = Field(False, description="Also augment wrong synthetic examples, not only seed examples (the paper augments seed only).")
     keep_checkpoints: bool = Field(False, description="Keep every iteration's student; by default only the last one stays on disk.")
     near_duplicate_rouge_l: float = Field(0.95, gt=0, le=1, description="Drop a generated example whose ROUGE-L F1 against any training or test input exceeds this (official code: 0.95).")
+
+
+class BaselineConfig(Section):
+    one_shot_per_wrong: int | None = Field(None, ge=1, description="one-shot: new examples per wrong seed example; None = teacher.per_wrong x loop.iterations (what llm2llm asks for in all its iterations, at most).")
+    auggpt_per_example: int = Field(4, ge=1, description="auggpt: paraphrases asked of the teacher per seed example.")
+    eda_alpha: float = Field(0.1, gt=0, le=0.5, description="eda: share of words changed by each operation (the EDA paper's alpha; its default 0.1).")
+    eda_num_aug: int = Field(9, ge=1, description="eda: augmented sentences per seed example (the EDA paper's default 9).")
+    wordnet_dir: str | None = Field(None, description="eda: folder with WordNet 3.0's database files (data.noun, index.sense, ...); default $LLM2LLM_WORDNET_DIR, else /usr/share/wordnet (Debian: apt-get install wordnet-base wordnet-sense-index).")
 
 
 class PlanConfig(Section):
@@ -130,7 +148,7 @@ class PlanConfig(Section):
 
 
 class RunConfig(Section):
-    run: str = Field("", description="Run name; runs/<run>/ holds everything. Default: <dataset>-<profile>.")
+    run: str = Field("", description="Run name; runs/<run>/ holds everything. Default: <dataset>-<profile>[-<method>][-seed<N>] (method and seed when not the defaults).")
     runs_dir: str = Field("runs", description="Folder holding run directories.")
     profile: str = Field(DEFAULT_PROFILE, description="The profile the run was built from (recorded).")
     generation_cache: str = Field("", description="SQLite file caching every teacher answer by (teacher fingerprint, prompt, sampling, sample); shared by all runs that name it. Default: <runs_dir>/generation-cache.sqlite.")
@@ -140,6 +158,7 @@ class RunConfig(Section):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     loop: LoopConfig = Field(default_factory=LoopConfig)
+    baselines: BaselineConfig = Field(default_factory=BaselineConfig)
     plan: PlanConfig = Field(default_factory=PlanConfig)
 
     @model_validator(mode="after")
@@ -152,6 +171,11 @@ class RunConfig(Section):
         if self.teacher.engine == "openai" and not self.teacher.url:
             raise ValueError("teacher.engine openai needs teacher.url (the server's base URL, e.g. http://127.0.0.1:8000/v1)")
         return self
+
+    def planned_iterations(self) -> int:
+        """Iterations after iteration 0: the loop's count for llm2llm, one augmented iteration for the
+        other augmentation methods, none for plain fine-tuning."""
+        return {"llm2llm": self.loop.iterations, "plain": 0}.get(self.loop.method, 1)
 
     def cache_path(self) -> Path:
         return Path(self.generation_cache) if self.generation_cache else Path(self.runs_dir) / "generation-cache.sqlite"
@@ -245,7 +269,9 @@ def resolve_config(profile: str = DEFAULT_PROFILE, overrides: dict | None = None
     except ValidationError as e:
         raise UserError(_format_validation_error(e, f"config (profile {path.name} + options)")) from None
     if not config.run:
-        config.run = f"{Path(config.data.dataset).stem}-{Path(profile).stem}"
+        method = "" if config.loop.method == "llm2llm" else f"-{config.loop.method}"
+        seed = f"-seed{config.data.seed}" if config.data.seed else ""
+        config.run = f"{Path(config.data.dataset).stem}-{Path(profile).stem}{method}{seed}"
     return config
 
 

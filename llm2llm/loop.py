@@ -7,6 +7,11 @@
         filter them (parse, validity, duplicates, near-duplicates, test overlap)
         training set i+1 = training set i + survivors; fine-tune again from the base; evaluate on test
 
+The baselines (loop.method) share every step but where new examples come from (`augment`):
+plain stops after iteration 0; one-shot, auggpt and eda make one augmented iteration from
+respectively the teacher on the wrong seed examples (all at once), the teacher paraphrasing every
+seed example, and EDA's word operations on every seed example.
+
 Every phase leaves a file in runs/<run>/iter_NNN/ that marks it done; rerunning the same command
 skips finished phases and continues unfinished ones from what they stored (see store.py).
 Train, evaluate and generate each run in their own processes on the devices the GPU plan gives
@@ -27,6 +32,8 @@ from launcher.runner import PhaseRunner
 
 from llm2llm.config import RunConfig, SamplingConfig
 from llm2llm.data import TaskData, load_task_data, sample
+from llm2llm.eda import EDA, load_wordnet
+from llm2llm.errors import UserError
 from llm2llm.engines import EngineSpec, load_tokenizer, render_chat
 from llm2llm.filtering import filter_examples
 from llm2llm.generation import generate_cached, request_key
@@ -43,6 +50,9 @@ log = logging.getLogger(__name__)
 def boost(config: RunConfig) -> Path:
     data = load_task_data(config.data)
     task = data.task
+    if config.loop.method in ("auggpt", "eda") and task.type != "classification":
+        raise UserError(f"loop.method {config.loop.method} is implemented for classification tasks; "
+                        f"task '{task.name}' is {task.type}: use llm2llm, one-shot or plain")
     student_base = checked_model(config.student.model)
     teacher_path = checked_model(config.teacher.model)
     plan = plan_for_run(config, teacher_path, student_base)  # reads config.json files only
@@ -67,10 +77,11 @@ def boost(config: RunConfig) -> Path:
 
     previous_student = None
     with PhaseRunner(run.path, plan, config, run.lock_fd) as runner:  # phases in their own processes, on the plan's devices
-        for it in range(config.loop.iterations + 1):
+        iterations = config.planned_iterations()
+        for it in range(iterations + 1):
             it_dir = run.iteration(it)
             train_set = read_jsonl(it_dir / "train.jsonl")
-            last = it == config.loop.iterations
+            last = it == iterations
 
             # 1. Fine-tune the student (from the base checkpoint, or the last student if asked).
             student = it_dir / "student"
@@ -88,17 +99,18 @@ def boost(config: RunConfig) -> Path:
 
             decisions_path = it_dir / "filter_decisions.jsonl"
             if not last and not decisions_path.exists():
-                # 3. The teacher writes new examples for each wrong seed example.
+                # 3. The teacher writes new examples for each wrong seed example (or a baseline's).
                 wrong_ids = set(scores["seed"]["wrong_ids"])
                 wrong = [ex for ex in pool if ex["id"] in wrong_ids]
                 with run.phase(it, "generate"):
-                    candidates = teacher_generate(wrong, seed, task, teacher_path, it, it_dir, run, config, runner)
+                    candidates = augment(wrong, seed, task, teacher_path, it, it_dir, run, config, runner)
 
-                # 4. Filter them; the survivors join the next training set.
+                # 4. Filter them; the survivors join the next training set. EDA's edits are meant
+                # to be near-copies of their source, so only its exact duplicates are dropped.
                 with run.phase(it, "filter"):
                     decisions = filter_examples(
-                        candidates, task, [task.key_text(ex) for ex in train_set],
-                        [task.key_text(ex) for ex in data.test], config.loop.near_duplicate_rouge_l)
+                        candidates, task, [task.key_text(ex) for ex in train_set], [task.key_text(ex) for ex in data.test],
+                        1.0 if config.loop.method == "eda" else config.loop.near_duplicate_rouge_l)
                     atomic_write_jsonl(decisions_path, decisions)
             if not last:
                 next_train = run.iteration(it + 1) / "train.jsonl"
@@ -155,26 +167,53 @@ def teacher_engine(teacher_path: Path, run: RunDir, it_dir: Path, config: RunCon
                       served_model=teacher.served_model, server_log=run.path / "logs" / f"teacher-server-{it_dir.name}.log")
 
 
-def teacher_generate(wrong: list[dict], seed: list[dict], task: Task, teacher_path: Path, it: int,
+def augment(wrong: list[dict], seed: list[dict], task: Task, teacher_path: Path, it: int, it_dir: Path,
+            run: RunDir, config: RunConfig, runner: PhaseRunner) -> list[dict]:
+    """Candidate examples for the next training set, by the run's method, in a fixed order."""
+    method, baselines = config.loop.method, config.baselines
+    if method == "eda":
+        return eda_candidates(seed, task, it, config)
+    if method == "auggpt":
+        return teacher_generate(seed, "paraphrase", baselines.auggpt_per_example, seed, task, teacher_path, it, it_dir, run, config, runner)
+    count = config.teacher.per_wrong if method == "llm2llm" else (
+        baselines.one_shot_per_wrong or config.teacher.per_wrong * config.loop.iterations)
+    return teacher_generate(wrong, "similar", count, seed, task, teacher_path, it, it_dir, run, config, runner)
+
+
+def eda_candidates(seed: list[dict], task: Task, it: int, config: RunConfig) -> list[dict]:
+    eda = EDA(load_wordnet(config.baselines.wordnet_dir), config.baselines.eda_alpha, config.baselines.eda_num_aug)
+    candidates = []
+    for ex in seed:
+        rng = random.Random(f"{config.data.seed}/eda/{ex['id']}")
+        for j, text in enumerate(eda.augment(ex["text"], rng)):
+            example = {"id": f"eda{it}-{ex['id']}-{j}", "text": text, "label": ex["label"], "parent_id": ex["id"], "iteration": it}
+            candidates.append({"key": f"eda:{ex['id']}:{j}", "example": example})
+    return candidates
+
+
+def teacher_generate(sources: list[dict], kind: str, count: int, seed: list[dict], task: Task, teacher_path: Path, it: int,
                      it_dir: Path, run: RunDir, config: RunConfig, runner: PhaseRunner) -> list[dict]:
-    """Ask the teacher about each wrong example; return the parsed candidates in a fixed order."""
+    """Ask the teacher for `count` new examples per source example, similar ones (kind "similar":
+    LLM2LLM) or paraphrases ("paraphrase": AugGPT); return the parsed candidates in a fixed order."""
     teacher = config.teacher
     sampling = teacher.sampling.model_copy(update={
         "stop": teacher.sampling.stop or task.teacher_stop(teacher.style),
         "max_new_tokens": teacher.sampling.max_new_tokens or task.teacher_max_new_tokens})
     identity = fingerprint(teacher_path)
-    tokenizer = None
+    tokenizer = load_tokenizer(teacher_path)
     requests = []
-    for ex in wrong:
-        for sample_index in range(teacher.per_wrong if teacher.style == "continuation" else 1):
-            if teacher.style == "continuation":
+    for ex in sources:
+        for sample_index in range(count if teacher.style == "continuation" else 1):
+            if kind == "paraphrase":
+                prompt = task.teacher_paraphrase(ex, teacher.style, count)
+            elif teacher.style == "continuation":
                 rng = random.Random(f"{config.data.seed}/{it}/{ex['id']}/{sample_index}")
                 same = [s for s in seed if s["id"] != ex["id"] and task.stratum(s) == task.stratum(ex)]
                 prompt = task.teacher_continuation(ex, rng.sample(same, min(teacher.shots, len(same))))
             else:
-                if tokenizer is None:
-                    tokenizer = load_tokenizer(teacher_path)
-                prompt = render_chat(tokenizer, task.teacher_chat(ex, teacher.per_wrong))
+                prompt = task.teacher_chat(ex, count)
+            if teacher.style == "chat":
+                prompt = render_chat(tokenizer, prompt)
             for draw in range(sampling.n):
                 # The iteration is part of the sample index: asking again in a later iteration must
                 # draw new samples, not replay the cached ones.
@@ -184,12 +223,14 @@ def teacher_generate(wrong: list[dict], seed: list[dict], task: Task, teacher_pa
     outputs, stats = generate_cached(teacher_engine(teacher_path, run, it_dir, config, runner), requests,
                                      it_dir / "teacher_outputs.jsonl", sampling, teacher.batch_size,
                                      f"generate {it_dir.name}", cache_path=config.cache_path(), runner=runner, role="teacher")
-    atomic_write_json(it_dir / "teacher_stats.json", asdict(stats))
+    tokens = {"prompt_tokens": sum(len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]) for r in requests),
+              "completion_tokens": sum(len(tokenizer(outputs[r["key"]], add_special_tokens=False)["input_ids"]) for r in requests)}
+    atomic_write_json(it_dir / "teacher_stats.json", {**asdict(stats), **tokens})
     candidates = []
-    by_id = {ex["id"]: ex for ex in wrong}
+    by_id = {ex["id"]: ex for ex in sources}
     for request in requests:
         parent = by_id[request["parent_id"]]
-        parsed = task.parse_teacher(outputs[request["key"]], parent, teacher.style)[: teacher.per_wrong]
+        parsed = task.parse_teacher(outputs[request["key"]], parent, teacher.style)[:count]
         if not parsed:
             candidates.append({"key": f"{request['key']}:0", "example": None})
         for j, example in enumerate(parsed):

@@ -54,8 +54,13 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
         "engines": {"student": config.student.engine, "teacher": config.teacher.engine},
         "evaluation": "greedy" if config.student.eval_temperature == 0 else f"sampled at T={config.student.eval_temperature}",
         "seed_size": len(read_json(run.path / "seed_ids.json")),
-        "iterations_planned": config.loop.iterations,
-        "complete": len(iterations) == config.loop.iterations + 1,
+        "method": config.loop.method,
+        "data_seed": config.data.seed,
+        "iterations_planned": config.planned_iterations(),
+        "complete": len(iterations) == config.planned_iterations() + 1,
+        "teacher_tokens": sum(it["teacher_requests"].get("prompt_tokens", 0) + it["teacher_requests"].get("completion_tokens", 0)
+                              for it in iterations if it.get("teacher_requests")),
+        "wall_seconds": round(sum(sum(it["phase_seconds"].values()) for it in iterations), 1),
         "notes": notes,
         "iterations": iterations,
         "training": {"deepspeed": config.train.deepspeed, "lora": config.train.lora, "plan_mode": config.plan.mode},
@@ -76,7 +81,7 @@ def plot_accuracy(metrics: dict) -> bytes:
     xs = [it["iteration"] for it in metrics["iterations"]]
     ys = [100 * it["test_accuracy"] for it in metrics["iterations"]]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.plot(xs, ys, marker="o", label="LLM2LLM")
+    ax.plot(xs, ys, marker="o", label=metrics["method"])
     if ys:
         ax.axhline(ys[0], color="grey", linestyle="--", label="plain fine-tuning (iteration 0)")
     ax.set_xlabel("iteration")
@@ -96,7 +101,8 @@ def render_markdown(metrics: dict) -> str:
     lines = [
         f"# LLM2LLM run `{metrics['run']}`",
         "",
-        f"- task: **{metrics['task']}** ({metrics['task_type']}), {metrics['seed_size']} seed examples",
+        f"- task: **{metrics['task']}** ({metrics['task_type']}), {metrics['seed_size']} seed examples (data seed {metrics['data_seed']})",
+        f"- method: **{metrics['method']}**",
         f"- student: `{metrics['student']}`; teacher: `{metrics['teacher']}` ({metrics['teacher_style']} prompts)",
         f"- engines: student evaluation on {metrics['engines']['student']}, teacher on {metrics['engines']['teacher']}",
         f"- evaluation: {metrics['evaluation']} decoding, exact answer match; invalid = no valid answer in the output",

@@ -94,6 +94,10 @@ class Task:
     def teacher_chat(self, wrong: dict, count: int) -> str:
         raise NotImplementedError
 
+    def teacher_paraphrase(self, example: dict, style: str, count: int) -> str:
+        """AugGPT: ask for paraphrases of an example (one per completion in continuation style)."""
+        raise UserError(f"task '{self.name}' ({self.type}): paraphrasing (method auggpt) is implemented for classification tasks only")
+
     def teacher_stop(self, style: str) -> list[str]:
         return ["\n"] if style == "continuation" else []
 
@@ -155,6 +159,11 @@ class ClassificationTask(Task):
 
     def teacher_chat(self, wrong, count):
         return self.text("teacher_chat", label=wrong["label"], text=wrong["text"], count=count)
+
+    def teacher_paraphrase(self, example, style, count):
+        if style == "continuation":
+            return self.text("paraphrase_continuation", label=example["label"], text=example["text"])
+        return self.text("paraphrase_chat", label=example["label"], text=example["text"], count=count)
 
     def parse_teacher(self, text, wrong, style):
         candidates = [_clean_line(text.split("\n")[0])] if style == "continuation" else _numbered_items(text)
@@ -307,6 +316,11 @@ DEFAULT_TEMPLATES = {
             'A student model mislabelled this text, whose correct label is "{label}":\n{text}\n\n'
             'Write {count} new, different texts that also have the label "{label}" and test the same '
             "skill. Reply with a numbered list, one text per line, and nothing else."
+        ),
+        "paraphrase_continuation": 'Texts labelled "{label}", each saying the same as the first in other words:\n- {text}\n-',
+        "paraphrase_chat": (
+            'Paraphrase this text, whose label is "{label}", {count} times, keeping its meaning:\n{text}\n\n'
+            "Reply with a numbered list, one paraphrase per line, and nothing else."
         ),
     },
     "numeric": {

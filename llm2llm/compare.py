@@ -1,0 +1,145 @@
+"""`llm2llm compare`: one table and one plot over many run directories, from their metrics.json
+alone. Runs that differ only in the RNG seed (data.seed) are one cell: mean ± std over seeds.
+
+A run's accuracy is its last iteration's test accuracy (never the best iteration: choosing by
+test accuracy would leak the test set into the result).
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from llm2llm.errors import UserError
+from llm2llm.store import read_json
+
+METHOD_ORDER = ("plain", "eda", "auggpt", "one-shot", "llm2llm")
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Run directories among the paths: each path is a run directory or a folder of them."""
+    runs = []
+    for path in paths:
+        if (path / "metrics.json").exists():
+            runs.append(path)
+        elif any(path.glob("*/metrics.json")):
+            runs.extend(sorted(p.parent for p in path.glob("*/metrics.json")))
+        else:
+            raise UserError(f"{path}: no metrics.json in it or in its sub-folders; give run directories (runs/<run>) "
+                            "that finished at least one iteration, or the folder holding them")
+    return runs
+
+
+def cell_key(m: dict) -> tuple:
+    return (m["task"], m.get("method", "llm2llm"), m["seed_size"], m["student"], m["teacher"])
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _pm(values: list[float], scale: float = 100, digits: int = 1) -> str:
+    mean, std = _mean_std([scale * v for v in values])
+    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
+
+
+def group_runs(runs: list[Path]) -> tuple[dict[tuple, list[dict]], list[str]]:
+    cells, skipped = defaultdict(list), []
+    for run in runs:
+        metrics = read_json(run / "metrics.json")
+        if not metrics.get("complete") or not metrics["iterations"]:
+            skipped.append(f"{run} (not finished: {len(metrics['iterations'])} of {metrics['iterations_planned'] + 1} iterations)")
+            continue
+        metrics["_path"] = str(run)
+        cells[cell_key(metrics)].append(metrics)
+    for key in cells:
+        cells[key].sort(key=lambda m: m.get("data_seed", 0))
+        seeds = [m.get("data_seed", 0) for m in cells[key]]
+        if len(seeds) != len(set(seeds)):
+            raise UserError(f"two runs of {key[0]} / {key[1]} have the same data seed ({', '.join(m['_path'] for m in cells[key])}); "
+                            "compare one run per seed")
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    return dict(sorted(cells.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99), kv[0][2:]))), skipped
+
+
+def render_markdown(cells: dict[tuple, list[dict]], skipped: list[str], png_name: str) -> str:
+    evaluations = sorted({m["evaluation"] for runs in cells.values() for m in runs})
+    lines = ["# LLM2LLM comparison", "",
+             f"{sum(len(r) for r in cells.values())} runs; test accuracy is each run's last iteration "
+             f"(mean ± sample std over RNG seeds); evaluation: {', '.join(evaluations)} decoding. "
+             "'vs plain FT' is against iteration 0 of the same runs (the same seed examples, fine-tuned alone).", "",
+             "| dataset | method | seed size | seeds | test acc (%) | vs plain FT | train size | teacher tokens | wall time (min) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (task, method, seed_size, _student, _teacher), runs in cells.items():
+        final = [m["iterations"][-1]["test_accuracy"] for m in runs]
+        gain = [m["iterations"][-1]["test_accuracy"] - m["iterations"][0]["test_accuracy"] for m in runs]
+        lines.append(
+            f"| {task} | {method} | {seed_size} | {', '.join(str(m.get('data_seed', 0)) for m in runs)} | {_pm(final)} | "
+            f"{'-' if method == 'plain' else _pm(gain)} | {_pm([m['iterations'][-1]['train_size'] for m in runs], 1, 0)} | "
+            f"{_pm([m.get('teacher_tokens', 0) for m in runs], 1, 0)} | {_pm([m.get('wall_seconds', 0) for m in runs], 1 / 60)} |")
+    tasks = sorted({k[0] for k in cells})
+    methods = [m for m in METHOD_ORDER if any(k[1] == m for k in cells)]
+    lines += ["", "## Test accuracy (%), method x dataset", "", "| method | " + " | ".join(tasks) + " |",
+              "|---" * (len(tasks) + 1) + "|"]
+    for method in methods:
+        row = []
+        for task in tasks:
+            runs = [m for k, rs in cells.items() if k[0] == task and k[1] == method for m in rs]
+            row.append(_pm([m["iterations"][-1]["test_accuracy"] for m in runs]) if runs else "-")
+        lines.append(f"| {method} | " + " | ".join(row) + " |")
+    models = sorted({(k[3], k[4]) for k in cells})
+    lines += ["", "Student / teacher: " + "; ".join(f"`{s}` / `{t}`" for s, t in models) + "."]
+    lines += ["", "## Runs", ""] + [f"- {m['_path']} ({k[1]}, seed {m.get('data_seed', 0)})" for k, rs in cells.items() for m in rs]
+    if skipped:
+        lines += ["", "Left out:"] + [f"- {s}" for s in skipped]
+    return "\n".join(lines + ["", f"![test accuracy per iteration]({png_name})", ""])
+
+
+def plot(cells: dict[tuple, list[dict]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({k[0] for k in cells})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), dpi=100, squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for (cell_task, method, seed_size, _s, _t), runs in cells.items():
+            if cell_task != task:
+                continue
+            length = min(len(m["iterations"]) for m in runs)
+            xs = list(range(length))
+            per_iteration = [[100 * m["iterations"][i]["test_accuracy"] for m in runs] for i in xs]
+            means = [statistics.fmean(v) for v in per_iteration]
+            stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in per_iteration]
+            label = f"{method} (n={len(runs)}, seed {seed_size})"
+            if length == 1:
+                ax.axhline(means[0], linestyle="--", color="grey", label=label)
+                continue
+            line, = ax.plot(xs, means, marker="o", label=label)
+            ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                            color=line.get_color(), alpha=0.15)
+        ax.set_title(task)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})  # no version stamp: same runs, same bytes
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def compare(paths: list[Path], out_dir: Path) -> tuple[Path, str]:
+    from llm2llm.store import atomic_write_bytes, atomic_write_text
+
+    cells, skipped = group_runs(find_runs(paths))
+    if not cells:
+        raise UserError("no finished runs to compare" + (f": {'; '.join(skipped)}" if skipped else ""))
+    markdown = render_markdown(cells, skipped, "compare.png")
+    atomic_write_bytes(out_dir / "compare.png", plot(cells))
+    atomic_write_text(out_dir / "compare.md", markdown)
+    return out_dir / "compare.md", markdown
