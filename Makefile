@@ -15,6 +15,7 @@ ENGINE     ?=
 DEEPSPEED  ?=
 METHOD     ?=
 SEED       ?=
+RUNS_DIR   ?=
 PYTEST_ARGS ?=
 
 RUN_ARGS = --profile $(PROFILE) \
@@ -23,13 +24,13 @@ RUN_ARGS = --profile $(PROFILE) \
 	$(if $(STUDENT),--student $(STUDENT)) $(if $(TEACHER),--teacher $(TEACHER)) \
 	$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(ENGINE),--engine $(ENGINE)) \
 	$(if $(DEEPSPEED),--deepspeed $(DEEPSPEED)) $(if $(METHOD),--method $(METHOD)) \
-	$(if $(SEED),--seed $(SEED))
+	$(if $(SEED),--seed $(SEED)) $(if $(RUNS_DIR),--runs-dir $(RUNS_DIR))
 
 .PHONY: install boost validate plan test bench models clean-venv help
 
 help:
 	@echo "make install                 create .venv, install llm2llm + vLLM (CPU or GPU build), provision the default model"
-	@echo "make boost DATASET=snips     run the LLM2LLM loop (vars: RUN SEED_SIZE ITERATIONS STUDENT TEACHER PROFILE DATA_DIR ENGINE DEEPSPEED METHOD SEED)"
+	@echo "make boost DATASET=snips     run the LLM2LLM loop (vars: RUN SEED_SIZE ITERATIONS STUDENT TEACHER PROFILE DATA_DIR ENGINE DEEPSPEED METHOD SEED RUNS_DIR)"
 	@echo "make plan                    which GPUs each phase gets and whether it fits (loads no weights)"
 	@echo "make validate DATASET=...    pre-flight checks without loading weights"
 	@echo "make test                    the test suite (CI runs this)"

@@ -72,6 +72,13 @@ def read_rows(path: Path) -> list[dict]:
             raise UserError(f"{path}: unsupported file type '{path.suffix}'; use .jsonl, .json, .csv, .parquet or a saved dataset folder")
         if reader == "json":
             _check_json_lines(path)
+        if reader == "csv":
+            # Every cell as text (a label "1" stays "1"; an empty cell is "", not NaN), stray
+            # whitespace around cells and header names dropped. Quotes, CRLF and quoted line breaks: pandas.
+            import pandas
+
+            rows = pandas.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8").to_dict("records")
+            return [{str(k).strip(): v.strip() if isinstance(v, str) else v for k, v in row.items()} for row in rows]
         return datasets.load_dataset(reader, data_files=str(path), split="train").to_list()
     except UserError:
         raise
@@ -106,6 +113,12 @@ def _validated(task: Task, rows: list[dict], path: Path) -> list[dict]:
     if not rows:
         raise UserError(f"{path}: the split is empty; it needs at least one example")
     unit = "line" if path.suffix in (".jsonl",) else "row"
+    columns = {key for row in rows[:1000] for key in row}
+    for name in task.canonical_fields:
+        column = task.source_field(name)
+        if name != "id" and column not in columns:
+            raise UserError(f"{path}: no column '{column}' for the task's {name} (spec key fields.{name}); "
+                            f"the file's columns are: {', '.join(sorted(map(str, columns)))}")
     examples, seen = [], {}
     for index, row in enumerate(rows):
         example = _to_canonical(task, row)

@@ -1,0 +1,42 @@
+"""The method comparison behind BENCHMARKS.md's "Methods" table: plain fine-tuning, EDA, AugGPT and
+LLM2LLM on each data set, one run per RNG seed, then `llm2llm compare` over all of them.
+
+    python bench/methods.py [--datasets snips trec] [--seeds 0 1 2] [--profile cpu-compare]
+
+Every run is an ordinary `llm2llm boost`, so rerunning this script resumes unfinished runs and
+skips finished ones. Runs go seed by seed (all methods for seed 0 first), so a stopped sweep
+still compares every method on the same seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+METHODS = ("plain", "eda", "auggpt", "llm2llm")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["snips", "trec"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--profile", default="cpu-compare")
+    parser.add_argument("--runs-dir", default="runs/methods")
+    args = parser.parse_args()
+    llm2llm = [sys.executable, "-m", "launcher.cli"]
+    for dataset in args.datasets:
+        for seed in args.seeds:
+            for method in args.methods:
+                command = [*llm2llm, "boost", "--profile", args.profile, "--dataset", dataset, "--method", method,
+                           "--seed", str(seed), "--runs-dir", args.runs_dir]
+                print("+", " ".join(command[2:]), flush=True)
+                subprocess.run(command, cwd=REPO, check=True)
+    return subprocess.run([*llm2llm, "compare", args.runs_dir, "--output", f"{args.runs_dir}/compare"], cwd=REPO).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""The baselines as run methods (plain, one-shot, AugGPT, EDA) end to end on a random-init tiny
+Llama through the real CLI, EDA over the real WordNet 3.0 files, and `llm2llm compare` over the
+run directories made here."""
+
+import json
+import random
+import re
+
+import pytest
+
+from conftest import REPO, read_jsonl, run_cli
+from llm2llm.eda import EDA, load_wordnet
+from llm2llm.errors import UserError
+
+SENTENCE = "Play some relaxing jazz music by Miles Davis on Spotify this evening"
+
+
+def boost(tmp, data_dir, method, *extra):
+    return run_cli("boost", "--profile", "tiny", "--runs-dir", str(tmp / "runs"), "--data-dir", str(data_dir),
+                   "--method", method, *extra, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_dir, tiny_model):
+    tmp = tmp_path_factory.mktemp("methods")
+    for method in ("plain", "one-shot", "auggpt", "eda"):
+        boost(tmp, data_dir, method)
+    boost(tmp, data_dir, "plain", "--seed", "1")
+    return tmp / "runs"
+
+
+def metrics(run_dir):
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_plain_fine_tuning_is_iteration_0_alone(runs):
+    run = runs / "snips-tiny-plain"
+    m = metrics(run)
+    assert m["method"] == "plain" and m["complete"] and len(m["iterations"]) == 1
+    assert not (run / "iter_001").exists() and not (run / "iter_000" / "teacher_outputs.jsonl").exists()
+    assert m["teacher_tokens"] == 0
+    assert (runs / "snips-tiny-plain-seed1" / "metrics.json").exists()  # the seed is part of the default run name
+
+
+def test_one_shot_asks_for_all_iterations_at_once_from_the_wrong_seed_examples(runs):
+    run = runs / "snips-tiny-one-shot"
+    config = __import__("yaml").safe_load((run / "config.yaml").read_text())
+    per_wrong = config["teacher"]["per_wrong"] * config["loop"]["iterations"]
+    wrong = json.loads((run / "iter_000" / "scores.json").read_text())["seed"]["wrong_ids"]
+    requests = read_jsonl(run / "iter_000" / "teacher_outputs.jsonl")
+    assert len(requests) == len(wrong) * per_wrong and {r["parent_id"] for r in requests} == set(wrong)
+    kept = [d["example"] for d in read_jsonl(run / "iter_000" / "filter_decisions.jsonl") if d["kept"]]
+    assert len(read_jsonl(run / "iter_001" / "train.jsonl")) == 14 + len(kept)
+    m = metrics(run)
+    assert m["complete"] and len(m["iterations"]) == 2 and not (run / "iter_001" / "teacher_outputs.jsonl").exists()
+    assert m["teacher_tokens"] > 0
+
+
+def test_auggpt_paraphrases_every_seed_example(runs):
+    run = runs / "snips-tiny-auggpt"
+    seed = read_jsonl(run / "iter_000" / "train.jsonl")
+    requests = read_jsonl(run / "iter_000" / "teacher_outputs.jsonl")
+    assert len(requests) == len(seed) * 4  # baselines.auggpt_per_example, right or wrong
+    for ex in seed:
+        prompts = [r["prompt"] for r in requests if r["parent_id"] == ex["id"]]
+        assert len(prompts) == 4 and all(f"- {ex['text']}\n-" in p and "in different words" in p for p in prompts)
+    labels = {ex["id"]: ex["label"] for ex in seed}
+    for decision in read_jsonl(run / "iter_000" / "filter_decisions.jsonl"):
+        if decision["example"]:
+            assert decision["example"]["label"] == labels[decision["example"]["parent_id"]]
+    assert metrics(run)["complete"]
+
+
+def test_eda_adds_num_aug_edits_per_seed_example_with_the_parents_label(runs):
+    run = runs / "snips-tiny-eda"
+    seed = {ex["id"]: ex for ex in read_jsonl(run / "iter_000" / "train.jsonl")}
+    decisions = read_jsonl(run / "iter_000" / "filter_decisions.jsonl")
+    assert len(decisions) == 9 * len(seed)  # the EDA paper's default num_aug
+    assert {d["reason"] for d in decisions} <= {"kept", "duplicate"}  # near-copies are the point of EDA
+    for d in decisions:
+        parent = seed[d["example"]["parent_id"]]
+        assert d["example"]["label"] == parent["label"]
+        assert d["example"]["text"] == d["example"]["text"].lower()
+    assert not (run / "iter_000" / "teacher_outputs.jsonl").exists() and metrics(run)["teacher_tokens"] == 0
+
+
+def test_eda_is_deterministic_under_a_seed_and_uses_real_wordnet():
+    eda = EDA(load_wordnet(), alpha=0.1, num_aug=9)
+    first = eda.augment(SENTENCE, random.Random("0/eda/x"))
+    assert first == eda.augment(SENTENCE, random.Random("0/eda/x"))
+    assert first != eda.augment(SENTENCE, random.Random("1/eda/x"))
+    assert len(first) == 9
+    # WordNet 3.0 content, not a stand-in: synsets of 'happy' and 'car'
+    assert {"felicitous", "glad"} <= set(eda.synonyms("happy"))
+    assert {"automobile", "auto", "machine", "motorcar"} <= set(eda.synonyms("car"))
+    assert eda.wordnet.get_version() == "3.0"
+
+
+def test_eda_synonym_replacement_swaps_a_non_stop_word_for_a_wordnet_synonym():
+    eda = EDA(load_wordnet())
+    words = "play some relaxing jazz music".split()
+    for seed in range(20):
+        out = eda.synonym_replacement(words, 1, random.Random(seed))
+        changed = [(a, b) for a, b in zip(words, out[:len(words)]) if a != b]
+        if len(out) == len(words) and changed:  # a multi-word synonym changes the length
+            (original, synonym), = changed
+            assert original != "some" and synonym in eda.synonyms(original)
+
+
+def test_eda_without_wordnet_says_how_to_install_it(tmp_path, monkeypatch):
+    from llm2llm import eda
+
+    monkeypatch.setenv("LLM2LLM_MODEL_DIR", str(tmp_path / "models"))
+    with pytest.raises(UserError, match=r"WordNet 3.0 not found in .*nowhere .*apt-get install wordnet-base wordnet-sense-index"):
+        eda.load_wordnet(str(tmp_path / "nowhere"))
+    assert not (tmp_path / "models" / "nltk_data" / "corpora" / "wordnet").exists()
+
+
+def test_baselines_that_need_classification_refuse_other_tasks(tmp_path, data_dir):
+    proc = run_cli("boost", "--profile", "tiny", "--dataset", "gsm8k", "--method", "eda", "--runs-dir", str(tmp_path / "runs"),
+                   "--data-dir", str(data_dir), cwd=REPO, check=False)
+    assert proc.returncode == 2
+    assert re.search(r"^error: loop.method eda is implemented for classification tasks; task 'gsm8k' is numeric", proc.stderr, re.M)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_compare_renders_table_and_plot_from_the_run_dirs_alone(runs, tmp_path):
+    out = tmp_path / "cmp"
+    printed = run_cli("compare", str(runs), "--output", str(out), cwd=REPO).stdout
+    table = (out / "compare.md").read_text()
+    assert table in printed
+    rows = {cells[1]: cells for cells in (
+        [c.strip() for c in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("| snips |"))}
+    assert list(rows) == ["plain", "eda", "auggpt", "one-shot"]  # methods in a fixed order
+    plain = [metrics(runs / name)["iterations"][0]["test_accuracy"] * 100 for name in ("snips-tiny-plain", "snips-tiny-plain-seed1")]
+    mean = sum(plain) / 2
+    std = abs(plain[0] - plain[1]) / 2 ** 0.5
+    assert rows["plain"][3] == "0, 1" and rows["plain"][4] == f"{mean:.1f} ± {std:.1f}"
+    eda = metrics(runs / "snips-tiny-eda")
+    assert rows["eda"][6] == str(eda["iterations"][-1]["train_size"]) and rows["eda"][7] == "0"
+    assert rows["auggpt"][7] == str(metrics(runs / "snips-tiny-auggpt")["teacher_tokens"])
+    assert "greedy decoding" in table
+    png = (out / "compare.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    run_cli("compare", str(runs), "--output", str(tmp_path / "again"), cwd=REPO)
+    assert (tmp_path / "again" / "compare.png").read_bytes() == png and (tmp_path / "again" / "compare.md").read_text() == table
+
+
+def test_compare_of_a_folder_without_runs_is_a_one_line_error(tmp_path):
+    proc = run_cli("compare", str(tmp_path), cwd=REPO, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no metrics.json" in proc.stderr
