@@ -149,3 +149,14 @@ def test_compare_renders_table_and_plot_from_the_run_dirs_alone(runs, tmp_path):
 def test_compare_of_a_folder_without_runs_is_a_one_line_error(tmp_path):
     proc = run_cli("compare", str(tmp_path), cwd=REPO, check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no metrics.json" in proc.stderr
+
+
+def test_ablation_augmenting_all_wrong_examples_also_asks_about_synthetic_ones(tmp_path, data_dir, tiny_model):
+    boost(tmp_path, data_dir, "llm2llm", "--run", "all-wrong", "--iterations", "2", "--set", "loop.augment_synthetic=true")
+    it1 = tmp_path / "runs" / "all-wrong" / "iter_001"
+    train = read_jsonl(it1 / "train.jsonl")
+    scores = json.loads((it1 / "scores.json").read_text())
+    assert len(train) > 14 and scores["seed"]["total"] == len(train)  # the whole training set is scored
+    wrong = set(scores["seed"]["wrong_ids"])
+    parents = {r["parent_id"] for r in read_jsonl(it1 / "teacher_outputs.jsonl")}
+    assert parents == wrong and any(p.startswith("gen0-") for p in parents)
