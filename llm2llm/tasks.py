@@ -1,10 +1,11 @@
 """Task types: what the student is asked, how its answer is scored, how the teacher is prompted
 and how the teacher's text is parsed back into examples.
 
-A task is data (a spec YAML in configs/tasks/ or the user's own) plus one of three types in code:
+A task is data (a spec YAML in configs/tasks/ or the user's own) plus one of four types in code:
   classification   {id, text, label}                       answer = the label string
   numeric          {id, question, answer}                  answer = reasoning ending in "#### N"
   multiple_choice  {id, context, choices: [...], label}    answer = the option letter
+  free_text        {id, input, output}                     answer = a short text, normalised exact match
 Examples inside llm2llm always use these canonical field names; the spec maps source columns to them.
 """
 
@@ -230,6 +231,62 @@ class NumericTask(Task):
         return examples
 
 
+def normalise_answer(text: str) -> str:
+    """SQuAD's answer normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = "".join(c for c in text.lower() if c not in string.punctuation)
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+class FreeTextTask(Task):
+    """A short free-text answer (an entity, a phrase, a normalised form), scored by exact match
+    after SQuAD's normalisation (spec `match: exact` compares the stripped strings instead)."""
+    type = "free_text"
+    canonical_fields = ("id", "input", "output")
+    default_max_new_tokens = 32
+    teacher_max_new_tokens = 128
+
+    def _same(self, a: str, b: str) -> bool:
+        if self.spec.get("match", "normalised") == "exact":
+            return a.strip() == b.strip()
+        return normalise_answer(a) == normalise_answer(b)
+
+    def max_answer_tokens(self, tokenizer):
+        return int(self.spec.get("max_answer_tokens", self.default_max_new_tokens))
+
+    def key_text(self, example):
+        return str(example["input"])
+
+    def prompt(self, example):
+        return self.text("student", input=example["input"])
+
+    def target(self, example):
+        return str(example["output"]).strip()
+
+    def score(self, output, example):
+        first = output.strip().splitlines()[0].strip() if output.strip() else ""
+        return Score(first or None, bool(first) and self._same(first, self.target(example)))
+
+    def teacher_continuation(self, wrong, shots):
+        blocks = "".join(f"Input: {ex['input']}\nOutput: {self.target(ex)}\n\n" for ex in [*shots, wrong])
+        return self.text("teacher_continuation", examples=blocks)
+
+    def teacher_chat(self, wrong, count):
+        return self.text("teacher_chat", input=wrong["input"], output=self.target(wrong), count=count)
+
+    def teacher_stop(self, style):
+        return ["\nInput:", "\n\n\n"] if style == "continuation" else []
+
+    def parse_teacher(self, text, wrong, style):
+        if style == "continuation":
+            text = "Input: " + text
+        examples = []
+        for block in re.split(r"(?m)^\s*(?:\d+[.)]\s*)?Input:\s*", text)[1:]:
+            match = re.match(r"(.+?)\n\s*Output:\s*(.+)", block.strip(), flags=re.S)
+            if match and match.group(2).strip():
+                examples.append({"input": match.group(1).strip(), "output": match.group(2).strip().splitlines()[0].strip()})
+        return examples
+
+
 LETTERS = "ABCDEFGHIJ"
 
 
@@ -305,7 +362,7 @@ class MultipleChoiceTask(Task):
         return examples
 
 
-TASK_TYPES: dict[str, type[Task]] = {t.type: t for t in (ClassificationTask, NumericTask, MultipleChoiceTask)}
+TASK_TYPES: dict[str, type[Task]] = {t.type: t for t in (ClassificationTask, NumericTask, MultipleChoiceTask, FreeTextTask)}
 
 # Defaults per type; a spec's `templates:` mapping overrides any of them.
 DEFAULT_TEMPLATES = {
@@ -332,6 +389,15 @@ DEFAULT_TEMPLATES = {
             "Write {count} new problems that test the same skills, with other names and numbers. "
             "Show the calculation and end each answer with '#### <number>' (a plain number, no units). "
             "Use exactly this form for each:\nQuestion: <problem>\nAnswer: <calculation>\n#### <number>"
+        ),
+    },
+    "free_text": {
+        "student": "Answer with the output only, on one line.\nInput: {input}",
+        "teacher_continuation": "Inputs with their expected outputs:\n\n{examples}Input:",
+        "teacher_chat": (
+            "A student gave a wrong output for this input:\nInput: {input}\nOutput: {output}\n\n"
+            "Write {count} new inputs of the same kind that test the same thing, each with its correct output, "
+            "in exactly this form:\nInput: <input>\nOutput: <output>"
         ),
     },
     "multiple_choice": {

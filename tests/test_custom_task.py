@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, read_jsonl
+from conftest import REPO, read_jsonl, run_cli
 
 QUEUES = {"billing": "I was charged twice for my {} subscription",
           "bug": "The {} page crashes when I click save",
@@ -88,3 +88,43 @@ def test_bad_user_csv_is_one_line_naming_file_and_field(user_task, change, messa
     assert proc.returncode != 0
     error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and re.search(message, error[0]), proc.stderr
+
+
+COUNTRIES = {"France": "Paris", "Japan": "Tokyo", "Kenya": "Nairobi", "Peru": "Lima", "Chile": "Santiago", "Egypt": "Cairo",
+             "Spain": "Madrid", "Italy": "Rome", "Norway": "Oslo", "Ghana": "Accra", "Cuba": "Havana", "Iran": "Tehran",
+             "Nepal": "Kathmandu", "Fiji": "Suva", "Mali": "Bamako", "Oman": "Muscat", "Laos": "Vientiane", "Chad": "N'Djamena"}
+
+
+def test_free_text_scores_by_normalised_exact_match_and_parses_teacher_blocks():
+    from llm2llm.tasks import FreeTextTask
+
+    task = FreeTextTask(name="capitals", spec={})
+    gold = {"id": "1", "input": "the capital of the USA", "output": "Washington, D.C."}
+    assert task.score("washington dc\nmore text", gold).correct
+    assert task.score("The Washington DC", gold).correct  # articles and punctuation do not count
+    assert not task.score("Washington state", gold).correct
+    assert not task.score("   ", gold).valid
+    assert not FreeTextTask(name="c", spec={"match": "exact"}).score("washington dc", gold).correct
+    prompt = task.teacher_continuation(gold, [{"id": "2", "input": "the capital of Peru", "output": "Lima"}])
+    assert prompt.endswith("Input: the capital of the USA\nOutput: Washington, D.C.\n\nInput:")
+    parsed = task.parse_teacher(" the capital of Chile\nOutput: Santiago\n", gold, "continuation")
+    assert parsed == [{"input": "the capital of Chile", "output": "Santiago"}]
+    chat = "1. Input: capital of Oman\nOutput: Muscat\n2. Input: capital of Fiji\nOutput: Suva"
+    assert [p["output"] for p in task.parse_teacher(chat, gold, "chat")] == ["Muscat", "Suva"]
+    assert task.parse_teacher("Input: no output here", gold, "continuation") == []
+
+
+def test_a_free_text_task_runs_end_to_end(tmp_path, data_dir, tiny_model):
+    rows = [{"country": c, "capital": k} for c, k in COUNTRIES.items()]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:12]))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[12:]))
+    (tmp_path / "capitals.yaml").write_text(
+        "name: capitals\ntype: free_text\ndata: {train: train.jsonl, test: test.jsonl}\n"
+        "fields: {input: country, output: capital}\ntemplates:\n  student: \"The capital of {input} is\"\n")
+    run_cli("boost", "--profile", "tiny", "--dataset", str(tmp_path / "capitals.yaml"), "--runs-dir", str(tmp_path / "runs"),
+            "--seed-size", "8", "--iterations", "1", "--set", "data.test_size=0", cwd=REPO)
+    run = tmp_path / "runs" / "capitals-tiny"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["task_type"] == "free_text" and metrics["complete"] and metrics["iterations"][0]["test_total"] == 6
+    prompts = [r["prompt"] for r in read_jsonl(run / "iter_000" / "teacher_outputs.jsonl")]
+    assert prompts and all(p.startswith("Inputs with their expected outputs:") and p.endswith("Input:") for p in prompts)
