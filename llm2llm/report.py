@@ -131,10 +131,13 @@ def render_markdown(metrics: dict) -> str:
     asked = [it for it in metrics["iterations"] if it.get("teacher_requests")]
     if asked:
         lines += ["", "## Teacher requests (the last attempt of each generate phase)", "",
-                  "| iteration | requests | from the run | from the cache | generated | engine seconds |", "|---|---|---|---|---|---|"]
+                  "| iteration | requests | from the run | from the cache | generated | engine seconds | tokens (prompt + completion) |",
+                  "|---|---|---|---|---|---|---|"]
         for it in asked:
             t = it["teacher_requests"]
-            lines.append(f"| {it['iteration']} | {t['requests']} | {t['from_run']} | {t['from_cache']} | {t['generated']} | {t['engine_seconds']:.1f} |")
+            tokens = f"{t['prompt_tokens']} + {t['completion_tokens']}" if "prompt_tokens" in t else "-"
+            lines.append(f"| {it['iteration']} | {t['requests']} | {t['from_run']} | {t['from_cache']} | {t['generated']} | "
+                         f"{t['engine_seconds']:.1f} | {tokens} |")
     if metrics.get("phases"):
         lines += ["", "## Phase processes (memory released before the next phase started)", "",
                   "| phase | seconds | release checked by | release seconds | switch seconds |", "|---|---|---|---|---|"]

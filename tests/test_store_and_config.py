@@ -56,7 +56,7 @@ def test_bad_config_values_are_one_line_errors(overrides, message):
 
 
 def test_unknown_profile_and_bad_set():
-    with pytest.raises(UserError, match=r"unknown profile 'nope'.*known profiles: cpu-smollm2"):
+    with pytest.raises(UserError, match=r"unknown profile 'nope'.*known profiles: cpu-compare, cpu-smollm2"):
         resolve_config("nope")
     with pytest.raises(UserError, match=r"expected KEY=VALUE"):
         parse_set_option("train.epochs")
