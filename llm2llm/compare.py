@@ -102,6 +102,7 @@ def plot(cells: dict[tuple, list[dict]]) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     tasks = sorted({k[0] for k in cells})
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), dpi=100, squeeze=False)
@@ -114,13 +115,14 @@ def plot(cells: dict[tuple, list[dict]]) -> bytes:
             per_iteration = [[100 * m["iterations"][i]["test_accuracy"] for m in runs] for i in xs]
             means = [statistics.fmean(v) for v in per_iteration]
             stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in per_iteration]
-            label = f"{method} (n={len(runs)}, seed {seed_size})"
+            label = f"{method} ({seed_size} seed examples, {len(runs)} run{'s' if len(runs) > 1 else ''})"
             if length == 1:
                 ax.axhline(means[0], linestyle="--", color="grey", label=label)
                 continue
             line, = ax.plot(xs, means, marker="o", label=label)
             ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
                             color=line.get_color(), alpha=0.15)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(task)
         ax.set_xlabel("iteration")
         ax.set_ylabel("test accuracy (%)")
