@@ -115,6 +115,10 @@ def validate(profile, sets, **options):
 
     data = load_task_data(config.data)
     click.echo(f"ok   data: {data.task.name} ({data.task.type}), {len(data.train)} train / {len(data.test)} test rows valid")
+    from llm2llm.loop import check_method
+
+    check_method(data.task, config)
+    click.echo(f"ok   method: {config.loop.method}, {config.planned_iterations()} augmented iteration(s)")
     for role in ("student", "teacher"):
         name = getattr(config, role).model
         click.echo(f"ok   {role}: {name} -> {checked_model(name)}")

@@ -49,12 +49,26 @@ def wordnet_source(configured: str | None = None) -> Path:
     return Path(configured or os.environ.get("LLM2LLM_WORDNET_DIR") or SYSTEM_WORDNET)
 
 
-def _install_nltk_tree(source: Path, nltk_data: Path) -> None:
+def _nltk_tree() -> Path:
+    from llm2llm.models import model_store
+
+    return (model_store() / "nltk_data").resolve()
+
+
+def wordnet_check(configured: str | None = None) -> None:
+    """Raise a one-line error if WordNet is neither installed for NLTK yet nor available to copy."""
+    if (_nltk_tree() / "corpora" / "wordnet" / "lexnames").is_file():
+        return
+    source = wordnet_source(configured)
     missing = [name for name in WORDNET_FILES if not (source / name).is_file()]
     if missing:
         raise UserError(f"WordNet 3.0 not found in {source} (missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}); "
                         "install it with `apt-get install wordnet-base wordnet-sense-index`, or set baselines.wordnet_dir / "
                         "LLM2LLM_WORDNET_DIR to a folder holding WordNet 3.0's database files")
+
+
+def _install_nltk_tree(source: Path, nltk_data: Path) -> None:
+    wordnet_check(str(source))
     target = nltk_data / "corpora" / "wordnet"
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".wordnet-", dir=target.parent))
@@ -77,9 +91,7 @@ def load_wordnet(configured: str | None = None):
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    from llm2llm.models import model_store
-
-    nltk_data = (model_store() / "nltk_data").resolve()
+    nltk_data = _nltk_tree()
     if not (nltk_data / "corpora" / "wordnet" / "lexnames").is_file():
         _install_nltk_tree(wordnet_source(configured), nltk_data)
     if str(nltk_data) not in nltk.data.path:

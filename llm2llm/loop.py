@@ -32,7 +32,7 @@ from launcher.runner import PhaseRunner
 
 from llm2llm.config import RunConfig, SamplingConfig
 from llm2llm.data import TaskData, load_task_data, sample
-from llm2llm.eda import EDA, load_wordnet
+from llm2llm.eda import EDA, load_wordnet, wordnet_check
 from llm2llm.errors import UserError
 from llm2llm.engines import EngineSpec, load_tokenizer, render_chat
 from llm2llm.filtering import filter_examples
@@ -50,9 +50,7 @@ log = logging.getLogger(__name__)
 def boost(config: RunConfig) -> Path:
     data = load_task_data(config.data)
     task = data.task
-    if config.loop.method in ("auggpt", "eda") and task.type != "classification":
-        raise UserError(f"loop.method {config.loop.method} is implemented for classification tasks; "
-                        f"task '{task.name}' is {task.type}: use llm2llm, one-shot or plain")
+    check_method(task, config)
     student_base = checked_model(config.student.model)
     teacher_path = checked_model(config.teacher.model)
     plan = plan_for_run(config, teacher_path, student_base)  # reads config.json files only
@@ -126,6 +124,16 @@ def boost(config: RunConfig) -> Path:
                 shutil.rmtree(previous_student)
             previous_student = student
     return run.path
+
+
+def check_method(task: Task, config: RunConfig) -> None:
+    """Refuse a method the task type has no implementation for, or EDA without WordNet, before any work."""
+    method = config.loop.method
+    if method in ("auggpt", "eda") and task.type != "classification":
+        raise UserError(f"loop.method {method} is implemented for classification tasks; "
+                        f"task '{task.name}' is {task.type}: use llm2llm, one-shot or plain")
+    if method == "eda":
+        wordnet_check(config.baselines.wordnet_dir)
 
 
 def evaluate(student: Path, base: Path, task: Task, splits: dict[str, list[dict]], it_dir: Path, config: RunConfig,
