@@ -128,6 +128,7 @@ class LoopConfig(Section):
 
 class BaselineConfig(Section):
     one_shot_per_wrong: int | None = Field(None, ge=1, description="one-shot: new examples per wrong seed example; None = teacher.per_wrong x loop.iterations (what llm2llm asks for in all its iterations, at most).")
+    one_shot_total: int | None = Field(None, ge=1, description="one-shot: total new examples to ask for, spread evenly over the wrong seed examples (e.g. what an llm2llm run with the same seed generated, to match its teacher budget); overrides one_shot_per_wrong.")
     auggpt_per_example: int = Field(4, ge=1, description="auggpt: paraphrases asked of the teacher per seed example.")
     eda_alpha: float = Field(0.1, gt=0, le=0.5, description="eda: share of words changed by each operation (the EDA paper's alpha; its default 0.1).")
     eda_num_aug: int = Field(9, ge=1, description="eda: augmented sentences per seed example (the EDA paper's default 9).")

@@ -182,10 +182,16 @@ def augment(wrong: list[dict], seed: list[dict], task: Task, teacher_path: Path,
     if method == "eda":
         return eda_candidates(seed, task, it, config)
     if method == "auggpt":
-        return teacher_generate(seed, "paraphrase", baselines.auggpt_per_example, seed, task, teacher_path, it, it_dir, run, config, runner)
-    count = config.teacher.per_wrong if method == "llm2llm" else (
-        baselines.one_shot_per_wrong or config.teacher.per_wrong * config.loop.iterations)
-    return teacher_generate(wrong, "similar", count, seed, task, teacher_path, it, it_dir, run, config, runner)
+        return teacher_generate(seed, "paraphrase", [baselines.auggpt_per_example] * len(seed), seed, task, teacher_path, it, it_dir,
+                                run, config, runner)
+    if method == "llm2llm":
+        counts = [config.teacher.per_wrong] * len(wrong)
+    elif baselines.one_shot_total:  # a total (e.g. what an llm2llm run generated), spread evenly
+        share, extra = divmod(baselines.one_shot_total, max(1, len(wrong)))
+        counts = [share + (i < extra) for i in range(len(wrong))]
+    else:
+        counts = [baselines.one_shot_per_wrong or config.teacher.per_wrong * config.loop.iterations] * len(wrong)
+    return teacher_generate(wrong, "similar", counts, seed, task, teacher_path, it, it_dir, run, config, runner)
 
 
 def eda_candidates(seed: list[dict], task: Task, it: int, config: RunConfig) -> list[dict]:
@@ -199,9 +205,9 @@ def eda_candidates(seed: list[dict], task: Task, it: int, config: RunConfig) -> 
     return candidates
 
 
-def teacher_generate(sources: list[dict], kind: str, count: int, seed: list[dict], task: Task, teacher_path: Path, it: int,
+def teacher_generate(sources: list[dict], kind: str, counts: list[int], seed: list[dict], task: Task, teacher_path: Path, it: int,
                      it_dir: Path, run: RunDir, config: RunConfig, runner: PhaseRunner) -> list[dict]:
-    """Ask the teacher for `count` new examples per source example, similar ones (kind "similar":
+    """Ask the teacher for counts[i] new examples for sources[i], similar ones (kind "similar":
     LLM2LLM) or paraphrases ("paraphrase": AugGPT); return the parsed candidates in a fixed order."""
     teacher = config.teacher
     sampling = teacher.sampling.model_copy(update={
@@ -210,7 +216,10 @@ def teacher_generate(sources: list[dict], kind: str, count: int, seed: list[dict
     identity = fingerprint(teacher_path)
     tokenizer = load_tokenizer(teacher_path)
     requests = []
-    for ex in sources:
+    count_of = {ex["id"]: count for ex, count in zip(sources, counts)}
+    for ex, count in zip(sources, counts):
+        if count == 0:
+            continue
         for sample_index in range(count if teacher.style == "continuation" else 1):
             if kind == "paraphrase":
                 prompt = task.teacher_paraphrase(ex, teacher.style, count)
@@ -238,7 +247,7 @@ def teacher_generate(sources: list[dict], kind: str, count: int, seed: list[dict
     by_id = {ex["id"]: ex for ex in sources}
     for request in requests:
         parent = by_id[request["parent_id"]]
-        parsed = task.parse_teacher(outputs[request["key"]], parent, teacher.style)[:count]
+        parsed = task.parse_teacher(outputs[request["key"]], parent, teacher.style)[:count_of[parent["id"]]]
         if not parsed:
             candidates.append({"key": f"{request['key']}:0", "example": None})
         for j, example in enumerate(parsed):

@@ -160,3 +160,12 @@ def test_ablation_augmenting_all_wrong_examples_also_asks_about_synthetic_ones(t
     wrong = set(scores["seed"]["wrong_ids"])
     parents = {r["parent_id"] for r in read_jsonl(it1 / "teacher_outputs.jsonl")}
     assert parents == wrong and any(p.startswith("gen0-") for p in parents)
+
+
+def test_one_shot_can_match_a_total_teacher_budget(tmp_path, data_dir, tiny_model):
+    boost(tmp_path, data_dir, "one-shot", "--run", "total", "--set", "baselines.one_shot_total=17")
+    it0 = tmp_path / "runs" / "total" / "iter_000"
+    wrong = json.loads((it0 / "scores.json").read_text())["seed"]["wrong_ids"]
+    requests = read_jsonl(it0 / "teacher_outputs.jsonl")
+    per_parent = sorted((sum(r["parent_id"] == w for r in requests) for w in wrong), reverse=True)
+    assert len(requests) == 17 and per_parent[0] - per_parent[-1] <= 1  # spread evenly over the wrong examples
