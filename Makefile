@@ -26,7 +26,7 @@ RUN_ARGS = --profile $(PROFILE) \
 	$(if $(DEEPSPEED),--deepspeed $(DEEPSPEED)) $(if $(METHOD),--method $(METHOD)) \
 	$(if $(SEED),--seed $(SEED)) $(if $(RUNS_DIR),--runs-dir $(RUNS_DIR))
 
-.PHONY: install boost validate plan test bench models clean-venv help
+.PHONY: install boost validate plan test bench methods models clean-venv help
 
 help:
 	@echo "make install                 create .venv, install llm2llm + vLLM (CPU or GPU build), provision the default model"
@@ -35,6 +35,7 @@ help:
 	@echo "make validate DATASET=...    pre-flight checks without loading weights"
 	@echo "make test                    the test suite (CI runs this)"
 	@echo "make bench                   the benchmarks: a table on screen, figures in bench/results.json"
+	@echo "make methods                 plain FT vs EDA vs AugGPT vs LLM2LLM, 3 seeds, SNIPS + TREC (hours on a CPU; resumable)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +64,9 @@ plan:
 
 bench:
 	$(BIN)/python bench/engines.py
+
+methods:
+	$(BIN)/python bench/methods.py
 
 models:
 	$(BIN)/llm2llm models
