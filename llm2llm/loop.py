@@ -33,8 +33,8 @@ from launcher.runner import PhaseRunner
 from llm2llm.config import RunConfig, SamplingConfig
 from llm2llm.data import TaskData, load_task_data, sample
 from llm2llm.eda import EDA, load_wordnet, wordnet_check
-from llm2llm.errors import UserError
 from llm2llm.engines import EngineSpec, load_tokenizer, render_chat
+from llm2llm.errors import UserError
 from llm2llm.filtering import filter_examples
 from llm2llm.generation import generate_cached, request_key
 from llm2llm.models import checked_model, fingerprint
