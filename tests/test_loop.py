@@ -34,6 +34,7 @@ def comparable(run_dir: Path) -> dict:
                 out[f"{it_dir.name}/{name}"] = sorted(json.dumps(r, sort_keys=True) for r in records)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metrics.pop("phases")  # process ids and timings
+    metrics.pop("wall_seconds")
     for it in metrics["iterations"]:
         it.pop("phase_seconds")
         it.pop("teacher_requests", None)  # where answers came from depends on the interruptions
