@@ -40,9 +40,9 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def _pm(values: list[float], scale: float = 100, digits: int = 1) -> str:
+def _pm(values: list[float], scale: float = 100, digits: int = 1, sign: str = "") -> str:
     mean, std = _mean_std([scale * v for v in values])
-    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
+    return f"{mean:{sign}.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
 
 def group_runs(runs: list[Path]) -> tuple[dict[tuple, list[dict]], list[str]]:
@@ -77,7 +77,7 @@ def render_markdown(cells: dict[tuple, list[dict]], skipped: list[str], png_name
         gain = [m["iterations"][-1]["test_accuracy"] - m["iterations"][0]["test_accuracy"] for m in runs]
         lines.append(
             f"| {task} | {method} | {seed_size} | {', '.join(str(m.get('data_seed', 0)) for m in runs)} | {_pm(final)} | "
-            f"{'-' if method == 'plain' else _pm(gain)} | {_pm([m['iterations'][-1]['train_size'] for m in runs], 1, 0)} | "
+            f"{'-' if method == 'plain' else _pm(gain, sign='+')} | {_pm([m['iterations'][-1]['train_size'] for m in runs], 1, 0)} | "
             f"{_pm([m.get('teacher_tokens', 0) for m in runs], 1, 0)} | {_pm([m.get('wall_seconds', 0) for m in runs], 1 / 60)} |")
     tasks = sorted({k[0] for k in cells})
     methods = [m for m in METHOD_ORDER if any(k[1] == m for k in cells)]
