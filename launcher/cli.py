@@ -107,27 +107,29 @@ show_config.params[-1].name = "explain_"
 
 @cli.command()
 @run_options
+def doctor(profile, sets, **options):
+    """Pre-flight a run, loading no weights: config, data, model folders, disk, GPU plan, package
+    versions, offline mode, run directory. One line per check, then a verdict; exit 2 if not ready."""
+    from llm2llm.doctor import diagnose
+
+    result = diagnose(lambda: build_config(profile, sets, **options))
+    click.echo("\n".join(result.lines + [result.verdict()]))
+    if result.failures:
+        sys.exit(2)
+
+
+@cli.command()
+@run_options
 def validate(profile, sets, **options):
-    """Pre-flight a run without loading weights: config, data files and rows, model folders."""
-    config = build_config(profile, sets, **options)
-    from llm2llm.data import load_task_data
-    from llm2llm.models import checked_model
+    """The doctor's checks, stopping at the first problem with a one-line error (for scripts)."""
+    from llm2llm.doctor import diagnose
 
-    data = load_task_data(config.data)
-    click.echo(f"ok   data: {data.task.name} ({data.task.type}), {len(data.train)} train / {len(data.test)} test rows valid")
-    from llm2llm.loop import check_method
-
-    check_method(data.task, config)
-    click.echo(f"ok   method: {config.loop.method}, {config.planned_iterations()} augmented iteration(s)")
-    for role in ("student", "teacher"):
-        name = getattr(config, role).model
-        click.echo(f"ok   {role}: {name} -> {checked_model(name)}")
-    from launcher.gpu_plan import plan_for_run
-
-    result = plan_for_run(config, checked_model(config.teacher.model), checked_model(config.student.model))
-    result.raise_if_impossible()
-    click.echo(f"ok   plan: {result.mode} on {result.inventory.describe()}, {result.train_processes_per_node * result.train_nodes} training process(es)")
-    click.echo(f"ok   run: {Path(config.runs_dir) / config.run}")
+    result = diagnose(lambda: build_config(profile, sets, **options))
+    for line in result.lines:
+        if line.startswith("FAIL"):
+            raise UserError(line.split(": ", 1)[1])
+        if line.startswith("ok"):
+            click.echo(line)
 
 
 @cli.command()
@@ -176,13 +178,16 @@ def slurm(profile, sets, gpus_per_node, time_limit, partition, account, cpus_per
 
 @cli.command()
 def models():
-    """List the model registry (configs/models.yaml) and whether each folder is complete."""
-    from llm2llm.models import model_problem, registry, resolve_model
+    """List the model registry (configs/models.yaml and $LLM2LLM_MODELS): each folder, whether it is
+    complete, its fingerprint (what run records and the generation cache know it by), and how to fix a missing one."""
+    from llm2llm.models import fingerprint, fix_hint, model_problem, registry, resolve_model
 
-    for name in registry():
+    for name, entry in registry().items():
         path = resolve_model(name)
         problem = model_problem(path)
-        click.echo(f"{name:28s} {'ok     ' if problem is None else 'MISSING'} {path}" + (f"  ({problem})" if problem else ""))
+        state = f"ok       {fingerprint(path)}" if problem is None else "MISSING " + " " * 16
+        hub = f"  hub: {entry['hub_id']}" if entry.get("hub_id") else ""
+        click.echo(f"{name:24s} {state} {path}{hub}" + (f"\n    {problem}; {fix_hint(name, path)}" if problem else ""))
 
 
 @cli.command()
@@ -217,6 +222,51 @@ def compare(run_dirs, out_dir):
     path, markdown = run_compare(list(run_dirs), out_dir)
     click.echo(markdown)
     click.echo(f"wrote {path} and {path.with_name('compare.png')}")
+
+
+@cli.command()
+@click.argument("spec")
+@click.option("--slurm", "use_slurm", is_flag=True, help="Submit each unfinished run as a Slurm job (and a summary job after them) instead of running them here.")
+@click.option("--wait", is_flag=True, help="With --slurm: wait until the jobs end, then print the summary.")
+@click.option("--dry-run", is_flag=True, help="List the runs and their state; run nothing.")
+@click.option("--summary-only", is_flag=True, help="Only write the summary (compare table and plot) over the runs so far.")
+def sweep(spec, use_slurm, wait, dry_run, summary_only):
+    """Run a sweep: configs/sweeps/<SPEC>.yaml (or a YAML path) expands datasets x teachers x seed
+    sizes x seeds x methods into runs under one folder. Finished runs are skipped and unfinished
+    ones resume, so rerunning the command does only the work that is left. Ends with the summary
+    <runs_dir>/summary/compare.md."""
+    from launcher import sweep as sweeps
+
+    config = sweeps.load_sweep(spec)
+    runs = sweeps.expand(config)
+    if dry_run:
+        for run in runs:
+            state = "finished" if run.finished() else "unfinished" if (run.path / "config.yaml").exists() else "new"
+            click.echo(f"{run.name:48s} {state:10s} llm2llm boost {' '.join(run.boost_args(config.profile))}")
+        return
+    if not summary_only:
+        sweeps.preflight(runs)
+        click.echo(f"sweep {config.name}: {len(runs)} runs in {config.runs_dir}")
+        if use_slurm:
+            job_ids = sweeps.submit(config, runs, click.echo)
+            if job_ids:
+                summary_job = sweeps.submit_summary(config, sweeps.sweep_path(spec), job_ids)
+                click.echo(f"summary job {summary_job} runs when they end")
+                if not wait:
+                    return
+                sweeps.wait_for([*job_ids, summary_job])
+        else:
+            failed = sweeps.run_locally(config, runs, click.echo)
+            if failed:
+                sweeps.summarise(config, runs)
+                raise UserError(f"{len(failed)} run(s) failed: {', '.join(failed)}; fix and rerun the sweep (finished runs are skipped)")
+    path = sweeps.summarise(config, runs)
+    if path is None:
+        click.echo("no finished runs yet; no summary")
+        return
+    unfinished = [run.name for run in runs if not run.finished()]
+    click.echo(path.read_text())
+    click.echo(f"summary: {path}" + (f" ({len(unfinished)} run(s) unfinished: {', '.join(unfinished)})" if unfinished else ""))
 
 
 def _terminated(signum, _frame):

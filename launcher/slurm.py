@@ -37,6 +37,17 @@ def _option_flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
+def boost_arguments(profile: str, options: dict, sets: tuple[str, ...]) -> list[str]:
+    """The `llm2llm boost` arguments that rebuild the same config: profile, run options, --set items."""
+    args = ["--profile", profile]
+    for key, value in options.items():
+        if value is not None:
+            args += [_option_flag(key), str(value)]
+    for item in sets:
+        args += ["--set", item]
+    return args
+
+
 def sbatch_script(config: RunConfig, job: SlurmJob, profile: str, sets: tuple[str, ...], options: dict) -> str:
     from launcher.cli import OFFLINE_ENV
 
@@ -50,6 +61,8 @@ def sbatch_script(config: RunConfig, job: SlurmJob, profile: str, sets: tuple[st
              f"#SBATCH --mem={job.mem}",
              f"#SBATCH --time={job.time}",
              f"#SBATCH --output={run_dir}/logs/slurm-%j.out",
+             "#SBATCH --open-mode=append",
+             f"#SBATCH --comment={run_dir}",  # `llm2llm sweep` finds a run's queued job by it
              "#SBATCH --signal=B:TERM@120",
              "#SBATCH --requeue"]
     if job.gpus_per_node:
@@ -58,12 +71,7 @@ def sbatch_script(config: RunConfig, job: SlurmJob, profile: str, sets: tuple[st
         lines.append(f"#SBATCH --partition={job.partition}")
     if job.account:
         lines.append(f"#SBATCH --account={job.account}")
-    cmd = [sys.executable, "-m", "launcher.cli", "boost", "--profile", profile]
-    for key, value in options.items():
-        if value is not None:
-            cmd += [_option_flag(key), str(value)]
-    for item in sets:
-        cmd += ["--set", item]
+    cmd = [sys.executable, "-m", "launcher.cli", "boost", *boost_arguments(profile, options, sets)]
     lines += [
         "set -euo pipefail",
         f"cd {shlex.quote(os.getcwd())}",

@@ -61,34 +61,52 @@ def group_runs(runs: list[Path]) -> tuple[dict[tuple, list[dict]], list[str]]:
             raise UserError(f"two runs of {key[0]} / {key[1]} have the same data seed ({', '.join(m['_path'] for m in cells[key])}); "
                             "compare one run per seed")
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
-    return dict(sorted(cells.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99), kv[0][2:]))), skipped
+    return dict(sorted(cells.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99), kv[0][4], kv[0][2:4]))), skipped
+
+
+def _short(model: str) -> str:
+    return Path(model).name if "/" in model else model
+
+
+def _row_key(key: tuple, cells: dict) -> tuple:
+    """A pivot row: the method, plus the teacher and seed size where the runs have several of them."""
+    _, method, seed_size, _, teacher = key
+    row = (method,)
+    if len({k[4] for k in cells}) > 1:
+        row += (_short(teacher),)
+    if len({k[2] for k in cells}) > 1:
+        row += (f"{seed_size} seed",)
+    return row
 
 
 def render_markdown(cells: dict[tuple, list[dict]], skipped: list[str], png_name: str) -> str:
     evaluations = sorted({m["evaluation"] for runs in cells.values() for m in runs})
+    several_teachers = len({k[4] for k in cells}) > 1
     lines = ["# LLM2LLM comparison", "",
              f"{sum(len(r) for r in cells.values())} runs; test accuracy is each run's last iteration "
              f"(mean ± sample std over RNG seeds); evaluation: {', '.join(evaluations)} decoding. "
              "'vs plain FT' is against iteration 0 of the same runs (the same seed examples, fine-tuned alone).", "",
-             "| dataset | method | seed size | seeds | test acc (%) | vs plain FT | train size | teacher tokens | wall time (min) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for (task, method, seed_size, _student, _teacher), runs in cells.items():
+             "| dataset | method |" + (" teacher |" if several_teachers else "") + " seed size | seeds | test acc (%) | vs plain FT | "
+             "train size | teacher tokens | wall time (min) |",
+             "|---" * (9 + several_teachers) + "|"]
+    for (task, method, seed_size, _student, teacher), runs in cells.items():
         final = [m["iterations"][-1]["test_accuracy"] for m in runs]
         gain = [m["iterations"][-1]["test_accuracy"] - m["iterations"][0]["test_accuracy"] for m in runs]
         lines.append(
-            f"| {task} | {method} | {seed_size} | {', '.join(str(m.get('data_seed', 0)) for m in runs)} | {_pm(final)} | "
+            f"| {task} | {method} |" + (f" {_short(teacher)} |" if several_teachers else "") +
+            f" {seed_size} | {', '.join(str(m.get('data_seed', 0)) for m in runs)} | {_pm(final)} | "
             f"{'-' if method == 'plain' else _pm(gain, sign='+')} | {_pm([m['iterations'][-1]['train_size'] for m in runs], 1, 0)} | "
             f"{_pm([m.get('teacher_tokens', 0) for m in runs], 1, 0)} | {_pm([m.get('wall_seconds', 0) for m in runs], 1 / 60)} |")
     tasks = sorted({k[0] for k in cells})
-    methods = [m for m in METHOD_ORDER if any(k[1] == m for k in cells)]
+    rows = list(dict.fromkeys(_row_key(k, cells) for k in cells))
     lines += ["", "## Test accuracy (%), method x dataset", "", "| method | " + " | ".join(tasks) + " |",
               "|---" * (len(tasks) + 1) + "|"]
-    for method in methods:
+    for row_key in rows:
         row = []
         for task in tasks:
-            runs = [m for k, rs in cells.items() if k[0] == task and k[1] == method for m in rs]
+            runs = [m for k, rs in cells.items() if k[0] == task and _row_key(k, cells) == row_key for m in rs]
             row.append(_pm([m["iterations"][-1]["test_accuracy"] for m in runs]) if runs else "-")
-        lines.append(f"| {method} | " + " | ".join(row) + " |")
+        lines.append(f"| {' / '.join(map(str, row_key))} | " + " | ".join(row) + " |")
     models = sorted({(k[3], k[4]) for k in cells})
     lines += ["", "Student / teacher: " + "; ".join(f"`{s}` / `{t}`" for s, t in models) + "."]
     lines += ["", "## Runs", ""] + [f"- {m['_path']} ({k[1]}, seed {m.get('data_seed', 0)})" for k, rs in cells.items() for m in rs]
@@ -107,7 +125,8 @@ def plot(cells: dict[tuple, list[dict]]) -> bytes:
     tasks = sorted({k[0] for k in cells})
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), dpi=100, squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for (cell_task, method, seed_size, _s, _t), runs in cells.items():
+        for key, runs in cells.items():
+            cell_task, method, seed_size = key[:3]
             if cell_task != task:
                 continue
             length = min(len(m["iterations"]) for m in runs)
@@ -115,7 +134,8 @@ def plot(cells: dict[tuple, list[dict]]) -> bytes:
             per_iteration = [[100 * m["iterations"][i]["test_accuracy"] for m in runs] for i in xs]
             means = [statistics.fmean(v) for v in per_iteration]
             stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in per_iteration]
-            label = f"{method} ({seed_size} seed examples, {len(runs)} run{'s' if len(runs) > 1 else ''})"
+            teacher = f", teacher {_short(key[4])}" if len({k[4] for k in cells}) > 1 else ""
+            label = f"{method} ({seed_size} seed examples{teacher}, {len(runs)} run{'s' if len(runs) > 1 else ''})"
             if length == 1:
                 ax.axhline(means[0], linestyle="--", color="grey", label=label)
                 continue
@@ -136,12 +156,14 @@ def plot(cells: dict[tuple, list[dict]]) -> bytes:
 
 
 def compare(paths: list[Path], out_dir: Path) -> tuple[Path, str]:
-    from llm2llm.store import atomic_write_bytes, atomic_write_text
+    from llm2llm.store import atomic_write_bytes
 
     cells, skipped = group_runs(find_runs(paths))
     if not cells:
         raise UserError("no finished runs to compare" + (f": {'; '.join(skipped)}" if skipped else ""))
     markdown = render_markdown(cells, skipped, "compare.png")
-    atomic_write_bytes(out_dir / "compare.png", plot(cells))
-    atomic_write_text(out_dir / "compare.md", markdown)
+    for name, content in (("compare.png", plot(cells)), ("compare.md", markdown.encode())):
+        path = out_dir / name
+        if not path.exists() or path.read_bytes() != content:  # same runs: nothing rewritten
+            atomic_write_bytes(path, content)
     return out_dir / "compare.md", markdown

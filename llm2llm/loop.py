@@ -56,6 +56,9 @@ def boost(config: RunConfig) -> Path:
     plan = plan_for_run(config, teacher_path, student_base)  # reads config.json files only
     plan.raise_if_impossible()
     run = RunDir(config)
+    run.pin_models({role: {"name": name, "path": str(path.resolve()), "fingerprint": fingerprint(path)}
+                    for role, name, path in (("student", config.student.model, student_base),
+                                             ("teacher", config.teacher.model, teacher_path))})
     plan_file = run.path / "plan.txt"
     if not plan_file.exists() or plan_file.read_text() != plan.table() + "\n":
         atomic_write_text(plan_file, plan.table() + "\n")

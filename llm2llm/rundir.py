@@ -54,6 +54,20 @@ class RunDir:
                     raise UserError(f"run {self.path} is in use by another llm2llm process; wait for it or pick another RUN") from None
                 time.sleep(0.2)
 
+    def pin_models(self, models: dict[str, dict]) -> None:
+        """models.json: each role's name, folder and fingerprint, recorded on first use. A rerun whose
+        model folder now holds something else is refused: its answers would not match the cached ones."""
+        path = self.path / "models.json"
+        if not path.exists():
+            atomic_write_json(path, models)
+            return
+        stored = read_json(path)
+        for role, record in models.items():
+            before = stored.get(role, {}).get("fingerprint")
+            if before is not None and before != record["fingerprint"]:
+                raise UserError(f"run {self.path}: the {role} model {record['path']} has changed since the run started "
+                                f"(fingerprint {before} -> {record['fingerprint']}); restore that folder, or start a new RUN to use it")
+
     @property
     def lock_fd(self) -> int:
         return self._lock.fileno()

@@ -71,7 +71,7 @@ def test_explain_documents_every_key():
 def test_teacher_fingerprint_is_cheap_stable_and_tells_teachers_apart(tmp_path, tiny_model):
     import shutil
 
-    from llm2llm.models import fingerprint
+    from llm2llm.models import fingerprint, provision
 
     copy = tmp_path / "copy"
     shutil.copytree(tiny_model, copy)
@@ -90,6 +90,14 @@ def test_teacher_fingerprint_is_cheap_stable_and_tells_teachers_apart(tmp_path, 
     data[8:8 + header] = swapped.encode()
     weights.write_bytes(bytes(data))
     assert fingerprint(copy) != fingerprint(tiny_model)
+    # Same architecture and header, other weights (another init, a fine-tune): another teacher.
+    shutil.copy(tiny_model / "model.safetensors", weights)
+    data = bytearray(weights.read_bytes())
+    for i in range(8 + header + 1, len(data), 997):  # a fine-tune moves every weight a little
+        data[i] ^= 1
+    weights.write_bytes(bytes(data))
+    assert fingerprint(copy) != fingerprint(tiny_model)
+    assert fingerprint(provision("tiny-llama-b")) != fingerprint(tiny_model)
 
 
 def test_profiles_extend_one_another(tmp_path):

