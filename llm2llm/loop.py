@@ -56,9 +56,6 @@ def boost(config: RunConfig) -> Path:
     plan = plan_for_run(config, teacher_path, student_base)  # reads config.json files only
     plan.raise_if_impossible()
     run = RunDir(config)
-    run.pin_models({role: {"name": name, "path": str(path.resolve()), "fingerprint": fingerprint(path)}
-                    for role, name, path in (("student", config.student.model, student_base),
-                                             ("teacher", config.teacher.model, teacher_path))})
     plan_file = run.path / "plan.txt"
     if not plan_file.exists() or plan_file.read_text() != plan.table() + "\n":
         atomic_write_text(plan_file, plan.table() + "\n")
@@ -71,6 +68,9 @@ def boost(config: RunConfig) -> Path:
     test = data.test if not config.data.test_size else [test_by_id[i] for i in run.fixed_ids(
         "test_ids.json", lambda: [ex["id"] for ex in sample(data.test, config.data.test_size, config.data.seed)])]
     log.info("run %s: %s, %d seed examples, %d test examples", run.path, task.name, len(seed), len(test))
+    run.pin_models({role: {"name": name, "path": str(path.resolve()), "fingerprint": fingerprint(path)}
+                    for role, name, path in (("student", config.student.model, student_base),
+                                             ("teacher", config.teacher.model, teacher_path))})
 
     first_train = run.iteration(0) / "train.jsonl"
     if not first_train.exists():

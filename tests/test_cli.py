@@ -51,14 +51,14 @@ def test_missing_data_dir_says_where_it_looked(tmp_path):
 
 
 @pytest.mark.parametrize("profile", sorted(p.stem for p in (REPO / "configs" / "profiles").glob("*.yaml")))
-def test_every_profile_validates(profile, data_dir, tiny_model, smollm2):
-    out = run_cli("validate", "--profile", profile, "--data-dir", str(data_dir), cwd=REPO).stdout
-    assert out.count("ok ") == 6 and "ok   plan: sequential on 1 node(s)" in out
+def test_every_profile_validates(profile, data_dir, tiny_model, smollm2, tmp_path):
+    out = run_cli("validate", "--profile", profile, "--data-dir", str(data_dir), "--runs-dir", str(tmp_path), cwd=REPO).stdout
+    assert out.count("ok ") == 9 and "ok   plan: sequential on 1 node(s)" in out
 
 
 @pytest.mark.parametrize("dataset", ["snips", "trec", "sst2", "gsm8k", "casehold"])
-def test_every_builtin_dataset_validates(dataset, data_dir, smollm2):
-    out = run_cli("validate", "--dataset", dataset, "--data-dir", str(data_dir), cwd=REPO).stdout
+def test_every_builtin_dataset_validates(dataset, data_dir, smollm2, tmp_path):
+    out = run_cli("validate", "--dataset", dataset, "--data-dir", str(data_dir), "--runs-dir", str(tmp_path), cwd=REPO).stdout
     assert f"ok   data: {dataset}" in out
 
 

