@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
-from llm2llm.config import DEFAULT_PROFILE, Method, RunConfig, Section, _format_validation_error, load_yaml
+from llm2llm.config import DEFAULT_PROFILE, Method, RunConfig, Section, _format_validation_error, load_yaml, preset_path
 from llm2llm.errors import UserError
 from llm2llm.store import read_json
 
@@ -75,13 +75,7 @@ class SweepRun:
 
 
 def sweep_path(spec: str) -> Path:
-    path = Path(spec)
-    if path.suffix not in (".yaml", ".yml"):
-        path = SWEEP_DIR / f"{spec}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in SWEEP_DIR.glob("*.yaml")))
-        raise UserError(f"no sweep file {path}; give a YAML path or one of: {known}")
-    return path
+    return preset_path(spec, SWEEP_DIR, "sweep")
 
 
 def load_sweep(spec: str) -> SweepConfig:
@@ -166,7 +160,7 @@ def run_locally(sweep: SweepConfig, runs: list[SweepRun], echo) -> list[str]:
 
 def queued_jobs() -> dict[str, str]:
     """Run directory -> Slurm job id of this user's jobs still queued or running (the job comment holds the run dir)."""
-    out = subprocess.run(["squeue", "--me", "--noheader", "--format=%i|%k"], capture_output=True, text=True)
+    out = _slurm_command(["squeue", "--me", "--noheader", "--format=%i|%k"])
     if out.returncode != 0:
         raise UserError(f"squeue failed ({out.stderr.strip() or out.returncode}); is Slurm reachable from this host?")
     jobs = {}
@@ -216,8 +210,16 @@ def submit_summary(sweep: SweepConfig, spec: Path, job_ids: list[str]) -> str:
                     *([f"--account={sweep.slurm.account}"] if sweep.slurm.account else []), str(path)])
 
 
+def _slurm_command(command: list[str]) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(command, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise UserError(f"{command[0]} not found: --slurm needs the Slurm client commands on this host "
+                        f"(Debian: apt-get install slurm-client); without --slurm the sweep runs here") from None
+
+
 def _sbatch(args: list[str]) -> str:
-    out = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True)
+    out = _slurm_command(["sbatch", "--parsable", *args])
     if out.returncode != 0:
         raise UserError(f"sbatch {args[-1]} failed: {out.stderr.strip() or out.returncode}")
     return out.stdout.strip().split(";")[0]
@@ -228,8 +230,7 @@ def wait_for(job_ids: list[str], poll_seconds: float = 5) -> None:
     pending = set(job_ids)
     while pending:
         time.sleep(poll_seconds)
-        out = subprocess.run(["squeue", "--noheader", "--format=%i", "--jobs", ",".join(sorted(pending))],
-                             capture_output=True, text=True)
+        out = _slurm_command(["squeue", "--noheader", "--format=%i", "--jobs", ",".join(sorted(pending))])
         if out.returncode != 0 and "Invalid job id" not in out.stderr:
             raise UserError(f"squeue failed: {out.stderr.strip()}")
         pending &= set(out.stdout.split())

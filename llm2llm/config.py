@@ -212,15 +212,22 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def profile_path(profile: str) -> Path:
-    path = Path(profile)
-    if path.suffix in (".yaml", ".yml") and path.exists():
+def preset_path(name: str, folder: Path, kind: str) -> Path:
+    """A YAML file's path, or the name of a preset in `folder` (configs/profiles/, configs/sweeps/)."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise UserError(f"{kind} file {path} not found; give an existing YAML path or a preset name from {folder}")
         return path
-    path = PROFILE_DIR / f"{profile}.yaml"
+    path = folder / f"{name}.yaml"
     if not path.exists():
-        known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
-        raise UserError(f"unknown profile '{profile}': no {path}; known profiles: {known}")
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+        raise UserError(f"unknown {kind} '{name}': no {path}; known {kind}s: {known}")
     return path
+
+
+def profile_path(profile: str) -> Path:
+    return preset_path(profile, PROFILE_DIR, "profile")
 
 
 def load_yaml(path: Path) -> dict:

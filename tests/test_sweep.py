@@ -63,4 +63,6 @@ def test_bad_sweep_file_fails_in_one_line_before_any_run(tmp_path, tiny_model, c
 
 def test_unknown_sweep_name_lists_the_presets():
     proc = run_cli("sweep", "nope", cwd=REPO, check=False)
-    assert proc.returncode == 2 and "no sweep file" in proc.stderr and ", ".join(PRESETS) in proc.stderr
+    assert proc.returncode == 2 and "unknown sweep 'nope'" in proc.stderr and ", ".join(PRESETS) in proc.stderr
+    proc = run_cli("sweep", "/no/such/sweep.yaml", cwd=REPO, check=False)
+    assert proc.returncode == 2 and "sweep file /no/such/sweep.yaml not found" in proc.stderr
