@@ -30,7 +30,7 @@ RUN_ARGS = --profile $(PROFILE) \
 	$(if $(DEEPSPEED),--deepspeed $(DEEPSPEED)) $(if $(METHOD),--method $(METHOD)) \
 	$(if $(SEED),--seed $(SEED)) $(if $(RUNS_DIR),--runs-dir $(RUNS_DIR))
 
-.PHONY: install install-offline wheelhouse boost validate doctor plan sweep test bench methods models clean-venv help
+.PHONY: install install-offline wheelhouse boost validate doctor plan sweep test test-batch bench methods models clean-venv help
 
 help:
 	@echo "make install                 create .venv, install llm2llm + vLLM (CPU or GPU build), provision the default model"
@@ -42,6 +42,7 @@ help:
 	@echo "make wheelhouse              on a host with PyPI: every wheel the install needs, in $(WHEELHOUSE)/"
 	@echo "make install-offline         on the air-gapped host: make install from $(WHEELHOUSE)/ alone (pip --no-index)"
 	@echo "make test                    the test suite (CI runs this)"
+	@echo "make test-batch              the Slurm-on-localhost and offline-install tests (CI runs this too; needs root)"
 	@echo "make bench                   the benchmarks: a table on screen, figures in bench/results.json"
 	@echo "make methods                 plain FT vs EDA vs AugGPT vs LLM2LLM, 3 seeds, SNIPS + TREC (hours on a CPU; resumable)"
 
@@ -98,8 +99,12 @@ methods:
 models:
 	$(BIN)/llm2llm models
 
+# The Slurm and air-gapped-install tests start daemons and build a wheelhouse: a CI step of their own.
 test:
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slurm and not wheelhouse" $(PYTEST_ARGS)
+
+test-batch:
+	$(BIN)/python -m pytest -q -m "slurm or wheelhouse" $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
