@@ -66,3 +66,15 @@ def test_unknown_sweep_name_lists_the_presets():
     assert proc.returncode == 2 and "unknown sweep 'nope'" in proc.stderr and ", ".join(PRESETS) in proc.stderr
     proc = run_cli("sweep", "/no/such/sweep.yaml", cwd=REPO, check=False)
     assert proc.returncode == 2 and "sweep file /no/such/sweep.yaml not found" in proc.stderr
+
+
+def test_readme_batch_commands_are_the_make_targets():
+    import subprocess
+
+    def dry(*args):
+        return " ".join(subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.split())
+
+    assert "llm2llm sweep methods --slurm" in dry("sweep", "SWEEP=methods", "SLURM=1")
+    assert "llm2llm sweep tiny" in dry("sweep")
+    assert "llm2llm doctor --profile cpu-smollm2 --dataset snips --teacher /models/t" in dry("doctor", "DATASET=snips", "TEACHER=/models/t")
+    assert "--no-index --find-links /w" in dry("install-offline", "WHEELHOUSE=/w")
