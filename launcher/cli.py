@@ -278,7 +278,7 @@ def main():
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _terminated)
     try:
-        cli.main(standalone_mode=False)
+        cli.main(standalone_mode=False, prog_name="llm2llm")
     except UserError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
@@ -288,6 +288,10 @@ def main():
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:  # one line, like every other error; --help has the usage
+        command = e.ctx.command_path if e.ctx else "llm2llm"
+        click.echo(f"error: {' '.join(e.format_message().split()).rstrip('.')}; see `{command} --help`", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

@@ -252,7 +252,10 @@ def load_profile(path: Path, seen: tuple = ()) -> dict:
         return values
     if str(parent) in seen:
         raise UserError(f"{path}: extends {parent!r} makes a cycle ({' -> '.join(seen)}); remove one extends")
-    return _deep_merge(load_profile(profile_path(str(parent)), (*seen, str(parent))), values)
+    parent_path = Path(str(parent))
+    if parent_path.suffix in (".yaml", ".yml") and not parent_path.is_absolute():
+        parent_path = path.parent / parent_path  # a profile file's `extends` is relative to its own folder
+    return _deep_merge(load_profile(profile_path(str(parent_path)), (*seen, str(parent))), values)
 
 
 def parse_set_option(item: str) -> dict:

@@ -14,12 +14,89 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from llm2llm.config import CONFIG_DIR, REPO_ROOT, DataConfig, load_yaml
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from llm2llm.config import CONFIG_DIR, REPO_ROOT, DataConfig, Section, load_yaml
 from llm2llm.errors import UserError
-from llm2llm.tasks import TASK_TYPES, Task
+from llm2llm.tasks import DEFAULT_TEMPLATES, TASK_TYPES, Task
 
 TASK_SPEC_DIR = CONFIG_DIR / "tasks"
 READERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+MAX_FIELD_CHARS = 100_000  # far above any prompt that fits a context; a longer cell is a broken file
+
+
+class HoldoutSpec(Section):
+    test_fraction: float = Field(0.5, gt=0, lt=1)
+    seed: int = 0
+
+
+class DataFilesSpec(Section):
+    folder: str = "."
+    train: str = "train.jsonl"
+    test: str = "test.jsonl"
+    file: str | None = None
+    holdout: HoldoutSpec | None = None
+
+
+class TaskSpec(Section):
+    """A task spec YAML (docs/data-format.md). Unknown keys and values of the wrong type are errors."""
+    name: str | None = None
+    type: Literal["classification", "numeric", "multiple_choice", "free_text"]
+    data: DataFilesSpec = Field(default_factory=DataFilesSpec)
+    fields: dict[str, str] = {}
+    labels: list[str | int] | None = Field(None, min_length=2)
+    templates: dict[str, str] = {}
+    num_choices: int | None = Field(None, ge=2, le=26)
+    match: Literal["normalised", "exact"] | None = None
+    min_generated_words: int | None = Field(None, ge=1)
+    max_answer_tokens: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _keys_fit_the_type(self):
+        canonical = TASK_TYPES[self.type].canonical_fields
+        for key in self.fields:
+            if key not in canonical:
+                raise ValueError(f"fields.{key} is not a field of a {self.type} task (its fields: {', '.join(canonical)})")
+        for key, template in self.templates.items():
+            if key not in DEFAULT_TEMPLATES[self.type]:
+                raise ValueError(f"templates.{key} is not a {self.type} template (known: {', '.join(DEFAULT_TEMPLATES[self.type])})")
+            allowed = _placeholders(DEFAULT_TEMPLATES[self.type][key])
+            try:
+                used = _placeholders(template)
+            except ValueError as e:
+                raise ValueError(f"templates.{key} is not a valid format string ({e}); write literal braces as {{{{ }}}}") from None
+            if not used <= allowed:
+                raise ValueError(f"templates.{key} uses {', '.join(sorted('{' + u + '}' for u in used - allowed))}; "
+                                 f"its placeholders are {', '.join(sorted('{' + a + '}' for a in allowed))}")
+        if self.data.holdout and not self.data.file:
+            raise ValueError("data.holdout splits one file: give data.file too")
+        return self
+
+
+def _placeholders(template: str) -> set[str]:
+    """The names a format string fills in ({text}, {text.upper} -> text); ValueError if it does not parse."""
+    import re
+    import string
+
+    return {re.split(r"[.\[]", field)[0] for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+
+
+def load_spec(path: Path) -> dict:
+    try:
+        spec = TaskSpec.model_validate(load_yaml(path))
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden":
+            raise UserError(f"{path}: unknown key '{where}'; the spec keys are in docs/data-format.md") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise UserError(f"{path}: {where + ': ' if where else ''}{message}; fix the spec (docs/data-format.md)") from None
+    values = spec.model_dump(exclude_none=True)
+    if spec.labels:
+        values["labels"] = [str(label) for label in spec.labels]
+    return values
 
 
 @dataclass
@@ -77,8 +154,15 @@ def read_rows(path: Path) -> list[dict]:
             # whitespace around cells and header names dropped. Quotes, CRLF and quoted line breaks: pandas.
             import pandas
 
-            rows = pandas.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8").to_dict("records")
+            try:
+                rows = pandas.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8").to_dict("records")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{path}: not UTF-8 text (byte {e.start}); re-save the file as UTF-8") from None
             return [{str(k).strip(): v.strip() if isinstance(v, str) else v for k, v in row.items()} for row in rows]
+        if reader == "parquet":
+            import pyarrow.parquet
+
+            return pyarrow.parquet.read_table(path).to_pylist()
         return datasets.load_dataset(reader, data_files=str(path), split="train").to_list()
     except UserError:
         raise
@@ -126,6 +210,10 @@ def _validated(task: Task, rows: list[dict], path: Path) -> list[dict]:
         if example.get("id") is None and task.source_field("id") not in row:
             example["id"] = f"{path.stem}-{index:06d}"  # data without ids get stable positional ids
         example["id"] = str(example["id"])
+        for name, value in example.items():
+            if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+                raise UserError(f"{where}: field '{task.source_field(name)}' is {len(value):,} characters long (the limit is "
+                                f"{MAX_FIELD_CHARS:,}); is the line broken? Trim or split it")
         problem = task.problem(example)
         if problem:
             raise UserError(f"{where}: {problem}")
@@ -138,11 +226,9 @@ def _validated(task: Task, rows: list[dict], path: Path) -> list[dict]:
 
 def load_task_data(config: DataConfig) -> TaskData:
     spec_path, builtin = find_spec(config.dataset)
-    spec = load_yaml(spec_path)
-    task_type = spec.get("type")
-    if task_type not in TASK_TYPES:
-        raise UserError(f"{spec_path}: type {task_type!r} is not one of {', '.join(TASK_TYPES)}")
-    data_spec = spec.get("data") or {}
+    spec = load_spec(spec_path)
+    task_type = spec["type"]
+    data_spec = spec["data"]
     base = Path(config.data_dir) if config.data_dir else default_data_dir()
     if not builtin:
         base = spec_path.parent
@@ -153,7 +239,7 @@ def load_task_data(config: DataConfig) -> TaskData:
     task = TASK_TYPES[task_type](name=spec.get("name", spec_path.stem), spec=spec)
     notes = []
 
-    if "holdout" in data_spec:
+    if data_spec.get("holdout"):
         path = folder / data_spec["file"]
         rows = read_rows(path)
         if task.type == "classification":
@@ -175,11 +261,17 @@ def load_task_data(config: DataConfig) -> TaskData:
     return TaskData(task, train, test, notes)
 
 
+def sample_count(available: int, size: float) -> int:
+    """How many examples a size (a count >= 1, or a fraction < 1) asks for; an error if there are not enough."""
+    count = int(size) if size >= 1 else max(1, int(round(available * size)))
+    if count > available:
+        raise UserError(f"asked for {count} examples but the split has only {available}; lower data.seed_size / data.test_size")
+    return count
+
+
 def sample(examples: list[dict], size: float, seed: int, task: Task | None = None, stratified: bool = False) -> list[dict]:
     """A reproducible random sample: `size` is a count (>= 1) or a fraction (< 1)."""
-    count = int(size) if size >= 1 else max(1, int(round(len(examples) * size)))
-    if count > len(examples):
-        raise UserError(f"asked for {count} examples but the split has only {len(examples)}; lower data.seed_size / data.test_size")
+    count = sample_count(len(examples), size)
     rng = random.Random(seed)
     if not (stratified and task is not None and task.stratum(examples[0]) is not None):
         return rng.sample(examples, count)

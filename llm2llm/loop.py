@@ -31,7 +31,7 @@ from launcher.gpu_plan import plan_for_run
 from launcher.runner import PhaseRunner
 
 from llm2llm.config import RunConfig, SamplingConfig
-from llm2llm.data import TaskData, load_task_data, sample
+from llm2llm.data import TaskData, load_task_data, sample, sample_count
 from llm2llm.eda import EDA, load_wordnet, wordnet_check
 from llm2llm.engines import EngineSpec, load_tokenizer, render_chat
 from llm2llm.errors import UserError
@@ -55,6 +55,9 @@ def boost(config: RunConfig) -> Path:
     teacher_path = checked_model(config.teacher.model)
     plan = plan_for_run(config, teacher_path, student_base)  # reads config.json files only
     plan.raise_if_impossible()
+    sample_count(len(data.train), config.data.seed_size)  # before the run directory exists: a bad size leaves nothing
+    if config.data.test_size:
+        sample_count(len(data.test), config.data.test_size)
     run = RunDir(config)
     plan_file = run.path / "plan.txt"
     if not plan_file.exists() or plan_file.read_text() != plan.table() + "\n":

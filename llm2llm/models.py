@@ -116,6 +116,9 @@ def checked_model(name_or_path: str) -> Path:
     problem = model_problem(path)
     if problem:
         raise UserError(f"{problem}; {fix_hint(name_or_path, path)}")
+    problem = loading_problem(path)
+    if problem:
+        raise UserError(problem)
     return path
 
 
