@@ -141,7 +141,7 @@ def main() -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["engines"] = entry
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"| benchmark | baseline | llm2llm | ratio | goal |\n|---|---|---|---|---|")
+    print("| benchmark | baseline | llm2llm | ratio | goal |\n|---|---|---|---|---|")
     print(f"| teacher generation, {teacher['prompts']} prompts (generate only) | raw LLM.generate {teacher['raw_vllm']['generate_s']} s "
           f"| {teacher['llm2llm']['generate_s']} s | {teacher['ratio_generate']} | >= 0.95 |")
     print(f"| teacher generation, {teacher['prompts']} prompts (incl. engine start) | {teacher['raw_vllm']['total_s']} s "

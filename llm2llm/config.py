@@ -8,7 +8,7 @@ and written to runs/<run>/config.yaml; rerunning the same command resumes that r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator

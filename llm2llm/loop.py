@@ -31,7 +31,7 @@ from launcher.gpu_plan import plan_for_run
 from launcher.runner import PhaseRunner
 
 from llm2llm.config import RunConfig, SamplingConfig
-from llm2llm.data import TaskData, load_task_data, sample, sample_count
+from llm2llm.data import load_task_data, sample, sample_count
 from llm2llm.eda import EDA, load_wordnet, wordnet_check
 from llm2llm.engines import EngineSpec, load_tokenizer, render_chat
 from llm2llm.errors import UserError

@@ -1,7 +1,6 @@
 """The GPU plan for described nodes, through the real `llm2llm plan` command. Models are described
 by their real architectures' config.json alone (no weights): the plan must not need any."""
 
-import json
 import os
 
 import pytest
