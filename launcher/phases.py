@@ -46,6 +46,23 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def loopback_problem(host: str = "127.0.0.1") -> str | None:
+    """Why nothing can connect to `host` here, or None. torchrun's rendezvous, gloo and a vLLM server
+    llm2llm starts all talk over loopback; with it down (a fresh `unshare -n`) torchrun would retry
+    for 15 minutes before failing."""
+    try:
+        with socket.socket() as server, socket.socket() as client:
+            server.bind((host, 0))
+            server.listen(1)
+            client.settimeout(5)
+            client.connect(server.getsockname())
+    except OSError as e:
+        return (f"cannot connect to {host} ({e.strerror or e}): the training processes (torchrun, gloo) and a vLLM "
+                f"server llm2llm starts talk over the loopback interface; bring it up (`ip link set lo up`; "
+                f"it reaches nothing outside this machine)")
+    return None
+
+
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
     """Linux: have the kernel send `sig` to this process when its parent exits."""
     try:

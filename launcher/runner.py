@@ -16,7 +16,7 @@ from pathlib import Path
 
 from launcher.gpu_plan import Plan
 from launcher.memory import ReleaseCheck
-from launcher.phases import PhaseResult, call_in_child, free_port, run_command
+from launcher.phases import PhaseResult, call_in_child, free_port, loopback_problem, run_command
 from llm2llm.config import RunConfig
 from llm2llm.errors import UserError
 from llm2llm.store import RecordLog
@@ -114,6 +114,8 @@ class PhaseRunner:
     def train(self, name: str, request, it_dir: Path) -> None:
         from llm2llm.training import write_request
 
+        if self.plan.train_nodes == 1 and (problem := loopback_problem()):
+            raise UserError(f"{name}: {problem}")
         request_path = it_dir / ".train-request.pkl.tmp"  # removed on success; swept as a leftover otherwise
         write_request(request, request_path)
         argv, env = training_command(self.plan, self.config, request_path, free_port())

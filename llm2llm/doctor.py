@@ -164,11 +164,15 @@ def _offline(cfg) -> str:
 
     if not constants.HF_HUB_OFFLINE:
         raise UserError("huggingface_hub was imported before HF_HUB_OFFLINE=1 was set; set it in the environment")
+    from launcher.phases import loopback_problem
+
+    if problem := loopback_problem():
+        raise UserError(problem)
     if cfg.teacher.engine == "openai":
         host = urlparse(cfg.teacher.url).hostname or ""
         if host not in ("127.0.0.1", "localhost", "::1"):
             return f"hub offline ({', '.join(OFFLINE_VARIABLES)}=1); teacher server {host} is off this machine: the one network use"
-    return f"hub offline ({', '.join(OFFLINE_VARIABLES)}=1), models and data from local paths"
+    return f"hub offline ({', '.join(OFFLINE_VARIABLES)}=1), models and data from local paths, loopback up"
 
 
 def _run_dir(cfg, state: dict) -> str:

@@ -13,13 +13,15 @@ from __future__ import annotations
 import gc
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Protocol
 
 from llm2llm.config import SamplingConfig
+from llm2llm.errors import TeacherError
 
 
 class Generator(Protocol):
@@ -212,29 +214,91 @@ class VLLMGenerator:
 
 class OpenAIGenerator:
     """An OpenAI-compatible completions endpoint. Prompts go as token ids, one request each with
-    its own seed, `concurrency` at a time; the client retries failures with backoff."""
+    its own seed, `concurrency` at a time. The openai client bounds each request: a timeout
+    (vllm.request_timeout) and retries with exponential backoff (vllm.max_retries) for connection
+    errors, timeouts, 429 and 5xx answers; what still fails becomes one TeacherError."""
 
     def __init__(self, url: str, api_key: str, model_path: Path, served_model: str | None, options: dict):
         from openai import OpenAI
 
         self.name = url
         self.tokenizer = load_tokenizer(model_path)
-        self.client = OpenAI(base_url=url, api_key=api_key, timeout=options.get("request_timeout", 600),
-                             max_retries=options.get("max_retries", 3))
-        self.model = served_model or self.client.models.list().data[0].id
+        self.timeout, self.retries = options.get("request_timeout", 600), options.get("max_retries", 3)
+        self.client = OpenAI(base_url=url, api_key=api_key, timeout=self.timeout, max_retries=self.retries)
         self.pool = ThreadPoolExecutor(options.get("concurrency", 32))
+        self.model = served_model or self._call(lambda: self.client.models.list().data[0].id)
+
+    def _call(self, request):
+        import openai
+
+        attempts = f"{self.retries + 1} attempt(s) (vllm.max_retries={self.retries}, vllm.request_timeout={self.timeout:g} s)"
+        try:
+            return request()
+        except openai.APITimeoutError:
+            raise TeacherError(f"the teacher server {self.name} did not answer within {self.timeout:g} s, {attempts}") from None
+        except openai.APIConnectionError as e:
+            raise TeacherError(f"the teacher server {self.name} cannot be reached ({e.__cause__ or e}), {attempts}") from None
+        except openai.APIStatusError as e:
+            retried = f", {attempts}" if e.status_code in (408, 409, 429) or e.status_code >= 500 else ""
+            raise TeacherError(f"the teacher server {self.name} answered HTTP {e.status_code}: {str(e.message)[:200]}{retried}") from None
+        except (AttributeError, IndexError, TypeError, ValueError, openai.APIResponseValidationError) as e:
+            raise TeacherError(f"the teacher server {self.name} sent something that is not an OpenAI completion ({type(e).__name__}: {e})"[:400]) from None
 
     def _one(self, prompt: str, sampling: SamplingConfig, seed: int) -> str:
-        response = self.client.completions.create(
-            model=self.model, prompt=encode(self.tokenizer, prompt), seed=seed, **_sampling_kwargs(sampling))
-        return cut_at_stop(response.choices[0].text, sampling.stop)
+        def request():
+            response = self.client.completions.create(
+                model=self.model, prompt=encode(self.tokenizer, prompt), seed=seed, **_sampling_kwargs(sampling))
+            text = response.choices[0].text
+            if not isinstance(text, str):
+                raise TypeError(f"choices[0].text is {type(text).__name__}")
+            return text
+
+        return cut_at_stop(self._call(request), sampling.stop)
+
+    def generate_each(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> Iterator[tuple[int, str]]:
+        """(index, answer) as each request completes. After the first failure no new request
+        starts; the ones in flight finish (their answers still come out), then the error is raised."""
+        failed = threading.Event()
+
+        def one(prompt: str, seed: int) -> str | None:
+            if failed.is_set():  # a worker freed by the failure must not start another request
+                return None
+            try:
+                return self._one(prompt, sampling, seed)
+            except BaseException:
+                failed.set()
+                raise
+
+        futures = {self.pool.submit(one, p, s): i for i, (p, s) in enumerate(zip(prompts, seeds))}
+        failure = None
+        for future in as_completed(futures):
+            if future.cancelled():
+                continue
+            if future.exception() is None:
+                if future.result() is not None:
+                    yield futures[future], future.result()
+            elif failure is None:
+                failure = future.exception()
+                for pending in futures:
+                    pending.cancel()
+        if failure is not None:
+            raise failure
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[str]:
-        return list(self.pool.map(lambda ps: self._one(ps[0], sampling, ps[1]), zip(prompts, seeds)))
+        answers = dict(self.generate_each(prompts, sampling, seeds))
+        return [answers[i] for i in range(len(prompts))]
 
     def close(self) -> None:
-        self.pool.shutdown()
+        self.pool.shutdown(cancel_futures=True)
         self.client.close()
+
+
+def generate_each(engine: Generator, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> Iterator[tuple[int, str]]:
+    """(index, answer) pairs: as each request completes for a server, per batch for the others."""
+    if hasattr(engine, "generate_each"):
+        yield from engine.generate_each(prompts, sampling, seeds)
+    else:
+        yield from enumerate(engine.generate(prompts, sampling, seeds))
 
 
 @contextmanager
@@ -250,11 +314,17 @@ def open_engine(spec: EngineSpec) -> Iterator[Generator]:
         from llm2llm.vllm_server import VLLMServer
 
         with VLLMServer(spec.model, spec.vllm, spec.server_log) as server:
-            engine = OpenAIGenerator(server.url, server.api_key, spec.model, server.served_model, spec.vllm)
             try:
-                yield engine
-            finally:
-                engine.close()
+                engine = OpenAIGenerator(server.url, server.api_key, spec.model, server.served_model, spec.vllm)
+                try:
+                    yield engine
+                finally:
+                    engine.close()
+            except TeacherError as e:
+                if server.proc.poll() is not None:
+                    raise TeacherError(f"{e}; the vLLM server llm2llm started for this phase exited with code "
+                                       f"{server.proc.returncode}, see {server.log_path}") from None
+                raise
         return
     else:
         raise ValueError(f"unknown engine {spec.kind!r}")

@@ -1,4 +1,4 @@
-"""The one exception type the CLI turns into a one-line message and a non-zero exit."""
+"""The exception types the CLI turns into a one-line message and a non-zero exit."""
 
 
 class UserError(Exception):
@@ -7,3 +7,8 @@ class UserError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(message.split()))
+
+
+class TeacherError(UserError):
+    """A teacher server that failed every bounded retry: unreachable, erroring, hanging or sending
+    something that is not a completion. The answers received before it are kept; a rerun continues."""

@@ -22,7 +22,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from llm2llm.config import SamplingConfig
-from llm2llm.engines import EngineSpec, open_engine
+from llm2llm.engines import EngineSpec, generate_each, open_engine
+from llm2llm.errors import TeacherError
 from llm2llm.gencache import GenerationCache
 from launcher.phases import run_in_child
 from llm2llm.store import RecordLog
@@ -54,17 +55,33 @@ def _generate_batches(spec: EngineSpec, batches: list[list[dict]], log_path: Pat
     """Runs in the phase's child process: open the engine, answer the batches, store each."""
     records = RecordLog(log_path)
     cache = GenerationCache(cache_path) if cache_path else None
-    with open_engine(spec) as engine:
-        ready = time.time()
-        for batch in tqdm(batches, desc=desc, unit="batch"):
-            outputs = engine.generate([r["prompt"] for r in batch], sampling, [request_seed(sampling, r["key"]) for r in batch])
-            done = [{**r, "output": o} for r, o in zip(batch, outputs)]
-            if cache is not None:
-                cache.put_many(done)
-            records.append(done)
-        finished = time.time()
-    if cache is not None:
-        cache.close()
+
+    def store(done: list[dict]) -> None:
+        if cache is not None:
+            cache.put_many(done)
+        records.append(done)
+
+    try:
+        with open_engine(spec) as engine:
+            ready = time.time()
+            for batch in tqdm(batches, desc=desc, unit="batch"):
+                if hasattr(engine, "generate_each"):  # a seed per request: a batch's missing part is enough
+                    batch = [r for r in batch if r["key"] not in records]
+                done = []
+                try:
+                    for i, output in generate_each(engine, [r["prompt"] for r in batch], sampling,
+                                                   [request_seed(sampling, r["key"]) for r in batch]):
+                        done.append({**batch[i], "output": output})
+                finally:  # a teacher that fails mid-batch: what it did answer is kept
+                    store(done)
+            finished = time.time()
+    except TeacherError as e:
+        stored = sum(r["key"] in records for b in batches for r in b)
+        raise TeacherError(f"{desc}: {e}. {stored} of {sum(map(len, batches))} answers of this phase are stored in "
+                           f"{log_path}; fix the server and rerun the same command to ask only for the rest") from None
+    finally:
+        if cache is not None:
+            cache.close()
     return {"engine_start_seconds": round(ready - spawned_at, 2), "generate_seconds": round(finished - ready, 2)}
 
 

@@ -62,7 +62,10 @@ class Task:
 
     def generated_problem(self, example: dict) -> str | None:
         """What is wrong with a teacher-written example: the data checks, plus the type's own."""
-        return self.problem(example)
+        problem = self.problem(example)
+        if problem is None and not any(c.isalnum() for c in self.key_text(example)):
+            return "the text has no letters or digits"
+        return problem
 
     def source_field(self, canonical: str) -> str:
         return self.spec.get("fields", {}).get(canonical, canonical)
@@ -127,9 +130,9 @@ class ClassificationTask(Task):
         return problem
 
     def generated_problem(self, example):
-        problem = self.problem(example)
+        problem = super().generated_problem(example)
         min_words = int(self.spec.get("min_generated_words", 2))
-        if problem is None and len(example["text"].split()) < min_words:
+        if problem is None and sum(any(c.isalnum() for c in word) for word in example["text"].split()) < min_words:
             return f"text has fewer than {min_words} words (spec key min_generated_words)"
         return problem
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from llm2llm.engines import configure_vllm_env, cuda_available, vllm_engine_args
 from llm2llm.errors import UserError
-from launcher.phases import die_with_parent, free_port, sweep_group
+from launcher.phases import die_with_parent, free_port, loopback_problem, sweep_group
 
 SERVED_MODEL = "teacher"
 
@@ -64,6 +64,8 @@ class VLLMServer:
         self.stop()
 
     def start(self) -> None:
+        if problem := loopback_problem(self.host):
+            raise UserError(problem)
         configure_vllm_env(self.options)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = server_command(self.model, self.options, self.host, self.port, self.api_key)

@@ -30,12 +30,14 @@ def test_each_filter_reason(data_dir):
         {"key": "1", "example": None},
         {"key": "2", "example": {"id": "g2", "text": "book a table", "label": "NotAnIntent"}},
         {"key": "2b", "example": {"id": "g2b", "text": "d", "label": "PlayMusic"}},
+        {"key": "2c", "example": {"id": "g2c", "text": "\x00}{ ####\ufffd ][ -- !!", "label": "PlayMusic"}},  # garbage
         {"key": "3", "example": {"id": "g3", "text": train_text.upper(), "label": "PlayMusic"}},
         {"key": "4", "example": {"id": "g4", "text": test_text, "label": "PlayMusic"}},
         {"key": "5", "example": {"id": "g5", "text": fresh, "label": "PlayMusic"}},
         {"key": "6", "example": {"id": "g6", "text": fresh + " now", "label": "PlayMusic"}},  # near-dup of a kept one
     ]
     decisions = filter_examples(candidates, task, [ex["text"] for ex in data.train[:50]], [test_text], 0.95)
-    assert [d["reason"] for d in decisions] == ["unparsable", "invalid", "invalid", "duplicate", "test_overlap", "kept", "near_duplicate"]
+    assert [d["reason"] for d in decisions] == ["unparsable", "invalid", "invalid", "invalid", "duplicate", "test_overlap", "kept", "near_duplicate"]
     assert "not one of the task's labels" in decisions[1]["detail"]
     assert "fewer than 2 words" in decisions[2]["detail"]
+    assert decisions[3]["detail"] == "the text has no letters or digits"
