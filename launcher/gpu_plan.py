@@ -107,7 +107,7 @@ class ModelShape:
 
 
 @lru_cache(maxsize=16)
-def model_shape(path: str, lora_r: int = 0, lora_targets: tuple[str, ...] = ()) -> ModelShape:
+def model_shape(path: str, lora_r: int = 0, lora_targets: tuple[str, ...] = (), trust_remote_code: bool = False) -> ModelShape:
     """Counted on the meta device from config.json alone: no weights are read."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -115,9 +115,9 @@ def model_shape(path: str, lora_r: int = 0, lora_targets: tuple[str, ...] = ()) 
     if not (Path(path) / "config.json").exists():
         raise UserError(f"{path}: no config.json; the plan needs each model's config (point --student/--teacher at a model folder)")
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     except (ValueError, OSError, KeyError) as e:
         raise UserError(f"{path}/config.json: cannot build the architecture without remote code ({e}); "
                         f"the plan supports the model types transformers ships") from None
@@ -271,8 +271,9 @@ def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, stude
     if not inventory.gpus_per_node:
         return _cpu_plan(plan, config)
     p, inv = config.plan, inventory
-    teacher = model_shape(str(teacher_path))
-    student = model_shape(str(student_path), config.train.lora_r if config.train.lora else 0, tuple(config.train.lora_target_modules))
+    teacher = model_shape(str(teacher_path), trust_remote_code=config.teacher.trust_remote_code)
+    student = model_shape(str(student_path), config.train.lora_r if config.train.lora else 0, tuple(config.train.lora_target_modules),
+                          config.student.trust_remote_code)
     usable = inv.memory_gib * config.vllm.gpu_memory_utilization
     uses_gpu_teacher = config.teacher.engine not in ("openai",)
 

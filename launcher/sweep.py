@@ -130,7 +130,9 @@ def preflight(runs: list[SweepRun]) -> None:
 
     seen = set()
     for run in runs:
-        for key, check in ((run.config.student.model, checked_model), (run.config.teacher.model, checked_model),
+        student, teacher = run.config.student, run.config.teacher
+        for key, check in ((student.model, lambda name: checked_model(name, **student.loading())),
+                           (teacher.model, lambda name: checked_model(name, **teacher.loading())),
                            (run.config.data.model_dump_json(exclude={"seed", "seed_size"}), lambda _: load_task_data(run.config.data))):
             if key not in seen:
                 check(key)

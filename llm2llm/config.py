@@ -67,16 +67,24 @@ ENGINE_HELP = ("transformers: batched HF generate (the fallback); vllm: an offli
                "openai: an OpenAI-compatible server that is already running (teacher.url).")
 
 
-class StudentConfig(Section):
+class ModelSource(Section):
     model: str = Field("smollm2-135m-instruct", description="Model name from configs/models.yaml, or a local model folder.")
+    trust_remote_code: bool = Field(False, description="Run the Python code a model folder ships (config.json auto_map) in transformers and vLLM. Off: a model folder is data, not code; turn it on only for a folder whose code you have read.")
+    allow_pickle_weights: bool = Field(False, description="Load *.bin / *.pt weights (pickle: loading them can run code) from a folder without safetensors. Off: safetensors only.")
+
+    def loading(self) -> dict:
+        """The opt-ins every loader of this model gets (model checks, engines, training)."""
+        return {"trust_remote_code": self.trust_remote_code, "allow_pickle_weights": self.allow_pickle_weights}
+
+
+class StudentConfig(ModelSource):
     engine: Literal["transformers", "vllm"] = Field("transformers", description="Engine for evaluating the student: transformers or vllm (a LoRA student runs as base + adapter).")
     eval_batch_size: int = Field(16, ge=1)
     eval_max_new_tokens: int | None = Field(None, ge=1, description="Cap on generated answer length; default from the task type.")
     eval_temperature: float = Field(0.0, ge=0, description="0 = greedy evaluation (default). The official code samples at 0.7.")
 
 
-class TeacherConfig(Section):
-    model: str = Field("smollm2-135m-instruct", description="Model name from configs/models.yaml, or a local model folder.")
+class TeacherConfig(ModelSource):
     engine: Engine = Field("transformers", description="Engine for the teacher. " + ENGINE_HELP)
     url: str | None = Field(None, description="engine openai: the server's base URL, e.g. http://127.0.0.1:8000/v1. The teacher's local folder (model) still gives the tokenizer and the cache identity.")
     api_key_env: str = Field("LLM2LLM_TEACHER_API_KEY", description="engine openai: the environment variable holding the server's API key (never written to the run directory).")

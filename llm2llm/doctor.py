@@ -81,15 +81,16 @@ def diagnose(build_config) -> Doctor:
 def _model(cfg, role: str, state: dict) -> str:
     from llm2llm.models import checked_model, fingerprint, loading_problem
 
-    name = getattr(cfg, role).model
-    path = checked_model(name)
-    problem = loading_problem(path)
+    source = getattr(cfg, role)
+    name = source.model
+    path = checked_model(name, **source.loading())
+    problem = loading_problem(path, source.trust_remote_code)
     if problem:
         raise UserError(problem)
     from llm2llm.engines import load_tokenizer
 
     try:
-        load_tokenizer(path)
+        load_tokenizer(path, source.trust_remote_code)
     except Exception as e:  # a tokenizer that does not load stops the run just as surely
         raise UserError(f"{path}: the tokenizer does not load ({type(e).__name__}: {str(e)[:200]}); copy its tokenizer files again") from None
     state[role] = path

@@ -39,17 +39,17 @@ class EngineSpec:
     kind: str                          # transformers | vllm | vllm-server | openai
     model: Path                        # the model folder (for a LoRA student: the base)
     adapter: Path | None = None        # a LoRA adapter folder on top of `model`
-    vllm: dict = field(default_factory=dict)   # VLLMConfig fields
+    vllm: dict = field(default_factory=dict)   # VLLMConfig fields + the model's loading opt-ins (ModelSource.loading)
     url: str | None = None             # openai: the server's base URL
     api_key: str | None = None         # openai: the key (from the environment, never stored)
     served_model: str | None = None
     server_log: Path | None = None     # vllm-server: where the server's output goes
 
 
-def load_tokenizer(path: Path):
+def load_tokenizer(path: Path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -78,17 +78,21 @@ def cut_at_stop(text: str, stop: list[str]) -> str:
 class TransformersGenerator:
     """Batched `generate` with left padding, fp32 on CPU (bf16 on GPU)."""
 
-    def __init__(self, model_path: Path, adapter_path: Path | None = None):
+    def __init__(self, model_path: Path, adapter_path: Path | None = None, options: dict | None = None):
         import torch
         from transformers import AutoModelForCausalLM
 
+        options = options or {}
         self.name = str(model_path)
         self.torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        self.tokenizer = load_tokenizer(model_path if adapter_path is None else adapter_path)
+        trust = options.get("trust_remote_code", False)
+        self.tokenizer = load_tokenizer(model_path if adapter_path is None else adapter_path, trust)
         self.tokenizer.padding_side = "left"
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, trust_remote_code=trust,
+                                                     use_safetensors=None if options.get("allow_pickle_weights") else True)
+        self.model_class = type(model).__name__
         if adapter_path is not None:
             from peft import PeftModel
 
@@ -147,7 +151,8 @@ def vllm_engine_args(model: Path, options: dict, on_gpu: bool) -> dict:
         dtype = "float32"
     args = {"model": str(model), "dtype": dtype, "tensor_parallel_size": options.get("tensor_parallel_size") or 1,
             "enforce_eager": options.get("enforce_eager", True), "enable_prefix_caching": options.get("enable_prefix_caching", True),
-            "trust_remote_code": False, "seed": 0}
+            "trust_remote_code": bool(options.get("trust_remote_code")), "seed": 0,
+            "load_format": "auto" if options.get("allow_pickle_weights") else "safetensors"}
     if (options.get("pipeline_parallel_size") or 1) > 1:
         args["pipeline_parallel_size"] = options["pipeline_parallel_size"]
     if options.get("distributed_executor_backend"):
@@ -182,7 +187,7 @@ class VLLMGenerator:
         from vllm import LLM
 
         self.name = str(adapter_path or model_path)
-        self.tokenizer = load_tokenizer(adapter_path or model_path)
+        self.tokenizer = load_tokenizer(adapter_path or model_path, bool(options.get("trust_remote_code")))
         args = vllm_engine_args(model_path, options, cuda_available())
         self.lora = None
         if adapter_path is not None:
@@ -222,7 +227,7 @@ class OpenAIGenerator:
         from openai import OpenAI
 
         self.name = url
-        self.tokenizer = load_tokenizer(model_path)
+        self.tokenizer = load_tokenizer(model_path, bool(options.get("trust_remote_code")))
         self.timeout, self.retries = options.get("request_timeout", 600), options.get("max_retries", 3)
         self.client = OpenAI(base_url=url, api_key=api_key, timeout=self.timeout, max_retries=self.retries)
         self.pool = ThreadPoolExecutor(options.get("concurrency", 32))
@@ -305,7 +310,7 @@ def generate_each(engine: Generator, prompts: list[str], sampling: SamplingConfi
 def open_engine(spec: EngineSpec) -> Iterator[Generator]:
     """The engine a spec describes, closed (and its server stopped) on exit."""
     if spec.kind == "transformers":
-        engine = TransformersGenerator(spec.model, spec.adapter)
+        engine = TransformersGenerator(spec.model, spec.adapter, spec.vllm)
     elif spec.kind == "vllm":
         engine = VLLMGenerator(spec.model, spec.adapter, spec.vllm)
     elif spec.kind == "openai":

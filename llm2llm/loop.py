@@ -51,8 +51,8 @@ def boost(config: RunConfig) -> Path:
     data = load_task_data(config.data)
     task = data.task
     check_method(task, config)
-    student_base = checked_model(config.student.model)
-    teacher_path = checked_model(config.teacher.model)
+    student_base = checked_model(config.student.model, **config.student.loading())
+    teacher_path = checked_model(config.teacher.model, **config.teacher.loading())
     plan = plan_for_run(config, teacher_path, student_base)  # reads config.json files only
     plan.raise_if_impossible()
     sample_count(len(data.train), config.data.seed_size)  # before the run directory exists: a bad size leaves nothing
@@ -93,7 +93,7 @@ def boost(config: RunConfig) -> Path:
                 with run.phase(it, "train"):
                     if not (student / "train_log.json").exists():
                         init = previous_student if config.loop.continue_training else None
-                        runner.train(f"train {it_dir.name}", TrainRequest(student_base, train_set, task, config.train, student, init), it_dir)
+                        runner.train(f"train {it_dir.name}", TrainRequest(student_base, train_set, task, config.train, student, init, config.student.loading()), it_dir)
                     atomic_write_text(it_dir / "train_log.json", (student / "train_log.json").read_text())
 
             # 2. Evaluate it on the test split and on the seed examples (or the whole training set).
@@ -149,13 +149,13 @@ def evaluate(student: Path, base: Path, task: Task, splits: dict[str, list[dict]
     if (it_dir / "scores.json").exists():
         return read_json(it_dir / "scores.json")
     predictions_path = it_dir / "predictions.jsonl"
-    tokenizer = load_tokenizer(student if student.exists() else base)
+    tokenizer = load_tokenizer(student if student.exists() else base, config.student.trust_remote_code)
     sampling = SamplingConfig(temperature=config.student.eval_temperature, top_p=1.0, seed=config.train.seed,
                               max_new_tokens=config.student.eval_max_new_tokens or task.max_answer_tokens(tokenizer))
     requests = [{"key": f"{split}/{ex['id']}", "split": split, "id": ex["id"], "prompt": render_chat(tokenizer, task.prompt(ex))}
                 for split, examples in splits.items() for ex in examples]
     adapter = (student / "adapter_config.json").exists()
-    options = {**config.vllm.model_dump(), **(runner.plan.vllm_options("evaluate") if runner else {})}
+    options = {**config.vllm.model_dump(), **config.student.loading(), **(runner.plan.vllm_options("evaluate") if runner else {})}
     engine = EngineSpec(config.student.engine, base if adapter else student, student if adapter else None, options)
     outputs, _ = generate_cached(engine, requests, predictions_path, sampling, config.student.eval_batch_size,
                                  f"evaluate {it_dir.name}", runner=runner, role="evaluate")
@@ -171,7 +171,7 @@ def evaluate(student: Path, base: Path, task: Task, splits: dict[str, list[dict]
 
 def teacher_engine(teacher_path: Path, run: RunDir, it_dir: Path, config: RunConfig, runner: PhaseRunner) -> EngineSpec:
     teacher = config.teacher
-    options = {**config.vllm.model_dump(), **runner.plan.vllm_options("teacher")}
+    options = {**config.vllm.model_dump(), **config.teacher.loading(), **runner.plan.vllm_options("teacher")}
     if config.plan.mode == "split" and teacher.engine in ("vllm", "vllm-server"):
         server = runner.kept_teacher_server(teacher_path, options)  # started once, stopped when the loop ends
         return EngineSpec("openai", teacher_path, vllm=options, url=server.url, api_key=server.api_key,
@@ -220,7 +220,7 @@ def teacher_generate(sources: list[dict], kind: str, counts: list[int], seed: li
         "stop": teacher.sampling.stop or task.teacher_stop(teacher.style),
         "max_new_tokens": teacher.sampling.max_new_tokens or task.teacher_max_new_tokens})
     identity = fingerprint(teacher_path)
-    tokenizer = load_tokenizer(teacher_path)
+    tokenizer = load_tokenizer(teacher_path, config.teacher.trust_remote_code)
     requests = []
     count_of = {ex["id"]: count for ex, count in zip(sources, counts)}
     for ex, count in zip(sources, counts):

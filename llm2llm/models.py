@@ -54,7 +54,14 @@ def resolve_model(name_or_path: str) -> Path:
                     f"add it to {REGISTRY_PATH} (or $LLM2LLM_MODELS) or give a folder path")
 
 
-def model_problem(path: Path) -> str | None:
+PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.pt")  # what transformers and vLLM load when there are no safetensors
+
+
+def pickle_weights(path: Path) -> list[Path]:
+    return sorted(file for pattern in PICKLE_WEIGHTS for file in path.glob(pattern))
+
+
+def model_problem(path: Path, allow_pickle_weights: bool = False) -> str | None:
     """Why a model folder cannot be loaded (config, tokenizer, weights), or None."""
     if not path.is_dir():
         return f"model folder {path} does not exist"
@@ -69,7 +76,13 @@ def model_problem(path: Path) -> str | None:
         if missing:
             return f"model folder {path} is missing weight shards: {', '.join(missing)}"
     elif not list(path.glob("*.safetensors")):
-        return f"model folder {path} has no *.safetensors weights (only safetensors are loaded)"
+        pickled = pickle_weights(path)
+        if pickled and allow_pickle_weights:
+            return None
+        if pickled:
+            return (f"model folder {path} has only pickle weights ({pickled[0].name}), which can run code when loaded; convert "
+                    f"them to safetensors, or set student/teacher.allow_pickle_weights=true if you trust the file")
+        return f"model folder {path} has no *.safetensors weights"
     for file in sorted(path.glob("*.safetensors")):
         problem = safetensors_problem(file)
         if problem:
@@ -91,8 +104,8 @@ def safetensors_problem(file: Path) -> str | None:
     return None
 
 
-def loading_problem(path: Path) -> str | None:
-    """Why transformers could not load this folder's config without remote code (reads config.json only)."""
+def loading_problem(path: Path, trust_remote_code: bool = False) -> str | None:
+    """Why transformers could not load this folder's config (reads config.json only)."""
     config_file = path / "config.json"
     if not config_file.exists():  # a LoRA adapter folder: its base model is checked instead
         return None
@@ -101,8 +114,10 @@ def loading_problem(path: Path) -> str | None:
     except ValueError as e:
         return f"{config_file} is not valid JSON ({e}); copy it again"
     if config.get("auto_map"):
-        return (f"{config_file} needs custom code (auto_map: {', '.join(config['auto_map'])}); llm2llm never runs "
-                f"trust_remote_code: use a model whose architecture transformers ships")
+        if trust_remote_code:
+            return None
+        return (f"{config_file} needs the Python code in its folder (auto_map: {', '.join(config['auto_map'])}); read it, "
+                f"then set student/teacher.trust_remote_code=true, or use a model whose architecture transformers ships")
     from transformers import CONFIG_MAPPING
 
     if config.get("model_type") not in CONFIG_MAPPING:
@@ -111,12 +126,12 @@ def loading_problem(path: Path) -> str | None:
     return None
 
 
-def checked_model(name_or_path: str) -> Path:
+def checked_model(name_or_path: str, trust_remote_code: bool = False, allow_pickle_weights: bool = False) -> Path:
     path = resolve_model(name_or_path)
-    problem = model_problem(path)
+    problem = model_problem(path, allow_pickle_weights)
     if problem:
-        raise UserError(f"{problem}; {fix_hint(name_or_path, path)}")
-    problem = loading_problem(path)
+        raise UserError(problem if "pickle" in problem else f"{problem}; {fix_hint(name_or_path, path)}")
+    problem = loading_problem(path, trust_remote_code)
     if problem:
         raise UserError(problem)
     return path
@@ -184,9 +199,11 @@ def fingerprint(path: Path) -> str:
         file = path / name
         if file.exists():
             digest.update(name.encode() + file.read_bytes())
-    for file in sorted(path.glob("*.safetensors")):
+    for file in sorted(path.glob("*.py")):  # a remote-code model's code is part of what it is
+        digest.update(file.name.encode() + file.read_bytes())
+    for file in sorted(path.glob("*.safetensors")) or pickle_weights(path):  # the files that get loaded
         size = file.stat().st_size
-        digest.update(f"{file.name}:{size}".encode() + safetensors_header(file))
+        digest.update(f"{file.name}:{size}".encode() + (safetensors_header(file) if file.suffix == ".safetensors" else b""))
         with open(file, "rb") as f:
             for i in range(FINGERPRINT_SAMPLES):
                 f.seek(max(0, size - SAMPLE_BYTES) * i // (FINGERPRINT_SAMPLES - 1))

@@ -15,7 +15,7 @@ import os
 import pickle
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm2llm.config import TrainConfig, deepspeed_config_path
@@ -36,6 +36,7 @@ class TrainRequest:
     config: TrainConfig
     out_dir: Path
     init_path: Path | None = None
+    loading: dict = field(default_factory=dict)  # the student's opt-ins: trust_remote_code, allow_pickle_weights
 
 
 def tokenize_example(tokenizer, task: Task, example: dict, max_length: int) -> dict:
@@ -58,7 +59,9 @@ def _load_model(request: TrainRequest, dtype):
         from peft import AutoPeftModelForCausalLM
 
         return AutoPeftModelForCausalLM.from_pretrained(init, is_trainable=True, dtype=dtype)
-    model = AutoModelForCausalLM.from_pretrained(init or request.base_path, dtype=dtype, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(init or request.base_path, dtype=dtype,
+                                                 trust_remote_code=request.loading.get("trust_remote_code", False),
+                                                 use_safetensors=None if request.loading.get("allow_pickle_weights") else True)
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -118,7 +121,7 @@ def train_student(request: TrainRequest) -> Path:
         if args.process_index == 0:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-    tokenizer = load_tokenizer(request.base_path)
+    tokenizer = load_tokenizer(request.base_path, request.loading.get("trust_remote_code", False))
     tokenizer.padding_side = "right"
     model = _load_model(request, torch.float32)  # fp32 master weights; bf16 compute on GPU (args.bf16)
     dataset = Dataset.from_list([tokenize_example(tokenizer, request.task, ex, cfg.max_length) for ex in request.examples])

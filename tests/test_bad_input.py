@@ -183,7 +183,7 @@ CASES = [
     ("model-missing-shard", None, model_copy(sharded_with_a_missing_shard), r"is missing weight shards: model-00002-of-00002\.safetensors"),
     ("model-missing-config", None, model_copy(lambda f: (f / "config.json").unlink()), r"broken-model has no config\.json"),
     ("model-remote-code", None, model_copy(with_config(auto_map={"AutoModelForCausalLM": "x.Y"})),
-     r"needs custom code \(auto_map: AutoModelForCausalLM\); llm2llm never runs trust_remote_code"),
+     r"needs the Python code in its folder \(auto_map: AutoModelForCausalLM\); read it, then set student/teacher.trust_remote_code=true"),
     ("model-not-a-folder", None, ["--teacher", "/no/such/teacher"], r"model folder /no/such/teacher does not exist"),
     # --- CLI use ---
     ("cli-unknown-option", None, ["--datset", "snips"], r"No such option '--datset'.*; see `llm2llm boost --help`"),

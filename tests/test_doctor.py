@@ -54,7 +54,7 @@ def test_incomplete_model_and_bad_data_are_both_reported_before_any_weights_load
     (lambda d: d.joinpath("model.safetensors").write_bytes(b"\xff" * 64), "is not a readable safetensors file"),
     (lambda d: d.joinpath("config.json").write_text(json.dumps({**json.loads(d.joinpath("config.json").read_text()),
                                                                  "auto_map": {"AutoModelForCausalLM": "modeling_x.X"}})),
-     "needs custom code (auto_map: AutoModelForCausalLM); llm2llm never runs trust_remote_code"),
+     "needs the Python code in its folder (auto_map: AutoModelForCausalLM); read it, then set student/teacher.trust_remote_code=true"),
     (lambda d: d.joinpath("config.json").write_text(json.dumps({**json.loads(d.joinpath("config.json").read_text()),
                                                                  "model_type": "no-such-arch"})),
      "model_type 'no-such-arch' is unknown to the installed transformers"),

@@ -3,6 +3,7 @@ real generation, real files; then resume after kill -9."""
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -11,35 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.crash_resume import comparable, reference_of, trial
 from conftest import REPO, read_jsonl, run_cli
 
 
 def boost_args(tmp_path, data_dir, run="r", *extra):
     return ["boost", "--profile", "tiny", "--runs-dir", str(tmp_path / "runs"), "--run", run,
             "--data-dir", str(data_dir), *extra]
-
-
-def comparable(run_dir: Path) -> dict:
-    """Everything a run produced that must not depend on interruptions (timings excluded)."""
-    out = {}
-    for it_dir in sorted(run_dir.glob("iter_*")):
-        for name in ("train.jsonl", "filter_decisions.jsonl", "scores.json"):
-            if (it_dir / name).exists():
-                out[f"{it_dir.name}/{name}"] = (it_dir / name).read_text()
-        for name in ("teacher_outputs.jsonl", "predictions.jsonl"):
-            if (it_dir / name).exists():
-                records = read_jsonl(it_dir / name)
-                keys = [r["key"] for r in records]
-                assert len(keys) == len(set(keys)), f"duplicate records in {it_dir.name}/{name}"
-                out[f"{it_dir.name}/{name}"] = sorted(json.dumps(r, sort_keys=True) for r in records)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    metrics.pop("phases")  # process ids and timings
-    metrics.pop("wall_seconds")
-    for it in metrics["iterations"]:
-        it.pop("phase_seconds")
-        it.pop("teacher_requests", None)  # where answers came from depends on the interruptions
-    out["metrics"] = metrics
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +110,15 @@ def test_kill_9_in_each_phase_then_rerun_matches_uninterrupted(finished_run, tmp
     run_cli(*args, cwd=REPO)
     assert comparable(run_dir) == comparable(finished_run)
     assert [p for p in run_dir.rglob(".*") if p.name != ".lock"] == []  # no stray temp files
+
+
+@pytest.mark.parametrize("number, slot", [(0, "0/generate"), (1, "1/evaluate")])
+def test_random_kill_inside_a_phase_then_reruns_match_uninterrupted(finished_run, data_dir, tmp_path, number, slot):
+    """Two trials of bench/crash_resume.py (`make bench` runs 20): a SIGKILL at a random moment
+    inside the phase, reruns until done, the run dir compared with the uninterrupted one."""
+    result = trial(number, slot, reference_of(finished_run), random.Random(number), tmp_path, str(data_dir), iterations=2)
+    assert result["killed"] and result["killed_in"], result  # aimed at `slot`; a faster rerun may land it later
+    assert result["identical"], result
 
 
 def test_lora_and_continued_training(tmp_path, data_dir, tiny_model):
