@@ -30,7 +30,7 @@ RUN_ARGS = --profile $(PROFILE) \
 	$(if $(DEEPSPEED),--deepspeed $(DEEPSPEED)) $(if $(METHOD),--method $(METHOD)) \
 	$(if $(SEED),--seed $(SEED)) $(if $(RUNS_DIR),--runs-dir $(RUNS_DIR))
 
-.PHONY: install install-offline wheelhouse boost validate doctor plan sweep test test-batch bench methods models clean-venv help
+.PHONY: install install-offline wheelhouse boost validate doctor plan sweep test test-batch bench crash-resume methods models clean-venv help
 
 help:
 	@echo "make install                 create .venv, install llm2llm + vLLM (CPU or GPU build), provision the default model"
@@ -43,7 +43,8 @@ help:
 	@echo "make install-offline         on the air-gapped host: make install from $(WHEELHOUSE)/ alone (pip --no-index)"
 	@echo "make test                    the test suite (CI runs this)"
 	@echo "make test-batch              the Slurm-on-localhost and offline-install tests (CI runs this too; needs root)"
-	@echo "make bench                   the benchmarks: a table on screen, figures in bench/results.json"
+	@echo "make bench                   the benchmarks: a table on screen, figures in bench/results.json (and crash-resume)"
+	@echo "make crash-resume TRIALS=20  kill a tiny boost at random moments, rerun, compare with an uninterrupted run"
 	@echo "make methods                 plain FT vs EDA vs AugGPT vs LLM2LLM, 3 seeds, SNIPS + TREC (hours on a CPU; resumable)"
 
 $(BIN)/python:
@@ -84,14 +85,19 @@ doctor:
 
 SWEEP ?= tiny
 SLURM ?=
+TRIALS ?= 20
 sweep:
 	$(BIN)/llm2llm sweep $(SWEEP) $(if $(SLURM),--slurm)
 
 plan:
 	$(BIN)/llm2llm plan $(RUN_ARGS)
 
-bench:
+bench: crash-resume
 	$(BIN)/python bench/engines.py
+
+# 20 SIGKILLs at random moments across the phases of a tiny boost, each followed by reruns until done.
+crash-resume:
+	$(BIN)/python bench/crash_resume.py --trials $(TRIALS)
 
 methods:
 	$(BIN)/python bench/methods.py

@@ -8,14 +8,16 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
 from conftest import REPO, run_cli
 
 
-def doctor(*args, env=None, **kw):
-    return subprocess.run([sys.executable, "-m", "launcher.cli", "doctor", "--profile", "tiny", *args], cwd=REPO,
+def doctor(*args, env=None, unshare=False, **kw):
+    """`llm2llm doctor --profile tiny ...`; unshare: in a network namespace of its own (loopback down)."""
+    return subprocess.run([*(["unshare", "-n"] if unshare else []), sys.executable, "-m", "launcher.cli", "doctor", "--profile", "tiny", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}, **kw)
 
 
@@ -135,3 +137,19 @@ def test_site_registry_adds_models_and_teacher_by_name(tmp_path, data_dir, tiny_
     site.write_text("broken:\n  description: no path\n")
     proc = subprocess.run([sys.executable, "-m", "launcher.cli", "models"], cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {site}: model 'broken' needs a `path:` (a folder, absolute or relative to the model store)"
+
+
+def test_loopback_down_is_an_immediate_error_not_a_hang(tmp_path, data_dir, tiny_model):
+    """A fresh `unshare -n` has loopback down: torchrun would retry its rendezvous for 15 minutes."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode:
+        pytest.skip("`unshare -n` (a network namespace) is not available here")
+    command = [sys.executable, "-m", "launcher.cli", "boost", "--profile", "tiny", "--method", "plain",
+               "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(data_dir)]
+    started = time.monotonic()
+    proc = subprocess.run(["unshare", "-n", *command], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert time.monotonic() - started < 120
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
+    assert "cannot connect to 127.0.0.1" in errors[0] and "ip link set lo up" in errors[0]
+    lines = doctor("--runs-dir", str(tmp_path / "runs"), "--data-dir", str(data_dir), unshare=True).stdout.splitlines()
+    assert any(line.startswith("FAIL offline: cannot connect to 127.0.0.1") for line in lines), lines

@@ -5,6 +5,7 @@ doctor and fine-tunes and evaluates a tiny student with no network."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -60,10 +61,15 @@ def test_install_from_the_wheelhouse_with_no_network(tmp_path, data_dir):
     doctor = subprocess.run([*NO_NETWORK, llm2llm, "doctor", "--profile", "tiny", "--runs-dir", str(tmp_path / "runs")],
                             cwd=offline, env=env, capture_output=True, text=True, timeout=600)
     assert doctor.returncode == 0 and doctor.stdout.splitlines()[-1] == "verdict: ready to run", doctor.stdout + doctor.stderr
-    boost = subprocess.run([*NO_NETWORK, llm2llm, "boost", "--profile", "tiny", "--method", "plain", "--runs-dir",
-                            str(tmp_path / "runs")], cwd=offline, env=env, capture_output=True, text=True, timeout=900)
+    # The whole loop, the teacher on a vLLM server that llm2llm starts on 127.0.0.1 inside the namespace.
+    boost = subprocess.run([*NO_NETWORK, llm2llm, "boost", "--profile", "tiny", "--iterations", "1", "--runs-dir",
+                            str(tmp_path / "runs"), "--set", "teacher.engine=vllm-server", "--set", "vllm.max_model_len=512",
+                            "--set", "vllm.cpu_kv_cache_gib=1"], cwd=offline, env=env, capture_output=True, text=True, timeout=1200)
     assert boost.returncode == 0, boost.stderr[-3000:]
-    assert (tmp_path / "runs" / "snips-tiny-plain" / "metrics.json").exists()
+    run = tmp_path / "runs" / "snips-tiny"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["complete"] and len(metrics["iterations"]) == 2 and metrics["iterations"][0]["generated"] > 0
+    assert "starting vLLM server on 127.0.0.1" in (run / "logs" / "teacher-server-iter_000.log").read_text()
     interfaces = subprocess.run([*NO_NETWORK, "ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     assert [line.split(":")[1].strip() for line in interfaces.splitlines()] == ["lo"], interfaces
 
