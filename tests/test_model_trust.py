@@ -59,16 +59,20 @@ def validate(tmp_path, data_dir, *args):
                    *args, cwd=REPO, check=False)
 
 
+def assert_refused(tmp_path, data_dir, setting, *messages):
+    refused = validate(tmp_path, data_dir, "--set", setting)
+    assert refused.returncode == 2 and refused.stderr.count("error:") == 1, refused.stderr
+    assert all(message in refused.stderr for message in messages), refused.stderr
+
+
 def greedy(generator):
     return generator.generate(PROMPTS, SamplingConfig(max_new_tokens=6), [0, 0])
 
 
 def test_model_code_is_refused_unless_trusted_and_then_it_runs(tiny_model, data_dir, tmp_path):
     folder = remote_code_folder(tiny_model, tmp_path)
-    refused = validate(tmp_path, data_dir, "--set", f"teacher.model={folder}")
-    assert refused.returncode == 2 and refused.stderr.count("error:") == 1
-    assert "needs the Python code in its folder (auto_map: AutoConfig, AutoModelForCausalLM)" in refused.stderr
-    assert "teacher.trust_remote_code=true" in refused.stderr
+    assert_refused(tmp_path, data_dir, f"teacher.model={folder}", "teacher.trust_remote_code=true",
+                   "needs the Python code in its folder (auto_map: AutoConfig, AutoModelForCausalLM)")
     assert not (folder / "code-ran").exists()
 
     trusted = validate(tmp_path, data_dir, "--set", f"teacher.model={folder}", "--set", "teacher.trust_remote_code=true")
@@ -83,10 +87,8 @@ def test_model_code_is_refused_unless_trusted_and_then_it_runs(tiny_model, data_
 
 def test_pickle_weights_are_refused_unless_allowed_and_then_load(tiny_model, data_dir, tmp_path):
     folder = pickle_folder(tiny_model, tmp_path)
-    refused = validate(tmp_path, data_dir, "--set", f"student.model={folder}")
-    assert refused.returncode == 2 and refused.stderr.count("error:") == 1
-    assert "has only pickle weights (pytorch_model.bin), which can run code when loaded" in refused.stderr
-    assert "allow_pickle_weights=true" in refused.stderr
+    assert_refused(tmp_path, data_dir, f"student.model={folder}", "allow_pickle_weights=true",
+                   "has only pickle weights (pytorch_model.bin), which can run code when loaded")
 
     allowed = validate(tmp_path, data_dir, "--set", f"student.model={folder}", "--set", "student.allow_pickle_weights=true")
     assert allowed.returncode == 0, allowed.stderr
