@@ -17,7 +17,20 @@ def test_rouge_l_matches_rouge_score_on_real_rows(data_dir):
     for query in texts[:20]:
         pool = texts[20:] + [query.replace(" the ", " a ", 1)]
         expected = max(scorer.score(p, query)["rougeL"].fmeasure for p in pool)
-        assert abs(RougeIndex(pool).max_f1(query) - expected) < 1e-9
+        assert RougeIndex(pool).max_f1(query) == expected  # the same float: ties fall on the same side
+
+
+def test_decisions_equal_the_official_rouge_score_filter(data_dir):
+    """bench/dedup.py at a small size: filter_examples keeps exactly what rouge_score + a growing pool keeps,
+    on real SNIPS rows, including scores that land exactly on the threshold."""
+    from bench.dedup import run
+
+    result = run(n_candidates=250, n_pool=250, repeats=1, baseline_repeats=1, data_dir=data_dir)
+    assert result["identical_decisions"], result["differing_ids"]
+    assert 0 < result["kept"] < 250  # both outcomes occur
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    a, b = "one two three four five six seven eight nine ten", "one two three four five six seven x y z"
+    assert RougeIndex([a]).max_f1(b) == scorer.score(a, b)["rougeL"].fmeasure  # LCS 7 of 10 and 10: F1 at 0.7
 
 
 def test_each_filter_reason(data_dir):
