@@ -17,6 +17,8 @@ METHOD     ?=
 SEED       ?=
 RUNS_DIR   ?=
 PYTEST_ARGS ?=
+TRIALS      ?= 20
+REPEATS     ?= 3
 # Air-gapped install: `make wheelhouse` on a host with PyPI, copy the repo (with wheelhouse/) over,
 # then `make install-offline` there. PIP_SOURCE is where install's pip looks (default: PyPI).
 WHEELHOUSE ?= wheelhouse
@@ -43,7 +45,7 @@ help:
 	@echo "make install-offline         on the air-gapped host: make install from $(WHEELHOUSE)/ alone (pip --no-index)"
 	@echo "make test                    the test suite (CI runs this)"
 	@echo "make test-batch              the Slurm-on-localhost and offline-install tests (CI runs this too; needs root)"
-	@echo "make bench                   the benchmarks: a table on screen, figures in bench/results.json (and crash-resume)"
+	@echo "make bench                   every benchmark (engines, dedup, boost/overhead/memory, crash-resume): one table, bench/results.json"
 	@echo "make crash-resume TRIALS=20  kill a tiny boost at random moments, rerun, compare with an uninterrupted run"
 	@echo "make methods                 plain FT vs EDA vs AugGPT vs LLM2LLM, 3 seeds, SNIPS + TREC (hours on a CPU; resumable)"
 
@@ -85,15 +87,20 @@ doctor:
 
 SWEEP ?= tiny
 SLURM ?=
-TRIALS ?= 20
 sweep:
 	$(BIN)/llm2llm sweep $(SWEEP) $(if $(SLURM),--slurm)
 
 plan:
 	$(BIN)/llm2llm plan $(RUN_ARGS)
 
-bench: crash-resume
-	$(BIN)/python bench/engines.py
+# Every benchmark, one after another (never beside other work: 2 cores), then one table.
+# ~1 hour on the 2-core CPU machine; each script can be rerun alone and updates its own entries.
+bench:
+	$(BIN)/python bench/engines.py --repeats $(REPEATS)
+	$(BIN)/python bench/dedup.py
+	$(BIN)/python bench/boost.py
+	$(BIN)/python bench/crash_resume.py --trials $(TRIALS)
+	$(BIN)/python bench/table.py
 
 # 20 SIGKILLs at random moments across the phases of a tiny boost, each followed by reruns until done.
 crash-resume:

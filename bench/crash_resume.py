@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 PHASES = ("train", "evaluate", "generate", "filter", "merge", "report")
 
 
@@ -48,9 +49,11 @@ def comparable(run_dir: Path) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metrics.pop("phases")  # process ids and timings
     metrics.pop("wall_seconds")
+    metrics.pop("driver_peak_rss_mib", None)
     for it in metrics["iterations"]:
         it.pop("phase_seconds")
         it.pop("teacher_requests", None)  # where answers came from depends on the interruptions
+        it.pop("engine_seconds", None)
     out["metrics"] = metrics
     return out
 
@@ -165,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(summary, indent=1) + "\n")
+    from bench.common import record
+
+    record("crash_resume", {"ratio": round(summary["identical"] / summary["trials"], 3), "goal": "1.0 (every killed run identical after rerun)",
+                            **{k: summary[k] for k in ("trials", "killed_mid_run", "identical", "killed_in_phase", "seconds")},
+                            "sizes": {"profile": "tiny", "details": str(args.output.relative_to(REPO)) if args.output.is_relative_to(REPO) else str(args.output)}})
     print(f"{summary['identical']}/{summary['trials']} trials identical to the uninterrupted run; "
           f"{summary['killed_mid_run']} killed mid-run, by phase: {summary['killed_in_phase']}; results in {args.output}")
     return 0 if summary["identical"] == summary["trials"] else 1

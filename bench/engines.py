@@ -4,8 +4,8 @@
             against raw `LLM.generate` on the same prompts and seeds.       goal: ratio >= 0.95
   evaluate  student evaluation (greedy, SNIPS test) on vLLM against HF `generate`.   goal: >= 3x
 
-Usage: .venv/bin/python bench/engines.py [--eval-examples 300] [--teacher-prompts 96]
-Writes bench/results.json (merged with other benchmarks' entries) and prints a markdown table.
+Usage: .venv/bin/python bench/engines.py [--eval-examples 300] [--teacher-prompts 96] [--repeats 3]
+Writes the "teacher" and "evaluate" entries of bench/results.json (medians over the repeats).
 Run it with nothing else on the machine: CPU contention changes the figures many times over.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,13 +24,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.common import record, side  # noqa: E402
 from llm2llm.config import DataConfig, SamplingConfig, VLLMConfig  # noqa: E402
 from llm2llm.data import load_task_data, sample  # noqa: E402
 from llm2llm.engines import EngineSpec, load_tokenizer, render_chat  # noqa: E402
 from llm2llm.generation import generate_cached, request_key, request_seed  # noqa: E402
 from llm2llm.models import checked_model  # noqa: E402
 
-RESULTS = REPO / "bench" / "results.json"
 OPTIONS = VLLMConfig().model_dump()
 
 RAW_SCRIPT = """
@@ -126,32 +126,46 @@ def bench_evaluate(model: Path, data, n_examples: int, tmp: Path) -> dict:
     }
 
 
+def aggregate(runs: list[dict], baseline: str, ours: str, key: str) -> tuple[list[float], list[float]]:
+    return [r[baseline][key] for r in runs], [r[ours][key] for r in runs]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--eval-examples", type=int, default=300)
     parser.add_argument("--teacher-prompts", type=int, default=96)
+    parser.add_argument("--repeats", type=int, default=3, help="each side runs this many times; medians are reported")
     args = parser.parse_args()
     model = checked_model("smollm2-135m-instruct")
     data = load_task_data(DataConfig(dataset="snips"))
-    with tempfile.TemporaryDirectory() as tmp:
-        teacher = bench_teacher(model, data, args.teacher_prompts, Path(tmp))
-        evaluation = bench_evaluate(model, data, args.eval_examples, Path(tmp))
-    entry = {"measured": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores",
-             "model": "smollm2-135m-instruct (fp32)", "teacher": teacher, "evaluate": evaluation}
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results["engines"] = entry
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print("| benchmark | baseline | llm2llm | ratio | goal |\n|---|---|---|---|---|")
-    print(f"| teacher generation, {teacher['prompts']} prompts (generate only) | raw LLM.generate {teacher['raw_vllm']['generate_s']} s "
-          f"| {teacher['llm2llm']['generate_s']} s | {teacher['ratio_generate']} | >= 0.95 |")
-    print(f"| teacher generation, {teacher['prompts']} prompts (incl. engine start) | {teacher['raw_vllm']['total_s']} s "
-          f"| {teacher['llm2llm']['total_s']} s | {teacher['ratio_total']} | |")
-    print(f"| student evaluation, {evaluation['examples']} examples (generate only) | HF generate {evaluation['hf_generate']['generate_s']} s "
-          f"| vLLM {evaluation['vllm']['generate_s']} s | {evaluation['speedup_generate']}x | >= 3x |")
-    print(f"| student evaluation, {evaluation['examples']} examples (incl. engine start) | {evaluation['hf_generate']['total_s']} s "
-          f"| {evaluation['vllm']['total_s']} s | {evaluation['speedup_total']}x | |")
-    print(f"\nsame outputs: teacher {100 * teacher['same_outputs']:.0f} %, evaluation {100 * evaluation['same_outputs']:.0f} %; "
-          f"written to {RESULTS.relative_to(REPO)}")
+    teacher_runs, eval_runs = [], []
+    for _ in range(args.repeats):  # interleaved, so drift on the machine hits both sides alike
+        with tempfile.TemporaryDirectory() as tmp:
+            teacher_runs.append(bench_teacher(model, data, args.teacher_prompts, Path(tmp)))
+            eval_runs.append(bench_evaluate(model, data, args.eval_examples, Path(tmp)))
+    raw, ours = aggregate(teacher_runs, "raw_vllm", "llm2llm", "generate_s")
+    raw_total, ours_total = aggregate(teacher_runs, "raw_vllm", "llm2llm", "total_s")
+    teacher = record("teacher", {
+        "ratio": round(statistics.median(raw) / statistics.median(ours), 3), "goal": ">= 0.95 (generation only)",
+        "baseline": side("raw vLLM LLM.generate, same prompts and seeds", raw, total_median_s=statistics.median(raw_total)),
+        "llm2llm": side("teacher generation (phase process, cache, record log)", ours, total_median_s=statistics.median(ours_total)),
+        "ratio_incl_engine_start": round(statistics.median(raw_total) / statistics.median(ours_total), 3),
+        "same_outputs": min(r["same_outputs"] for r in teacher_runs),
+        "sizes": {"prompts": args.teacher_prompts, "model": "smollm2-135m-instruct (fp32)", "max_new_tokens": 48}, "runs": teacher_runs})
+    hf, vl = aggregate(eval_runs, "hf_generate", "vllm", "generate_s")
+    hf_total, vl_total = aggregate(eval_runs, "hf_generate", "vllm", "total_s")
+    evaluation = record("evaluate", {
+        "ratio": round(statistics.median(hf) / statistics.median(vl), 2), "goal": ">= 3x (generation only)",
+        "baseline": side("HF generate, batches of 32 (the official code's way)", hf, total_median_s=statistics.median(hf_total)),
+        "llm2llm": side("llm2llm's vLLM evaluation path", vl, total_median_s=statistics.median(vl_total)),
+        "ratio_incl_engine_start": round(statistics.median(hf_total) / statistics.median(vl_total), 2),
+        "same_outputs": min(r["same_outputs"] for r in eval_runs),
+        "sizes": {"examples": args.eval_examples, "dataset": "snips test (fixed sample)", "model": "smollm2-135m-instruct (fp32)"},
+        "runs": eval_runs})
+    print(f"teacher: raw LLM.generate {teacher['baseline']['median_s']} s, llm2llm {teacher['llm2llm']['median_s']} s, "
+          f"ratio {teacher['ratio']} (goal >= 0.95); same outputs {100 * teacher['same_outputs']:.0f} %")
+    print(f"evaluate: HF generate {evaluation['baseline']['median_s']} s, vLLM {evaluation['llm2llm']['median_s']} s, "
+          f"{evaluation['ratio']}x (goal >= 3x); same outputs {100 * evaluation['same_outputs']:.0f} %")
 
 
 if __name__ == "__main__":

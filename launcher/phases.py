@@ -111,6 +111,55 @@ def sweep_group(pgid: int, name: str) -> list[str]:
     return leftovers
 
 
+class PeakMemory:
+    """The peak, over a phase's life, of the memory its processes hold: the sum over the phase's
+    process and all its descendants (torchrun's ranks are in sessions of their own, so the tree,
+    not the process group) of each one's PSS (proportional set size: a page shared by n processes
+    counts 1/n, so shared libraries and a model mapped by two ranks are not counted twice),
+    sampled every `interval` s in a thread. A spike shorter than the interval can be missed."""
+
+    def __init__(self, pid: int, interval: float = 0.5):
+        self.pid, self.interval = pid, interval
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> int:
+        import psutil
+
+        total = 0
+        try:
+            root = psutil.Process(self.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:  # not started yet, or gone
+            return 0
+        for proc in tree:
+            try:
+                info = proc.memory_full_info()
+                total += getattr(info, "pss", info.rss)
+            except (psutil.Error, OSError):  # ended between the listing and the read
+                continue
+        self.peak_bytes = max(self.peak_bytes, total)
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    @property
+    def peak_mib(self) -> float:
+        return round(self.peak_bytes / 2**20, 1)
+
+
 def tail(path: Path | None, lines: int = 20) -> str:
     if path is None:
         return "(no log)"
@@ -227,6 +276,7 @@ class PhaseResult:
     exit_code: int | None
     seconds: float
     leftovers: list[str] = field(default_factory=list)
+    peak_memory_mib: float = 0.0  # PeakMemory of the phase's process group
 
 
 def _terminate(pid: int, grace: float = 30) -> None:
@@ -255,8 +305,9 @@ def call_in_child(name: str, fn, *args, env: dict[str, str] | None = None, log_p
         proc.start()
     sender.close()
     message, timed_out = None, False
+    memory = PeakMemory(proc.pid)
     try:
-        with _echo(log_path, echo):
+        with _echo(log_path, echo), memory:
             while message is None:
                 if receiver.poll(1.0):
                     try:
@@ -272,7 +323,8 @@ def call_in_child(name: str, fn, *args, env: dict[str, str] | None = None, log_p
         if proc.is_alive() and message is None:  # timeout, Ctrl-C or SIGTERM: end the whole group
             _terminate(proc.pid)
         proc.join()
-        result = PhaseResult(name, proc.pid, proc.exitcode, round(time.monotonic() - start, 2), sweep_group(proc.pid, name))
+        result = PhaseResult(name, proc.pid, proc.exitcode, round(time.monotonic() - start, 2), sweep_group(proc.pid, name),
+                             memory.peak_mib)
     where = f"; log: {log_path}" if log_path else ""
     if timed_out:
         raise PhaseError(f"{name}: no result within {timeout:.0f} s (plan.phase_timeout); the phase was stopped{where}")
@@ -305,8 +357,9 @@ def run_command(name: str, argv: list[str], env: dict[str, str] | None = None, l
     if log_file:
         log_file.close()
     timed_out = False
+    memory = PeakMemory(proc.pid)
     try:
-        with _echo(log_path, echo):
+        with _echo(log_path, echo), memory:
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -316,7 +369,8 @@ def run_command(name: str, argv: list[str], env: dict[str, str] | None = None, l
             _terminate(proc.pid)
             proc.kill()
             proc.wait()
-        result = PhaseResult(name, proc.pid, proc.returncode, round(time.monotonic() - start, 2), sweep_group(proc.pid, name))
+        result = PhaseResult(name, proc.pid, proc.returncode, round(time.monotonic() - start, 2), sweep_group(proc.pid, name),
+                             memory.peak_mib)
     where = f"; log: {log_path}" if log_path else ""
     if timed_out:
         raise PhaseError(f"{name}: still running after {timeout:.0f} s (plan.phase_timeout); stopped{where}")

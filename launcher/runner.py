@@ -94,7 +94,7 @@ class PhaseRunner:
     def _finished(self, role: str, result: PhaseResult, started: float, check_devices: bool = True) -> None:
         check = self.release.wait_released(result.name, result.pid, self._devices(role) if check_devices else [])
         record = {"key": result.name, "role": role, "pid": result.pid, "seconds": result.seconds,
-                  "exit_code": result.exit_code, "leftovers_killed": result.leftovers, **check,
+                  "peak_memory_mib": result.peak_memory_mib, "exit_code": result.exit_code, "leftovers_killed": result.leftovers, **check,
                   # wall time from the previous phase's release to this phase's start (the switch)
                   "switch_seconds": round(started - self.last_end, 3) if self.last_end else None}
         self.record.append([record])

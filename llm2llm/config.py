@@ -50,7 +50,7 @@ class VLLMConfig(Section):
     dtype: str = Field("auto", description="auto: float32 on CPU (bf16 is slower there), the checkpoint's dtype on GPU; or float32, bfloat16, float16.")
     enforce_eager: bool = Field(True, description="Skip torch.compile and graph capture: a much faster start (CPU: ~36 s instead of ~140 s) for slightly slower decoding.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="GPU only: fraction of each GPU's memory the engine may take.")
-    cpu_kv_cache_gib: int = Field(4, ge=1, description="CPU only: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE).")
+    cpu_kv_cache_gib: int = Field(4, ge=1, description="CPU only: the most KV cache an engine gets, in GiB. An offline engine takes what its largest batch needs (every request at once), up to this; a server takes all of it. (vLLM zeroes it all at start-up: seconds per GiB on a CPU.)")
     max_model_len: int | None = Field(4096, ge=64, description="Context length the engine reserves for; None = the model's own (can be huge).")
     enable_prefix_caching: bool = Field(True, description="Reuse the KV cache of shared prompt prefixes (the task instructions) across requests.")
     block_size: int | None = Field(None, ge=16, description="KV cache block size in tokens; None = 32 on CPU (vLLM's CPU default, 128, is longer than most classification prompts, so their shared instructions never fill a cacheable block), vLLM's default on GPU.")

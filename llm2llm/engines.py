@@ -138,10 +138,38 @@ def configure_vllm_env(options: dict) -> None:
     # No network at run time: vLLM's usage reporting and any hub lookup stay off.
     for name in ("VLLM_NO_USAGE_STATS", "DO_NOT_TRACK", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(name, "1")
-    # CPU backend: KV cache size, and OpenMP threads on every core this process may use (vLLM's
-    # default binds one core per rank).
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(options.get("cpu_kv_cache_gib", 4)))
+    # CPU backend: OpenMP threads on every core this process may use (vLLM's default binds one core
+    # per rank). The KV cache size is an engine argument (vllm_engine_args); a VLLM_CPU_KVCACHE_SPACE
+    # the user sets still wins, as vLLM reads it last.
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
+
+
+def kv_bytes_per_token(model: Path, dtype: str) -> int | None:
+    """KV cache bytes one token takes in a standard decoder (layers x K,V x KV heads x head size),
+    from config.json; None where the config does not say."""
+    try:
+        config = json.loads((Path(model) / "config.json").read_text())
+        config = config.get("text_config", config)
+        heads = config.get("num_key_value_heads") or config["num_attention_heads"]
+        head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+        return config["num_hidden_layers"] * 2 * heads * head_dim * (4 if dtype == "float32" else 2)
+    except (OSError, KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def cpu_kv_cache_bytes(model: Path, options: dict, prompt_tokens: list[int], max_new_tokens: int) -> int:
+    """The CPU KV cache for a known workload: room for every request of the largest batch at once
+    (prompt + answer, rounded up to whole blocks), at least one request of max_model_len, at most
+    vllm.cpu_kv_cache_gib. vLLM allocates and zeroes all of it at start-up (seconds per GiB on
+    a CPU), and a smaller cache only means fewer requests in flight."""
+    cap = int(options.get("cpu_kv_cache_gib", 4) * 2**30)
+    per_token = kv_bytes_per_token(model, options.get("dtype", "auto") if options.get("dtype", "auto") != "auto" else "float32")
+    if per_token is None or not prompt_tokens:
+        return cap
+    block = options.get("block_size") or 32
+    tokens = sum(-(-(n + max_new_tokens) // block) * block for n in prompt_tokens)
+    tokens = max(tokens, options.get("max_model_len") or 4096) + block
+    return min(cap, tokens * per_token)
 
 
 def vllm_engine_args(model: Path, options: dict, on_gpu: bool) -> dict:
@@ -162,6 +190,7 @@ def vllm_engine_args(model: Path, options: dict, on_gpu: bool) -> dict:
     if on_gpu:
         args["gpu_memory_utilization"] = options.get("gpu_memory_utilization", 0.9)
     else:
+        args["kv_cache_memory_bytes"] = int(options.get("kv_cache_bytes") or options.get("cpu_kv_cache_gib", 4) * 2**30)
         # A prompt prefilled in chunks makes vLLM rewind its per-request generator, which the CPU
         # generator cannot do ("CPU Generator does not use offset"): prefill whole prompts.
         args["enable_chunked_prefill"] = False
@@ -180,7 +209,8 @@ def cuda_available() -> bool:
 class VLLMGenerator:
     """vLLM's offline engine; a LoRA student is served as base + adapter (no merge)."""
 
-    def __init__(self, model_path: Path, adapter_path: Path | None, options: dict):
+    def __init__(self, model_path: Path, adapter_path: Path | None, options: dict, workload: tuple[list[str], int] | None = None):
+        """workload: (the prompts of the largest batch, max new tokens), to size the CPU KV cache."""
         configure_vllm_env(options)
         if options.get("engine_in_process", True):
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -188,7 +218,12 @@ class VLLMGenerator:
 
         self.name = str(adapter_path or model_path)
         self.tokenizer = load_tokenizer(adapter_path or model_path, bool(options.get("trust_remote_code")))
-        args = vllm_engine_args(model_path, options, cuda_available())
+        on_gpu = cuda_available()
+        if workload and not on_gpu:
+            prompts, max_new_tokens = workload
+            options = {**options, "kv_cache_bytes": cpu_kv_cache_bytes(
+                model_path, options, [len(encode(self.tokenizer, p)) for p in prompts], max_new_tokens)}
+        args = vllm_engine_args(model_path, options, on_gpu)
         self.lora = None
         if adapter_path is not None:
             from vllm.lora.request import LoRARequest
@@ -307,12 +342,13 @@ def generate_each(engine: Generator, prompts: list[str], sampling: SamplingConfi
 
 
 @contextmanager
-def open_engine(spec: EngineSpec) -> Iterator[Generator]:
-    """The engine a spec describes, closed (and its server stopped) on exit."""
+def open_engine(spec: EngineSpec, workload: tuple[list[str], int] | None = None) -> Iterator[Generator]:
+    """The engine a spec describes, closed (and its server stopped) on exit. workload: the largest
+    batch's prompts and the answer budget, which an offline vLLM engine on a CPU sizes its KV cache by."""
     if spec.kind == "transformers":
         engine = TransformersGenerator(spec.model, spec.adapter, spec.vllm)
     elif spec.kind == "vllm":
-        engine = VLLMGenerator(spec.model, spec.adapter, spec.vllm)
+        engine = VLLMGenerator(spec.model, spec.adapter, spec.vllm, workload)
     elif spec.kind == "openai":
         engine = OpenAIGenerator(spec.url, spec.api_key, spec.model, spec.served_model, spec.vllm)
     elif spec.kind == "vllm-server":

@@ -63,7 +63,8 @@ def _generate_batches(spec: EngineSpec, batches: list[list[dict]], log_path: Pat
         records.append(done)
 
     try:
-        with open_engine(spec) as engine:
+        largest = max(batches, key=len, default=[])
+        with open_engine(spec, ([r["prompt"] for r in largest], sampling.max_new_tokens)) as engine:
             ready = time.time()
             for batch in tqdm(batches, desc=desc, unit="batch"):
                 if hasattr(engine, "generate_each"):  # a seed per request: a batch's missing part is enough

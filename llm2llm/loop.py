@@ -124,10 +124,10 @@ def boost(config: RunConfig) -> Path:
                         atomic_write_jsonl(next_train, train_set + kept)
 
             with run.phase(it, "report"):
+                # A finished iteration's checkpoint is only needed to continue training from it.
+                if previous_student and previous_student.exists() and not config.loop.keep_checkpoints:
+                    shutil.rmtree(previous_student)
                 write_report(run, task, data.notes)
-            # A finished iteration's checkpoint is only needed to continue training from it.
-            if previous_student and previous_student.exists() and not config.loop.keep_checkpoints:
-                shutil.rmtree(previous_student)
             previous_student = student
     return run.path
 
@@ -157,8 +157,9 @@ def evaluate(student: Path, base: Path, task: Task, splits: dict[str, list[dict]
     adapter = (student / "adapter_config.json").exists()
     options = {**config.vllm.model_dump(), **config.student.loading(), **(runner.plan.vllm_options("evaluate") if runner else {})}
     engine = EngineSpec(config.student.engine, base if adapter else student, student if adapter else None, options)
-    outputs, _ = generate_cached(engine, requests, predictions_path, sampling, config.student.eval_batch_size,
-                                 f"evaluate {it_dir.name}", runner=runner, role="evaluate")
+    outputs, stats = generate_cached(engine, requests, predictions_path, sampling, config.student.eval_batch_size,
+                                     f"evaluate {it_dir.name}", runner=runner, role="evaluate")
+    atomic_write_json(it_dir / "eval_stats.json", asdict(stats))
     summary = {}
     for split, examples in splits.items():
         results = {ex["id"]: task.score(outputs[f"{split}/{ex['id']}"], ex) for ex in examples}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 from collections import Counter
 
 from llm2llm.errors import UserError
@@ -14,6 +15,31 @@ DROP_REASONS = ("unparsable", "invalid", "duplicate", "near_duplicate", "test_ov
 
 def _accuracy(split: dict) -> float:
     return split["correct"] / split["total"] if split["total"] else 0.0
+
+
+def engine_seconds(it_dir) -> dict[str, float]:
+    """Time spent inside the engines in an iteration: the Trainer's training loop (train_runtime),
+    and for evaluation and generation the time from the engine being ready to the last answer
+    stored (the last attempt of each). Process start, imports, model loading and saving are not in it."""
+    out = {}
+    if (it_dir / "train_log.json").exists():
+        out["train"] = round(read_json(it_dir / "train_log.json")["metrics"].get("train_runtime", 0.0), 2)
+    for phase, name in (("evaluate", "eval_stats.json"), ("generate", "teacher_stats.json")):
+        if (it_dir / name).exists():
+            out[phase] = read_json(it_dir / name)["generate_seconds"]
+    return out
+
+
+def time_split(iteration: dict, phases: list[dict]) -> dict[str, float]:
+    """An iteration's wall time (its phases' timings) split three ways: inside the engines; the rest
+    of the phase processes' lives (start, imports, model load, engine start-up, saving, exit); and
+    llm2llm's own work in the driver (data, prompts, filter, merge, report, release checks)."""
+    wall = sum(iteration["phase_seconds"].values())
+    suffix = f" iter_{iteration['iteration']:03d}"
+    processes = sum(p["seconds"] for p in phases if p["key"].endswith(suffix))
+    engines = sum(iteration.get("engine_seconds", {}).values())
+    return {"wall": round(wall, 2), "engines": round(engines, 2), "process_other": round(processes - engines, 2),
+            "driver": round(wall - processes, 2)}
 
 
 def collect_metrics(run, task, notes: list[str]) -> dict:
@@ -39,6 +65,7 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
         }
         if (it_dir / "teacher_stats.json").exists():
             entry["teacher_requests"] = read_json(it_dir / "teacher_stats.json")
+        entry["engine_seconds"] = engine_seconds(it_dir)
         if (it_dir / "filter_decisions.jsonl").exists():
             decisions = read_jsonl(it_dir / "filter_decisions.jsonl")
             reasons = Counter(d["reason"] for d in decisions)
@@ -64,6 +91,8 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
         "teacher_tokens": sum(it["teacher_requests"].get("prompt_tokens", 0) + it["teacher_requests"].get("completion_tokens", 0)
                               for it in iterations if it.get("teacher_requests")),
         "wall_seconds": round(sum(sum(it["phase_seconds"].values()) for it in iterations), 1),
+        # the driver process (data, prompts, filter, merge, report) since this attempt started
+        "driver_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "notes": notes,
         "iterations": iterations,
         "training": {"deepspeed": config.train.deepspeed, "lora": config.train.lora, "plan_mode": config.plan.mode},
@@ -127,11 +156,14 @@ def render_markdown(metrics: dict) -> str:
             f"{'-' if it['generated'] is None else it['generated']} | {'-' if it['kept'] is None else it['kept']} | "
             f"{dropped} | {100 * it['test_accuracy']:.1f} % ({it['test_correct']}/{it['test_total']}) | "
             f"{it['test_invalid']} | {100 * (it['test_accuracy'] - base):+.1f} |")
-    lines += ["", "## Wall time per phase (seconds)", "", "| iteration | " + " | ".join(PHASES) + " |",
-              "|---" * (len(PHASES) + 1) + "|"]
+    lines += ["", "## Wall time per phase (seconds)", "",
+              "| iteration | " + " | ".join(PHASES) + " | inside the engines | process start/load/exit | llm2llm |",
+              "|---" * (len(PHASES) + 4) + "|"]
     for it in metrics["iterations"]:
+        split = time_split(it, metrics.get("phases", []))
         lines.append(f"| {it['iteration']} | " + " | ".join(
-            f"{it['phase_seconds'][p]:.1f}" if p in it["phase_seconds"] else "-" for p in PHASES) + " |")
+            f"{it['phase_seconds'][p]:.1f}" if p in it["phase_seconds"] else "-" for p in PHASES)
+            + f" | {split['engines']:.1f} | {split['process_other']:.1f} | {split['driver']:.1f} |")
     asked = [it for it in metrics["iterations"] if it.get("teacher_requests")]
     if asked:
         lines += ["", "## Teacher requests (the last attempt of each generate phase)", "",
@@ -144,10 +176,12 @@ def render_markdown(metrics: dict) -> str:
                          f"{t['engine_seconds']:.1f} | {tokens} |")
     if metrics.get("phases"):
         lines += ["", "## Phase processes (memory released before the next phase started)", "",
-                  "| phase | seconds | release checked by | release seconds | switch seconds |", "|---|---|---|---|---|"]
+                  "| phase | seconds | peak memory (MiB, PSS) | release checked by | release seconds | switch seconds |",
+                  "|---|---|---|---|---|---|"]
         for p in metrics["phases"]:
             switch = "-" if p.get("switch_seconds") is None else f"{p['switch_seconds']:.2f}"
-            lines.append(f"| {p['key']} | {p['seconds']:.1f} | {p['checked']} | {p['release_seconds']:.2f} | {switch} |")
+            peak = f"{p['peak_memory_mib']:.0f}" if p.get("peak_memory_mib") else "-"
+            lines.append(f"| {p['key']} | {p['seconds']:.1f} | {peak} | {p['checked']} | {p['release_seconds']:.2f} | {switch} |")
     lines += ["", "![test accuracy by iteration](accuracy.png)", ""]
     return "\n".join(lines)
 

@@ -35,6 +35,21 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(path: Path) -> None:
+    """Flush every file under a folder (and the folders) to disk: a checkpoint renamed into place
+    must not turn out empty after a power loss."""
+    for item in sorted(Path(path).rglob("*")):
+        if item.is_file():
+            fd = os.open(item, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        elif item.is_dir():
+            _fsync_dir(item)
+    _fsync_dir(path)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,6 +114,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    fsync_tree(tmp)
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from llm2llm.config import TrainConfig, deepspeed_config_path
 from llm2llm.engines import encode, load_tokenizer, render_chat
-from llm2llm.store import _fsync_dir
+from llm2llm.store import _fsync_dir, fsync_tree
 from llm2llm.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,7 @@ def train_student(request: TrainRequest) -> Path:
             "base_model": str(request.base_path), "init_from": str(request.init_path) if request.init_path else None,
         }, indent=2))
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
+        fsync_tree(tmp)  # durable before it is renamed into place (and its cost lands in this phase)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

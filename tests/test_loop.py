@@ -14,6 +14,7 @@ import pytest
 
 from bench.crash_resume import comparable, reference_of, trial
 from conftest import REPO, read_jsonl, run_cli
+from llm2llm.report import time_split
 
 
 def boost_args(tmp_path, data_dir, run="r", *extra):
@@ -54,6 +55,14 @@ def test_loop_writes_every_artifact(finished_run):
     # only the last student is kept; finished phases have their timings
     assert [p.parent.name for p in run.glob("iter_*/student")] == ["iter_002"]
     assert set(its[0]["phase_seconds"]) == {"train", "evaluate", "generate", "filter", "merge", "report"}
+    # where the time went: inside the engines, in the phase processes around them, in the driver
+    assert set(its[0]["engine_seconds"]) == {"train", "evaluate", "generate"} and all(v > 0 for v in its[0]["engine_seconds"].values())
+    split = time_split(its[0], metrics["phases"])
+    assert split["engines"] > 0 and split["process_other"] > 0 and split["driver"] >= 0
+    assert abs(split["engines"] + split["process_other"] + split["driver"] - split["wall"]) < 0.05
+    # each phase process's peak memory: a Python process with torch loaded holds well over 100 MiB
+    assert all(p["peak_memory_mib"] > 100 for p in metrics["phases"]), metrics["phases"]
+    assert metrics["driver_peak_rss_mib"] > 100 and "peak memory (MiB, PSS)" in report and "inside the engines" in report
 
 
 def test_rerun_of_a_finished_run_does_no_work(finished_run, data_dir):

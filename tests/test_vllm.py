@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO, read_jsonl, run_cli
 from llm2llm.config import DataConfig, SamplingConfig, VLLMConfig
 from llm2llm.data import load_task_data
-from llm2llm.engines import EngineSpec, load_tokenizer, render_chat
+from llm2llm.engines import EngineSpec, cpu_kv_cache_bytes, kv_bytes_per_token, load_tokenizer, render_chat
 from llm2llm.generation import generate_cached, request_key, request_seed
 from llm2llm.vllm_server import VLLMServer
 
@@ -89,6 +89,20 @@ def test_teacher_generation_matches_raw_vllm_and_the_cache_answers_a_second_run(
     other = [{**r, "key": request_key("another teacher", r["key"])} for r in teacher_requests[:2]]
     with pytest.raises(Exception):
         generate_cached(broken, other, tmp_path / "c.jsonl", SAMPLED, 5, "teacher", cache)
+
+
+def test_cpu_kv_cache_is_sized_to_the_largest_batch(smollm2, tmp_path):
+    """An offline engine on the CPU zeroes its whole KV cache at start-up: it gets what its largest batch
+    needs (every request at once, whole 32-token blocks), at least one max_model_len request, at most the cap.
+    (The teacher test above runs with this sizing and still equals raw vLLM with a 1 GiB cache.)"""
+    per_token = 30 * 2 * 3 * 64 * 4  # SmolLM2-135M: layers x K,V x KV heads x head size x fp32
+    assert kv_bytes_per_token(smollm2, "float32") == per_token
+    options = {**OPTIONS, "max_model_len": 512}
+    assert cpu_kv_cache_bytes(smollm2, options, [100] * 10, 20) == (10 * 128 + 32) * per_token  # 10 x 4 blocks + 1
+    assert cpu_kv_cache_bytes(smollm2, options, [100], 20) == (512 + 32) * per_token  # one request of max_model_len
+    assert cpu_kv_cache_bytes(smollm2, options, [100] * 100_000, 20) == 2**30  # vllm.cpu_kv_cache_gib=1
+    (tmp_path / "config.json").write_text("{}")
+    assert cpu_kv_cache_bytes(tmp_path, options, [100] * 10, 20) == 2**30  # unknown architecture: the cap
 
 
 def stray_processes(since: float) -> list[str]:

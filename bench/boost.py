@@ -1,0 +1,155 @@
+"""The default `make boost DATASET=snips` end to end, and what it shows about llm2llm's own cost:
+
+  boost      wall time of the whole run (fresh run directory and generation cache), per phase.
+             goal: <= 20 min on 2 cores
+  overhead   each iteration's wall time split into: inside the engines (the Trainer's training
+             loop, vLLM generating evaluation and teacher answers); the rest of the phase
+             processes' lives (spawn, imports, model load, engine start-up, saving, exit); and
+             llm2llm's driver (data, prompts, filter, merge, report, release checks).
+             goal: wall - engines <= 3 % of the iteration
+  memory     peak memory (PSS) of each phase's processes and of the driver, at the default seed
+             size and at --large-seed-size (a short plain run: `--set train.epochs=...`), and the
+             largest seed size that fits in this machine's memory at the slope measured between them.
+
+    python bench/boost.py [--repeats 1] [--large-seed-size 700] [--workdir DIR]
+
+Each run is the real CLI in a subprocess (`llm2llm boost --profile cpu-smollm2 --dataset snips`).
+Run it with nothing else on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.common import record  # noqa: E402
+from llm2llm.report import time_split  # noqa: E402
+
+LLM2LLM = str(Path(sys.executable).with_name("llm2llm"))
+PHASE_ROLES = ("train", "evaluate", "generate")
+
+
+def boost(workdir: Path, run: str, *extra: str) -> tuple[float, dict]:
+    """One boost in a fresh runs dir; returns (wall seconds of the whole command, metrics.json)."""
+    runs = workdir / run
+    argv = [LLM2LLM, "boost", "--profile", "cpu-smollm2", "--dataset", "snips", "--runs-dir", str(runs), "--run", run, *extra]
+    start = time.monotonic()
+    with open(workdir / f"{run}.log", "w") as log:
+        proc = subprocess.run(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.monotonic() - start
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(argv)} failed (exit {proc.returncode}); see {workdir / f'{run}.log'}")
+    return wall, json.loads((runs / run / "metrics.json").read_text())
+
+
+def phase_kind(key: str) -> str:
+    return key.split(" ")[0]
+
+
+def peaks(metrics: dict) -> dict[str, float]:
+    """Peak memory (MiB) per phase kind over the run's phase processes, plus the driver's."""
+    out: dict[str, float] = {}
+    for p in metrics["phases"]:
+        kind = phase_kind(p["key"])
+        out[kind] = max(out.get(kind, 0.0), p.get("peak_memory_mib", 0.0))
+    out["driver"] = metrics["driver_peak_rss_mib"]
+    return out
+
+
+def overhead_entry(runs: list[tuple[float, dict]]) -> dict:
+    rows = []
+    for wall, metrics in runs:
+        for it in metrics["iterations"]:
+            split = time_split(it, metrics["phases"])
+            rows.append({"iteration": it["iteration"], **split,
+                         "overhead_fraction": round(1 - split["engines"] / split["wall"], 4),
+                         "driver_fraction": round(split["driver"] / split["wall"], 4)})
+    total_wall = statistics.median(w for w, _ in runs)
+    engines = statistics.median(sum(sum(it["engine_seconds"].values()) for it in m["iterations"]) for _, m in runs)
+    fraction = statistics.median(r["overhead_fraction"] for r in rows)
+    return {"ratio": round(fraction, 4), "goal": "<= 0.03 (wall - engines, fraction of an iteration)",
+            "baseline": {"name": "inside the engines (median over iterations)",
+                         "median_s": statistics.median(r["engines"] for r in rows)},
+            "llm2llm": {"name": "iteration wall (median over iterations)", "median_s": statistics.median(r["wall"] for r in rows)},
+            "driver_fraction": statistics.median(r["driver_fraction"] for r in rows),
+            "process_other_median_s": statistics.median(r["process_other"] for r in rows),
+            "whole_run": {"wall_s": round(total_wall, 1), "engines_s": round(engines, 1),
+                          "overhead_fraction": round(1 - engines / total_wall, 4)},
+            "iterations": rows, "sizes": {"profile": "cpu-smollm2", "dataset": "snips", "seed_size": 35, "iterations": 2}}
+
+
+def boost_entry(runs: list[tuple[float, dict]]) -> dict:
+    walls = [round(w, 1) for w, _ in runs]
+    metrics = runs[-1][1]
+    per_phase = {str(it["iteration"]): it["phase_seconds"] for it in metrics["iterations"]}
+    accuracy = [round(100 * it["test_accuracy"], 1) for it in metrics["iterations"]]
+    median = statistics.median(walls)
+    return {"ratio": round(20 * 60 / median, 2), "goal": ">= 1 (20 min / wall)",
+            "llm2llm": {"name": "make boost DATASET=snips", "median_s": median, "runs_s": walls},
+            "baseline": {"name": "the 20-minute target", "median_s": 1200},
+            "phase_seconds": per_phase, "test_accuracy_per_iteration": accuracy,
+            "sizes": {"profile": "cpu-smollm2", "dataset": "snips", "seed_size": 35, "test_size": 300, "iterations": 2}}
+
+
+def memory_entry(small: dict, large: dict, small_size: int, large_size: int) -> dict:
+    budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    a, b = peaks(small), peaks(large)
+    slopes = {k: (b[k] - a[k]) / (large_size - small_size) for k in b if k in a}
+    # One phase process runs at a time, beside the driver.
+    def need(n: int) -> float:
+        return max(a[k] + max(0.0, slopes.get(k, 0.0)) * (n - small_size) for k in PHASE_ROLES if k in a) \
+            + a["driver"] + max(0.0, slopes["driver"]) * (n - small_size)
+    growth = max(0.0, *(slopes.get(k, 0.0) for k in (*PHASE_ROLES, "driver")))
+    if growth <= 0:
+        largest = None
+    else:
+        n = small_size
+        while need(n * 2) <= budget:
+            n *= 2
+        lo, hi = n, n * 2
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if need(mid) <= budget else (lo, mid)
+        largest = lo
+    return {"ratio": None, "goal": "peak memory per phase; the largest SEED_SIZE within this machine's memory",
+            "peak_mib": {str(small_size): a, str(large_size): b},
+            "slope_mib_per_seed_example": {k: round(v, 3) for k, v in slopes.items()},
+            "memory_mib": round(budget), "predicted_peak_mib_at_large": round(need(large_size), 1),
+            "largest_seed_size": largest,
+            "sizes": {"small": small_size, "large": large_size, "dataset": "snips (13,084 training examples)"}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=1, help="default boosts to run (~10 min each here)")
+    parser.add_argument("--large-seed-size", type=int, default=700)
+    parser.add_argument("--large-epochs", type=float, default=0.2, help="train.epochs of the large-seed run (memory, not accuracy)")
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        runs = [boost(workdir, f"default-{i}") for i in range(args.repeats)]
+        entry = record("boost", boost_entry(runs))
+        print(f"boost: {entry['llm2llm']['median_s'] / 60:.1f} min (goal <= 20); phases: {entry['phase_seconds']}")
+        entry = record("overhead", overhead_entry(runs))
+        print(f"overhead: {100 * entry['ratio']:.1f} % of an iteration outside the engines (goal <= 3 %), "
+              f"of which the driver {100 * entry['driver_fraction']:.1f} %")
+        _, large = boost(workdir, "large", "--seed-size", str(args.large_seed_size), "--method", "plain",
+                         "--set", f"train.epochs={args.large_epochs}", "--set", "data.test_size=50")
+        entry = record("memory", memory_entry(runs[0][1], large, 35, args.large_seed_size))
+        print(f"memory: peaks (MiB) {entry['peak_mib']}; largest seed size: {entry['largest_seed_size'] or 'not bounded by memory'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Print bench/results.json as one markdown table (what `make bench` ends with).
+
+    python bench/table.py [--results bench/results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.common import RESULTS  # noqa: E402
+
+ORDER = ("teacher", "evaluate", "dedup", "overhead", "boost", "memory", "crash_resume")
+
+
+def fmt_seconds(side: dict | None) -> str:
+    if not side:
+        return "-"
+    return f"{side['name']}: {side['median_s']:.3g} s" if side.get("median_s") is not None else side["name"]
+
+
+def row(key: str, entry: dict) -> str:
+    if key == "memory":
+        peaks = entry["peak_mib"]
+        small, large = sorted(peaks, key=int)
+        worst = max(v for k, v in peaks[small].items() if k != "driver")
+        largest = entry["largest_seed_size"] or "not bounded by memory (no growth measured)"
+        result = f"peak phase {worst:.0f} MiB + driver {peaks[small]['driver']:.0f} MiB at seed {small}; largest seed size: {largest}"
+        return f"| memory | {result} | - | - | {entry['goal']} | {entry['measured']} |"
+    if key == "crash_resume":
+        return (f"| crash_resume | {entry['identical']}/{entry['trials']} killed runs identical after rerun | - | - | "
+                f"all identical | {entry.get('measured', '-')} |")
+    ratio = entry["ratio"]
+    shown = f"{100 * ratio:.1f} %" if key == "overhead" else (f"{ratio}x" if key in ("evaluate", "dedup") else f"{ratio}")
+    return f"| {key} | {shown} | {fmt_seconds(entry.get('baseline'))} | {fmt_seconds(entry.get('llm2llm'))} | {entry['goal']} | {entry['measured']} |"
+
+
+def render(results: dict) -> str:
+    lines = ["| benchmark | result | baseline (median) | llm2llm (median) | goal | measured |", "|---|---|---|---|---|---|"]
+    for key in sorted(results, key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER)):
+        lines.append(row(key, results[key]))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    print(render(json.loads(args.results.read_text())))
+
+
+if __name__ == "__main__":
+    main()
