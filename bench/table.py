@@ -19,25 +19,29 @@ ORDER = ("teacher", "evaluate", "dedup", "overhead", "boost", "memory", "crash_r
 
 
 def fmt_seconds(side: dict | None) -> str:
-    if not side:
+    if not side or side.get("median_s") is None:
         return "-"
-    return f"{side['name']}: {side['median_s']:.3g} s" if side.get("median_s") is not None else side["name"]
+    seconds = side["median_s"]
+    shown = f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.3g} s"
+    return f"{side['name']}: {shown}"
 
 
 def row(key: str, entry: dict) -> str:
+    when = entry.get("measured", "-")
     if key == "memory":
         peaks = entry["peak_mib"]
-        small, large = sorted(peaks, key=int)
+        small = min(peaks, key=int)
         worst = max(v for k, v in peaks[small].items() if k != "driver")
-        largest = entry["largest_seed_size"] or "not bounded by memory (no growth measured)"
-        result = f"peak phase {worst:.0f} MiB + driver {peaks[small]['driver']:.0f} MiB at seed {small}; largest seed size: {largest}"
-        return f"| memory | {result} | - | - | {entry['goal']} | {entry['measured']} |"
+        largest = entry["largest_seed_size"] or "not bounded by memory"
+        result = f"peak phase {worst:.0f} MiB + driver {peaks[small]['driver']:.0f} MiB (seed {small}); largest seed size: {largest}"
+        return f"| memory | {result} | - | - | {entry['goal']} | {when} |"
     if key == "crash_resume":
-        return (f"| crash_resume | {entry['identical']}/{entry['trials']} killed runs identical after rerun | - | - | "
-                f"all identical | {entry.get('measured', '-')} |")
+        return f"| crash_resume | {entry['identical']}/{entry['trials']} killed runs identical after rerun | - | - | {entry['goal']} | {when} |"
+    if key == "boost":
+        return (f"| boost | {entry['llm2llm']['median_s'] / 60:.1f} min | - | {fmt_seconds(entry['llm2llm'])} | <= 20 min | {when} |")
     ratio = entry["ratio"]
-    shown = f"{100 * ratio:.1f} %" if key == "overhead" else (f"{ratio}x" if key in ("evaluate", "dedup") else f"{ratio}")
-    return f"| {key} | {shown} | {fmt_seconds(entry.get('baseline'))} | {fmt_seconds(entry.get('llm2llm'))} | {entry['goal']} | {entry['measured']} |"
+    shown = f"{100 * ratio:.1f} %" if key == "overhead" else (f"{ratio:g}x" if key in ("evaluate", "dedup") else f"{ratio:g}")
+    return f"| {key} | {shown} | {fmt_seconds(entry.get('baseline'))} | {fmt_seconds(entry.get('llm2llm'))} | {entry['goal']} | {when} |"
 
 
 def render(results: dict) -> str:

@@ -15,6 +15,7 @@ import os
 import pickle
 import shutil
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,18 +132,24 @@ def train_student(request: TrainRequest) -> Path:
         train_dataset=dataset,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
     )
+    loop_start = time.time()
     result = trainer.train()
+    loop_end = time.time()
     # Collective under ZeRO-3 (the shards are gathered); only the main process writes.
     trainer.save_model(str(tmp))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(tmp)
+        shutil.rmtree(tmp / "trainer", ignore_errors=True)
         (tmp / "train_log.json").write_text(json.dumps({
             "metrics": result.metrics, "log_history": trainer.state.log_history, "examples": len(dataset),
             "world_size": args.world_size, "deepspeed": cfg.deepspeed, "lora": cfg.lora,
             "gradient_checkpointing": args.gradient_checkpointing,
             "base_model": str(request.base_path), "init_from": str(request.init_path) if request.init_path else None,
+            # where rank 0's time went: imports, process group, model load and tokenization; the
+            # training loop; writing the checkpoint (report.md, bench/boost.py)
+            "seconds": {"before_training": round(loop_start - _process_start(), 2), "training": round(loop_end - loop_start, 2),
+                        "saving": round(time.time() - loop_end, 2)},
         }, indent=2))
-        shutil.rmtree(tmp / "trainer", ignore_errors=True)
         fsync_tree(tmp)  # durable before it is renamed into place (and its cost lands in this phase)
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -152,6 +159,12 @@ def train_student(request: TrainRequest) -> Path:
                  result.metrics.get("train_loss", float("nan")))
     trainer.accelerator.wait_for_everyone()
     return out_dir
+
+
+def _process_start() -> float:
+    import psutil
+
+    return psutil.Process().create_time()
 
 
 def write_request(request: TrainRequest, path: Path) -> None:

@@ -60,6 +60,8 @@ def test_loop_writes_every_artifact(finished_run):
     split = time_split(its[0], metrics["phases"])
     assert split["engines"] > 0 and split["process_other"] > 0 and split["driver"] >= 0
     assert abs(split["engines"] + split["process_other"] + split["driver"] - split["wall"]) < 0.05
+    train_seconds = json.loads((run / "iter_000" / "train_log.json").read_text())["seconds"]
+    assert set(train_seconds) == {"before_training", "training", "saving"} and train_seconds["before_training"] > 0
     # each phase process's peak memory: a Python process with torch loaded holds well over 100 MiB
     assert all(p["peak_memory_mib"] > 100 for p in metrics["phases"]), metrics["phases"]
     assert metrics["driver_peak_rss_mib"] > 100 and "peak memory (MiB, PSS)" in report and "inside the engines" in report
