@@ -126,8 +126,19 @@ def bench_evaluate(model: Path, data, n_examples: int, tmp: Path) -> dict:
     }
 
 
-def aggregate(runs: list[dict], baseline: str, ours: str, key: str) -> tuple[list[float], list[float]]:
-    return [r[baseline][key] for r in runs], [r[ours][key] for r in runs]
+def side_by_side(runs: list[dict], baseline: tuple[str, str], ours: tuple[str, str], goal: str, digits: int, sizes: dict) -> dict:
+    """A results.json entry from repeated runs: baseline and ours are (key in each run, description);
+    the ratio is baseline / ours on the generation-only medians."""
+    def times(key: str, field: str) -> list[float]:
+        return [r[key][field] for r in runs]
+
+    (base_key, base_name), (our_key, our_name) = baseline, ours
+    base, mine = times(base_key, "generate_s"), times(our_key, "generate_s")
+    base_total, mine_total = statistics.median(times(base_key, "total_s")), statistics.median(times(our_key, "total_s"))
+    return {"ratio": round(statistics.median(base) / statistics.median(mine), digits), "goal": goal,
+            "baseline": side(base_name, base, total_median_s=base_total), "llm2llm": side(our_name, mine, total_median_s=mine_total),
+            "ratio_incl_engine_start": round(base_total / mine_total, digits),
+            "same_outputs": min(r["same_outputs"] for r in runs), "sizes": sizes, "runs": runs}
 
 
 def main() -> None:
@@ -143,25 +154,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             teacher_runs.append(bench_teacher(model, data, args.teacher_prompts, Path(tmp)))
             eval_runs.append(bench_evaluate(model, data, args.eval_examples, Path(tmp)))
-    raw, ours = aggregate(teacher_runs, "raw_vllm", "llm2llm", "generate_s")
-    raw_total, ours_total = aggregate(teacher_runs, "raw_vllm", "llm2llm", "total_s")
-    teacher = record("teacher", {
-        "ratio": round(statistics.median(raw) / statistics.median(ours), 3), "goal": ">= 0.95 (generation only)",
-        "baseline": side("raw vLLM LLM.generate, same prompts and seeds", raw, total_median_s=statistics.median(raw_total)),
-        "llm2llm": side("teacher generation (phase process, cache, record log)", ours, total_median_s=statistics.median(ours_total)),
-        "ratio_incl_engine_start": round(statistics.median(raw_total) / statistics.median(ours_total), 3),
-        "same_outputs": min(r["same_outputs"] for r in teacher_runs),
-        "sizes": {"prompts": args.teacher_prompts, "model": "smollm2-135m-instruct (fp32)", "max_new_tokens": 48}, "runs": teacher_runs})
-    hf, vl = aggregate(eval_runs, "hf_generate", "vllm", "generate_s")
-    hf_total, vl_total = aggregate(eval_runs, "hf_generate", "vllm", "total_s")
-    evaluation = record("evaluate", {
-        "ratio": round(statistics.median(hf) / statistics.median(vl), 2), "goal": ">= 3x (generation only)",
-        "baseline": side("HF generate, batches of 32 (the official code's way)", hf, total_median_s=statistics.median(hf_total)),
-        "llm2llm": side("llm2llm's vLLM evaluation path", vl, total_median_s=statistics.median(vl_total)),
-        "ratio_incl_engine_start": round(statistics.median(hf_total) / statistics.median(vl_total), 2),
-        "same_outputs": min(r["same_outputs"] for r in eval_runs),
-        "sizes": {"examples": args.eval_examples, "dataset": "snips test (fixed sample)", "model": "smollm2-135m-instruct (fp32)"},
-        "runs": eval_runs})
+    model_name = "smollm2-135m-instruct (fp32)"
+    teacher = record("teacher", side_by_side(
+        teacher_runs, ("raw_vllm", "raw vLLM LLM.generate, same prompts and seeds"),
+        ("llm2llm", "teacher generation (phase process, cache, record log)"), ">= 0.95 (generation only)", 3,
+        {"prompts": args.teacher_prompts, "model": model_name, "max_new_tokens": 48}))
+    evaluation = record("evaluate", side_by_side(
+        eval_runs, ("hf_generate", "HF generate, batches of 32 (the official code's way)"), ("vllm", "llm2llm's vLLM evaluation path"),
+        ">= 3x (generation only)", 2, {"examples": args.eval_examples, "dataset": "snips test (fixed sample)", "model": model_name}))
     print(f"teacher: raw LLM.generate {teacher['baseline']['median_s']} s, llm2llm {teacher['llm2llm']['median_s']} s, "
           f"ratio {teacher['ratio']} (goal >= 0.95); same outputs {100 * teacher['same_outputs']:.0f} %")
     print(f"evaluate: HF generate {evaluation['baseline']['median_s']} s, vLLM {evaluation['llm2llm']['median_s']} s, "
