@@ -106,6 +106,13 @@ class ModelShape:
         return 2 * self.layers * self.kv_heads * self.head_dim * dtype_bytes
 
 
+def attention_shape(text_config) -> tuple[int, int, int, int]:
+    """(layers, attention heads, KV heads, head size) from a transformers text config."""
+    heads = text_config.num_attention_heads
+    return (text_config.num_hidden_layers, heads, getattr(text_config, "num_key_value_heads", None) or heads,
+            getattr(text_config, "head_dim", None) or text_config.hidden_size // heads)
+
+
 @lru_cache(maxsize=16)
 def model_shape(path: str, lora_r: int = 0, lora_targets: tuple[str, ...] = (), trust_remote_code: bool = False) -> ModelShape:
     """Counted on the meta device from config.json alone: no weights are read."""
@@ -122,7 +129,6 @@ def model_shape(path: str, lora_r: int = 0, lora_targets: tuple[str, ...] = (), 
         raise UserError(f"{path}/config.json: cannot build the architecture without remote code ({e}); "
                         f"the plan supports the model types transformers ships") from None
     text = config.get_text_config()
-    heads = text.num_attention_heads
     params = sum({p.data_ptr() if p.device.type != "meta" else id(p): p.numel() for p in model.parameters()}.values())
     largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
     lora = 0
@@ -130,9 +136,8 @@ def model_shape(path: str, lora_r: int = 0, lora_targets: tuple[str, ...] = (), 
         for name, module in model.named_modules():
             if name.rsplit(".", 1)[-1] in lora_targets and hasattr(module, "in_features"):
                 lora += lora_r * (module.in_features + module.out_features)
-    return ModelShape(path, params, largest, text.num_hidden_layers, heads,
-                      getattr(text, "num_key_value_heads", None) or heads,
-                      getattr(text, "head_dim", None) or text.hidden_size // heads, text.hidden_size, text.vocab_size, lora)
+    layers, heads, kv_heads, head_dim = attention_shape(text)
+    return ModelShape(path, params, largest, layers, heads, kv_heads, head_dim, text.hidden_size, text.vocab_size, lora)
 
 
 def valid_tensor_parallel_sizes(shape: ModelShape, gpus: int) -> list[int]:

@@ -144,17 +144,19 @@ def configure_vllm_env(options: dict) -> None:
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
 
 
-def kv_bytes_per_token(model: Path, dtype: str) -> int | None:
-    """KV cache bytes one token takes in a standard decoder (layers x K,V x KV heads x head size),
-    from config.json; None where the config does not say."""
+def kv_bytes_per_token(model: Path, dtype: str, trust_remote_code: bool = False) -> int | None:
+    """KV cache bytes one token takes (layers x K,V x KV heads x head size x dtype), from the
+    model's config (the GPU plan's arithmetic); None where the config does not say."""
+    from transformers import AutoConfig
+
+    from launcher.gpu_plan import attention_shape
+
     try:
-        config = json.loads((Path(model) / "config.json").read_text())
-        config = config.get("text_config", config)
-        heads = config.get("num_key_value_heads") or config["num_attention_heads"]
-        head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-        return config["num_hidden_layers"] * 2 * heads * head_dim * (4 if dtype == "float32" else 2)
-    except (OSError, KeyError, TypeError, ValueError, ZeroDivisionError):
+        text = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code).get_text_config()
+        layers, _, kv_heads, head_dim = attention_shape(text)
+    except (OSError, ValueError, KeyError, AttributeError, TypeError, ZeroDivisionError):
         return None
+    return 2 * layers * kv_heads * head_dim * (4 if dtype == "float32" else 2)
 
 
 def cpu_kv_cache_bytes(model: Path, options: dict, prompt_tokens: list[int], max_new_tokens: int) -> int:
@@ -163,7 +165,8 @@ def cpu_kv_cache_bytes(model: Path, options: dict, prompt_tokens: list[int], max
     vllm.cpu_kv_cache_gib. vLLM allocates and zeroes all of it at start-up (seconds per GiB on
     a CPU), and a smaller cache only means fewer requests in flight."""
     cap = int(options.get("cpu_kv_cache_gib", 4) * 2**30)
-    per_token = kv_bytes_per_token(model, options.get("dtype", "auto") if options.get("dtype", "auto") != "auto" else "float32")
+    dtype = options.get("dtype", "auto")
+    per_token = kv_bytes_per_token(model, "float32" if dtype == "auto" else dtype, bool(options.get("trust_remote_code")))
     if per_token is None or not prompt_tokens:
         return cap
     block = options.get("block_size") or 32
