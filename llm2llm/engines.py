@@ -18,16 +18,21 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterator, NamedTuple, Protocol
 
 from llm2llm.config import SamplingConfig
 from llm2llm.errors import TeacherError
 
 
+class Completion(NamedTuple):
+    text: str
+    finish_reason: str  # "stop": the model ended (EOS or a stop string); "length": cut by max_new_tokens
+
+
 class Generator(Protocol):
     name: str
 
-    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[str]: ...
+    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[Completion]: ...
 
     def close(self) -> None: ...
 
@@ -99,7 +104,7 @@ class TransformersGenerator:
             model = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
         self.model = model.to(self.device).eval()
 
-    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[str]:
+    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[Completion]:
         torch = self.torch
         torch.manual_seed(seeds[0])  # one generator for the batch: batches are cut reproducibly
         ids = [encode(self.tokenizer, p) for p in prompts]
@@ -117,8 +122,14 @@ class TransformersGenerator:
                 tokenizer=self.tokenizer,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
-        texts = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-        return [cut_at_stop(t, sampling.stop) for t in texts]
+        generated = out[:, batch["input_ids"].shape[1]:]
+        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        eos = self.model.generation_config.eos_token_id
+        ends = {self.tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
+        # A row that ended has EOS (or a stop string) in it, padding after; one that did not was cut.
+        return [Completion(cut_at_stop(text, sampling.stop),
+                           "stop" if ends & set(row.tolist()) or any(s and s in text for s in sampling.stop) else "length")
+                for text, row in zip(texts, generated)]
 
     def close(self) -> None:
         del self.model
@@ -237,7 +248,7 @@ class VLLMGenerator:
         self.prefix_caching = args["enable_prefix_caching"]
         self.llm = LLM(**args)
 
-    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[str]:
+    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[Completion]:
         from vllm import SamplingParams
 
         inputs = [{"prompt_token_ids": encode(self.tokenizer, p)} for p in prompts]
@@ -248,7 +259,7 @@ class VLLMGenerator:
         head = 1 if self.prefix_caching and len(inputs) > 1 else 0
         outputs = [] if not head else self.llm.generate(inputs[:head], params[:head], lora_request=self.lora, use_tqdm=False)
         outputs += self.llm.generate(inputs[head:], params[head:], lora_request=self.lora, use_tqdm=False)
-        return [cut_at_stop(o.outputs[0].text, sampling.stop) for o in outputs]
+        return [Completion(cut_at_stop(o.outputs[0].text, sampling.stop), o.outputs[0].finish_reason or "stop") for o in outputs]
 
     def close(self) -> None:
         del self.llm  # ends the engine core process
@@ -287,23 +298,24 @@ class OpenAIGenerator:
         except (AttributeError, IndexError, TypeError, ValueError, openai.APIResponseValidationError) as e:
             raise TeacherError(f"the teacher server {self.name} sent something that is not an OpenAI completion ({type(e).__name__}: {e})"[:400]) from None
 
-    def _one(self, prompt: str, sampling: SamplingConfig, seed: int) -> str:
+    def _one(self, prompt: str, sampling: SamplingConfig, seed: int) -> Completion:
         def request():
             response = self.client.completions.create(
                 model=self.model, prompt=encode(self.tokenizer, prompt), seed=seed, **_sampling_kwargs(sampling))
             text = response.choices[0].text
             if not isinstance(text, str):
                 raise TypeError(f"choices[0].text is {type(text).__name__}")
-            return text
+            return Completion(text, response.choices[0].finish_reason or "stop")
 
-        return cut_at_stop(self._call(request), sampling.stop)
+        completion = self._call(request)
+        return completion._replace(text=cut_at_stop(completion.text, sampling.stop))
 
-    def generate_each(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> Iterator[tuple[int, str]]:
+    def generate_each(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> Iterator[tuple[int, Completion]]:
         """(index, answer) as each request completes. After the first failure no new request
         starts; the ones in flight finish (their answers still come out), then the error is raised."""
         failed = threading.Event()
 
-        def one(prompt: str, seed: int) -> str | None:
+        def one(prompt: str, seed: int) -> Completion | None:
             if failed.is_set():  # a worker freed by the failure must not start another request
                 return None
             try:
@@ -327,7 +339,7 @@ class OpenAIGenerator:
         if failure is not None:
             raise failure
 
-    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[str]:
+    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[Completion]:
         answers = dict(self.generate_each(prompts, sampling, seeds))
         return [answers[i] for i in range(len(prompts))]
 
@@ -336,7 +348,7 @@ class OpenAIGenerator:
         self.client.close()
 
 
-def generate_each(engine: Generator, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> Iterator[tuple[int, str]]:
+def generate_each(engine: Generator, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> Iterator[tuple[int, Completion]]:
     """(index, answer) pairs: as each request completes for a server, per batch for the others."""
     if hasattr(engine, "generate_each"):
         yield from engine.generate_each(prompts, sampling, seeds)

@@ -1,5 +1,5 @@
 """Filters for teacher-written examples, each decision with its reason:
-unparsable -> invalid (task check) -> duplicate (exact, normalised, of the training set or a kept
+unparsable -> truncated (the last example of an answer cut by the token limit) -> invalid (task check) -> duplicate (exact, normalised, of the training set or a kept
 one) -> test_overlap (exact or ROUGE-L against the test split) ->
 near_duplicate (ROUGE-L F1 above the threshold against the training set, as the official code).
 
@@ -118,6 +118,8 @@ def filter_examples(candidates: list[dict], task, train_texts: list[str], test_t
         example, reason, problem, text = candidate["example"], None, None, ""
         if example is None:
             reason = "unparsable"
+        elif candidate.get("truncated"):
+            reason, problem = "truncated", "the teacher's answer hit the token limit (finish reason length) inside this example"
         else:
             problem = task.generated_problem({"id": candidate["key"], **example})
             if problem is not None:
@@ -137,5 +139,5 @@ def filter_examples(candidates: list[dict], task, train_texts: list[str], test_t
     for i, reason in enumerate(ordered_decisions(texts, train_texts, threshold, [r is None for r in reasons])):
         if reasons[i] is None:
             reasons[i] = reason
-    return [{"key": c["key"], "kept": r is None, "reason": r or "kept", "detail": d if r == "invalid" else None,
+    return [{"key": c["key"], "kept": r is None, "reason": r or "kept", "detail": d if r in ("invalid", "truncated") else None,
              "example": c["example"]} for c, r, d in zip(candidates, reasons, details)]

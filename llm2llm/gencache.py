@@ -20,7 +20,8 @@ CREATE TABLE IF NOT EXISTS answers (
     fingerprint TEXT NOT NULL,
     output TEXT NOT NULL,
     request TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    finish_reason TEXT
 )"""
 
 
@@ -32,14 +33,18 @@ class GenerationCache:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute(SCHEMA)
+        # A cache written before finish reasons were kept: its answers' reasons stay unknown (NULL).
+        if "finish_reason" not in {row[1] for row in self.db.execute("PRAGMA table_info(answers)")}:
+            self.db.execute("ALTER TABLE answers ADD COLUMN finish_reason TEXT")
         self.db.commit()
 
-    def get_many(self, keys: list[str]) -> dict[str, str]:
+    def get_many(self, keys: list[str]) -> dict[str, tuple[str, str | None]]:
+        """{key: (output, finish_reason)} for the keys that are stored."""
         found = {}
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
-            rows = self.db.execute(f"SELECT key, output FROM answers WHERE key IN ({','.join('?' * len(chunk))})", chunk)
-            found.update(rows.fetchall())
+            rows = self.db.execute(f"SELECT key, output, finish_reason FROM answers WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            found.update((key, (output, reason)) for key, output, reason in rows)
         return found
 
     def put_many(self, records: list[dict]) -> None:
@@ -47,9 +52,11 @@ class GenerationCache:
         now = time.time()
         with self.db:
             self.db.executemany(
-                "INSERT OR IGNORE INTO answers (key, teacher, fingerprint, output, request, created) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO answers (key, teacher, fingerprint, output, request, created, finish_reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(r["key"], r.get("teacher", ""), r.get("teacher_fingerprint", ""), r["output"],
-                  json.dumps({k: v for k, v in r.items() if k != "output"}, ensure_ascii=False), now) for r in records])
+                  json.dumps({k: v for k, v in r.items() if k not in ("output", "finish_reason")}, ensure_ascii=False), now,
+                  r.get("finish_reason")) for r in records])
 
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]

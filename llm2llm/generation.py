@@ -51,9 +51,10 @@ class GenerationStats:
     generate_seconds: float = 0.0      # of which: generating and storing
 
 
-def _generate_batches(spec: EngineSpec, batches: list[list[dict]], log_path: Path, cache_path: Path | None,
-                      sampling: SamplingConfig, desc: str, spawned_at: float) -> dict:
-    """Runs in the phase's child process: open the engine, answer the batches, store each."""
+def _generate_batches(spec: EngineSpec, batches: list[tuple[SamplingConfig, list[dict]]], log_path: Path,
+                      cache_path: Path | None, desc: str, spawned_at: float) -> dict:
+    """Runs in the phase's child process: open the engine, answer the batches (each with its own
+    sampling), store each."""
     records = RecordLog(log_path)
     cache = GenerationCache(cache_path) if cache_path else None
 
@@ -63,23 +64,24 @@ def _generate_batches(spec: EngineSpec, batches: list[list[dict]], log_path: Pat
         records.append(done)
 
     try:
-        largest = max(batches, key=len, default=[])
-        with open_engine(spec, ([r["prompt"] for r in largest], sampling.max_new_tokens)) as engine:
+        largest = max((batch for _, batch in batches), key=len, default=[])
+        budget = max(sampling.max_new_tokens or 0 for sampling, _ in batches)
+        with open_engine(spec, ([r["prompt"] for r in largest], budget)) as engine:
             ready = time.time()
-            for batch in tqdm(batches, desc=desc, unit="batch"):
+            for sampling, batch in tqdm(batches, desc=desc, unit="batch"):
                 if hasattr(engine, "generate_each"):  # a seed per request: a batch's missing part is enough
                     batch = [r for r in batch if r["key"] not in records]
                 done = []
                 try:
-                    for i, output in generate_each(engine, [r["prompt"] for r in batch], sampling,
-                                                   [request_seed(sampling, r["key"]) for r in batch]):
-                        done.append({**batch[i], "output": output})
+                    for i, completion in generate_each(engine, [r["prompt"] for r in batch], sampling,
+                                                       [request_seed(sampling, r["key"]) for r in batch]):
+                        done.append({**batch[i], "output": completion.text, "finish_reason": completion.finish_reason})
                 finally:  # a teacher that fails mid-batch: what it did answer is kept
                     store(done)
             finished = time.time()
     except TeacherError as e:
-        stored = sum(r["key"] in records for b in batches for r in b)
-        raise TeacherError(f"{desc}: {e}. {stored} of {sum(map(len, batches))} answers of this phase are stored in "
+        stored = sum(r["key"] in records for _, b in batches for r in b)
+        raise TeacherError(f"{desc}: {e}. {stored} of {sum(len(b) for _, b in batches)} answers of this phase are stored in "
                            f"{log_path}; fix the server and rerun the same command to ask only for the rest") from None
     finally:
         if cache is not None:
@@ -87,12 +89,28 @@ def _generate_batches(spec: EngineSpec, batches: list[list[dict]], log_path: Pat
     return {"engine_start_seconds": round(ready - spawned_at, 2), "generate_seconds": round(finished - ready, 2)}
 
 
-def generate_cached(spec: EngineSpec, requests: list[dict], log_path: Path, sampling: SamplingConfig,
-                    batch_size: int, desc: str, cache_path: Path | None = None, runner=None,
-                    role: str = "evaluate") -> tuple[dict[str, str], GenerationStats]:
-    """Answer every request; returns {key: output} and where the answers came from. The engine runs
-    in a phase process: the run's PhaseRunner (devices from the GPU plan, log, release check) or,
-    without one, a plain child process."""
+def _batches(requests: list[dict], sampling: SamplingConfig | dict[str, SamplingConfig],
+             batch_size: int) -> list[tuple[SamplingConfig, list[dict]]]:
+    """The ordered requests cut into batches of one sampling each (a run of one split at a time)."""
+    if isinstance(sampling, SamplingConfig):
+        return [(sampling, requests[i : i + batch_size]) for i in range(0, len(requests), batch_size)]
+    batches: list[tuple[SamplingConfig, list[dict]]] = []
+    for request in requests:
+        group = sampling[request["split"]]
+        if not batches or batches[-1][0] is not group or len(batches[-1][1]) == batch_size:
+            batches.append((group, []))
+        batches[-1][1].append(request)
+    return batches
+
+
+def generate_cached(spec: EngineSpec, requests: list[dict], log_path: Path,
+                    sampling: SamplingConfig | dict[str, SamplingConfig], batch_size: int, desc: str,
+                    cache_path: Path | None = None, runner=None, role: str = "evaluate") -> tuple[dict[str, str], GenerationStats]:
+    """Answer every request; returns {key: output} and where the answers came from (each stored
+    record also has the engine's finish_reason). `sampling` is one SamplingConfig, or one per
+    request["split"] (e.g. greedy test answers and sampled seed answers from one engine start).
+    The engine runs in a phase process: the run's PhaseRunner (devices from the GPU plan, log,
+    release check) or, without one, a plain child process."""
     records = RecordLog(log_path)
     stats = GenerationStats(requests=len(requests))
     stats.from_run = sum(r["key"] in records for r in requests)
@@ -102,13 +120,13 @@ def generate_cached(spec: EngineSpec, requests: list[dict], log_path: Path, samp
             cache = GenerationCache(cache_path)
             hits = cache.get_many([r["key"] for r in missing])
             cache.close()
-            records.append({**r, "output": hits[r["key"]]} for r in missing if r["key"] in hits)
+            records.append({**r, "output": hits[r["key"]][0], "finish_reason": hits[r["key"]][1]}
+                           for r in missing if r["key"] in hits)
             stats.from_cache = len(hits)
-    batches = [requests[i : i + batch_size] for i in range(0, len(requests), batch_size)]
-    todo = [b for b in batches if any(r["key"] not in records for r in b)]
+    todo = [(s, b) for s, b in _batches(requests, sampling, batch_size) if any(r["key"] not in records for r in b)]
     if todo:
         start = time.monotonic()
-        args = (_generate_batches, spec, todo, log_path, cache_path, sampling, desc, time.time())
+        args = (_generate_batches, spec, todo, log_path, cache_path, desc, time.time())
         timing = runner.call(desc, role, *args) if runner else run_in_child(desc, *args)
         stats.engine_start_seconds, stats.generate_seconds = timing["engine_start_seconds"], timing["generate_seconds"]
         stats.engine_seconds = round(time.monotonic() - start, 2)

@@ -161,14 +161,21 @@ def test_student_evaluation_on_vllm_scores_as_transformers(smollm2, data_dir, tm
     """Greedy evaluation of a real instruct model agrees between the two engines."""
     data = load_task_data(DataConfig(dataset="snips", data_dir=str(data_dir)))
     tokenizer = load_tokenizer(smollm2)
-    requests = [{"key": ex["id"], "prompt": render_chat(tokenizer, data.task.prompt(ex))} for ex in data.test[:24]]
-    greedy = SamplingConfig(max_new_tokens=8)
-    hf, _ = generate_cached(EngineSpec("transformers", smollm2), requests, tmp_path / "hf.jsonl", greedy, 12, "hf")
-    vl, _ = generate_cached(EngineSpec("vllm", smollm2, vllm=OPTIONS), requests, tmp_path / "vl.jsonl", greedy, 24, "vllm")
+    requests = [{"key": ex["id"], "split": "full", "prompt": render_chat(tokenizer, data.task.prompt(ex))} for ex in data.test[:24]]
+    # A second group in the same engine start, with its own sampling: one token, so every answer is cut.
+    short = [{**r, "key": r["key"] + "/short", "split": "short"} for r in requests[:4]]
+    sampling = {"full": SamplingConfig(max_new_tokens=8), "short": SamplingConfig(max_new_tokens=1)}
+    hf, _ = generate_cached(EngineSpec("transformers", smollm2), requests + short, tmp_path / "hf.jsonl", sampling, 12, "hf")
+    vl, _ = generate_cached(EngineSpec("vllm", smollm2, vllm=OPTIONS), requests + short, tmp_path / "vl.jsonl", sampling, 24, "vllm")
     agree = sum(hf[k] == vl[k] for k in hf)
     assert agree >= len(hf) - 1, [(hf[k], vl[k]) for k in hf if hf[k] != vl[k]]
     scores = [[data.task.score(outputs[ex["id"]], ex).correct for ex in data.test[:24]] for outputs in (hf, vl)]
     assert abs(sum(scores[0]) - sum(scores[1])) <= 1
+    # Each engine says why an answer ended: the label then <|im_end|> ("stop"), or the token limit ("length").
+    reasons = [{r["key"]: r["finish_reason"] for r in read_jsonl(tmp_path / f"{name}.jsonl")} for name in ("hf", "vl")]
+    assert all(reasons[e][r["key"]] == "length" for e in (0, 1) for r in short), reasons
+    assert sum(reasons[0][r["key"]] != reasons[1][r["key"]] for r in requests) <= 1, reasons
+    assert sum(reasons[1][r["key"]] == "stop" for r in requests) >= len(requests) - 2
 
 
 def test_lora_student_through_vllm_adapter_matches_merged_transformers(tiny_model, teacher_requests, tmp_path):
