@@ -1,7 +1,7 @@
 """The method comparison behind BENCHMARKS.md's "Methods" table: plain fine-tuning, EDA, AugGPT and
 LLM2LLM on each data set, one run per RNG seed, then `llm2llm compare` over all of them.
 
-    python bench/methods.py [--datasets snips trec] [--seeds 0 1 2] [--profile cpu-compare]
+    python bench/methods.py [--datasets snips trec] [--seeds 0 1 2] [--profile cpu-compare] [--seed-sizes 14 35]
 
 Every run is an ordinary `llm2llm boost`, so rerunning this script resumes unfinished runs and
 skips finished ones. Runs go seed by seed (all methods for seed 0 first), so a stopped sweep
@@ -19,6 +19,10 @@ REPO = Path(__file__).resolve().parent.parent
 METHODS = ("plain", "eda", "auggpt", "llm2llm")
 
 
+def run_name(dataset: str, profile: str, method: str, seed: int, size: int) -> str:
+    return f"{dataset}-{profile}-n{size}" + ("" if method == "llm2llm" else f"-{method}") + (f"-seed{seed}" if seed else "")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["snips", "trec"])
@@ -26,15 +30,20 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--profile", default="cpu-compare")
     parser.add_argument("--runs-dir", default="runs/methods")
+    parser.add_argument("--seed-sizes", nargs="+", type=int, default=[None],
+                        help="Seed examples per run (default: the profile's); several sizes make one cell each.")
     args = parser.parse_args()
     llm2llm = [sys.executable, "-m", "launcher.cli"]
     for dataset in args.datasets:
-        for seed in args.seeds:
-            for method in args.methods:
-                command = [*llm2llm, "boost", "--profile", args.profile, "--dataset", dataset, "--method", method,
-                           "--seed", str(seed), "--runs-dir", args.runs_dir]
-                print("+", " ".join(command[2:]), flush=True)
-                subprocess.run(command, cwd=REPO, check=True)
+        for size in args.seed_sizes:
+            for seed in args.seeds:
+                for method in args.methods:
+                    command = [*llm2llm, "boost", "--profile", args.profile, "--dataset", dataset, "--method", method,
+                               "--seed", str(seed), "--runs-dir", args.runs_dir]
+                    if size:  # the default run name does not say the size: give each size its own
+                        command += ["--seed-size", str(size), "--run", run_name(dataset, args.profile, method, seed, size)]
+                    print("+", " ".join(command[2:]), flush=True)
+                    subprocess.run(command, cwd=REPO, check=True)
     return subprocess.run([*llm2llm, "compare", args.runs_dir, "--output", f"{args.runs_dir}/compare"], cwd=REPO).returncode
 
 

@@ -33,12 +33,13 @@ class DataConfig(Section):
     stratified: bool = Field(True, description="Draw the seed with the same number of examples per label (classification and multiple choice).")
     test_size: int = Field(0, ge=0, description="Evaluate on a fixed random sample of this many test examples; 0 = the whole test split.")
     seed: int = Field(0, description="RNG seed for the seed sample and the test sample.")
+    validation_size: int | None = Field(None, ge=0, description="Also score each iteration on a fixed random sample of this many validation examples (the task's validation split: its own file, or one held out from train), for choosing recipes and iterations without the test split; None = as many as test_size; 0 = the whole split. Tasks without a validation split skip it.")
 
 
 class SamplingConfig(Section):
     temperature: float = Field(0.0, ge=0, description="0 = greedy decoding.")
     top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int | None = Field(None, ge=1, description="Cap on generated tokens; default from the task type (e.g. 48 for a classification example, 320 for a GSM8K problem).")
+    max_new_tokens: int | None = Field(None, ge=1, description="Cap on generated tokens; default from the task type: its tokens per example (e.g. 40 for a classification example, 320 for a GSM8K problem) times the examples one request asks for.")
     stop: list[str] = Field(default_factory=list, description="Stop strings; the output is cut before the first one.")
     n: int = Field(1, ge=1, description="Completions drawn per prompt, each with its own sample index and seed.")
     seed: int = Field(0, description="Sampling seed; each request derives its own from it and its key, so reruns reproduce answers.")
@@ -81,7 +82,7 @@ class StudentConfig(ModelSource):
     engine: Literal["transformers", "vllm"] = Field("transformers", description="Engine for evaluating the student: transformers or vllm (a LoRA student runs as base + adapter).")
     eval_batch_size: int = Field(16, ge=1)
     eval_max_new_tokens: int | None = Field(None, ge=1, description="Cap on generated answer length; default from the task type.")
-    eval_temperature: float = Field(0.0, ge=0, description="0 = greedy evaluation (default). The official code samples at 0.7.")
+    eval_temperature: float = Field(0.0, ge=0, description="Decoding of the test and validation answers: 0 = greedy (default). The seed examples follow seed_eval.")
 
 
 class TeacherConfig(ModelSource):
@@ -94,6 +95,22 @@ class TeacherConfig(ModelSource):
     shots: int = Field(4, ge=0, description="continuation style: same-label seed examples shown before the wrong one.")
     batch_size: int = Field(16, ge=1)
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.8, top_p=0.95))
+
+
+class SeedEvalConfig(Section):
+    """How the student is run over its seed examples to find the ones it gets wrong (step 2).
+    Greedy decoding of a student that has memorised a small seed finds almost nothing; sampling,
+    as the official code does (temperature 0.7, top_p 0.9), finds the examples it is unsure of."""
+    temperature: float = Field(0.0, ge=0, description="0 = greedy; the official code samples at 0.7.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling when temperature > 0 (official code: 0.9).")
+    samples: int = Field(1, ge=1, description="Answers drawn per seed example (each with its own seed); > 1 needs temperature > 0.")
+    wrong_if: Literal["any", "majority"] = Field("any", description="With several samples: a seed example is wrong if any sample is wrong, or if at least half are.")
+
+    @model_validator(mode="after")
+    def _samples_need_sampling(self):
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError("seed_eval.samples > 1 draws the same greedy answer each time; set seed_eval.temperature > 0 (e.g. 0.7)")
+        return self
 
 
 class TrainConfig(Section):
@@ -165,6 +182,7 @@ class RunConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    seed_eval: SeedEvalConfig = Field(default_factory=SeedEvalConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     loop: LoopConfig = Field(default_factory=LoopConfig)
     baselines: BaselineConfig = Field(default_factory=BaselineConfig)

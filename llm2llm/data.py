@@ -11,7 +11,7 @@ import json
 import os
 import random
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from typing import Literal
@@ -38,6 +38,8 @@ class DataFilesSpec(Section):
     test: str = "test.jsonl"
     file: str | None = None
     holdout: HoldoutSpec | None = None
+    validation: str | None = Field(None, description="A validation split's file in the folder (e.g. validation.jsonl).")
+    validation_from_train: int | None = Field(None, ge=1, description="No validation file: hold out this many train examples (a fixed draw, seed 0) as validation; the seed is never drawn from them.")
 
 
 class TaskSpec(Section):
@@ -52,6 +54,8 @@ class TaskSpec(Section):
     match: Literal["normalised", "exact"] | None = None
     min_generated_words: int | None = Field(None, ge=1)
     max_answer_tokens: int | None = Field(None, ge=1)
+    generated_text: list[Literal["lowercase", "strip_punctuation", "space_punctuation"]] = Field(
+        [], description="Steps that bring a teacher-written text to the data's surface style, in order (classification).")
 
     @model_validator(mode="after")
     def _keys_fit_the_type(self):
@@ -105,6 +109,7 @@ class TaskData:
     train: list[dict]
     test: list[dict]
     notes: list[str]  # said in the report (e.g. how a split was made)
+    validation: list[dict] = field(default_factory=list)  # for choosing recipes and iterations; never the test split
 
 
 def default_data_dir() -> Path:
@@ -258,7 +263,17 @@ def load_task_data(config: DataConfig) -> TaskData:
         if task.type == "classification":
             task.labels = spec.get("labels") or sorted({str(_to_canonical(task, r)["label"]) for r in train_rows})
         train, test = _validated(task, train_rows, train_path), _validated(task, test_rows, test_path)
-    return TaskData(task, train, test, notes)
+    validation = []
+    if data_spec.get("validation"):
+        path = folder / data_spec["validation"]
+        validation = _validated(task, read_rows(path), path)
+    elif data_spec.get("validation_from_train"):
+        count = sample_count(len(train), data_spec["validation_from_train"])
+        held = {ex["id"] for ex in random.Random(0).sample(sorted(train, key=lambda e: e["id"]), count)}
+        validation = [ex for ex in train if ex["id"] in held]
+        train = [ex for ex in train if ex["id"] not in held]
+        notes.append(f"validation: {count} train examples held out (a fixed draw, seed 0); the seed is drawn from the other {len(train)}.")
+    return TaskData(task, train, test, notes, validation)
 
 
 def sample_count(available: int, size: float) -> int:

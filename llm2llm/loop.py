@@ -40,7 +40,7 @@ from llm2llm.generation import generate_cached, request_key
 from llm2llm.models import checked_model, fingerprint
 from llm2llm.report import write_report
 from llm2llm.rundir import RunDir
-from llm2llm.store import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_json, read_jsonl
+from llm2llm.store import RecordLog, atomic_write_json, atomic_write_jsonl, atomic_write_text, read_json, read_jsonl
 from llm2llm.tasks import Task
 from llm2llm.training import TrainRequest
 
@@ -58,6 +58,11 @@ def boost(config: RunConfig) -> Path:
     sample_count(len(data.train), config.data.seed_size)  # before the run directory exists: a bad size leaves nothing
     if config.data.test_size:
         sample_count(len(data.test), config.data.test_size)
+    validation_size = config.data.validation_size
+    if validation_size is None:  # as many as test (capped by the split), or the whole split with the whole test
+        validation_size = min(config.data.test_size, len(data.validation)) if config.data.test_size else 0
+    elif validation_size and data.validation:
+        sample_count(len(data.validation), validation_size)
     run = RunDir(config)
     plan_file = run.path / "plan.txt"
     if not plan_file.exists() or plan_file.read_text() != plan.table() + "\n":
@@ -67,10 +72,11 @@ def boost(config: RunConfig) -> Path:
     seed_ids = run.fixed_ids("seed_ids.json", lambda: [ex["id"] for ex in sample(
         data.train, config.data.seed_size, config.data.seed, task, config.data.stratified)])
     seed = [by_id[i] for i in seed_ids]
-    test_by_id = {ex["id"]: ex for ex in data.test}
-    test = data.test if not config.data.test_size else [test_by_id[i] for i in run.fixed_ids(
-        "test_ids.json", lambda: [ex["id"] for ex in sample(data.test, config.data.test_size, config.data.seed)])]
-    log.info("run %s: %s, %d seed examples, %d test examples", run.path, task.name, len(seed), len(test))
+    test = fixed_sample(run, "test_ids.json", data.test, config.data.test_size, config.data.seed)
+    # Scored every iteration beside test, to choose recipes and iterations without looking at test.
+    validation = fixed_sample(run, "validation_ids.json", data.validation, validation_size, config.data.seed)
+    log.info("run %s: %s, %d seed examples, %d test examples, %d validation examples",
+             run.path, task.name, len(seed), len(test), len(validation))
     run.pin_models({role: {"name": name, "path": str(path.resolve()), "fingerprint": fingerprint(path)}
                     for role, name, path in (("student", config.student.model, student_base),
                                              ("teacher", config.teacher.model, teacher_path))})
@@ -99,7 +105,8 @@ def boost(config: RunConfig) -> Path:
             # 2. Evaluate it on the test split and on the seed examples (or the whole training set).
             pool = train_set if config.loop.augment_synthetic else seed
             with run.phase(it, "evaluate"):
-                scores = evaluate(student, student_base, task, {"test": test, "seed": pool}, it_dir, config, runner)
+                splits = {"test": test, **({"validation": validation} if validation else {}), "seed": pool}
+                scores = evaluate(student, student_base, task, splits, it_dir, config, runner)
 
             decisions_path = it_dir / "filter_decisions.jsonl"
             if not last and not decisions_path.exists():
@@ -113,7 +120,8 @@ def boost(config: RunConfig) -> Path:
                 # to be near-copies of their source, so only its exact duplicates are dropped.
                 with run.phase(it, "filter"):
                     decisions = filter_examples(
-                        candidates, task, [task.key_text(ex) for ex in train_set], [task.key_text(ex) for ex in data.test],
+                        candidates, task, [task.key_text(ex) for ex in train_set],
+                        [task.key_text(ex) for ex in data.test + data.validation],
                         1.0 if config.loop.method == "eda" else config.loop.near_duplicate_rouge_l)
                     atomic_write_jsonl(decisions_path, decisions)
             if not last:
@@ -132,6 +140,14 @@ def boost(config: RunConfig) -> Path:
     return run.path
 
 
+def fixed_sample(run: RunDir, name: str, examples: list[dict], size: int, seed: int) -> list[dict]:
+    """A split's evaluation sample, drawn once and pinned in the run directory (0 = the whole split)."""
+    if not size or not examples:
+        return examples
+    by_id = {ex["id"]: ex for ex in examples}
+    return [by_id[i] for i in run.fixed_ids(name, lambda: [ex["id"] for ex in sample(examples, size, seed)])]
+
+
 def check_method(task: Task, config: RunConfig) -> None:
     """Refuse a method the task type has no implementation for, or EDA without WordNet, before any work."""
     method = config.loop.method
@@ -144,16 +160,25 @@ def check_method(task: Task, config: RunConfig) -> None:
 
 def evaluate(student: Path, base: Path, task: Task, splits: dict[str, list[dict]], it_dir: Path, config: RunConfig,
              runner: PhaseRunner | None = None) -> dict:
-    """Greedy (by default) generation over each split; predictions stored as they arrive.
-    Returns (and stores in scores.json) per split: total, correct, invalid, wrong_ids."""
+    """Run the student over each split, predictions stored as they arrive: the scored split greedily
+    (student.eval_temperature), the seed examples as seed_eval says (greedy, or several sampled
+    answers each). Returns (and stores in scores.json) per split: total, correct, invalid,
+    wrong_ids; for the seed also how many sampled answers there were and how many were right."""
     if (it_dir / "scores.json").exists():
         return read_json(it_dir / "scores.json")
     predictions_path = it_dir / "predictions.jsonl"
     tokenizer = load_tokenizer(student if student.exists() else base, config.student.trust_remote_code)
-    sampling = SamplingConfig(temperature=config.student.eval_temperature, top_p=1.0, seed=config.train.seed,
-                              max_new_tokens=config.student.eval_max_new_tokens or task.max_answer_tokens(tokenizer))
-    requests = [{"key": f"{split}/{ex['id']}", "split": split, "id": ex["id"], "prompt": render_chat(tokenizer, task.prompt(ex))}
-                for split, examples in splits.items() for ex in examples]
+    budget = config.student.eval_max_new_tokens or task.max_answer_tokens(tokenizer)
+    seed_eval = config.seed_eval
+    sampling = {split: SamplingConfig(temperature=config.student.eval_temperature, top_p=1.0, seed=config.train.seed,
+                                      max_new_tokens=budget) for split in splits}
+    sampling["seed"] = SamplingConfig(temperature=seed_eval.temperature, top_p=seed_eval.top_p, seed=config.train.seed,
+                                      max_new_tokens=budget)
+    samples = {split: seed_eval.samples if split == "seed" else 1 for split in splits}
+    # Sample s > 0 of a seed example gets a key (and so a seed) of its own.
+    requests = [{"key": f"{split}/{ex['id']}" + (f"/{s}" if s else ""), "split": split, "id": ex["id"], "sample": s,
+                 "prompt": render_chat(tokenizer, task.prompt(ex))}
+                for split, examples in splits.items() for ex in examples for s in range(samples[split])]
     adapter = (student / "adapter_config.json").exists()
     options = {**config.vllm.model_dump(), **config.student.loading(), **(runner.plan.vllm_options("evaluate") if runner else {})}
     engine = EngineSpec(config.student.engine, base if adapter else student, student if adapter else None, options)
@@ -162,10 +187,17 @@ def evaluate(student: Path, base: Path, task: Task, splits: dict[str, list[dict]
     atomic_write_json(it_dir / "eval_stats.json", asdict(stats))
     summary = {}
     for split, examples in splits.items():
-        results = {ex["id"]: task.score(outputs[f"{split}/{ex['id']}"], ex) for ex in examples}
-        summary[split] = {"total": len(results), "correct": sum(r.correct for r in results.values()),
-                          "invalid": sum(not r.valid for r in results.values()),
-                          "wrong_ids": [i for i, r in results.items() if not r.correct]}
+        n = samples[split]
+        results = {ex["id"]: [task.score(outputs[f"{split}/{ex['id']}" + (f"/{s}" if s else "")], ex) for s in range(n)]
+                   for ex in examples}
+        wrong = {i: sum(not r.correct for r in rs) for i, rs in results.items()}
+        is_wrong = {i: w * 2 >= n if seed_eval.wrong_if == "majority" and n > 1 else w > 0 for i, w in wrong.items()}
+        summary[split] = {"total": len(results), "correct": sum(not w for w in is_wrong.values()),
+                          "invalid": sum(not rs[0].valid for rs in results.values()),
+                          "wrong_ids": [i for i, w in is_wrong.items() if w]}
+        if n > 1:
+            summary[split].update(samples=n, sampled_answers=n * len(results),
+                                  sampled_correct=sum(r.correct for rs in results.values() for r in rs))
     atomic_write_json(it_dir / "scores.json", summary)
     return summary
 
@@ -217,9 +249,10 @@ def teacher_generate(sources: list[dict], kind: str, counts: list[int], seed: li
     """Ask the teacher for counts[i] new examples for sources[i], similar ones (kind "similar":
     LLM2LLM) or paraphrases ("paraphrase": AugGPT); return the parsed candidates in a fixed order."""
     teacher = config.teacher
+    # The answer budget fits the number of examples one request asks for (a cut-off last one is dropped).
     sampling = teacher.sampling.model_copy(update={
         "stop": teacher.sampling.stop or task.teacher_stop(teacher.style),
-        "max_new_tokens": teacher.sampling.max_new_tokens or task.teacher_max_new_tokens})
+        "max_new_tokens": teacher.sampling.max_new_tokens or task.teacher_token_budget(teacher.style, max(counts, default=1))})
     identity = fingerprint(teacher_path)
     tokenizer = load_tokenizer(teacher_path, config.teacher.trust_remote_code)
     requests = []
@@ -250,15 +283,19 @@ def teacher_generate(sources: list[dict], kind: str, counts: list[int], seed: li
     tokens = {"prompt_tokens": sum(len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]) for r in requests),
               "completion_tokens": sum(len(tokenizer(outputs[r["key"]], add_special_tokens=False)["input_ids"]) for r in requests)}
     atomic_write_json(it_dir / "teacher_stats.json", {**asdict(stats), **tokens})
+    finish = {key: record.get("finish_reason") for key, record in RecordLog(it_dir / "teacher_outputs.jsonl").records.items()}
     candidates = []
     by_id = {ex["id"]: ex for ex in sources}
     for request in requests:
         parent = by_id[request["parent_id"]]
-        parsed = task.parse_teacher(outputs[request["key"]], parent, teacher.style)[:count_of[parent["id"]]]
+        parsed = task.parse_teacher(outputs[request["key"]], parent, teacher.style)
+        # An answer the token limit cut off: its last example is unfinished, unless more were written than asked for.
+        cut = finish.get(request["key"]) == "length" and len(parsed) <= count_of[parent["id"]]
+        parsed = parsed[:count_of[parent["id"]]]
         if not parsed:
-            candidates.append({"key": f"{request['key']}:0", "example": None})
+            candidates.append({"key": f"{request['key']}:0", "example": None, "truncated": cut})
         for j, example in enumerate(parsed):
             example = {"id": f"gen{it}-{request['key'][:12]}-{j}", **example, "parent_id": parent["id"],
                        "iteration": it, "teacher": teacher.model, "teacher_fingerprint": identity}
-            candidates.append({"key": f"{request['key']}:{j}", "example": example})
+            candidates.append({"key": f"{request['key']}:{j}", "example": example, "truncated": cut and j == len(parsed) - 1})
     return candidates

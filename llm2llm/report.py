@@ -10,7 +10,7 @@ from llm2llm.errors import UserError
 from llm2llm.store import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, read_jsonl
 
 PHASES = ("train", "evaluate", "generate", "filter", "merge", "report")
-DROP_REASONS = ("unparsable", "invalid", "duplicate", "near_duplicate", "test_overlap")
+DROP_REASONS = ("unparsable", "truncated", "invalid", "duplicate", "near_duplicate", "test_overlap")
 
 
 def _accuracy(split: dict) -> float:
@@ -42,6 +42,17 @@ def time_split(iteration: dict, phases: list[dict]) -> dict[str, float]:
             "driver": round(wall - processes, 2)}
 
 
+def seed_evaluation(config) -> str:
+    """How the seed examples were judged (step 2), in words."""
+    seed_eval = config.seed_eval
+    if seed_eval.temperature == 0:
+        return "greedy, one answer per seed example"
+    how = f"sampled at T={seed_eval.temperature:g}, top_p {seed_eval.top_p:g}"
+    if seed_eval.samples == 1:
+        return how + ", one answer per seed example"
+    return how + f", {seed_eval.samples} answers per seed example, wrong if {seed_eval.wrong_if} of them are wrong"
+
+
 def collect_metrics(run, task, notes: list[str]) -> dict:
     config = run.config
     models = read_json(run.path / "models.json") if (run.path / "models.json").exists() else {}
@@ -61,6 +72,9 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
             "test_correct": scores["test"]["correct"],
             "test_total": scores["test"]["total"],
             "test_invalid": scores["test"]["invalid"],
+            "validation_accuracy": round(_accuracy(scores["validation"]), 4) if "validation" in scores else None,
+            "validation_total": scores["validation"]["total"] if "validation" in scores else None,
+            "seed_eval": {k: scores["seed"][k] for k in ("samples", "sampled_answers", "sampled_correct") if k in scores["seed"]},
             "phase_seconds": run.phase_seconds(number),
         }
         if (it_dir / "teacher_stats.json").exists():
@@ -83,6 +97,7 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
         "teacher_style": config.teacher.style,
         "engines": {"student": config.student.engine, "teacher": config.teacher.engine},
         "evaluation": "greedy" if config.student.eval_temperature == 0 else f"sampled at T={config.student.eval_temperature}",
+        "seed_evaluation": seed_evaluation(config),
         "seed_size": len(read_json(run.path / "seed_ids.json")),
         "method": config.loop.method,
         "data_seed": config.data.seed,
@@ -145,16 +160,20 @@ def render_markdown(metrics: dict) -> str:
         "",
         "Iteration 0 is plain fine-tuning on the seed (the baseline).",
         "",
-        "| iteration | train size | seed acc | seed wrong | generated | kept | dropped (unparsable/invalid/dup/near-dup/test) | test acc | test invalid | vs plain FT |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"- seed evaluation: {metrics.get('seed_evaluation', 'greedy')}",
+        "",
+        "| iteration | train size | seed acc | seed wrong | generated | kept | dropped (unparsable/truncated/invalid/dup/near-dup/test) | validation acc | test acc | test invalid | vs plain FT |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = metrics["iterations"][0]["test_accuracy"] if metrics["iterations"] else 0
     for it in metrics["iterations"]:
-        dropped = "/".join(str(it["dropped"][r]) for r in DROP_REASONS) if it["dropped"] else "-"
+        dropped = "/".join(str(it["dropped"].get(r, 0)) for r in DROP_REASONS) if it["dropped"] else "-"
+        validation = "-" if it.get("validation_accuracy") is None else f"{100 * it['validation_accuracy']:.1f} %"
         lines.append(
             f"| {it['iteration']} | {it['train_size']} | {100 * it['seed_accuracy']:.1f} % | {it['seed_wrong']} | "
             f"{'-' if it['generated'] is None else it['generated']} | {'-' if it['kept'] is None else it['kept']} | "
-            f"{dropped} | {100 * it['test_accuracy']:.1f} % ({it['test_correct']}/{it['test_total']}) | "
+            f"{dropped} | {validation} | "
+            f"{100 * it['test_accuracy']:.1f} % ({it['test_correct']}/{it['test_total']}) | "
             f"{it['test_invalid']} | {100 * (it['test_accuracy'] - base):+.1f} |")
     lines += ["", "## Wall time per phase (seconds)", "",
               "| iteration | " + " | ".join(PHASES) + " | inside the engines | process start/load/exit | llm2llm |",

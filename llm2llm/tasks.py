@@ -40,7 +40,7 @@ class Task:
     type: ClassVar[str] = "base"
     canonical_fields: ClassVar[tuple[str, ...]] = ()
     default_max_new_tokens: ClassVar[int] = 16
-    teacher_max_new_tokens: ClassVar[int] = 48
+    teacher_tokens_per_example: ClassVar[int] = 40
 
     def text(self, key: str, **values: Any) -> str:
         """A template from the spec (falling back to the type's default) filled with values."""
@@ -105,6 +105,11 @@ class Task:
     def teacher_stop(self, style: str) -> list[str]:
         return ["\n"] if style == "continuation" else []
 
+    def teacher_token_budget(self, style: str, count: int) -> int:
+        """New tokens for one teacher request: one example in continuation style, `count` examples
+        plus list markers in chat style (an answer cut by this limit loses its last example)."""
+        return self.teacher_tokens_per_example * (1 if style == "continuation" else count) + (16 if style == "chat" else 0)
+
     def parse_teacher(self, text: str, wrong: dict, style: str) -> list[dict]:
         """Examples found in the teacher's text; they inherit what the prompt fixed (e.g. the label)."""
         raise NotImplementedError
@@ -116,6 +121,28 @@ def _clean_line(line: str) -> str:
 
 def _numbered_items(text: str) -> list[str]:
     return [_clean_line(m) for m in re.findall(r"^\s*\d+[.)]\s*(.+)$", text, flags=re.M)]
+
+
+def _listed_items(text: str) -> list[str]:
+    """A chat answer's items: its numbered list, else its bulleted list, else a one-line answer."""
+    items = _numbered_items(text) or [_clean_line(m) for m in re.findall(r"^\s*[-*•]\s+(.+)$", text, flags=re.M)]
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if not items and len(lines) == 1:
+        items = [_clean_line(lines[0])]
+    return items
+
+
+def restyle(text: str, steps: list[str]) -> str:
+    """Bring a teacher-written text to the data's surface style (task spec `generated_text`)."""
+    for step in steps:
+        if step == "lowercase":
+            text = text.lower()
+        elif step == "strip_punctuation":  # keeps apostrophes inside words ("what's") and decimal points
+            text = re.sub(r"(?<![\w])'|'(?![\w])|[^\w\s'.]|\.(?!\d)", " ", text)
+        elif step == "space_punctuation":  # "Who wrote Hamlet?" -> "Who wrote Hamlet ?"
+            text = re.sub(r"\s*([?!,;:])", r" \1", text)
+        text = " ".join(text.split())
+    return text
 
 
 class ClassificationTask(Task):
@@ -170,8 +197,9 @@ class ClassificationTask(Task):
         return self.text("paraphrase_chat", label=example["label"], text=example["text"], count=count)
 
     def parse_teacher(self, text, wrong, style):
-        candidates = [_clean_line(text.split("\n")[0])] if style == "continuation" else _numbered_items(text)
-        return [{"text": c, "label": wrong["label"]} for c in candidates if c]
+        candidates = [_clean_line(text.split("\n")[0])] if style == "continuation" else _listed_items(text)
+        steps = self.spec.get("generated_text") or []
+        return [{"text": restyle(c, steps), "label": wrong["label"]} for c in candidates if restyle(c, steps)]
 
 
 def final_number(text: str) -> str | None:
@@ -191,7 +219,7 @@ class NumericTask(Task):
     type = "numeric"
     canonical_fields = ("id", "question", "answer")
     default_max_new_tokens = 256
-    teacher_max_new_tokens = 320
+    teacher_tokens_per_example = 320
 
     def problem(self, example):
         problem = super().problem(example)
@@ -246,7 +274,7 @@ class FreeTextTask(Task):
     type = "free_text"
     canonical_fields = ("id", "input", "output")
     default_max_new_tokens = 32
-    teacher_max_new_tokens = 128
+    teacher_tokens_per_example = 128
 
     def _same(self, a: str, b: str) -> bool:
         if self.spec.get("match", "normalised") == "exact":
@@ -297,7 +325,7 @@ class MultipleChoiceTask(Task):
     type = "multiple_choice"
     canonical_fields = ("id", "context", "choices", "label")
     default_max_new_tokens = 4
-    teacher_max_new_tokens = 512
+    teacher_tokens_per_example = 512
 
     @property
     def num_choices(self) -> int:

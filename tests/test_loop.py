@@ -141,6 +141,34 @@ def test_lora_and_continued_training(tmp_path, data_dir, tiny_model):
     assert len(json.loads((run / "metrics.json").read_text())["iterations"]) == 2
 
 
+@pytest.mark.parametrize("rule", ["any", "majority"])
+def test_sampled_seed_evaluation_judges_each_example_by_its_samples(tmp_path, data_dir, tiny_model, rule):
+    """seed_eval: several sampled answers per seed example (each its own key and seed) in the same
+    engine start as the greedy test answers; wrong = any / at least half of them wrong."""
+    from llm2llm.config import DataConfig
+    from llm2llm.data import load_task_data
+
+    run_cli(*boost_args(tmp_path, data_dir, "s", "--iterations", "0", "--set", "seed_eval.temperature=1.0",
+                        "--set", "seed_eval.samples=3", "--set", f"seed_eval.wrong_if={rule}"), cwd=REPO)
+    it = tmp_path / "runs" / "s" / "iter_000"
+    task = load_task_data(DataConfig(dataset="snips", data_dir=str(data_dir))).task
+    predictions = read_jsonl(it / "predictions.jsonl")
+    seed = {ex["id"]: ex for ex in read_jsonl(it / "train.jsonl")}
+    by_split = {split: [p for p in predictions if p["split"] == split] for split in ("test", "validation", "seed")}
+    assert len(by_split["seed"]) == 3 * len(seed) and len(by_split["test"]) == len(by_split["validation"]) == 20
+    assert all(p["finish_reason"] in ("stop", "length") for p in predictions)
+    wrong = {i: sum(not task.score(p["output"], seed[i]).correct for p in by_split["seed"] if p["id"] == i) for i in seed}
+    expected = sorted(i for i, w in wrong.items() if (w >= 2 if rule == "majority" else w >= 1))
+    scores = json.loads((it / "scores.json").read_text())
+    assert sorted(scores["seed"]["wrong_ids"]) == expected
+    assert scores["seed"]["samples"] == 3 and scores["seed"]["sampled_answers"] == 3 * len(seed)
+    # the three samples of one example differ somewhere (sampled at T=1 with their own seeds), test answers are greedy
+    assert len({p["output"] for p in by_split["seed"]}) > len(seed)
+    metrics = json.loads((tmp_path / "runs" / "s" / "metrics.json").read_text())
+    assert metrics["iterations"][0]["validation_accuracy"] is not None
+    assert f"3 answers per seed example, wrong if {rule} of them are wrong" in (tmp_path / "runs" / "s" / "report.md").read_text()
+
+
 def test_results_table_reads_the_run_metrics(finished_run):
     metrics = json.loads((finished_run / "metrics.json").read_text())
     out = run_cli("results", str(finished_run), cwd=REPO).stdout

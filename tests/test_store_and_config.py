@@ -1,6 +1,7 @@
 """Crash-safe storage and config validation."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +43,22 @@ def test_profiles_resolve_and_overrides_apply():
     assert resolve_config("tiny").student.model == "tiny-llama"
 
 
+@pytest.mark.parametrize("profile", sorted(p.stem for p in (Path(__file__).parent.parent / "configs" / "profiles").glob("*.yaml")))
+def test_every_profile_resolves_and_names_registry_models(profile):
+    from llm2llm.models import registry
+
+    config = resolve_config(profile)
+    assert config.student.model in registry() and config.teacher.model in registry()
+
+
+def test_teacher_profile_samples_the_seed_and_asks_in_chat_style():
+    config = resolve_config("cpu-qwen")
+    assert config.teacher.model == "qwen2.5-coder-1.5b-instruct" and config.teacher.style == "chat"
+    assert config.seed_eval.temperature > 0 and config.seed_eval.samples > 1
+    with pytest.raises(UserError, match=r"seed_eval.samples > 1 draws the same greedy answer each time"):
+        resolve_config("cpu-smollm2", {"seed_eval": {"samples": 3}})
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"train": {"epochs": -1}}, r"train.epochs: Input should be greater than 0"),
     ({"train": {"learning_rat": 1}}, r"unknown key 'train.learning_rat'"),
@@ -56,7 +73,7 @@ def test_bad_config_values_are_one_line_errors(overrides, message):
 
 
 def test_unknown_profile_and_bad_set():
-    with pytest.raises(UserError, match=r"unknown profile 'nope'.*known profiles: cpu-compare, cpu-smollm2"):
+    with pytest.raises(UserError, match=r"unknown profile 'nope'.*known profiles: cpu-compare, cpu-qwen, cpu-smollm2"):
         resolve_config("nope")
     with pytest.raises(UserError, match=r"expected KEY=VALUE"):
         parse_set_option("train.epochs")
