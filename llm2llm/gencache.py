@@ -35,7 +35,11 @@ class GenerationCache:
         self.db.execute(SCHEMA)
         # A cache written before finish reasons were kept: its answers' reasons stay unknown (NULL).
         if "finish_reason" not in {row[1] for row in self.db.execute("PRAGMA table_info(answers)")}:
-            self.db.execute("ALTER TABLE answers ADD COLUMN finish_reason TEXT")
+            try:
+                self.db.execute("ALTER TABLE answers ADD COLUMN finish_reason TEXT")
+            except sqlite3.OperationalError as e:  # another run migrated it between the check and here
+                if "duplicate column" not in str(e):
+                    raise
         self.db.commit()
 
     def get_many(self, keys: list[str]) -> dict[str, tuple[str, str | None]]:

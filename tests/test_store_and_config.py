@@ -154,3 +154,22 @@ def test_bad_training_and_plan_values_are_one_line_errors(overrides, message):
     with pytest.raises(UserError, match=message) as info:
         resolve_config("tiny", overrides)
     assert "\n" not in str(info.value)
+
+
+def test_generation_cache_keeps_finish_reasons_and_opens_an_older_cache(tmp_path):
+    import sqlite3
+
+    from llm2llm.gencache import GenerationCache
+
+    old = tmp_path / "old.sqlite"  # the schema before finish reasons were kept
+    db = sqlite3.connect(old)
+    db.execute("CREATE TABLE answers (key TEXT PRIMARY KEY, teacher TEXT NOT NULL, fingerprint TEXT NOT NULL, "
+               "output TEXT NOT NULL, request TEXT NOT NULL, created REAL NOT NULL)")
+    db.execute("INSERT INTO answers VALUES ('k0', 't', 'f', 'an old answer', '{}', 0)")
+    db.commit()
+    db.close()
+    cache = GenerationCache(old)
+    cache.put_many([{"key": "k1", "output": "1. cut off at", "finish_reason": "length", "teacher": "t"}])
+    assert cache.get_many(["k0", "k1", "k2"]) == {"k0": ("an old answer", None), "k1": ("1. cut off at", "length")}
+    cache.close()
+    assert GenerationCache(old).get_many(["k1"]) == {"k1": ("1. cut off at", "length")}  # reopened: no second migration
