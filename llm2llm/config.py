@@ -39,7 +39,7 @@ class DataConfig(Section):
 class SamplingConfig(Section):
     temperature: float = Field(0.0, ge=0, description="0 = greedy decoding.")
     top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int | None = Field(None, ge=1, description="Cap on generated tokens; default from the task type: its tokens per example (e.g. 40 for a classification example, 320 for a GSM8K problem) times the examples one request asks for.")
+    max_new_tokens: int | None = Field(None, ge=1, description="Cap on generated tokens; default from the task type: continuation style one example (48 tokens for classification, 320 for a GSM8K problem), chat style its tokens per example (40, 320) times the examples one request asks for, + 16.")
     stop: list[str] = Field(default_factory=list, description="Stop strings; the output is cut before the first one.")
     n: int = Field(1, ge=1, description="Completions drawn per prompt, each with its own sample index and seed.")
     seed: int = Field(0, description="Sampling seed; each request derives its own from it and its key, so reruns reproduce answers.")

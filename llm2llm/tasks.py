@@ -40,7 +40,8 @@ class Task:
     type: ClassVar[str] = "base"
     canonical_fields: ClassVar[tuple[str, ...]] = ()
     default_max_new_tokens: ClassVar[int] = 16
-    teacher_tokens_per_example: ClassVar[int] = 40
+    teacher_max_new_tokens: ClassVar[int] = 48      # continuation style: one example per answer
+    teacher_tokens_per_example: ClassVar[int] = 40  # chat style: per example of the numbered list
 
     def text(self, key: str, **values: Any) -> str:
         """A template from the spec (falling back to the type's default) filled with values."""
@@ -108,7 +109,7 @@ class Task:
     def teacher_token_budget(self, style: str, count: int) -> int:
         """New tokens for one teacher request: one example in continuation style, `count` examples
         plus list markers in chat style (an answer cut by this limit loses its last example)."""
-        return self.teacher_tokens_per_example * (1 if style == "continuation" else count) + (16 if style == "chat" else 0)
+        return self.teacher_max_new_tokens if style == "continuation" else self.teacher_tokens_per_example * count + 16
 
     def parse_teacher(self, text: str, wrong: dict, style: str) -> list[dict]:
         """Examples found in the teacher's text; they inherit what the prompt fixed (e.g. the label)."""
@@ -219,6 +220,7 @@ class NumericTask(Task):
     type = "numeric"
     canonical_fields = ("id", "question", "answer")
     default_max_new_tokens = 256
+    teacher_max_new_tokens = 320
     teacher_tokens_per_example = 320
 
     def problem(self, example):
@@ -274,6 +276,7 @@ class FreeTextTask(Task):
     type = "free_text"
     canonical_fields = ("id", "input", "output")
     default_max_new_tokens = 32
+    teacher_max_new_tokens = 128
     teacher_tokens_per_example = 128
 
     def _same(self, a: str, b: str) -> bool:
@@ -325,6 +328,7 @@ class MultipleChoiceTask(Task):
     type = "multiple_choice"
     canonical_fields = ("id", "context", "choices", "label")
     default_max_new_tokens = 4
+    teacher_max_new_tokens = 512
     teacher_tokens_per_example = 512
 
     @property
