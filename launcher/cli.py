@@ -218,11 +218,13 @@ def provision(names, force):
 
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-def results(run_dirs):
-    """Print a markdown table of test accuracy per iteration for finished or running runs."""
+@click.option("--split", type=click.Choice(["test", "validation"]), default="test", show_default=True,
+              help="Which split's accuracy to show (validation: what recipes and iterations are chosen on).")
+def results(run_dirs, split):
+    """Print a markdown table of test (or validation) accuracy per iteration for finished or running runs."""
     from llm2llm.report import results_table
 
-    click.echo(results_table(run_dirs))
+    click.echo(results_table(run_dirs, split))
 
 
 @cli.command()

@@ -79,6 +79,14 @@ def _row_key(key: tuple, cells: dict) -> tuple:
     return row
 
 
+def _validation(runs: list[dict], method: str) -> str:
+    """Last-iteration validation accuracy and its gain over iteration 0, where every run has one."""
+    pairs = [(m["iterations"][0].get("validation_accuracy"), m["iterations"][-1].get("validation_accuracy")) for m in runs]
+    if any(first is None or last is None for first, last in pairs):
+        return "- | -"
+    return f"{_pm([last for _, last in pairs])} | " + ("-" if method == "plain" else _pm([b - a for a, b in pairs], sign="+"))
+
+
 def render_markdown(cells: dict[tuple, list[dict]], skipped: list[str], png_name: str) -> str:
     evaluations = sorted({m["evaluation"] for runs in cells.values() for m in runs})
     several_teachers = len({k[4] for k in cells}) > 1
@@ -87,8 +95,8 @@ def render_markdown(cells: dict[tuple, list[dict]], skipped: list[str], png_name
              f"(mean ± sample std over RNG seeds); evaluation: {', '.join(evaluations)} decoding. "
              "'vs plain FT' is against iteration 0 of the same runs (the same seed examples, fine-tuned alone).", "",
              "| dataset | method |" + (" teacher |" if several_teachers else "") + " seed size | seeds | test acc (%) | vs plain FT | "
-             "train size | teacher tokens | wall time (min) |",
-             "|---" * (9 + several_teachers) + "|"]
+             "train size | teacher tokens | wall time (min) | validation acc (%) | validation vs plain FT |",
+             "|---" * (11 + several_teachers) + "|"]
     for (task, method, seed_size, _student, teacher), runs in cells.items():
         final = [m["iterations"][-1]["test_accuracy"] for m in runs]
         gain = [m["iterations"][-1]["test_accuracy"] - m["iterations"][0]["test_accuracy"] for m in runs]
@@ -96,7 +104,8 @@ def render_markdown(cells: dict[tuple, list[dict]], skipped: list[str], png_name
             f"| {task} | {method} |" + (f" {_short(teacher)} |" if several_teachers else "") +
             f" {seed_size} | {', '.join(str(m.get('data_seed', 0)) for m in runs)} | {_pm(final)} | "
             f"{'-' if method == 'plain' else _pm(gain, sign='+')} | {_pm([m['iterations'][-1]['train_size'] for m in runs], 1, 0)} | "
-            f"{_pm([m.get('teacher_tokens', 0) for m in runs], 1, 0)} | {_pm([m.get('wall_seconds', 0) for m in runs], 1 / 60)} |")
+            f"{_pm([m.get('teacher_tokens', 0) for m in runs], 1, 0)} | {_pm([m.get('wall_seconds', 0) for m in runs], 1 / 60)} | "
+            f"{_validation(runs, method)} |")
     tasks = sorted({k[0] for k in cells})
     rows = list(dict.fromkeys(_row_key(k, cells) for k in cells))
     lines += ["", "## Test accuracy (%), method x dataset", "", "| method | " + " | ".join(tasks) + " |",

@@ -213,8 +213,8 @@ def write_report(run, task, notes: list[str]) -> dict:
     return metrics
 
 
-def results_table(run_dirs) -> str:
-    """One row per run: test accuracy at each iteration (iteration 0 = plain fine-tuning)."""
+def results_table(run_dirs, split: str = "test") -> str:
+    """One row per run: test (or validation) accuracy at each iteration (iteration 0 = plain fine-tuning)."""
     rows = []
     for run_dir in run_dirs:
         path = run_dir / "metrics.json"
@@ -225,7 +225,8 @@ def results_table(run_dirs) -> str:
     head = ["run", "task", "seed", "teacher", "engines (student/teacher)"] + [f"iter {i}" + (" (plain FT)" if i == 0 else "") for i in range(width)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in rows:
-        accs = [f"{100 * it['test_accuracy']:.1f}" for it in m["iterations"]] + ["-"] * (width - len(m["iterations"]))
+        values = [it.get(f"{split}_accuracy") for it in m["iterations"]]
+        accs = ["-" if v is None else f"{100 * v:.1f}" for v in values] + ["-"] * (width - len(m["iterations"]))
         engines = "/".join(m["engines"].values()) if "engines" in m else "-"
         lines.append("| " + " | ".join([m["run"], m["task"], str(m["seed_size"]), m["teacher"], engines, *accs]) + " |")
     return "\n".join(lines)
