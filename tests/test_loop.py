@@ -176,3 +176,8 @@ def test_results_table_reads_the_run_metrics(finished_run):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[4] == "transformers/transformers"
     assert cells[5:] == [f"{100 * it['test_accuracy']:.1f}" for it in metrics["iterations"]]
+    # SNIPS has a validation split: every iteration is scored on it too, and `--split validation` shows it
+    out = run_cli("results", str(finished_run), "--split", "validation", cwd=REPO).stdout
+    row = next(line for line in out.splitlines() if line.startswith("| r |"))
+    assert [c.strip() for c in row.strip("|").split("|")][5:] == [f"{100 * it['validation_accuracy']:.1f}" for it in metrics["iterations"]]
+    assert all(it["validation_total"] == 20 for it in metrics["iterations"])
