@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
 PROFILE_DIR = CONFIG_DIR / "profiles"
 DEEPSPEED_DIR = CONFIG_DIR / "deepspeed"
-DEFAULT_PROFILE = "cpu-smollm2"
+DEFAULT_PROFILE = "cpu-qwen"
 
 
 class Section(BaseModel):

@@ -76,7 +76,7 @@ def test_readme_commands_are_the_make_targets():
     dry = subprocess.run(["make", "-n", "boost", "DATASET=snips", "SEED_SIZE=70", "TEACHER=tiny-llama", "RUN=x", "ENGINE=vllm",
                           "DEEPSPEED=zero3"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     dry = " ".join(dry.split())
-    assert ("llm2llm boost --profile cpu-smollm2 --dataset snips --run x --seed-size 70 --teacher tiny-llama --engine vllm "
+    assert ("llm2llm boost --profile cpu-qwen --dataset snips --run x --seed-size 70 --teacher tiny-llama --engine vllm "
             "--deepspeed zero3") in dry
     dry = subprocess.run(["make", "-n", "plan", "PROFILE=cpu-zero2"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert "llm2llm plan --profile cpu-zero2" in dry

@@ -1,4 +1,4 @@
-"""The embedded default (SmolLM2-135M-Instruct as student and teacher) on a small SNIPS slice:
+"""The quick-look profile cpu-smollm2 (SmolLM2-135M-Instruct as student and teacher) on a small SNIPS slice:
 real language, real learning, a valid report. About two minutes on 2 cores."""
 
 import json
@@ -10,7 +10,7 @@ from conftest import REPO, read_jsonl, run_cli
 
 @pytest.mark.slow
 def test_default_profile_produces_a_valid_report(tmp_path, data_dir, smollm2):
-    run_cli("boost", "--dataset", "snips", "--seed-size", "14", "--iterations", "1", "--runs-dir", str(tmp_path),
+    run_cli("boost", "--profile", "cpu-smollm2", "--dataset", "snips", "--seed-size", "14", "--iterations", "1", "--runs-dir", str(tmp_path),
             "--run", "smol", "--data-dir", str(data_dir), "--set", "data.test_size=40", "--set", "train.epochs=4",
             cwd=REPO)
     run = tmp_path / "smol"

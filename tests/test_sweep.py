@@ -76,5 +76,5 @@ def test_readme_batch_commands_are_the_make_targets():
 
     assert "llm2llm sweep methods --slurm" in dry("sweep", "SWEEP=methods", "SLURM=1")
     assert "llm2llm sweep tiny" in dry("sweep")
-    assert "llm2llm doctor --profile cpu-smollm2 --dataset snips --teacher /models/t" in dry("doctor", "DATASET=snips", "TEACHER=/models/t")
+    assert "llm2llm doctor --profile cpu-qwen --dataset snips --teacher /models/t" in dry("doctor", "DATASET=snips", "TEACHER=/models/t")
     assert "--no-index --find-links /w" in dry("install-offline", "WHEELHOUSE=/w")
