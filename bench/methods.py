@@ -1,7 +1,7 @@
 """The method comparison behind BENCHMARKS.md's "Methods" table: plain fine-tuning, EDA, AugGPT and
 LLM2LLM on each data set, one run per RNG seed, then `llm2llm compare` over all of them.
 
-    python bench/methods.py [--datasets snips trec] [--seeds 0 1 2] [--profile cpu-compare] [--seed-sizes 14 35]
+    python bench/methods.py [--datasets snips trec] [--seeds 0 1 2] [--profile cpu-compare] [--seed-sizes 14 35] [--set K=V]
 
 Every run is an ordinary `llm2llm boost`, so rerunning this script resumes unfinished runs and
 skips finished ones. Runs go seed by seed (all methods for seed 0 first), so a stopped sweep
@@ -30,6 +30,8 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--profile", default="cpu-compare")
     parser.add_argument("--runs-dir", default="runs/methods")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="A config override passed to every run (boost --set), e.g. loop.iterations=2.")
     parser.add_argument("--seed-sizes", nargs="+", type=int, default=[None],
                         help="Seed examples per run (default: the profile's); several sizes make one cell each.")
     args = parser.parse_args()
@@ -40,6 +42,7 @@ def main() -> int:
                 for method in args.methods:
                     command = [*llm2llm, "boost", "--profile", args.profile, "--dataset", dataset, "--method", method,
                                "--seed", str(seed), "--runs-dir", args.runs_dir]
+                    command += [arg for item in args.sets for arg in ("--set", item)]
                     if size:  # the default run name does not say the size: give each size its own
                         command += ["--seed-size", str(size), "--run", run_name(dataset, args.profile, method, seed, size)]
                     print("+", " ".join(command[2:]), flush=True)
