@@ -50,7 +50,7 @@ help:
 	@echo "make wheelhouse              on a host with PyPI: every wheel the install needs, in $(WHEELHOUSE)/"
 	@echo "make install-offline         on the air-gapped host: make install from $(WHEELHOUSE)/ alone (pip --no-index)"
 	@echo "make test                    the test suite (CI runs this)"
-	@echo "make test-batch              the Slurm-on-localhost and offline-install tests (CI runs this too; needs root)"
+	@echo "make test-batch              the Slurm-on-localhost, offline-install and 1.5B-teacher tests (CI runs this too; needs root)"
 	@echo "make bench                   every benchmark (engines, dedup, boost/overhead/memory, crash-resume): one table, bench/results.json"
 	@echo "make crash-resume TRIALS=20  kill a tiny boost at random moments, rerun, compare with an uninterrupted run"
 	@echo "make methods                 plain FT vs EDA vs AugGPT vs LLM2LLM, 3 seeds, SNIPS + TREC (hours on a CPU; resumable)"
