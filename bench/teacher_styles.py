@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from llm2llm.config import DataConfig, SamplingConfig  # noqa: E402
+from llm2llm.config import DataConfig, SamplingConfig, VLLMConfig  # noqa: E402
 from llm2llm.data import load_task_data, sample  # noqa: E402
 from llm2llm.engines import EngineSpec, load_tokenizer, render_chat  # noqa: E402
 from llm2llm.filtering import filter_examples  # noqa: E402
@@ -68,7 +68,7 @@ def main() -> int:
                                      "parent_id": ex["id"], "prompt": prompt})
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "answers.jsonl"
-        outputs, stats = generate_cached(EngineSpec("vllm", teacher, vllm={"dtype": "auto", "enforce_eager": True}),
+        outputs, stats = generate_cached(EngineSpec("vllm", teacher, vllm=VLLMConfig().model_dump()),
                                          requests, log, sampling, 256, "teacher styles")
         finish = {r["key"]: r["finish_reason"] for r in read_jsonl(log)}
     results = []

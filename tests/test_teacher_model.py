@@ -12,7 +12,7 @@ import os
 import pytest
 
 from conftest import read_jsonl
-from llm2llm.config import DataConfig, SamplingConfig
+from llm2llm.config import DataConfig, SamplingConfig, VLLMConfig
 from llm2llm.data import load_task_data
 from llm2llm.engines import EngineSpec, load_tokenizer, render_chat
 from llm2llm.generation import generate_cached
@@ -47,7 +47,7 @@ def test_teacher_answers_the_chat_prompt_on_both_engines(teacher, data_dir, tmp_
     wrong = [ex for ex in data.train if ex["label"] == "SearchScreeningEvent"][:2]
     requests = [{"key": ex["id"], "prompt": render_chat(tokenizer, task.teacher_chat(ex, 3))} for ex in wrong]
     greedy = SamplingConfig(max_new_tokens=task.teacher_token_budget("chat", 3))
-    options = {"dtype": "auto", "enforce_eager": True, "cpu_kv_cache_gib": 1}
+    options = VLLMConfig(cpu_kv_cache_gib=1).model_dump()  # as a run passes them (max_model_len 4096 of its 32768)
     answers = {}
     for engine in ("transformers", "vllm"):
         outputs, _ = generate_cached(EngineSpec(engine, teacher, vllm=options), requests, tmp_path / f"{engine}.jsonl",
