@@ -84,7 +84,9 @@ def test_zero3_with_gradient_checkpointing_is_gathered_and_evaluates(tmp_path, d
     log = json.loads((student / "train_log.json").read_text())
     assert log["world_size"] == 2 and log["gradient_checkpointing"]
     scores = json.loads((student.parent / "scores.json").read_text())
-    assert scores["test"]["total"] == 20 and len(read_jsonl(student.parent / "predictions.jsonl")) == 20 + 14
+    # 20 test, 20 validation (as many as test by default) and the 14 seed examples, one answer each
+    assert scores["test"]["total"] == 20 and scores["validation"]["total"] == 20
+    assert len(read_jsonl(student.parent / "predictions.jsonl")) == 20 + 20 + 14
 
 
 def test_lora_with_checkpointing_under_zero3_offload_evaluates_as_base_plus_adapter(tmp_path, data_dir, tiny_model):
