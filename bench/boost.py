@@ -42,7 +42,19 @@ PHASE_ROLES = ("train", "evaluate", "generate")
 def boost(workdir: Path, run: str, *extra: str) -> tuple[float, dict]:
     """One boost in a fresh runs dir; returns (wall seconds of the whole command, metrics.json)."""
     runs = workdir / run
-    argv = [LLM2LLM, "boost", "--profile", "cpu-smollm2", "--dataset", "snips", "--runs-dir", str(runs), "--run", run, *extra]
+    argv = [
+        LLM2LLM,
+        "boost",
+        "--profile",
+        "cpu-smollm2",
+        "--dataset",
+        "snips",
+        "--runs-dir",
+        str(runs),
+        "--run",
+        run,
+        *extra,
+    ]
     start = time.monotonic()
     with open(workdir / f"{run}.log", "w") as log:
         proc = subprocess.run(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
@@ -71,21 +83,38 @@ def overhead_entry(runs: list[tuple[float, dict]]) -> dict:
     for wall, metrics in runs:
         for it in metrics["iterations"]:
             split = time_split(it, metrics["phases"])
-            rows.append({"iteration": it["iteration"], **split,
-                         "overhead_fraction": round(1 - split["engines"] / split["wall"], 4),
-                         "driver_fraction": round(split["driver"] / split["wall"], 4)})
+            rows.append(
+                {
+                    "iteration": it["iteration"],
+                    **split,
+                    "overhead_fraction": round(1 - split["engines"] / split["wall"], 4),
+                    "driver_fraction": round(split["driver"] / split["wall"], 4),
+                }
+            )
     total_wall = statistics.median(w for w, _ in runs)
     engines = statistics.median(sum(sum(it["engine_seconds"].values()) for it in m["iterations"]) for _, m in runs)
     fraction = statistics.median(r["overhead_fraction"] for r in rows)
-    return {"ratio": round(fraction, 4), "goal": "<= 3 % of an iteration outside the engines",
-            "baseline": {"name": "inside the engines (median over iterations)",
-                         "median_s": statistics.median(r["engines"] for r in rows)},
-            "llm2llm": {"name": "iteration wall (median over iterations)", "median_s": statistics.median(r["wall"] for r in rows)},
-            "driver_fraction": statistics.median(r["driver_fraction"] for r in rows),
-            "process_other_median_s": statistics.median(r["process_other"] for r in rows),
-            "whole_run": {"wall_s": round(total_wall, 1), "engines_s": round(engines, 1),
-                          "overhead_fraction": round(1 - engines / total_wall, 4)},
-            "iterations": rows, "sizes": {"profile": "cpu-smollm2", "dataset": "snips", "seed_size": 35, "iterations": 2}}
+    return {
+        "ratio": round(fraction, 4),
+        "goal": "<= 3 % of an iteration outside the engines",
+        "baseline": {
+            "name": "inside the engines (median over iterations)",
+            "median_s": statistics.median(r["engines"] for r in rows),
+        },
+        "llm2llm": {
+            "name": "iteration wall (median over iterations)",
+            "median_s": statistics.median(r["wall"] for r in rows),
+        },
+        "driver_fraction": statistics.median(r["driver_fraction"] for r in rows),
+        "process_other_median_s": statistics.median(r["process_other"] for r in rows),
+        "whole_run": {
+            "wall_s": round(total_wall, 1),
+            "engines_s": round(engines, 1),
+            "overhead_fraction": round(1 - engines / total_wall, 4),
+        },
+        "iterations": rows,
+        "sizes": {"profile": "cpu-smollm2", "dataset": "snips", "seed_size": 35, "iterations": 2},
+    }
 
 
 def boost_entry(runs: list[tuple[float, dict]]) -> dict:
@@ -94,11 +123,15 @@ def boost_entry(runs: list[tuple[float, dict]]) -> dict:
     per_phase = {str(it["iteration"]): it["phase_seconds"] for it in metrics["iterations"]}
     accuracy = [round(100 * it["test_accuracy"], 1) for it in metrics["iterations"]]
     median = statistics.median(walls)
-    return {"ratio": round(20 * 60 / median, 2), "goal": ">= 1 (20 min / wall)",
-            "llm2llm": {"name": "make boost DATASET=snips", "median_s": median, "runs_s": walls},
-            "baseline": {"name": "the 20-minute target", "median_s": 1200},
-            "phase_seconds": per_phase, "test_accuracy_per_iteration": accuracy,
-            "sizes": {"profile": "cpu-smollm2", "dataset": "snips", "seed_size": 35, "test_size": 300, "iterations": 2}}
+    return {
+        "ratio": round(20 * 60 / median, 2),
+        "goal": ">= 1 (20 min / wall)",
+        "llm2llm": {"name": "make boost DATASET=snips", "median_s": median, "runs_s": walls},
+        "baseline": {"name": "the 20-minute target", "median_s": 1200},
+        "phase_seconds": per_phase,
+        "test_accuracy_per_iteration": accuracy,
+        "sizes": {"profile": "cpu-smollm2", "dataset": "snips", "seed_size": 35, "test_size": 300, "iterations": 2},
+    }
 
 
 def memory_entry(small: dict, large: dict, small_size: int, large_size: int) -> dict:
@@ -129,19 +162,26 @@ def memory_entry(small: dict, large: dict, small_size: int, large_size: int) -> 
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if need(mid) <= budget else (lo, mid)
         largest = lo
-    return {"ratio": None, "goal": "peak memory per phase; the largest SEED_SIZE within this machine's memory",
-            "peak_mib": {str(small_size): a, str(large_size): b},
-            "slope_mib_per_seed_example": {k: round(v, 3) for k, v in slopes.items()},
-            "vllm_phase_bound_mib": bounded, "memory_mib": round(budget),
-            "predicted_peak_mib_at_13084": round(need(13084), 1), "largest_seed_size": largest,
-            "sizes": {"small": small_size, "large": large_size, "dataset": "snips (13,084 training examples)"}}
+    return {
+        "ratio": None,
+        "goal": "peak memory per phase; the largest SEED_SIZE within this machine's memory",
+        "peak_mib": {str(small_size): a, str(large_size): b},
+        "slope_mib_per_seed_example": {k: round(v, 3) for k, v in slopes.items()},
+        "vllm_phase_bound_mib": bounded,
+        "memory_mib": round(budget),
+        "predicted_peak_mib_at_13084": round(need(13084), 1),
+        "largest_seed_size": largest,
+        "sizes": {"small": small_size, "large": large_size, "dataset": "snips (13,084 training examples)"},
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1, help="default boosts to run (~10 min each here)")
     parser.add_argument("--large-seed-size", type=int, default=700)
-    parser.add_argument("--large-epochs", type=float, default=0.2, help="train.epochs of the large-seed run (memory, not accuracy)")
+    parser.add_argument(
+        "--large-epochs", type=float, default=0.2, help="train.epochs of the large-seed run (memory, not accuracy)"
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,12 +191,27 @@ def main() -> None:
         entry = record("boost", boost_entry(runs))
         print(f"boost: {entry['llm2llm']['median_s'] / 60:.1f} min (goal <= 20); phases: {entry['phase_seconds']}")
         entry = record("overhead", overhead_entry(runs))
-        print(f"overhead: {100 * entry['ratio']:.1f} % of an iteration outside the engines (goal <= 3 %), "
-              f"of which the driver {100 * entry['driver_fraction']:.1f} %")
-        _, large = boost(workdir, "large", "--seed-size", str(args.large_seed_size), "--method", "plain",
-                         "--set", f"train.epochs={args.large_epochs}", "--set", "data.test_size=50")
+        print(
+            f"overhead: {100 * entry['ratio']:.1f} % of an iteration outside the engines (goal <= 3 %), "
+            f"of which the driver {100 * entry['driver_fraction']:.1f} %"
+        )
+        _, large = boost(
+            workdir,
+            "large",
+            "--seed-size",
+            str(args.large_seed_size),
+            "--method",
+            "plain",
+            "--set",
+            f"train.epochs={args.large_epochs}",
+            "--set",
+            "data.test_size=50",
+        )
         entry = record("memory", memory_entry(runs[0][1], large, 35, args.large_seed_size))
-        print(f"memory: peaks (MiB) {entry['peak_mib']}; largest seed size: {entry['largest_seed_size'] or 'not bounded by memory'}")
+        print(
+            f"memory: peaks (MiB) {entry['peak_mib']}; largest seed size: "
+            f"{entry['largest_seed_size'] or 'not bounded by memory'}"
+        )
 
 
 if __name__ == "__main__":

@@ -63,8 +63,20 @@ def stray_files(run_dir: Path) -> list[str]:
 
 
 def boost_command(runs_dir: Path, run: str, data_dir: str | None, iterations: int = 1) -> list[str]:
-    command = [sys.executable, "-m", "launcher.cli", "boost", "--profile", "tiny", "--iterations", str(iterations),
-               "--runs-dir", str(runs_dir), "--run", run]
+    command = [
+        sys.executable,
+        "-m",
+        "launcher.cli",
+        "boost",
+        "--profile",
+        "tiny",
+        "--iterations",
+        str(iterations),
+        "--runs-dir",
+        str(runs_dir),
+        "--run",
+        run,
+    ]
     return command + (["--data-dir", data_dir] if data_dir else [])
 
 
@@ -88,12 +100,22 @@ def run_to_completion(command: list[str], log) -> int:
 def reference_of(run_dir: Path) -> dict:
     """What the trials are compared with: an uninterrupted run's phase slots, their durations, its data."""
     timings = read_jsonl(run_dir / "timings.jsonl")
-    return {"slots": [t["key"] for t in timings], "durations": {t["key"]: t["seconds"] for t in timings},
-            "comparable": comparable(run_dir)}
+    return {
+        "slots": [t["key"] for t in timings],
+        "durations": {t["key"]: t["seconds"] for t in timings},
+        "comparable": comparable(run_dir),
+    }
 
 
-def trial(number: int, slot: str, reference: dict, rng: random.Random, workdir: Path, data_dir: str | None,
-          iterations: int = 1) -> dict:
+def trial(
+    number: int,
+    slot: str,
+    reference: dict,
+    rng: random.Random,
+    workdir: Path,
+    data_dir: str | None,
+    iterations: int = 1,
+) -> dict:
     """One kill inside `slot` (e.g. "0/generate"), then reruns until done; the outcome checked."""
     runs_dir = workdir / f"trial-{number:02d}"
     run_dir = runs_dir / "r"
@@ -117,8 +139,15 @@ def trial(number: int, slot: str, reference: dict, rng: random.Random, workdir: 
         done = finished_slots(run_dir)
         hit = next((s for s in reference["slots"] if s not in done), None) if code == -signal.SIGKILL else None
         reruns = run_to_completion(command, log)
-    result = {"trial": number, "aimed_at": slot, "delay_s": round(delay, 2), "killed": code == -signal.SIGKILL,
-              "killed_in": hit, "reruns": reruns, "seconds": round(time.monotonic() - started, 1)}
+    result = {
+        "trial": number,
+        "aimed_at": slot,
+        "delay_s": round(delay, 2),
+        "killed": code == -signal.SIGKILL,
+        "killed_in": hit,
+        "reruns": reruns,
+        "seconds": round(time.monotonic() - started, 1),
+    }
     try:
         result["identical"] = comparable(run_dir) == reference["comparable"]
         result["problem"] = None if result["identical"] else "differs from the uninterrupted run"
@@ -143,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     with open(workdir / "reference.log", "w") as log:
-        subprocess.run(boost_command(workdir / "reference", "r", args.data_dir), cwd=REPO, stdout=log, stderr=log, check=True)
+        subprocess.run(
+            boost_command(workdir / "reference", "r", args.data_dir), cwd=REPO, stdout=log, stderr=log, check=True
+        )
     reference = reference_of(workdir / "reference" / "r")
     slots = reference["slots"]
     print(f"uninterrupted run: {len(slots)} phase slots in {time.monotonic() - started:.0f} s ({workdir})", flush=True)
@@ -160,21 +191,38 @@ def main(argv: list[str] | None = None) -> int:
 
     killed = [r for r in results if r["killed"]]
     summary = {
-        "trials": len(results), "killed_mid_run": len(killed),
+        "trials": len(results),
+        "killed_mid_run": len(killed),
         "identical": sum(r["identical"] for r in results),
-        "killed_in_phase": {p: sum(1 for r in killed if r["killed_in"] and r["killed_in"].split("/")[1] == p) for p in PHASES},
+        "killed_in_phase": {
+            p: sum(1 for r in killed if r["killed_in"] and r["killed_in"].split("/")[1] == p) for p in PHASES
+        },
         "seconds": round(time.monotonic() - started),
-        "workdir": str(workdir), "results": results,
+        "workdir": str(workdir),
+        "results": results,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(summary, indent=1) + "\n")
     from bench.common import record
 
-    record("crash_resume", {"ratio": round(summary["identical"] / summary["trials"], 3), "goal": "1.0 (every killed run identical after rerun)",
-                            **{k: summary[k] for k in ("trials", "killed_mid_run", "identical", "killed_in_phase", "seconds")},
-                            "sizes": {"profile": "tiny", "details": str(args.output.relative_to(REPO)) if args.output.is_relative_to(REPO) else str(args.output)}})
-    print(f"{summary['identical']}/{summary['trials']} trials identical to the uninterrupted run; "
-          f"{summary['killed_mid_run']} killed mid-run, by phase: {summary['killed_in_phase']}; results in {args.output}")
+    record(
+        "crash_resume",
+        {
+            "ratio": round(summary["identical"] / summary["trials"], 3),
+            "goal": "1.0 (every killed run identical after rerun)",
+            **{k: summary[k] for k in ("trials", "killed_mid_run", "identical", "killed_in_phase", "seconds")},
+            "sizes": {
+                "profile": "tiny",
+                "details": str(args.output.relative_to(REPO))
+                if args.output.is_relative_to(REPO)
+                else str(args.output),
+            },
+        },
+    )
+    print(
+        f"{summary['identical']}/{summary['trials']} trials identical to the uninterrupted run; "
+        f"{summary['killed_mid_run']} killed mid-run, by phase: {summary['killed_in_phase']}; results in {args.output}"
+    )
     return 0 if summary["identical"] == summary["trials"] else 1
 
 

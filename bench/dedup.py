@@ -40,7 +40,7 @@ def snips_split(data_dir: Path | None, n_pool: int, n_candidates: int):
     random.Random(0).shuffle(rows)
     if n_pool + n_candidates > len(rows):
         raise SystemExit(f"SNIPS has {len(rows)} usable training rows; ask for at most that many in all")
-    return task, rows[:n_pool], rows[n_pool:n_pool + n_candidates]
+    return task, rows[:n_pool], rows[n_pool : n_pool + n_candidates]
 
 
 def official_keep(candidates: list[str], pool: list[str], threshold: float, workers: int) -> list[bool]:
@@ -64,39 +64,76 @@ def official_keep(candidates: list[str], pool: list[str], threshold: float, work
 def llm2llm_keep(task, candidates: list[dict], pool: list[dict], threshold: float) -> list[bool]:
     from llm2llm.filtering import filter_examples
 
-    decisions = filter_examples([{"key": ex["id"], "example": ex} for ex in candidates], task,
-                                [task.key_text(ex) for ex in pool], [], threshold)
+    decisions = filter_examples(
+        [{"key": ex["id"], "example": ex} for ex in candidates],
+        task,
+        [task.key_text(ex) for ex in pool],
+        [],
+        threshold,
+    )
     return [d["kept"] for d in decisions]
 
 
-def run(n_candidates: int, n_pool: int, repeats: int, baseline_repeats: int, data_dir: Path | None = None,
-        threshold: float = THRESHOLD) -> dict:
+def run(
+    n_candidates: int,
+    n_pool: int,
+    repeats: int,
+    baseline_repeats: int,
+    data_dir: Path | None = None,
+    threshold: float = THRESHOLD,
+) -> dict:
     task, pool, candidates = snips_split(data_dir, n_pool, n_candidates)
     workers = len(os.sched_getaffinity(0))
     texts, pool_texts = [task.key_text(ex) for ex in candidates], [task.key_text(ex) for ex in pool]
     _, ours_runs, ours = timed(lambda: llm2llm_keep(task, candidates, pool, threshold), repeats)
     _, base_runs, official = timed(lambda: official_keep(texts, pool_texts, threshold, workers), baseline_repeats)
     differ = [candidates[i]["id"] for i, (a, b) in enumerate(zip(ours, official)) if a != b]
-    baseline, mine = side(f"rouge_score _score_lcs, multiprocessing Pool({workers})", base_runs), side("filter_examples", ours_runs)
-    return {"ratio": round(baseline["median_s"] / mine["median_s"], 1), "goal": ">= 20x, identical decisions",
-            "baseline": baseline, "llm2llm": mine,
-            "sizes": {"candidates": n_candidates, "pool": n_pool, "threshold": threshold, "data": "SNIPS train, shuffled (seed 0)"},
-            "kept": sum(ours), "identical_decisions": not differ, "differing_ids": differ[:20]}
+    baseline, mine = (
+        side(f"rouge_score _score_lcs, multiprocessing Pool({workers})", base_runs),
+        side("filter_examples", ours_runs),
+    )
+    return {
+        "ratio": round(baseline["median_s"] / mine["median_s"], 1),
+        "goal": ">= 20x, identical decisions",
+        "baseline": baseline,
+        "llm2llm": mine,
+        "sizes": {
+            "candidates": n_candidates,
+            "pool": n_pool,
+            "threshold": threshold,
+            "data": "SNIPS train, shuffled (seed 0)",
+        },
+        "kept": sum(ours),
+        "identical_decisions": not differ,
+        "differing_ids": differ[:20],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=5000)
     parser.add_argument("--pool", type=int, default=5000)
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs of llm2llm's filter (the median is reported)")
-    parser.add_argument("--baseline-repeats", type=int, default=1, help="timed runs of the baseline (minutes each at full size)")
-    parser.add_argument("--threshold", type=float, default=THRESHOLD,
-                        help="ROUGE-L F1 above which a candidate is dropped; the work does not depend on it, the decisions do")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed runs of llm2llm's filter (the median is reported)"
+    )
+    parser.add_argument(
+        "--baseline-repeats", type=int, default=1, help="timed runs of the baseline (minutes each at full size)"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=THRESHOLD,
+        help="ROUGE-L F1 above which a candidate is dropped; the work does not depend on it, the decisions do",
+    )
     args = parser.parse_args()
-    entry = record("dedup", run(args.candidates, args.pool, args.repeats, args.baseline_repeats, threshold=args.threshold))
-    print(f"dedup: {entry['sizes']['candidates']} candidates x {entry['sizes']['pool']} pool: official "
-          f"{entry['baseline']['median_s']} s, llm2llm {entry['llm2llm']['median_s']} s, {entry['ratio']}x; "
-          f"kept {entry['kept']}; identical decisions: {entry['identical_decisions']}")
+    entry = record(
+        "dedup", run(args.candidates, args.pool, args.repeats, args.baseline_repeats, threshold=args.threshold)
+    )
+    print(
+        f"dedup: {entry['sizes']['candidates']} candidates x {entry['sizes']['pool']} pool: official "
+        f"{entry['baseline']['median_s']} s, llm2llm {entry['llm2llm']['median_s']} s, {entry['ratio']}x; "
+        f"kept {entry['kept']}; identical decisions: {entry['identical_decisions']}"
+    )
     if not entry["identical_decisions"]:
         sys.exit(f"decisions differ from the official approach for {len(entry['differing_ids'])}+ candidates")
 

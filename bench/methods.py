@@ -1,7 +1,8 @@
 """The method comparison behind BENCHMARKS.md's "Methods" table: plain fine-tuning, EDA, AugGPT and
 LLM2LLM on each data set, one run per RNG seed, then `llm2llm compare` over all of them.
 
-    python bench/methods.py [--datasets snips trec] [--seeds 0 1 2] [--profile cpu-compare] [--seed-sizes 14 35] [--set K=V]
+    python bench/methods.py [--datasets snips trec] [--seeds 0 1 2] [--profile cpu-compare]
+                            [--seed-sizes 14 35] [--set K=V]
 
 Every run is an ordinary `llm2llm boost`, so rerunning this script resumes unfinished runs and
 skips finished ones. Runs go seed by seed (all methods for seed 0 first), so a stopped sweep
@@ -20,7 +21,11 @@ METHODS = ("plain", "eda", "auggpt", "llm2llm")
 
 
 def run_name(dataset: str, profile: str, method: str, seed: int, size: int) -> str:
-    return f"{dataset}-{profile}-n{size}" + ("" if method == "llm2llm" else f"-{method}") + (f"-seed{seed}" if seed else "")
+    return (
+        f"{dataset}-{profile}-n{size}"
+        + ("" if method == "llm2llm" else f"-{method}")
+        + (f"-seed{seed}" if seed else "")
+    )
 
 
 def main() -> int:
@@ -30,24 +35,54 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--profile", default="cpu-compare")
     parser.add_argument("--runs-dir", default="runs/methods")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="A config override passed to every run (boost --set), e.g. loop.iterations=2.")
-    parser.add_argument("--seed-sizes", nargs="+", type=int, default=[None],
-                        help="Seed examples per run (default: the profile's); several sizes make one cell each.")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="A config override passed to every run (boost --set), e.g. loop.iterations=2.",
+    )
+    parser.add_argument(
+        "--seed-sizes",
+        nargs="+",
+        type=int,
+        default=[None],
+        help="Seed examples per run (default: the profile's); several sizes make one cell each.",
+    )
     args = parser.parse_args()
     llm2llm = [sys.executable, "-m", "launcher.cli"]
     for dataset in args.datasets:
         for size in args.seed_sizes:
             for seed in args.seeds:
                 for method in args.methods:
-                    command = [*llm2llm, "boost", "--profile", args.profile, "--dataset", dataset, "--method", method,
-                               "--seed", str(seed), "--runs-dir", args.runs_dir]
+                    command = [
+                        *llm2llm,
+                        "boost",
+                        "--profile",
+                        args.profile,
+                        "--dataset",
+                        dataset,
+                        "--method",
+                        method,
+                        "--seed",
+                        str(seed),
+                        "--runs-dir",
+                        args.runs_dir,
+                    ]
                     command += [arg for item in args.sets for arg in ("--set", item)]
                     if size:  # the default run name does not say the size: give each size its own
-                        command += ["--seed-size", str(size), "--run", run_name(dataset, args.profile, method, seed, size)]
+                        command += [
+                            "--seed-size",
+                            str(size),
+                            "--run",
+                            run_name(dataset, args.profile, method, seed, size),
+                        ]
                     print("+", " ".join(command[2:]), flush=True)
                     subprocess.run(command, cwd=REPO, check=True)
-    return subprocess.run([*llm2llm, "compare", args.runs_dir, "--output", f"{args.runs_dir}/compare"], cwd=REPO).returncode
+    return subprocess.run(
+        [*llm2llm, "compare", args.runs_dir, "--output", f"{args.runs_dir}/compare"], cwd=REPO
+    ).returncode
 
 
 if __name__ == "__main__":

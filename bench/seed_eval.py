@@ -47,15 +47,30 @@ def main() -> int:
     sampling, requests = {}, []
     for t in args.temperatures:
         name = f"T={t:g}"
-        sampling[name] = SamplingConfig(temperature=t, top_p=args.top_p if t else 1.0, seed=config.train.seed, max_new_tokens=budget)
+        sampling[name] = SamplingConfig(
+            temperature=t, top_p=args.top_p if t else 1.0, seed=config.train.seed, max_new_tokens=budget
+        )
         for ex in seed:
             for s in range(1 if t == 0 else args.samples):
-                requests.append({"key": f"{name}/{ex['id']}/{s}", "split": name, "id": ex["id"], "sample": s,
-                                 "prompt": render_chat(tokenizer, task.prompt(ex))})
+                requests.append(
+                    {
+                        "key": f"{name}/{ex['id']}/{s}",
+                        "split": name,
+                        "id": ex["id"],
+                        "sample": s,
+                        "prompt": render_chat(tokenizer, task.prompt(ex)),
+                    }
+                )
     options = {**config.vllm.model_dump(), **config.student.loading()}
     with tempfile.TemporaryDirectory() as tmp:
-        outputs, _ = generate_cached(EngineSpec(config.student.engine, student, vllm=options), requests,
-                                     Path(tmp) / "seed.jsonl", sampling, 512, "seed evaluation")
+        outputs, _ = generate_cached(
+            EngineSpec(config.student.engine, student, vllm=options),
+            requests,
+            Path(tmp) / "seed.jsonl",
+            sampling,
+            512,
+            "seed evaluation",
+        )
     by_id = {ex["id"]: ex for ex in seed}
     result = {}
     for name in sampling:
@@ -63,11 +78,24 @@ def main() -> int:
         right = {i: [task.score(outputs[r["key"]], by_id[i]).correct for r in rows if r["id"] == i] for i in by_id}
         n = len(next(iter(right.values())))
         ks = [k for k in (1, 2, 4, 8, 16, 32) if k <= n]
-        result[name] = {"sampled_right": round(sum(map(sum, right.values())) / (n * len(seed)), 3),
-                        **{f"any_of_{k}": sum(not all(v[:k]) for v in right.values()) for k in ks},
-                        "majority": sum(2 * v.count(False) >= n for v in right.values()) if n > 1 else None}
-    print(json.dumps({"run": str(args.run_dir), "iteration": args.iteration, "seed_examples": len(seed),
-                      "samples": args.samples, "top_p": args.top_p, "wrong": result}, indent=1))
+        result[name] = {
+            "sampled_right": round(sum(map(sum, right.values())) / (n * len(seed)), 3),
+            **{f"any_of_{k}": sum(not all(v[:k]) for v in right.values()) for k in ks},
+            "majority": sum(2 * v.count(False) >= n for v in right.values()) if n > 1 else None,
+        }
+    print(
+        json.dumps(
+            {
+                "run": str(args.run_dir),
+                "iteration": args.iteration,
+                "seed_examples": len(seed),
+                "samples": args.samples,
+                "top_p": args.top_p,
+                "wrong": result,
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

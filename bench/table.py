@@ -1,6 +1,6 @@
 """Print bench/results.json as one markdown table (what `make bench` ends with).
 
-    python bench/table.py [--results bench/results.json]
+python bench/table.py [--results bench/results.json]
 """
 
 from __future__ import annotations
@@ -33,19 +33,38 @@ def row(key: str, entry: dict) -> str:
         small = min(peaks, key=int)
         worst = max(v for k, v in peaks[small].items() if k != "driver")
         largest = entry["largest_seed_size"] or "not bounded by memory"
-        result = f"peak phase {worst:.0f} MiB + driver {peaks[small]['driver']:.0f} MiB (seed {small}); largest seed size: {largest}"
+        result = (
+            f"peak phase {worst:.0f} MiB + driver {peaks[small]['driver']:.0f} MiB (seed {small}); "
+            f"largest seed size: {largest}"
+        )
         return f"| memory | {result} | - | - | {entry['goal']} | {when} |"
     if key == "crash_resume":
-        return f"| crash_resume | {entry['identical']}/{entry['trials']} killed runs identical after rerun | - | - | {entry['goal']} | {when} |"
+        return (
+            f"| crash_resume | {entry['identical']}/{entry['trials']} killed runs identical after rerun | "
+            f"- | - | {entry['goal']} | {when} |"
+        )
     if key == "boost":
-        return (f"| boost | {entry['llm2llm']['median_s'] / 60:.1f} min | - | {fmt_seconds(entry['llm2llm'])} | <= 20 min | {when} |")
+        return (
+            f"| boost | {entry['llm2llm']['median_s'] / 60:.1f} min | - | {fmt_seconds(entry['llm2llm'])} "
+            f"| <= 20 min | {when} |"
+        )
     ratio = entry["ratio"]
-    shown = f"{100 * ratio:.1f} %" if key == "overhead" else (f"{ratio:g}x" if key in ("evaluate", "dedup") else f"{ratio:g}")
-    return f"| {key} | {shown} | {fmt_seconds(entry.get('baseline'))} | {fmt_seconds(entry.get('llm2llm'))} | {entry['goal']} | {when} |"
+    shown = (
+        f"{100 * ratio:.1f} %"
+        if key == "overhead"
+        else (f"{ratio:g}x" if key in ("evaluate", "dedup") else f"{ratio:g}")
+    )
+    return (
+        f"| {key} | {shown} | {fmt_seconds(entry.get('baseline'))} | {fmt_seconds(entry.get('llm2llm'))} "
+        f"| {entry['goal']} | {when} |"
+    )
 
 
 def render(results: dict) -> str:
-    lines = ["| benchmark | result | baseline (median) | llm2llm (median) | goal | measured |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| benchmark | result | baseline (median) | llm2llm (median) | goal | measured |",
+        "|---|---|---|---|---|---|",
+    ]
     for key in sorted(results, key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER)):
         lines.append(row(key, results[key]))
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 """Chat vs continuation prompts for one teacher, per task: how many answers parse, and how many of
 the examples they give pass the filter (valid, not a duplicate of the seed, not test overlap).
 
-    python bench/teacher_styles.py [--teacher qwen2.5-coder-1.5b-instruct] [--tasks snips trec] [--per-label 1] [--count 3]
+    python bench/teacher_styles.py [--teacher qwen2.5-coder-1.5b-instruct] [--tasks snips trec]
+                                   [--per-label 1] [--count 3]
 
 For each task, one seed example per label (data seed 0) is "wrong"; the chat style asks for
 `--count` new examples in one answer (the paper's prompt), the continuation style makes `--count`
@@ -54,8 +55,9 @@ def main() -> int:
         for style in STYLES:
             group = f"{name}/{style}"
             budget = task.teacher_token_budget(style, args.count)
-            sampling[group] = SamplingConfig(temperature=0.8, top_p=0.95, seed=0, max_new_tokens=budget,
-                                             stop=task.teacher_stop(style))
+            sampling[group] = SamplingConfig(
+                temperature=0.8, top_p=0.95, seed=0, max_new_tokens=budget, stop=task.teacher_stop(style)
+            )
             for ex in wrong:
                 if style == "chat":
                     prompts = [render_chat(tokenizer, task.teacher_chat(ex, args.count))]
@@ -64,12 +66,21 @@ def main() -> int:
                     shots = [s for s in seed if s["label"] == ex["label"] and s["id"] != ex["id"]]
                     prompts = [task.teacher_continuation(ex, rng.sample(shots, min(4, len(shots))))] * args.count
                 for i, prompt in enumerate(prompts):
-                    requests.append({"key": f"{group}/{ex['id']}/{i}", "split": group, "task": name, "style": style,
-                                     "parent_id": ex["id"], "prompt": prompt})
+                    requests.append(
+                        {
+                            "key": f"{group}/{ex['id']}/{i}",
+                            "split": group,
+                            "task": name,
+                            "style": style,
+                            "parent_id": ex["id"],
+                            "prompt": prompt,
+                        }
+                    )
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "answers.jsonl"
-        outputs, stats = generate_cached(EngineSpec("vllm", teacher, vllm=VLLMConfig().model_dump()),
-                                         requests, log, sampling, 256, "teacher styles")
+        outputs, stats = generate_cached(
+            EngineSpec("vllm", teacher, vllm=VLLMConfig().model_dump()), requests, log, sampling, 256, "teacher styles"
+        )
         finish = {r["key"]: r["finish_reason"] for r in read_jsonl(log)}
     results = []
     for name, (task, seed, wrong, test) in context.items():
@@ -82,21 +93,42 @@ def main() -> int:
                 cut = finish[r["key"]] == "length" and len(parsed) <= args.count
                 parsed = parsed[: args.count if style == "chat" else 1]
                 parsed_answers += bool(parsed)
-                candidates += [{"key": f"{r['key']}:{j}", "example": p, "truncated": cut and j == len(parsed) - 1}
-                               for j, p in enumerate(parsed)] or [{"key": f"{r['key']}:0", "example": None}]
-            decisions = filter_examples(candidates, task, [task.key_text(s) for s in seed], [task.key_text(t) for t in test], 0.95)
-            reasons = {reason: sum(d["reason"] == reason for d in decisions) for reason in sorted({d["reason"] for d in decisions})}
+                candidates += [
+                    {"key": f"{r['key']}:{j}", "example": p, "truncated": cut and j == len(parsed) - 1}
+                    for j, p in enumerate(parsed)
+                ] or [{"key": f"{r['key']}:0", "example": None}]
+            decisions = filter_examples(
+                candidates, task, [task.key_text(s) for s in seed], [task.key_text(t) for t in test], 0.95
+            )
+            reasons = {
+                reason: sum(d["reason"] == reason for d in decisions)
+                for reason in sorted({d["reason"] for d in decisions})
+            }
             examples = sum(d["example"] is not None for d in decisions)
-            results.append({"task": name, "style": style, "answers": len(rows), "parsed_answers": parsed_answers,
-                            "examples": examples, "kept": reasons.get("kept", 0), "reasons": reasons,
-                            "kept_share_of_asked": round(reasons.get("kept", 0) / (len(wrong) * args.count), 3),
-                            "sample_kept": [d["example"]["text"] for d in decisions if d["kept"]][:4]})
+            results.append(
+                {
+                    "task": name,
+                    "style": style,
+                    "answers": len(rows),
+                    "parsed_answers": parsed_answers,
+                    "examples": examples,
+                    "kept": reasons.get("kept", 0),
+                    "reasons": reasons,
+                    "kept_share_of_asked": round(reasons.get("kept", 0) / (len(wrong) * args.count), 3),
+                    "sample_kept": [d["example"]["text"] for d in decisions if d["kept"]][:4],
+                }
+            )
             print(json.dumps(results[-1], ensure_ascii=False), flush=True)
     out = REPO / "bench" / "teacher_styles.json"
     saved = json.loads(out.read_text()) if out.exists() else {}
-    saved[args.teacher] = {"count": args.count, "per_label": args.per_label, "engine_start_seconds": stats.engine_start_seconds,
-                           "generate_seconds": stats.generate_seconds, "measured": time.strftime("%Y-%m-%d %H:%M"),
-                           "results": results}
+    saved[args.teacher] = {
+        "count": args.count,
+        "per_label": args.per_label,
+        "engine_start_seconds": stats.engine_start_seconds,
+        "generate_seconds": stats.generate_seconds,
+        "measured": time.strftime("%Y-%m-%d %H:%M"),
+        "results": results,
+    }
     atomic_write_json(out, saved)
     return 0
 

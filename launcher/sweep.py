@@ -24,7 +24,9 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
-from llm2llm.config import DEFAULT_PROFILE, Method, RunConfig, Section, _format_validation_error, load_yaml, preset_path
+from launcher.options import build_config
+from launcher.slurm import SlurmJob, boost_arguments, sbatch_script
+from llm2llm.config import DEFAULT_PROFILE, Method, RunConfig, Section, format_validation_error, load_yaml, preset_path
 from llm2llm.errors import UserError
 from llm2llm.store import read_json
 
@@ -36,18 +38,26 @@ class SlurmOptions(Section):
     partition: str | None = Field(None, description="Slurm partition.")
     account: str | None = Field(None, description="Slurm account.")
     gpus_per_node: int = Field(0, ge=0, description="GPUs each run's job asks for.")
-    cpus_per_node: int | None = Field(None, ge=1, description="CPU cores each run's job asks for; default 8 per GPU, or 2.")
+    cpus_per_node: int | None = Field(
+        None, ge=1, description="CPU cores each run's job asks for; default 8 per GPU, or 2."
+    )
     mem: str = Field("0", description="Memory per node (0 = all of it).")
 
 
 class SweepConfig(Section):
     name: str = Field("", description="Sweep name; default: the file's name. Runs go to <runs_dir>/.")
-    profile: str = Field(DEFAULT_PROFILE, description="Run profile every run starts from (configs/profiles/ or a YAML path).")
+    profile: str = Field(
+        DEFAULT_PROFILE, description="Run profile every run starts from (configs/profiles/ or a YAML path)."
+    )
     datasets: list[str] = Field(["snips"], min_length=1, description="Built-in task names or task spec YAML paths.")
-    teachers: list[str] = Field([], description="Registry names or local model folders; empty = the profile's teacher.")
+    teachers: list[str] = Field(
+        [], description="Registry names or local model folders; empty = the profile's teacher."
+    )
     seed_sizes: list[float] = Field([], description="Seed sizes (counts or fractions); empty = the profile's.")
     seeds: list[int] = Field([0], min_length=1, description="RNG seeds (data.seed): one run each.")
-    methods: list[Method] = Field(["llm2llm"], min_length=1, description="Run methods (llm2llm, plain, one-shot, auggpt, eda).")
+    methods: list[Method] = Field(
+        ["llm2llm"], min_length=1, description="Run methods (llm2llm, plain, one-shot, auggpt, eda)."
+    )
     set: dict[str, Any] = Field({}, description="Config overrides for every run, as dotted keys: {train.epochs: 1}.")
     runs_dir: str = Field("", description="Folder of the sweep's runs; default runs/sweeps/<name>.")
     slurm: SlurmOptions = Field(default_factory=SlurmOptions)
@@ -69,7 +79,6 @@ class SweepRun:
         return metrics.exists() and bool(read_json(metrics).get("complete"))
 
     def boost_args(self, profile: str) -> list[str]:
-        from launcher.slurm import boost_arguments
 
         return boost_arguments(profile, self.options, self.sets)
 
@@ -83,7 +92,9 @@ def load_sweep(spec: str) -> SweepConfig:
     try:
         sweep = SweepConfig.model_validate(load_yaml(path))
     except ValidationError as e:
-        raise UserError(_format_validation_error(e, str(path)).replace("`llm2llm config --explain`", "docs/batch-runs.md")) from None
+        raise UserError(
+            format_validation_error(e, str(path)).replace("`llm2llm config --explain`", "docs/batch-runs.md")
+        ) from None
     if not sweep.name:
         sweep.name = path.stem
     if not sweep.runs_dir:
@@ -100,24 +111,39 @@ def expand(sweep: SweepConfig) -> list[SweepRun]:
     """Every run of the sweep, in order: dataset, teacher, seed size, seed, method (so a stopped
     sweep has compared every method on the same seeds). Each config is resolved and validated
     here, before any run starts."""
-    from launcher.cli import build_config
 
-    sets = tuple(f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
-                 for key, value in sweep.set.items())
+    sets = tuple(
+        f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+        for key, value in sweep.set.items()
+    )
     runs, names = [], set()
     for dataset in sweep.datasets:
         for teacher in sweep.teachers or [None]:
             for seed_size in sweep.seed_sizes or [None]:
                 for seed in sweep.seeds:
                     for method in sweep.methods:
-                        parts = [Path(dataset).stem, _short(teacher) if teacher else None,
-                                 f"n{seed_size:g}" if seed_size is not None else None, f"seed{seed}", method]
+                        parts = [
+                            Path(dataset).stem,
+                            _short(teacher) if teacher else None,
+                            f"n{seed_size:g}" if seed_size is not None else None,
+                            f"seed{seed}",
+                            method,
+                        ]
                         name = "-".join(p for p in parts if p)
                         if name in names:
-                            raise UserError(f"sweep {sweep.name}: two runs would both be named {name}; list each value once")
+                            raise UserError(
+                                f"sweep {sweep.name}: two runs would both be named {name}; list each value once"
+                            )
                         names.add(name)
-                        options = {"data__dataset": dataset, "teacher__model": teacher, "data__seed_size": seed_size,
-                                   "data__seed": seed, "loop__method": method, "run": name, "runs_dir": sweep.runs_dir}
+                        options = {
+                            "data__dataset": dataset,
+                            "teacher__model": teacher,
+                            "data__seed_size": seed_size,
+                            "data__seed": seed,
+                            "loop__method": method,
+                            "run": name,
+                            "runs_dir": sweep.runs_dir,
+                        }
                         options = {k: v for k, v in options.items() if v is not None}
                         runs.append(SweepRun(name, options, sets, build_config(sweep.profile, sets, **options)))
     return runs
@@ -131,9 +157,14 @@ def preflight(runs: list[SweepRun]) -> None:
     seen = set()
     for run in runs:
         student, teacher = run.config.student, run.config.teacher
-        for key, check in ((student.model, lambda name: checked_model(name, **student.loading())),
-                           (teacher.model, lambda name: checked_model(name, **teacher.loading())),
-                           (run.config.data.model_dump_json(exclude={"seed", "seed_size"}), lambda _: load_task_data(run.config.data))):
+        for key, check in (
+            (student.model, lambda name: checked_model(name, **student.loading())),
+            (teacher.model, lambda name: checked_model(name, **teacher.loading())),
+            (
+                run.config.data.model_dump_json(exclude={"seed", "seed_size"}),
+                lambda _: load_task_data(run.config.data),
+            ),
+        ):
             if key not in seen:
                 check(key)
                 seen.add(key)
@@ -161,7 +192,8 @@ def run_locally(sweep: SweepConfig, runs: list[SweepRun], echo) -> list[str]:
 
 
 def queued_jobs() -> dict[str, str]:
-    """Run directory -> Slurm job id of this user's jobs still queued or running (the job comment holds the run dir)."""
+    """Run directory -> Slurm job id of this user's jobs still queued or running (the job comment
+    holds the run dir)."""
     out = _slurm_command(["squeue", "--me", "--noheader", "--format=%i|%k"])
     if out.returncode != 0:
         raise UserError(f"squeue failed ({out.stderr.strip() or out.returncode}); is Slurm reachable from this host?")
@@ -174,7 +206,6 @@ def queued_jobs() -> dict[str, str]:
 
 def submit(sweep: SweepConfig, runs: list[SweepRun], echo) -> list[str]:
     """An sbatch job per unfinished run not already queued, then a summary job after all of them."""
-    from launcher.slurm import SlurmJob, sbatch_script
     from llm2llm.store import atomic_write_text
 
     queued = queued_jobs()
@@ -205,19 +236,29 @@ def submit_summary(sweep: SweepConfig, spec: Path, job_ids: list[str]) -> str:
     script = "\n".join(["#!/bin/bash", "set -euo pipefail", f"cd {shlex.quote(os.getcwd())}", shlex.join(command), ""])
     path = summary_dir / "summary.sbatch"
     atomic_write_text(path, script)
-    return _sbatch([f"--job-name=llm2llm-{sweep.name}-summary", f"--dependency=afterany:{':'.join(job_ids)}",
-                    f"--output={summary_dir.resolve()}/slurm-%j.out", "--cpus-per-task=1",
-                    f"--comment={summary_dir.resolve()}", "--time=00:30:00",
-                    *([f"--partition={sweep.slurm.partition}"] if sweep.slurm.partition else []),
-                    *([f"--account={sweep.slurm.account}"] if sweep.slurm.account else []), str(path)])
+    return _sbatch(
+        [
+            f"--job-name=llm2llm-{sweep.name}-summary",
+            f"--dependency=afterany:{':'.join(job_ids)}",
+            f"--output={summary_dir.resolve()}/slurm-%j.out",
+            "--cpus-per-task=1",
+            f"--comment={summary_dir.resolve()}",
+            "--time=00:30:00",
+            *([f"--partition={sweep.slurm.partition}"] if sweep.slurm.partition else []),
+            *([f"--account={sweep.slurm.account}"] if sweep.slurm.account else []),
+            str(path),
+        ]
+    )
 
 
 def _slurm_command(command: list[str]) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(command, capture_output=True, text=True)
     except FileNotFoundError:
-        raise UserError(f"{command[0]} not found: --slurm needs the Slurm client commands on this host "
-                        f"(Debian: apt-get install slurm-client); without --slurm the sweep runs here") from None
+        raise UserError(
+            f"{command[0]} not found: --slurm needs the Slurm client commands on this host "
+            f"(Debian: apt-get install slurm-client); without --slurm the sweep runs here"
+        ) from None
 
 
 def _sbatch(args: list[str]) -> str:

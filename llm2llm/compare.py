@@ -27,8 +27,10 @@ def find_runs(paths: list[Path]) -> list[Path]:
         elif any(path.glob("*/metrics.json")):
             runs.extend(sorted(p.parent for p in path.glob("*/metrics.json")))
         else:
-            raise UserError(f"{path}: no metrics.json in it or in its sub-folders; give run directories (runs/<run>) "
-                            "that finished at least one iteration, or the folder holding them")
+            raise UserError(
+                f"{path}: no metrics.json in it or in its sub-folders; give run directories (runs/<run>) "
+                "that finished at least one iteration, or the folder holding them"
+            )
     return runs
 
 
@@ -50,7 +52,9 @@ def group_runs(runs: list[Path]) -> tuple[dict[tuple, list[dict]], list[str]]:
     for run in runs:
         metrics = read_json(run / "metrics.json")
         if not metrics.get("complete") or not metrics["iterations"]:
-            skipped.append(f"{run} (not finished: {len(metrics['iterations'])} of {metrics['iterations_planned'] + 1} iterations)")
+            skipped.append(
+                f"{run} (not finished: {len(metrics['iterations'])} of {metrics['iterations_planned'] + 1} iterations)"
+            )
             continue
         metrics["_path"] = str(run)
         cells[cell_key(metrics)].append(metrics)
@@ -58,10 +62,15 @@ def group_runs(runs: list[Path]) -> tuple[dict[tuple, list[dict]], list[str]]:
         cells[key].sort(key=lambda m: m.get("data_seed", 0))
         seeds = [m.get("data_seed", 0) for m in cells[key]]
         if len(seeds) != len(set(seeds)):
-            raise UserError(f"two runs of {key[0]} / {key[1]} have the same data seed ({', '.join(m['_path'] for m in cells[key])}); "
-                            "compare one run per seed")
+            raise UserError(
+                f"two runs of {key[0]} / {key[1]} have the same data seed "
+                f"({', '.join(m['_path'] for m in cells[key])}); "
+                "compare one run per seed"
+            )
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
-    return dict(sorted(cells.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99), kv[0][4], kv[0][2:4]))), skipped
+    return dict(
+        sorted(cells.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99), kv[0][4], kv[0][2:4]))
+    ), skipped
 
 
 def _short(model: str) -> str:
@@ -81,35 +90,54 @@ def _row_key(key: tuple, cells: dict) -> tuple:
 
 def _validation(runs: list[dict], method: str) -> str:
     """Last-iteration validation accuracy and its gain over iteration 0, where every run has one."""
-    pairs = [(m["iterations"][0].get("validation_accuracy"), m["iterations"][-1].get("validation_accuracy")) for m in runs]
+    pairs = [
+        (m["iterations"][0].get("validation_accuracy"), m["iterations"][-1].get("validation_accuracy")) for m in runs
+    ]
     if any(first is None or last is None for first, last in pairs):
         return "- | -"
-    return f"{_pm([last for _, last in pairs])} | " + ("-" if method == "plain" else _pm([b - a for a, b in pairs], sign="+"))
+    return f"{_pm([last for _, last in pairs])} | " + (
+        "-" if method == "plain" else _pm([b - a for a, b in pairs], sign="+")
+    )
 
 
 def render_markdown(cells: dict[tuple, list[dict]], skipped: list[str], png_name: str) -> str:
     evaluations = sorted({m["evaluation"] for runs in cells.values() for m in runs})
     several_teachers = len({k[4] for k in cells}) > 1
-    lines = ["# LLM2LLM comparison", "",
-             f"{sum(len(r) for r in cells.values())} runs; test accuracy is each run's last iteration "
-             f"(mean ± sample std over RNG seeds); evaluation: {', '.join(evaluations)} decoding. "
-             "'vs plain FT' is against iteration 0 of the same runs (the same seed examples, fine-tuned alone).", "",
-             "| dataset | method |" + (" teacher |" if several_teachers else "") + " seed size | seeds | test acc (%) | vs plain FT | "
-             "train size | teacher tokens | wall time (min) | validation acc (%) | validation vs plain FT |",
-             "|---" * (11 + several_teachers) + "|"]
+    lines = [
+        "# LLM2LLM comparison",
+        "",
+        f"{sum(len(r) for r in cells.values())} runs; test accuracy is each run's last iteration "
+        f"(mean ± sample std over RNG seeds); evaluation: {', '.join(evaluations)} decoding. "
+        "'vs plain FT' is against iteration 0 of the same runs (the same seed examples, fine-tuned alone).",
+        "",
+        "| dataset | method |"
+        + (" teacher |" if several_teachers else "")
+        + " seed size | seeds | test acc (%) | vs plain FT | "
+        "train size | teacher tokens | wall time (min) | validation acc (%) | validation vs plain FT |",
+        "|---" * (11 + several_teachers) + "|",
+    ]
     for (task, method, seed_size, _student, teacher), runs in cells.items():
         final = [m["iterations"][-1]["test_accuracy"] for m in runs]
         gain = [m["iterations"][-1]["test_accuracy"] - m["iterations"][0]["test_accuracy"] for m in runs]
         lines.append(
-            f"| {task} | {method} |" + (f" {_short(teacher)} |" if several_teachers else "") +
-            f" {seed_size} | {', '.join(str(m.get('data_seed', 0)) for m in runs)} | {_pm(final)} | "
-            f"{'-' if method == 'plain' else _pm(gain, sign='+')} | {_pm([m['iterations'][-1]['train_size'] for m in runs], 1, 0)} | "
-            f"{_pm([m.get('teacher_tokens', 0) for m in runs], 1, 0)} | {_pm([m.get('wall_seconds', 0) for m in runs], 1 / 60)} | "
-            f"{_validation(runs, method)} |")
+            f"| {task} | {method} |"
+            + (f" {_short(teacher)} |" if several_teachers else "")
+            + f" {seed_size} | {', '.join(str(m.get('data_seed', 0)) for m in runs)} | {_pm(final)} | "
+            f"{'-' if method == 'plain' else _pm(gain, sign='+')} | "
+            f"{_pm([m['iterations'][-1]['train_size'] for m in runs], 1, 0)} | "
+            f"{_pm([m.get('teacher_tokens', 0) for m in runs], 1, 0)} | "
+            f"{_pm([m.get('wall_seconds', 0) for m in runs], 1 / 60)} | "
+            f"{_validation(runs, method)} |"
+        )
     tasks = sorted({k[0] for k in cells})
     rows = list(dict.fromkeys(_row_key(k, cells) for k in cells))
-    lines += ["", "## Test accuracy (%), method x dataset", "", "| method | " + " | ".join(tasks) + " |",
-              "|---" * (len(tasks) + 1) + "|"]
+    lines += [
+        "",
+        "## Test accuracy (%), method x dataset",
+        "",
+        "| method | " + " | ".join(tasks) + " |",
+        "|---" * (len(tasks) + 1) + "|",
+    ]
     for row_key in rows:
         row = []
         for task in tasks:
@@ -118,7 +146,9 @@ def render_markdown(cells: dict[tuple, list[dict]], skipped: list[str], png_name
         lines.append(f"| {' / '.join(map(str, row_key))} | " + " | ".join(row) + " |")
     models = sorted({(k[3], k[4]) for k in cells})
     lines += ["", "Student / teacher: " + "; ".join(f"`{s}` / `{t}`" for s, t in models) + "."]
-    lines += ["", "## Runs", ""] + [f"- {m['_path']} ({k[1]}, seed {m.get('data_seed', 0)})" for k, rs in cells.items() for m in rs]
+    lines += ["", "## Runs", ""] + [
+        f"- {m['_path']} ({k[1]}, seed {m.get('data_seed', 0)})" for k, rs in cells.items() for m in rs
+    ]
     if skipped:
         lines += ["", "Left out:"] + [f"- {s}" for s in skipped]
     return "\n".join(lines + ["", f"![test accuracy per iteration]({png_name})", ""])
@@ -148,9 +178,14 @@ def plot(cells: dict[tuple, list[dict]]) -> bytes:
             if length == 1:
                 ax.axhline(means[0], linestyle="--", color="grey", label=label)
                 continue
-            line, = ax.plot(xs, means, marker="o", label=label)
-            ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                            color=line.get_color(), alpha=0.15)
+            (line,) = ax.plot(xs, means, marker="o", label=label)
+            ax.fill_between(
+                xs,
+                [m - s for m, s in zip(means, stds)],
+                [m + s for m, s in zip(means, stds)],
+                color=line.get_color(),
+                alpha=0.15,
+            )
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(task)
         ax.set_xlabel("iteration")

@@ -27,51 +27,136 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    dataset: str = Field("snips", description="Built-in task name (snips, trec, sst2, gsm8k, casehold) or path to a task spec YAML.")
-    data_dir: str | None = Field(None, description="Folder holding one sub-folder per data set; default $LLM2LLM_DATA_DIR, else ../shared/datasets beside the repo.")
-    seed_size: float = Field(35, gt=0, description="Seed examples drawn from train: a count (>= 1) or a fraction of train (< 1).")
-    stratified: bool = Field(True, description="Draw the seed with the same number of examples per label (classification and multiple choice).")
-    test_size: int = Field(0, ge=0, description="Evaluate on a fixed random sample of this many test examples; 0 = the whole test split.")
+    dataset: str = Field(
+        "snips", description="Built-in task name (snips, trec, sst2, gsm8k, casehold) or path to a task spec YAML."
+    )
+    data_dir: str | None = Field(
+        None,
+        description="Folder holding one sub-folder per data set; default $LLM2LLM_DATA_DIR, else ../shared/datasets "
+        "beside the repo.",
+    )
+    seed_size: float = Field(
+        35, gt=0, description="Seed examples drawn from train: a count (>= 1) or a fraction of train (< 1)."
+    )
+    stratified: bool = Field(
+        True,
+        description="Draw the seed with the same number of examples per label (classification and multiple choice).",
+    )
+    test_size: int = Field(
+        0, ge=0, description="Evaluate on a fixed random sample of this many test examples; 0 = the whole test split."
+    )
     seed: int = Field(0, description="RNG seed for the seed sample and the test sample.")
-    validation_size: int | None = Field(None, ge=0, description="Also score each iteration on a fixed random sample of this many validation examples (the task's validation split: its own file, or one held out from train), for choosing recipes and iterations without the test split; None = as many as test_size; 0 = the whole split. Tasks without a validation split skip it.")
+    validation_size: int | None = Field(
+        None,
+        ge=0,
+        description="Also score each iteration on a fixed random sample of this many validation examples (the task's "
+        "validation split: its own file, or one held out from train), for choosing recipes and "
+        "iterations without the test split; None = as many as test_size; 0 = the whole split. Tasks "
+        "without a validation split skip it.",
+    )
 
 
 class SamplingConfig(Section):
     temperature: float = Field(0.0, ge=0, description="0 = greedy decoding.")
     top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int | None = Field(None, ge=1, description="Cap on generated tokens; default from the task type: continuation style one example (48 tokens for classification, 320 for a GSM8K problem), chat style its tokens per example (40, 320) times the examples one request asks for, + 16.")
+    max_new_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Cap on generated tokens; default from the task type: continuation style one example (48 tokens "
+        "for classification, 320 for a GSM8K problem), chat style its tokens per example (40, 320) times "
+        "the examples one request asks for, + 16.",
+    )
     stop: list[str] = Field(default_factory=list, description="Stop strings; the output is cut before the first one.")
     n: int = Field(1, ge=1, description="Completions drawn per prompt, each with its own sample index and seed.")
-    seed: int = Field(0, description="Sampling seed; each request derives its own from it and its key, so reruns reproduce answers.")
+    seed: int = Field(
+        0, description="Sampling seed; each request derives its own from it and its key, so reruns reproduce answers."
+    )
 
 
 class VLLMConfig(Section):
-    tensor_parallel_size: int | None = Field(None, ge=1, description="GPUs one vLLM engine shards the model over (tensor parallel); None = the GPU plan decides (all the teacher's GPUs; the fewest that fit for evaluation).")
-    pipeline_parallel_size: int | None = Field(None, ge=1, description="Pipeline stages of the teacher across nodes (vLLM over Ray); None = 1 unless the teacher does not fit one node.")
-    dtype: str = Field("auto", description="auto: float32 on CPU (bf16 is slower there), the checkpoint's dtype on GPU; or float32, bfloat16, float16.")
-    enforce_eager: bool = Field(True, description="Skip torch.compile and graph capture: a much faster start (CPU: ~36 s instead of ~140 s) for slightly slower decoding.")
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="GPU only: fraction of each GPU's memory the engine may take.")
-    cpu_kv_cache_gib: int = Field(4, ge=1, description="CPU only: the most KV cache an engine gets, in GiB. An offline engine takes what its largest batch needs (every request at once), up to this; a server takes all of it. (vLLM zeroes it all at start-up: seconds per GiB on a CPU.)")
-    max_model_len: int | None = Field(4096, ge=64, description="Context length the engine reserves for; None = the model's own (can be huge).")
-    enable_prefix_caching: bool = Field(True, description="Reuse the KV cache of shared prompt prefixes (the task instructions) across requests.")
-    block_size: int | None = Field(None, ge=16, description="KV cache block size in tokens; None = 32 on CPU (vLLM's CPU default, 128, is longer than most classification prompts, so their shared instructions never fill a cacheable block), vLLM's default on GPU.")
-    engine_in_process: bool = Field(True, description="Offline engine: run vLLM's engine core inside the phase process (VLLM_ENABLE_V1_MULTIPROCESSING=0); the phase process already isolates it, and this saves a process start (~23 s of ~28 s on the 2-core CPU).")
-    start_timeout: float = Field(900, gt=0, description="Seconds a vLLM server llm2llm starts may take to answer /health.")
-    request_timeout: float = Field(600, gt=0, description="Seconds one request to a teacher server may take before it is retried.")
+    tensor_parallel_size: int | None = Field(
+        None,
+        ge=1,
+        description="GPUs one vLLM engine shards the model over (tensor parallel); None = the GPU plan decides (all "
+        "the teacher's GPUs; the fewest that fit for evaluation).",
+    )
+    pipeline_parallel_size: int | None = Field(
+        None,
+        ge=1,
+        description="Pipeline stages of the teacher across nodes (vLLM over Ray); None = 1 unless the teacher does "
+        "not fit one node.",
+    )
+    dtype: str = Field(
+        "auto",
+        description="auto: float32 on CPU (bf16 is slower there), the checkpoint's dtype on GPU; or float32, "
+        "bfloat16, float16.",
+    )
+    enforce_eager: bool = Field(
+        True,
+        description="Skip torch.compile and graph capture: a much faster start (CPU: ~36 s instead of ~140 s) for "
+        "slightly slower decoding.",
+    )
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="GPU only: fraction of each GPU's memory the engine may take."
+    )
+    cpu_kv_cache_gib: int = Field(
+        4,
+        ge=1,
+        description="CPU only: the most KV cache an engine gets, in GiB. An offline engine takes what its largest "
+        "batch needs (every request at once), up to this; a server takes all of it. (vLLM zeroes it all "
+        "at start-up: seconds per GiB on a CPU.)",
+    )
+    max_model_len: int | None = Field(
+        4096, ge=64, description="Context length the engine reserves for; None = the model's own (can be huge)."
+    )
+    enable_prefix_caching: bool = Field(
+        True, description="Reuse the KV cache of shared prompt prefixes (the task instructions) across requests."
+    )
+    block_size: int | None = Field(
+        None,
+        ge=16,
+        description="KV cache block size in tokens; None = 32 on CPU (vLLM's CPU default, 128, is longer than most "
+        "classification prompts, so their shared instructions never fill a cacheable block), vLLM's "
+        "default on GPU.",
+    )
+    engine_in_process: bool = Field(
+        True,
+        description="Offline engine: run vLLM's engine core inside the phase process "
+        "(VLLM_ENABLE_V1_MULTIPROCESSING=0); the phase process already isolates it, and this saves a "
+        "process start (~23 s of ~28 s on the 2-core CPU).",
+    )
+    start_timeout: float = Field(
+        900, gt=0, description="Seconds a vLLM server llm2llm starts may take to answer /health."
+    )
+    request_timeout: float = Field(
+        600, gt=0, description="Seconds one request to a teacher server may take before it is retried."
+    )
     max_retries: int = Field(3, ge=0, description="Retries (with backoff) of a failed request to a teacher server.")
     concurrency: int = Field(32, ge=1, description="Requests in flight at once to a teacher server.")
 
 
 Engine = Literal["transformers", "vllm", "vllm-server", "openai"]
-ENGINE_HELP = ("transformers: batched HF generate (the fallback); vllm: an offline vLLM engine in the phase's process; "
-               "vllm-server: llm2llm starts a vLLM OpenAI server on 127.0.0.1 with a random API key for the phase; "
-               "openai: an OpenAI-compatible server that is already running (teacher.url).")
+ENGINE_HELP = (
+    "transformers: batched HF generate (the fallback); vllm: an offline vLLM engine in the phase's process; "
+    "vllm-server: llm2llm starts a vLLM OpenAI server on 127.0.0.1 with a random API key for the phase; "
+    "openai: an OpenAI-compatible server that is already running (teacher.url)."
+)
 
 
 class ModelSource(Section):
-    model: str = Field("smollm2-135m-instruct", description="Model name from configs/models.yaml, or a local model folder.")
-    trust_remote_code: bool = Field(False, description="Run the Python code a model folder ships (config.json auto_map) in transformers and vLLM. Off: a model folder is data, not code; turn it on only for a folder whose code you have read.")
-    allow_pickle_weights: bool = Field(False, description="Load *.bin / *.pt weights (pickle: loading them can run code) from a folder without safetensors. Off: safetensors only.")
+    model: str = Field(
+        "smollm2-135m-instruct", description="Model name from configs/models.yaml, or a local model folder."
+    )
+    trust_remote_code: bool = Field(
+        False,
+        description="Run the Python code a model folder ships (config.json auto_map) in transformers and vLLM. Off: "
+        "a model folder is data, not code; turn it on only for a folder whose code you have read.",
+    )
+    allow_pickle_weights: bool = Field(
+        False,
+        description="Load *.bin / *.pt weights (pickle: loading them can run code) from a folder without "
+        "safetensors. Off: safetensors only.",
+    )
 
     def loading(self) -> dict:
         """The opt-ins every loader of this model gets (model checks, engines, training)."""
@@ -79,18 +164,43 @@ class ModelSource(Section):
 
 
 class StudentConfig(ModelSource):
-    engine: Literal["transformers", "vllm"] = Field("transformers", description="Engine for evaluating the student: transformers or vllm (a LoRA student runs as base + adapter).")
+    engine: Literal["transformers", "vllm"] = Field(
+        "transformers",
+        description="Engine for evaluating the student: transformers or vllm (a LoRA student runs as base + adapter).",
+    )
     eval_batch_size: int = Field(16, ge=1)
-    eval_max_new_tokens: int | None = Field(None, ge=1, description="Cap on generated answer length; default from the task type.")
-    eval_temperature: float = Field(0.0, ge=0, description="Decoding of the test and validation answers: 0 = greedy (default). The seed examples follow seed_eval.")
+    eval_max_new_tokens: int | None = Field(
+        None, ge=1, description="Cap on generated answer length; default from the task type."
+    )
+    eval_temperature: float = Field(
+        0.0,
+        ge=0,
+        description="Decoding of the test and validation answers: 0 = greedy (default). The seed examples follow "
+        "seed_eval.",
+    )
 
 
 class TeacherConfig(ModelSource):
     engine: Engine = Field("transformers", description="Engine for the teacher. " + ENGINE_HELP)
-    url: str | None = Field(None, description="engine openai: the server's base URL, e.g. http://127.0.0.1:8000/v1. The teacher's local folder (model) still gives the tokenizer and the cache identity.")
-    api_key_env: str = Field("LLM2LLM_TEACHER_API_KEY", description="engine openai: the environment variable holding the server's API key (never written to the run directory).")
-    served_model: str | None = Field(None, description="engine openai: the model name at the server; default: the first model it lists.")
-    style: Literal["continuation", "chat"] = Field("continuation", description="continuation: a list of same-label seed examples for the teacher to extend (suits small/base models); chat: the wrong example plus a request for similar ones (the paper's style, for large chat models).")
+    url: str | None = Field(
+        None,
+        description="engine openai: the server's base URL, e.g. http://127.0.0.1:8000/v1. The teacher's local folder "
+        "(model) still gives the tokenizer and the cache identity.",
+    )
+    api_key_env: str = Field(
+        "LLM2LLM_TEACHER_API_KEY",
+        description="engine openai: the environment variable holding the server's API key (never written to the run "
+        "directory).",
+    )
+    served_model: str | None = Field(
+        None, description="engine openai: the model name at the server; default: the first model it lists."
+    )
+    style: Literal["continuation", "chat"] = Field(
+        "continuation",
+        description="continuation: a list of same-label seed examples for the teacher to extend (suits small/base "
+        "models); chat: the wrong example plus a request for similar ones (the paper's style, for large "
+        "chat models).",
+    )
     per_wrong: int = Field(1, ge=1, description="New examples requested per wrong seed example per iteration (K).")
     shots: int = Field(4, ge=0, description="continuation style: same-label seed examples shown before the wrong one.")
     batch_size: int = Field(16, ge=1)
@@ -101,15 +211,24 @@ class SeedEvalConfig(Section):
     """How the student is run over its seed examples to find the ones it gets wrong (step 2).
     Greedy decoding of a student that has memorised a small seed finds almost nothing; sampling,
     as the official code does (temperature 0.7, top_p 0.9), finds the examples it is unsure of."""
+
     temperature: float = Field(0.0, ge=0, description="0 = greedy; the official code samples at 0.7.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling when temperature > 0 (official code: 0.9).")
-    samples: int = Field(1, ge=1, description="Answers drawn per seed example (each with its own seed); > 1 needs temperature > 0.")
-    wrong_if: Literal["any", "majority"] = Field("any", description="With several samples: a seed example is wrong if any sample is wrong, or if at least half are.")
+    samples: int = Field(
+        1, ge=1, description="Answers drawn per seed example (each with its own seed); > 1 needs temperature > 0."
+    )
+    wrong_if: Literal["any", "majority"] = Field(
+        "any",
+        description="With several samples: a seed example is wrong if any sample is wrong, or if at least half are.",
+    )
 
     @model_validator(mode="after")
     def _samples_need_sampling(self):
         if self.samples > 1 and self.temperature == 0:
-            raise ValueError("seed_eval.samples > 1 draws the same greedy answer each time; set seed_eval.temperature > 0 (e.g. 0.7)")
+            raise ValueError(
+                "seed_eval.samples > 1 draws the same greedy answer each time; set seed_eval.temperature > 0 (e.g. "
+                "0.7)"
+            )
         return self
 
 
@@ -120,64 +239,170 @@ class TrainConfig(Section):
     grad_accum: int = Field(1, ge=1)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
-    max_length: int = Field(256, ge=16, description="Prompt + answer tokens; longer examples are cut from the left of the prompt.")
+    max_length: int = Field(
+        256, ge=16, description="Prompt + answer tokens; longer examples are cut from the left of the prompt."
+    )
     lora: bool = Field(False, description="Train a LoRA adapter (PEFT) instead of all weights.")
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     lora_target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     seed: int = Field(0)
-    deepspeed: str | None = Field(None, description="DeepSpeed ZeRO config: a preset from configs/deepspeed/ (zero2, zero3, zero3_offload) or a JSON path; None = the plain Trainer (DDP over several processes).")
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, ~30 % more compute.")
-    cpu_processes: int = Field(1, ge=1, description="Training processes on a machine without GPUs (torchrun, gloo); on GPUs the plan starts one per GPU.")
-    ddp_timeout: int = Field(1800, ge=10, description="Seconds a collective (NCCL on GPU, gloo on CPU) may wait before the training phase fails.")
+    deepspeed: str | None = Field(
+        None,
+        description="DeepSpeed ZeRO config: a preset from configs/deepspeed/ (zero2, zero3, zero3_offload) or a JSON "
+        "path; None = the plain Trainer (DDP over several processes).",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, ~30 % more compute."
+    )
+    cpu_processes: int = Field(
+        1,
+        ge=1,
+        description="Training processes on a machine without GPUs (torchrun, gloo); on GPUs the plan starts one per "
+        "GPU.",
+    )
+    ddp_timeout: int = Field(
+        1800,
+        ge=10,
+        description="Seconds a collective (NCCL on GPU, gloo on CPU) may wait before the training phase fails.",
+    )
 
 
 Method = Literal["llm2llm", "plain", "one-shot", "auggpt", "eda"]
-METHOD_HELP = ("llm2llm: each iteration the teacher writes new examples for the seed examples the student got wrong; "
-               "plain: fine-tuning on the seed alone (iteration 0 only); "
-               "one-shot: as many teacher examples as llm2llm asks for, all generated at once from the seed examples wrong at iteration 0; "
-               "auggpt: the teacher paraphrases every seed example (Dai et al. 2023); "
-               "eda: synonym replacement, random insertion, swap and deletion over WordNet (Wei & Zou 2019). "
-               "Every method starts with iteration 0 = plain fine-tuning; the baselines add one augmented iteration.")
+METHOD_HELP = (
+    "llm2llm: each iteration the teacher writes new examples for the seed examples the student got wrong; "
+    "plain: fine-tuning on the seed alone (iteration 0 only); "
+    "one-shot: as many teacher examples as llm2llm asks for, all generated at once from the seed examples wrong at "
+    "iteration 0; "
+    "auggpt: the teacher paraphrases every seed example (Dai et al. 2023); "
+    "eda: synonym replacement, random insertion, swap and deletion over WordNet (Wei & Zou 2019). "
+    "Every method starts with iteration 0 = plain fine-tuning; the baselines add one augmented iteration."
+)
 
 
 class LoopConfig(Section):
     method: Method = Field("llm2llm", description=METHOD_HELP)
-    iterations: int = Field(2, ge=0, description="Augmentation iterations after iteration 0 (plain fine-tuning on the seed); method llm2llm only.")
-    continue_training: bool = Field(False, description="Fine-tune each iteration from the last student instead of the base checkpoint (the paper re-trains from base).")
-    augment_synthetic: bool = Field(False, description="Also augment wrong synthetic examples, not only seed examples (the paper augments seed only).")
-    keep_checkpoints: bool = Field(False, description="Keep every iteration's student; by default only the last one stays on disk.")
-    near_duplicate_rouge_l: float = Field(0.95, gt=0, le=1, description="Drop a generated example whose ROUGE-L F1 against any training or test input exceeds this (official code: 0.95).")
+    iterations: int = Field(
+        2,
+        ge=0,
+        description="Augmentation iterations after iteration 0 (plain fine-tuning on the seed); method llm2llm only.",
+    )
+    continue_training: bool = Field(
+        False,
+        description="Fine-tune each iteration from the last student instead of the base checkpoint (the paper "
+        "re-trains from base).",
+    )
+    augment_synthetic: bool = Field(
+        False,
+        description="Also augment wrong synthetic examples, not only seed examples (the paper augments seed only).",
+    )
+    keep_checkpoints: bool = Field(
+        False, description="Keep every iteration's student; by default only the last one stays on disk."
+    )
+    near_duplicate_rouge_l: float = Field(
+        0.95,
+        gt=0,
+        le=1,
+        description="Drop a generated example whose ROUGE-L F1 against any training or test input exceeds this "
+        "(official code: 0.95).",
+    )
 
 
 class BaselineConfig(Section):
-    one_shot_per_wrong: int | None = Field(None, ge=1, description="one-shot: new examples per wrong seed example; None = teacher.per_wrong x loop.iterations (what llm2llm asks for in all its iterations, at most).")
-    one_shot_total: int | None = Field(None, ge=1, description="one-shot: total new examples to ask for, spread evenly over the wrong seed examples (e.g. what an llm2llm run with the same seed generated, to match its teacher budget); overrides one_shot_per_wrong.")
+    one_shot_per_wrong: int | None = Field(
+        None,
+        ge=1,
+        description="one-shot: new examples per wrong seed example; None = teacher.per_wrong x loop.iterations (what "
+        "llm2llm asks for in all its iterations, at most).",
+    )
+    one_shot_total: int | None = Field(
+        None,
+        ge=1,
+        description="one-shot: total new examples to ask for, spread evenly over the wrong seed examples (e.g. what "
+        "an llm2llm run with the same seed generated, to match its teacher budget); overrides "
+        "one_shot_per_wrong.",
+    )
     auggpt_per_example: int = Field(4, ge=1, description="auggpt: paraphrases asked of the teacher per seed example.")
-    eda_alpha: float = Field(0.1, gt=0, le=0.5, description="eda: share of words changed by each operation (the EDA paper's alpha; its default 0.1).")
-    eda_num_aug: int = Field(9, ge=1, description="eda: augmented sentences per seed example (the EDA paper's default 9).")
-    wordnet_dir: str | None = Field(None, description="eda: folder with WordNet 3.0's database files (data.noun, index.sense, ...); default $LLM2LLM_WORDNET_DIR, else /usr/share/wordnet (Debian: apt-get install wordnet-base wordnet-sense-index).")
+    eda_alpha: float = Field(
+        0.1,
+        gt=0,
+        le=0.5,
+        description="eda: share of words changed by each operation (the EDA paper's alpha; its default 0.1).",
+    )
+    eda_num_aug: int = Field(
+        9, ge=1, description="eda: augmented sentences per seed example (the EDA paper's default 9)."
+    )
+    wordnet_dir: str | None = Field(
+        None,
+        description="eda: folder with WordNet 3.0's database files (data.noun, index.sense, ...); default "
+        "$LLM2LLM_WORDNET_DIR, else /usr/share/wordnet (Debian: apt-get install wordnet-base "
+        "wordnet-sense-index).",
+    )
 
 
 class PlanConfig(Section):
-    mode: Literal["sequential", "split"] = Field("sequential", description="sequential: each phase gets all the node's GPUs and the teacher's process ends before training; split: the teacher server stays up on its own GPUs for all iterations while the student trains on the others.")
-    gpus: str = Field("auto", description="GPUs to use: auto = all NVML lists (or CUDA_VISIBLE_DEVICES), or a comma list of indices/UUIDs.")
-    nodes: int = Field(1, ge=1, description="Nodes the student trains on (Slurm allocation or plan.hostfile); the teacher spans nodes only if it does not fit one.")
-    hostfile: str | None = Field(None, description="Multi-node training without Slurm: a DeepSpeed hostfile ('host slots=N' per line); the deepspeed launcher starts the ranks over ssh.")
-    teacher_gpus: int | None = Field(None, ge=1, description="split mode: GPUs the teacher server holds; None = the fewest that fit it.")
-    teacher_kv_cache_gib: float = Field(4.0, ge=0, description="Memory per GPU the plan reserves for the teacher's KV cache (at least one vllm.max_model_len sequence).")
-    overhead_gib: float = Field(3.0, ge=0, description="Memory per GPU the plan reserves for the CUDA context, NCCL buffers and fragmentation.")
-    phase_timeout: float | None = Field(None, gt=0, description="Seconds a train/evaluate/generate phase may run before it is stopped; None = no limit.")
-    release_timeout: float = Field(120, gt=0, description="Seconds a finished phase's processes and GPU memory get to go away before the run stops.")
-    release_tolerance_mib: float = Field(512, ge=0, description="GPU memory above the run's starting baseline still counted as released.")
+    mode: Literal["sequential", "split"] = Field(
+        "sequential",
+        description="sequential: each phase gets all the node's GPUs and the teacher's process ends before training; "
+        "split: the teacher server stays up on its own GPUs for all iterations while the student trains "
+        "on the others.",
+    )
+    gpus: str = Field(
+        "auto",
+        description="GPUs to use: auto = all NVML lists (or CUDA_VISIBLE_DEVICES), or a comma list of indices/UUIDs.",
+    )
+    nodes: int = Field(
+        1,
+        ge=1,
+        description="Nodes the student trains on (Slurm allocation or plan.hostfile); the teacher spans nodes only "
+        "if it does not fit one.",
+    )
+    hostfile: str | None = Field(
+        None,
+        description="Multi-node training without Slurm: a DeepSpeed hostfile ('host slots=N' per line); the "
+        "deepspeed launcher starts the ranks over ssh.",
+    )
+    teacher_gpus: int | None = Field(
+        None, ge=1, description="split mode: GPUs the teacher server holds; None = the fewest that fit it."
+    )
+    teacher_kv_cache_gib: float = Field(
+        4.0,
+        ge=0,
+        description="Memory per GPU the plan reserves for the teacher's KV cache (at least one vllm.max_model_len "
+        "sequence).",
+    )
+    overhead_gib: float = Field(
+        3.0, ge=0, description="Memory per GPU the plan reserves for the CUDA context, NCCL buffers and fragmentation."
+    )
+    phase_timeout: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds a train/evaluate/generate phase may run before it is stopped; None = no limit.",
+    )
+    release_timeout: float = Field(
+        120,
+        gt=0,
+        description="Seconds a finished phase's processes and GPU memory get to go away before the run stops.",
+    )
+    release_tolerance_mib: float = Field(
+        512, ge=0, description="GPU memory above the run's starting baseline still counted as released."
+    )
 
 
 class RunConfig(Section):
-    run: str = Field("", description="Run name; runs/<run>/ holds everything. Default: <dataset>-<profile>[-<method>][-seed<N>] (method and seed when not the defaults).")
+    run: str = Field(
+        "",
+        description="Run name; runs/<run>/ holds everything. Default: <dataset>-<profile>[-<method>][-seed<N>] "
+        "(method and seed when not the defaults).",
+    )
     runs_dir: str = Field("runs", description="Folder holding run directories.")
     profile: str = Field(DEFAULT_PROFILE, description="The profile the run was built from (recorded).")
-    generation_cache: str = Field("", description="SQLite file caching every teacher answer by (teacher fingerprint, prompt, sampling, sample); shared by all runs that name it. Default: <runs_dir>/generation-cache.sqlite.")
+    generation_cache: str = Field(
+        "",
+        description="SQLite file caching every teacher answer by (teacher fingerprint, prompt, sampling, sample); "
+        "shared by all runs that name it. Default: <runs_dir>/generation-cache.sqlite.",
+    )
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
@@ -196,7 +421,9 @@ class RunConfig(Section):
         if self.train.deepspeed:
             deepspeed_config_path(self.train.deepspeed)
         if self.teacher.engine == "openai" and not self.teacher.url:
-            raise ValueError("teacher.engine openai needs teacher.url (the server's base URL, e.g. http://127.0.0.1:8000/v1)")
+            raise ValueError(
+                "teacher.engine openai needs teacher.url (the server's base URL, e.g. http://127.0.0.1:8000/v1)"
+            )
         return self
 
     def planned_iterations(self) -> int:
@@ -205,7 +432,9 @@ class RunConfig(Section):
         return {"llm2llm": self.loop.iterations, "plain": 0}.get(self.loop.method, 1)
 
     def cache_path(self) -> Path:
-        return Path(self.generation_cache) if self.generation_cache else Path(self.runs_dir) / "generation-cache.sqlite"
+        return (
+            Path(self.generation_cache) if self.generation_cache else Path(self.runs_dir) / "generation-cache.sqlite"
+        )
 
 
 def deepspeed_config_path(name: str) -> Path:
@@ -219,7 +448,7 @@ def deepspeed_config_path(name: str) -> Path:
     return path.resolve()
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "(top level)"
     if first["type"] == "extra_forbidden":
@@ -228,11 +457,11 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: {where}: {first['msg']}{got}; fix the value or see `llm2llm config --explain`"
 
 
-def _deep_merge(base: dict, override: dict) -> dict:
+def deep_merge(base: dict, override: dict) -> dict:
     out = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -281,7 +510,7 @@ def load_profile(path: Path, seen: tuple = ()) -> dict:
     parent_path = Path(str(parent))
     if parent_path.suffix in (".yaml", ".yml") and not parent_path.is_absolute():
         parent_path = path.parent / parent_path  # a profile file's `extends` is relative to its own folder
-    return _deep_merge(load_profile(profile_path(str(parent_path)), (*seen, str(parent))), values)
+    return deep_merge(load_profile(profile_path(str(parent_path)), (*seen, str(parent))), values)
 
 
 def parse_set_option(item: str) -> dict:
@@ -298,13 +527,13 @@ def parse_set_option(item: str) -> dict:
 def resolve_config(profile: str = DEFAULT_PROFILE, overrides: dict | None = None) -> RunConfig:
     path = profile_path(profile)
     values = load_profile(path)
-    values = _deep_merge(values, {"profile": profile})
+    values = deep_merge(values, {"profile": profile})
     if overrides:
-        values = _deep_merge(values, overrides)
+        values = deep_merge(values, overrides)
     try:
         config = RunConfig.model_validate(values)
     except ValidationError as e:
-        raise UserError(_format_validation_error(e, f"config (profile {path.name} + options)")) from None
+        raise UserError(format_validation_error(e, f"config (profile {path.name} + options)")) from None
     if not config.run:
         method = "" if config.loop.method == "llm2llm" else f"-{config.loop.method}"
         seed = f"-seed{config.data.seed}" if config.data.seed else ""
@@ -316,7 +545,7 @@ def config_from_file(path: Path) -> RunConfig:
     try:
         return RunConfig.model_validate(load_yaml(path))
     except ValidationError as e:
-        raise UserError(_format_validation_error(e, str(path))) from None
+        raise UserError(format_validation_error(e, str(path))) from None
 
 
 def config_to_yaml(config: RunConfig) -> str:

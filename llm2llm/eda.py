@@ -25,24 +25,31 @@ from pathlib import Path
 from llm2llm.errors import UserError
 
 SYSTEM_WORDNET = Path("/usr/share/wordnet")
-WORDNET_FILES = [f"{kind}.{pos}" for kind in ("data", "index") for pos in ("noun", "verb", "adj", "adv")] + \
-    [f"{pos}.exc" for pos in ("noun", "verb", "adj", "adv")] + ["index.sense"]
+WORDNET_FILES = (
+    [f"{kind}.{pos}" for kind in ("data", "index") for pos in ("noun", "verb", "adj", "adv")]
+    + [f"{pos}.exc" for pos in ("noun", "verb", "adj", "adv")]
+    + ["index.sense"]
+)
 # WordNet 3.0's lexicographer files (lexnames(5WN)): number, name, syntactic category.
-LEXNAMES = ("adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
-            "noun.cognition noun.communication noun.event noun.feeling noun.food noun.group noun.location "
-            "noun.motive noun.object noun.person noun.phenomenon noun.plant noun.possession noun.process "
-            "noun.quantity noun.relation noun.shape noun.state noun.substance noun.time verb.body verb.change "
-            "verb.cognition verb.communication verb.competition verb.consumption verb.contact verb.creation "
-            "verb.emotion verb.motion verb.perception verb.possession verb.social verb.stative verb.weather adj.ppl").split()
+LEXNAMES = (
+    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
+    "noun.cognition noun.communication noun.event noun.feeling noun.food noun.group noun.location "
+    "noun.motive noun.object noun.person noun.phenomenon noun.plant noun.possession noun.process "
+    "noun.quantity noun.relation noun.shape noun.state noun.substance noun.time verb.body verb.change "
+    "verb.cognition verb.communication verb.competition verb.consumption verb.contact verb.creation "
+    "verb.emotion verb.motion verb.perception verb.possession verb.social verb.stative verb.weather adj.ppl"
+).split()
 CATEGORY = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 
 # The stop words the EDA reference code never replaces (its list, NLTK's English list of 2018).
-STOP_WORDS = frozenset("""i me my myself we our ours ourselves you your yours yourself yourselves he him his himself
+STOP_WORDS = frozenset(
+    """i me my myself we our ours ourselves you your yours yourself yourselves he him his himself
 she her hers herself it its itself they them their theirs themselves what which who whom this that these those am
 is are was were be been being have has had having do does did doing a an the and but if or because as until while
 of at by for with about against between into through during before after above below to from up down in out on off
 over under again further then once here there when where why how all any both each few more most other some such no
-nor not only own same so than too very s t can will just don should now""".split()) | {""}
+nor not only own same so than too very s t can will just don should now""".split()
+) | {""}
 
 
 def wordnet_source(configured: str | None = None) -> Path:
@@ -62,9 +69,12 @@ def wordnet_check(configured: str | None = None) -> None:
     source = wordnet_source(configured)
     missing = [name for name in WORDNET_FILES if not (source / name).is_file()]
     if missing:
-        raise UserError(f"WordNet 3.0 not found in {source} (missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}); "
-                        "install it with `apt-get install wordnet-base wordnet-sense-index`, or set baselines.wordnet_dir / "
-                        "LLM2LLM_WORDNET_DIR to a folder holding WordNet 3.0's database files")
+        raise UserError(
+            f"WordNet 3.0 not found in {source} (missing "
+            f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}); "
+            "install it with `apt-get install wordnet-base wordnet-sense-index`, or set baselines.wordnet_dir / "
+            "LLM2LLM_WORDNET_DIR to a folder holding WordNet 3.0's database files"
+        )
 
 
 def _install_nltk_tree(source: Path, nltk_data: Path) -> None:
@@ -77,8 +87,9 @@ def _install_nltk_tree(source: Path, nltk_data: Path) -> None:
     if (source / "lexnames").is_file():
         shutil.copyfile(source / "lexnames", staging / "lexnames")
     else:
-        (staging / "lexnames").write_text("".join(
-            f"{i:02d}\t{name}\t{CATEGORY[name.split('.')[0]]}\n" for i, name in enumerate(LEXNAMES)))
+        (staging / "lexnames").write_text(
+            "".join(f"{i:02d}\t{name}\t{CATEGORY[name.split('.')[0]]}\n" for i, name in enumerate(LEXNAMES))
+        )
     try:
         staging.rename(target)
     except OSError:  # another process finished first
@@ -114,7 +125,11 @@ class EDA:
 
     def synonyms(self, word: str) -> list[str]:
         if word not in self._synonyms:
-            found = {clean(lemma.name().replace("_", " ")) for synset in self.wordnet.synsets(word) for lemma in synset.lemmas()}
+            found = {
+                clean(lemma.name().replace("_", " "))
+                for synset in self.wordnet.synsets(word)
+                for lemma in synset.lemmas()
+            }
             self._synonyms[word] = sorted(found - {word, ""})
         return self._synonyms[word]
 

@@ -22,6 +22,8 @@ from typing import Iterator, NamedTuple, Protocol
 
 from llm2llm.config import SamplingConfig
 from llm2llm.errors import TeacherError
+from llm2llm.vllm_args import configure_vllm_env, cpu_kv_cache_bytes, cuda_available, vllm_engine_args
+from llm2llm.vllm_server import VLLMServer
 
 
 class Completion(NamedTuple):
@@ -41,14 +43,14 @@ class Generator(Protocol):
 class EngineSpec:
     """What a phase's process needs to build its engine (picklable)."""
 
-    kind: str                          # transformers | vllm | vllm-server | openai
-    model: Path                        # the model folder (for a LoRA student: the base)
-    adapter: Path | None = None        # a LoRA adapter folder on top of `model`
-    vllm: dict = field(default_factory=dict)   # VLLMConfig fields + the model's loading opt-ins (ModelSource.loading)
-    url: str | None = None             # openai: the server's base URL
-    api_key: str | None = None         # openai: the key (from the environment, never stored)
+    kind: str  # transformers | vllm | vllm-server | openai
+    model: Path  # the model folder (for a LoRA student: the base)
+    adapter: Path | None = None  # a LoRA adapter folder on top of `model`
+    vllm: dict = field(default_factory=dict)  # VLLMConfig fields + the model's loading opt-ins (ModelSource.loading)
+    url: str | None = None  # openai: the server's base URL
+    api_key: str | None = None  # openai: the key (from the environment, never stored)
     served_model: str | None = None
-    server_log: Path | None = None     # vllm-server: where the server's output goes
+    server_log: Path | None = None  # vllm-server: where the server's output goes
 
 
 def load_tokenizer(path: Path, trust_remote_code: bool = False):
@@ -95,8 +97,12 @@ class TransformersGenerator:
         trust = options.get("trust_remote_code", False)
         self.tokenizer = load_tokenizer(model_path if adapter_path is None else adapter_path, trust)
         self.tokenizer.padding_side = "left"
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, trust_remote_code=trust,
-                                                     use_safetensors=None if options.get("allow_pickle_weights") else True)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_path,
+            dtype=dtype,
+            trust_remote_code=trust,
+            use_safetensors=None if options.get("allow_pickle_weights") else True,
+        )
         self.model_class = type(model).__name__
         if adapter_path is not None:
             from peft import PeftModel
@@ -122,14 +128,18 @@ class TransformersGenerator:
                 tokenizer=self.tokenizer,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
-        generated = out[:, batch["input_ids"].shape[1]:]
+        generated = out[:, batch["input_ids"].shape[1] :]
         texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
         eos = self.model.generation_config.eos_token_id
         ends = {self.tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
         # A row that ended has EOS (or a stop string) in it, padding after; one that did not was cut.
-        return [Completion(cut_at_stop(text, sampling.stop),
-                           "stop" if ends & set(row.tolist()) or any(s and s in text for s in sampling.stop) else "length")
-                for text, row in zip(texts, generated)]
+        return [
+            Completion(
+                cut_at_stop(text, sampling.stop),
+                "stop" if ends & set(row.tolist()) or any(s and s in text for s in sampling.stop) else "length",
+            )
+            for text, row in zip(texts, generated)
+        ]
 
     def close(self) -> None:
         del self.model
@@ -140,90 +150,20 @@ class TransformersGenerator:
 
 def _sampling_kwargs(sampling: SamplingConfig) -> dict:
     greedy = sampling.temperature == 0
-    return {"temperature": sampling.temperature, "top_p": 1.0 if greedy else sampling.top_p,
-            "max_tokens": sampling.max_new_tokens, "stop": sampling.stop or None}
-
-
-def configure_vllm_env(options: dict) -> None:
-    """vLLM reads some settings from the environment only; set them unless the user has."""
-    # No network at run time: vLLM's usage reporting and any hub lookup stay off.
-    for name in ("VLLM_NO_USAGE_STATS", "DO_NOT_TRACK", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        os.environ.setdefault(name, "1")
-    # CPU backend: OpenMP threads on every core this process may use (vLLM's default binds one core
-    # per rank). The KV cache size is an engine argument (vllm_engine_args); a VLLM_CPU_KVCACHE_SPACE
-    # the user sets still wins, as vLLM reads it last.
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
-
-
-def kv_bytes_per_token(model: Path, dtype: str, trust_remote_code: bool = False) -> int | None:
-    """KV cache bytes one token takes (layers x K,V x KV heads x head size x dtype), from the
-    model's config (the GPU plan's arithmetic); None where the config does not say."""
-    from transformers import AutoConfig
-
-    from launcher.gpu_plan import attention_shape
-
-    try:
-        text = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code).get_text_config()
-        layers, _, kv_heads, head_dim = attention_shape(text)
-    except (OSError, ValueError, KeyError, AttributeError, TypeError, ZeroDivisionError):
-        return None
-    return 2 * layers * kv_heads * head_dim * (4 if dtype == "float32" else 2)
-
-
-def cpu_kv_cache_bytes(model: Path, options: dict, prompt_tokens: list[int], max_new_tokens: int) -> int:
-    """The CPU KV cache for a known workload: room for every request of the largest batch at once
-    (prompt + answer, rounded up to whole blocks), at least one request of max_model_len, at most
-    vllm.cpu_kv_cache_gib. vLLM allocates and zeroes all of it at start-up (seconds per GiB on
-    a CPU), and a smaller cache only means fewer requests in flight."""
-    cap = int(options.get("cpu_kv_cache_gib", 4) * 2**30)
-    dtype = options.get("dtype", "auto")
-    per_token = kv_bytes_per_token(model, "float32" if dtype == "auto" else dtype, bool(options.get("trust_remote_code")))
-    if per_token is None or not prompt_tokens:
-        return cap
-    block = options.get("block_size") or 32
-    tokens = sum(-(-(n + max_new_tokens) // block) * block for n in prompt_tokens)
-    tokens = max(tokens, options.get("max_model_len") or 4096) + block
-    return min(cap, tokens * per_token)
-
-
-def vllm_engine_args(model: Path, options: dict, on_gpu: bool) -> dict:
-    """Engine arguments shared by the offline engine and the server (dtype rule: VLLMConfig.dtype)."""
-    dtype = options.get("dtype", "auto")
-    if dtype == "auto" and not on_gpu:
-        dtype = "float32"
-    args = {"model": str(model), "dtype": dtype, "tensor_parallel_size": options.get("tensor_parallel_size") or 1,
-            "enforce_eager": options.get("enforce_eager", True), "enable_prefix_caching": options.get("enable_prefix_caching", True),
-            "trust_remote_code": bool(options.get("trust_remote_code")), "seed": 0,
-            "load_format": "auto" if options.get("allow_pickle_weights") else "safetensors"}
-    if (options.get("pipeline_parallel_size") or 1) > 1:
-        args["pipeline_parallel_size"] = options["pipeline_parallel_size"]
-    if options.get("distributed_executor_backend"):
-        args["distributed_executor_backend"] = options["distributed_executor_backend"]
-    if options.get("max_model_len"):
-        args["max_model_len"] = options["max_model_len"]
-    if on_gpu:
-        args["gpu_memory_utilization"] = options.get("gpu_memory_utilization", 0.9)
-    else:
-        args["kv_cache_memory_bytes"] = int(options.get("kv_cache_bytes") or options.get("cpu_kv_cache_gib", 4) * 2**30)
-        # A prompt prefilled in chunks makes vLLM rewind its per-request generator, which the CPU
-        # generator cannot do ("CPU Generator does not use offset"): prefill whole prompts.
-        args["enable_chunked_prefill"] = False
-    block_size = options.get("block_size") or (None if on_gpu else 32)
-    if block_size:
-        args["block_size"] = block_size
-    return args
-
-
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+    return {
+        "temperature": sampling.temperature,
+        "top_p": 1.0 if greedy else sampling.top_p,
+        "max_tokens": sampling.max_new_tokens,
+        "stop": sampling.stop or None,
+    }
 
 
 class VLLMGenerator:
     """vLLM's offline engine; a LoRA student is served as base + adapter (no merge)."""
 
-    def __init__(self, model_path: Path, adapter_path: Path | None, options: dict, workload: tuple[list[str], int] | None = None):
+    def __init__(
+        self, model_path: Path, adapter_path: Path | None, options: dict, workload: tuple[list[str], int] | None = None
+    ):
         """workload: (the prompts of the largest batch, max new tokens), to size the CPU KV cache."""
         configure_vllm_env(options)
         if options.get("engine_in_process", True):
@@ -235,8 +175,12 @@ class VLLMGenerator:
         on_gpu = cuda_available()
         if workload and not on_gpu:
             prompts, max_new_tokens = workload
-            options = {**options, "kv_cache_bytes": cpu_kv_cache_bytes(
-                model_path, options, [len(encode(self.tokenizer, p)) for p in prompts], max_new_tokens)}
+            options = {
+                **options,
+                "kv_cache_bytes": cpu_kv_cache_bytes(
+                    model_path, options, [len(encode(self.tokenizer, p)) for p in prompts], max_new_tokens
+                ),
+            }
         args = vllm_engine_args(model_path, options, on_gpu)
         self.lora = None
         if adapter_path is not None:
@@ -257,9 +201,14 @@ class VLLMGenerator:
         # shared instructions in the cache, then the rest of the batch skips their prefill.
         # Per-request seeds make the answers independent of this split.
         head = 1 if self.prefix_caching and len(inputs) > 1 else 0
-        outputs = [] if not head else self.llm.generate(inputs[:head], params[:head], lora_request=self.lora, use_tqdm=False)
+        outputs = (
+            [] if not head else self.llm.generate(inputs[:head], params[:head], lora_request=self.lora, use_tqdm=False)
+        )
         outputs += self.llm.generate(inputs[head:], params[head:], lora_request=self.lora, use_tqdm=False)
-        return [Completion(cut_at_stop(o.outputs[0].text, sampling.stop), o.outputs[0].finish_reason or "stop") for o in outputs]
+        return [
+            Completion(cut_at_stop(o.outputs[0].text, sampling.stop), o.outputs[0].finish_reason or "stop")
+            for o in outputs
+        ]
 
     def close(self) -> None:
         del self.llm  # ends the engine core process
@@ -285,23 +234,35 @@ class OpenAIGenerator:
     def _call(self, request):
         import openai
 
-        attempts = f"{self.retries + 1} attempt(s) (vllm.max_retries={self.retries}, vllm.request_timeout={self.timeout:g} s)"
+        attempts = (
+            f"{self.retries + 1} attempt(s) (vllm.max_retries={self.retries}, vllm.request_timeout={self.timeout:g} s)"
+        )
         try:
             return request()
         except openai.APITimeoutError:
-            raise TeacherError(f"the teacher server {self.name} did not answer within {self.timeout:g} s, {attempts}") from None
+            raise TeacherError(
+                f"the teacher server {self.name} did not answer within {self.timeout:g} s, {attempts}"
+            ) from None
         except openai.APIConnectionError as e:
-            raise TeacherError(f"the teacher server {self.name} cannot be reached ({e.__cause__ or e}), {attempts}") from None
+            raise TeacherError(
+                f"the teacher server {self.name} cannot be reached ({e.__cause__ or e}), {attempts}"
+            ) from None
         except openai.APIStatusError as e:
             retried = f", {attempts}" if e.status_code in (408, 409, 429) or e.status_code >= 500 else ""
-            raise TeacherError(f"the teacher server {self.name} answered HTTP {e.status_code}: {str(e.message)[:200]}{retried}") from None
+            raise TeacherError(
+                f"the teacher server {self.name} answered HTTP {e.status_code}: {str(e.message)[:200]}{retried}"
+            ) from None
         except (AttributeError, IndexError, TypeError, ValueError, openai.APIResponseValidationError) as e:
-            raise TeacherError(f"the teacher server {self.name} sent something that is not an OpenAI completion ({type(e).__name__}: {e})"[:400]) from None
+            raise TeacherError(
+                f"the teacher server {self.name} sent something that is not an OpenAI completion "
+                f"({type(e).__name__}: {e})"[:400]
+            ) from None
 
     def _one(self, prompt: str, sampling: SamplingConfig, seed: int) -> Completion:
         def request():
             response = self.client.completions.create(
-                model=self.model, prompt=encode(self.tokenizer, prompt), seed=seed, **_sampling_kwargs(sampling))
+                model=self.model, prompt=encode(self.tokenizer, prompt), seed=seed, **_sampling_kwargs(sampling)
+            )
             text = response.choices[0].text
             if not isinstance(text, str):
                 raise TypeError(f"choices[0].text is {type(text).__name__}")
@@ -310,7 +271,9 @@ class OpenAIGenerator:
         completion = self._call(request)
         return completion._replace(text=cut_at_stop(completion.text, sampling.stop))
 
-    def generate_each(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> Iterator[tuple[int, Completion]]:
+    def generate_each(
+        self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]
+    ) -> Iterator[tuple[int, Completion]]:
         """(index, answer) as each request completes. After the first failure no new request
         starts; the ones in flight finish (their answers still come out), then the error is raised."""
         failed = threading.Event()
@@ -348,7 +311,9 @@ class OpenAIGenerator:
         self.client.close()
 
 
-def generate_each(engine: Generator, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> Iterator[tuple[int, Completion]]:
+def generate_each(
+    engine: Generator, prompts: list[str], sampling: SamplingConfig, seeds: list[int]
+) -> Iterator[tuple[int, Completion]]:
     """(index, answer) pairs: as each request completes for a server, per batch for the others."""
     if hasattr(engine, "generate_each"):
         yield from engine.generate_each(prompts, sampling, seeds)
@@ -367,8 +332,6 @@ def open_engine(spec: EngineSpec, workload: tuple[list[str], int] | None = None)
     elif spec.kind == "openai":
         engine = OpenAIGenerator(spec.url, spec.api_key, spec.model, spec.served_model, spec.vllm)
     elif spec.kind == "vllm-server":
-        from llm2llm.vllm_server import VLLMServer
-
         with VLLMServer(spec.model, spec.vllm, spec.server_log) as server:
             try:
                 engine = OpenAIGenerator(server.url, server.api_key, spec.model, server.served_model, spec.vllm)
@@ -378,8 +341,10 @@ def open_engine(spec: EngineSpec, workload: tuple[list[str], int] | None = None)
                     engine.close()
             except TeacherError as e:
                 if server.proc.poll() is not None:
-                    raise TeacherError(f"{e}; the vLLM server llm2llm started for this phase exited with code "
-                                       f"{server.proc.returncode}, see {server.log_path}") from None
+                    raise TeacherError(
+                        f"{e}; the vLLM server llm2llm started for this phase exited with code "
+                        f"{server.proc.returncode}, see {server.log_path}"
+                    ) from None
                 raise
         return
     else:

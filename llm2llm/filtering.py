@@ -1,7 +1,8 @@
 """Filters for teacher-written examples, each decision with its reason:
-unparsable -> truncated (the last example of an answer cut by the token limit) -> invalid (task check) -> duplicate (exact, normalised, of the training set or a kept
-one) -> test_overlap (exact or ROUGE-L against the test split) ->
-near_duplicate (ROUGE-L F1 above the threshold against the training set, as the official code).
+unparsable -> truncated (the last example of an answer cut by the token limit) -> invalid (task
+check) -> duplicate (exact, normalised, of the training set or a kept one) -> test_overlap (exact
+or ROUGE-L against the test split) -> near_duplicate (ROUGE-L F1 above the threshold against the
+training set, as the official code).
 
 ROUGE-L here is rouge_score's (lower-cased alphanumeric tokens, no stemming; F1 computed with its
 float formula, so a score at the threshold falls on the same side). The LCS of token sequences is
@@ -71,16 +72,18 @@ class RougeIndex:
     def max_f1_encoded(self, queries: list[str]) -> np.ndarray:
         best = np.zeros(len(queries))
         for start in range(0, len(queries), BLOCK):
-            block = self.f1_matrix(queries[start:start + BLOCK])
+            block = self.f1_matrix(queries[start : start + BLOCK])
             if block.size:
-                best[start:start + BLOCK] = block.max(axis=1)
+                best[start : start + BLOCK] = block.max(axis=1)
         return best
 
     def max_f1(self, text: str) -> float:
         return float(self.max_f1_encoded([self.encode(text)])[0])
 
 
-def ordered_decisions(texts: list[str], pool_texts: list[str], threshold: float, eligible: list[bool]) -> list[str | None]:
+def ordered_decisions(
+    texts: list[str], pool_texts: list[str], threshold: float, eligible: list[bool]
+) -> list[str | None]:
     """For each eligible text, in order: "duplicate" (normalised copy of an earlier kept text),
     "near_duplicate" (ROUGE-L F1 above the threshold against the pool or an earlier kept text) or
     None (kept: it joins the pool). The same decisions as scoring each text against the growing
@@ -107,7 +110,9 @@ def ordered_decisions(texts: list[str], pool_texts: list[str], threshold: float,
     return reasons
 
 
-def filter_examples(candidates: list[dict], task, train_texts: list[str], test_texts: list[str], threshold: float) -> list[dict]:
+def filter_examples(
+    candidates: list[dict], task, train_texts: list[str], test_texts: list[str], threshold: float
+) -> list[dict]:
     """candidates: [{key, example | None}] in a fixed order. Returns one decision per candidate:
     {key, kept, reason, example}. Kept examples join the pool, so two near-identical candidates
     do not both get in."""
@@ -119,7 +124,10 @@ def filter_examples(candidates: list[dict], task, train_texts: list[str], test_t
         if example is None:
             reason = "unparsable"
         elif candidate.get("truncated"):
-            reason, problem = "truncated", "the teacher's answer hit the token limit (finish reason length) inside this example"
+            reason, problem = (
+                "truncated",
+                "the teacher's answer hit the token limit (finish reason length) inside this example",
+            )
         else:
             problem = task.generated_problem({"id": candidate["key"], **example})
             if problem is not None:
@@ -132,12 +140,22 @@ def filter_examples(candidates: list[dict], task, train_texts: list[str], test_t
         texts.append(text)
     # The test set does not grow: one vectorised pass. Then the growing training pool, in order.
     test_index = RougeIndex(test_texts)
-    test_scores = test_index.max_f1_encoded([test_index.encode(t) if r is None else "" for t, r in zip(texts, reasons)])
+    test_scores = test_index.max_f1_encoded(
+        [test_index.encode(t) if r is None else "" for t, r in zip(texts, reasons)]
+    )
     for i, text in enumerate(texts):
         if reasons[i] is None and (normalise(text) in test_seen or test_scores[i] > threshold):
             reasons[i] = "test_overlap"
     for i, reason in enumerate(ordered_decisions(texts, train_texts, threshold, [r is None for r in reasons])):
         if reasons[i] is None:
             reasons[i] = reason
-    return [{"key": c["key"], "kept": r is None, "reason": r or "kept", "detail": d if r in ("invalid", "truncated") else None,
-             "example": c["example"]} for c, r, d in zip(candidates, reasons, details)]
+    return [
+        {
+            "key": c["key"],
+            "kept": r is None,
+            "reason": r or "kept",
+            "detail": d if r in ("invalid", "truncated") else None,
+            "example": c["example"],
+        }
+        for c, r, d in zip(candidates, reasons, details)
+    ]

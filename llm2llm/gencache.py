@@ -47,7 +47,9 @@ class GenerationCache:
         found = {}
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
-            rows = self.db.execute(f"SELECT key, output, finish_reason FROM answers WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            rows = self.db.execute(
+                f"SELECT key, output, finish_reason FROM answers WHERE key IN ({','.join('?' * len(chunk))})", chunk
+            )
             found.update((key, (output, reason)) for key, output, reason in rows)
         return found
 
@@ -58,9 +60,21 @@ class GenerationCache:
             self.db.executemany(
                 "INSERT OR IGNORE INTO answers (key, teacher, fingerprint, output, request, created, finish_reason) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(r["key"], r.get("teacher", ""), r.get("teacher_fingerprint", ""), r["output"],
-                  json.dumps({k: v for k, v in r.items() if k not in ("output", "finish_reason")}, ensure_ascii=False), now,
-                  r.get("finish_reason")) for r in records])
+                [
+                    (
+                        r["key"],
+                        r.get("teacher", ""),
+                        r.get("teacher_fingerprint", ""),
+                        r["output"],
+                        json.dumps(
+                            {k: v for k, v in r.items() if k not in ("output", "finish_reason")}, ensure_ascii=False
+                        ),
+                        now,
+                        r.get("finish_reason"),
+                    )
+                    for r in records
+                ],
+            )
 
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]

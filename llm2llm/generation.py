@@ -26,7 +26,7 @@ from llm2llm.config import SamplingConfig
 from llm2llm.engines import EngineSpec, generate_each, open_engine
 from llm2llm.errors import TeacherError
 from llm2llm.gencache import GenerationCache
-from launcher.phases import run_in_child
+from llm2llm.runtime.phases import run_in_child
 from llm2llm.store import RecordLog
 
 log = logging.getLogger(__name__)
@@ -43,16 +43,22 @@ def request_seed(sampling: SamplingConfig, key: str) -> int:
 @dataclass
 class GenerationStats:
     requests: int = 0
-    from_run: int = 0      # already in the run's record log
-    from_cache: int = 0    # answered by the shared cache
-    generated: int = 0     # answered by the engine in this call
-    engine_seconds: float = 0.0     # the phase process, start to end
+    from_run: int = 0  # already in the run's record log
+    from_cache: int = 0  # answered by the shared cache
+    generated: int = 0  # answered by the engine in this call
+    engine_seconds: float = 0.0  # the phase process, start to end
     engine_start_seconds: float = 0.0  # of which: spawning the process and loading the engine
-    generate_seconds: float = 0.0      # of which: generating and storing
+    generate_seconds: float = 0.0  # of which: generating and storing
 
 
-def _generate_batches(spec: EngineSpec, batches: list[tuple[SamplingConfig, list[dict]]], log_path: Path,
-                      cache_path: Path | None, desc: str, spawned_at: float) -> dict:
+def _generate_batches(
+    spec: EngineSpec,
+    batches: list[tuple[SamplingConfig, list[dict]]],
+    log_path: Path,
+    cache_path: Path | None,
+    desc: str,
+    spawned_at: float,
+) -> dict:
     """Runs in the phase's child process: open the engine, answer the batches (each with its own
     sampling), store each."""
     records = RecordLog(log_path)
@@ -73,24 +79,31 @@ def _generate_batches(spec: EngineSpec, batches: list[tuple[SamplingConfig, list
                     batch = [r for r in batch if r["key"] not in records]
                 done = []
                 try:
-                    for i, completion in generate_each(engine, [r["prompt"] for r in batch], sampling,
-                                                       [request_seed(sampling, r["key"]) for r in batch]):
+                    for i, completion in generate_each(
+                        engine,
+                        [r["prompt"] for r in batch],
+                        sampling,
+                        [request_seed(sampling, r["key"]) for r in batch],
+                    ):
                         done.append({**batch[i], "output": completion.text, "finish_reason": completion.finish_reason})
                 finally:  # a teacher that fails mid-batch: what it did answer is kept
                     store(done)
             finished = time.time()
     except TeacherError as e:
         stored = sum(r["key"] in records for _, b in batches for r in b)
-        raise TeacherError(f"{desc}: {e}. {stored} of {sum(len(b) for _, b in batches)} answers of this phase are stored in "
-                           f"{log_path}; fix the server and rerun the same command to ask only for the rest") from None
+        raise TeacherError(
+            f"{desc}: {e}. {stored} of {sum(len(b) for _, b in batches)} answers of this phase are stored in "
+            f"{log_path}; fix the server and rerun the same command to ask only for the rest"
+        ) from None
     finally:
         if cache is not None:
             cache.close()
     return {"engine_start_seconds": round(ready - spawned_at, 2), "generate_seconds": round(finished - ready, 2)}
 
 
-def _batches(requests: list[dict], sampling: SamplingConfig | dict[str, SamplingConfig],
-             batch_size: int) -> list[tuple[SamplingConfig, list[dict]]]:
+def _batches(
+    requests: list[dict], sampling: SamplingConfig | dict[str, SamplingConfig], batch_size: int
+) -> list[tuple[SamplingConfig, list[dict]]]:
     """The ordered requests cut into batches of one sampling each (a run of one split at a time)."""
     if isinstance(sampling, SamplingConfig):
         return [(sampling, requests[i : i + batch_size]) for i in range(0, len(requests), batch_size)]
@@ -103,9 +116,17 @@ def _batches(requests: list[dict], sampling: SamplingConfig | dict[str, Sampling
     return batches
 
 
-def generate_cached(spec: EngineSpec, requests: list[dict], log_path: Path,
-                    sampling: SamplingConfig | dict[str, SamplingConfig], batch_size: int, desc: str,
-                    cache_path: Path | None = None, runner=None, role: str = "evaluate") -> tuple[dict[str, str], GenerationStats]:
+def generate_cached(
+    spec: EngineSpec,
+    requests: list[dict],
+    log_path: Path,
+    sampling: SamplingConfig | dict[str, SamplingConfig],
+    batch_size: int,
+    desc: str,
+    cache_path: Path | None = None,
+    runner=None,
+    role: str = "evaluate",
+) -> tuple[dict[str, str], GenerationStats]:
     """Answer every request; returns {key: output} and where the answers came from (each stored
     record also has the engine's finish_reason). `sampling` is one SamplingConfig, or one per
     request["split"] (e.g. greedy test answers and sampled seed answers from one engine start).
@@ -120,8 +141,11 @@ def generate_cached(spec: EngineSpec, requests: list[dict], log_path: Path,
             cache = GenerationCache(cache_path)
             hits = cache.get_many([r["key"] for r in missing])
             cache.close()
-            records.append({**r, "output": hits[r["key"]][0], "finish_reason": hits[r["key"]][1]}
-                           for r in missing if r["key"] in hits)
+            records.append(
+                {**r, "output": hits[r["key"]][0], "finish_reason": hits[r["key"]][1]}
+                for r in missing
+                if r["key"] in hits
+            )
             stats.from_cache = len(hits)
     todo = [(s, b) for s, b in _batches(requests, sampling, batch_size) if any(r["key"] not in records for r in b)]
     if todo:
@@ -132,6 +156,13 @@ def generate_cached(spec: EngineSpec, requests: list[dict], log_path: Path,
         stats.engine_seconds = round(time.monotonic() - start, 2)
         records = RecordLog(log_path)
         stats.generated = stats.requests - stats.from_run - stats.from_cache
-    log.info("%s: %d requests: %d from the run, %d from the cache, %d generated (%s engine)",
-             desc, stats.requests, stats.from_run, stats.from_cache, stats.generated, spec.kind)
+    log.info(
+        "%s: %d requests: %d from the run, %d from the cache, %d generated (%s engine)",
+        desc,
+        stats.requests,
+        stats.from_run,
+        stats.from_cache,
+        stats.generated,
+        spec.kind,
+    )
     return {r["key"]: records.records[r["key"]]["output"] for r in requests}, stats

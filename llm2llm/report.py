@@ -6,7 +6,6 @@ import resource
 from collections import Counter
 
 from llm2llm.errors import UserError
-
 from llm2llm.store import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, read_jsonl
 
 PHASES = ("train", "evaluate", "generate", "filter", "merge", "report")
@@ -38,8 +37,12 @@ def time_split(iteration: dict, phases: list[dict]) -> dict[str, float]:
     suffix = f" iter_{iteration['iteration']:03d}"
     processes = sum(p["seconds"] for p in phases if p["key"].endswith(suffix))
     engines = sum(iteration.get("engine_seconds", {}).values())
-    return {"wall": round(wall, 2), "engines": round(engines, 2), "process_other": round(processes - engines, 2),
-            "driver": round(wall - processes, 2)}
+    return {
+        "wall": round(wall, 2),
+        "engines": round(engines, 2),
+        "process_other": round(processes - engines, 2),
+        "driver": round(wall - processes, 2),
+    }
 
 
 def seed_evaluation(config) -> str:
@@ -67,14 +70,18 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
             "train_size": len(read_jsonl(it_dir / "train.jsonl")),
             "seed_accuracy": round(_accuracy(scores["seed"]), 4),
             "seed_wrong": len(scores["seed"]["wrong_ids"]),
-            "generated": None, "kept": None, "dropped": None,
+            "generated": None,
+            "kept": None,
+            "dropped": None,
             "test_accuracy": round(_accuracy(scores["test"]), 4),
             "test_correct": scores["test"]["correct"],
             "test_total": scores["test"]["total"],
             "test_invalid": scores["test"]["invalid"],
             "validation_accuracy": round(_accuracy(scores["validation"]), 4) if "validation" in scores else None,
             "validation_total": scores["validation"]["total"] if "validation" in scores else None,
-            "seed_eval": {k: scores["seed"][k] for k in ("samples", "sampled_answers", "sampled_correct") if k in scores["seed"]},
+            "seed_eval": {
+                k: scores["seed"][k] for k in ("samples", "sampled_answers", "sampled_correct") if k in scores["seed"]
+            },
             "phase_seconds": run.phase_seconds(number),
         }
         if (it_dir / "teacher_stats.json").exists():
@@ -83,8 +90,7 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
         if (it_dir / "filter_decisions.jsonl").exists():
             decisions = read_jsonl(it_dir / "filter_decisions.jsonl")
             reasons = Counter(d["reason"] for d in decisions)
-            entry.update(generated=len(decisions), kept=reasons["kept"],
-                         dropped={r: reasons[r] for r in DROP_REASONS})
+            entry.update(generated=len(decisions), kept=reasons["kept"], dropped={r: reasons[r] for r in DROP_REASONS})
         iterations.append(entry)
     return {
         "run": config.run,
@@ -96,15 +102,20 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
         "student_fingerprint": models.get("student", {}).get("fingerprint"),
         "teacher_style": config.teacher.style,
         "engines": {"student": config.student.engine, "teacher": config.teacher.engine},
-        "evaluation": "greedy" if config.student.eval_temperature == 0 else f"sampled at T={config.student.eval_temperature}",
+        "evaluation": "greedy"
+        if config.student.eval_temperature == 0
+        else f"sampled at T={config.student.eval_temperature}",
         "seed_evaluation": seed_evaluation(config),
         "seed_size": len(read_json(run.path / "seed_ids.json")),
         "method": config.loop.method,
         "data_seed": config.data.seed,
         "iterations_planned": config.planned_iterations(),
         "complete": len(iterations) == config.planned_iterations() + 1,
-        "teacher_tokens": sum(it["teacher_requests"].get("prompt_tokens", 0) + it["teacher_requests"].get("completion_tokens", 0)
-                              for it in iterations if it.get("teacher_requests")),
+        "teacher_tokens": sum(
+            it["teacher_requests"].get("prompt_tokens", 0) + it["teacher_requests"].get("completion_tokens", 0)
+            for it in iterations
+            if it.get("teacher_requests")
+        ),
         "wall_seconds": round(sum(sum(it["phase_seconds"].values()) for it in iterations), 1),
         # the driver process (data, prompts, filter, merge, report) since this attempt started
         "driver_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -148,11 +159,14 @@ def render_markdown(metrics: dict) -> str:
     lines = [
         f"# LLM2LLM run `{metrics['run']}`",
         "",
-        f"- task: **{metrics['task']}** ({metrics['task_type']}), {metrics['seed_size']} seed examples (data seed {metrics['data_seed']})",
+        f"- task: **{metrics['task']}** ({metrics['task_type']}), {metrics['seed_size']} seed examples (data seed "
+        f"{metrics['data_seed']})",
         f"- method: **{metrics['method']}**",
         f"- student: `{metrics['student']}`; teacher: `{metrics['teacher']}` ({metrics['teacher_style']} prompts"
-        + (f", fingerprint {metrics['teacher_fingerprint']}" if metrics.get("teacher_fingerprint") else "") + ")",
-        f"- engines: student evaluation on {metrics['engines']['student']}, teacher on {metrics['engines']['teacher']}",
+        + (f", fingerprint {metrics['teacher_fingerprint']}" if metrics.get("teacher_fingerprint") else "")
+        + ")",
+        f"- engines: student evaluation on {metrics['engines']['student']}, teacher on "
+        f"{metrics['engines']['teacher']}",
         f"- evaluation: {metrics['evaluation']} decoding, exact answer match; invalid = no valid answer in the output",
         f"- status: {'complete' if metrics['complete'] else 'in progress'} "
         f"({len(metrics['iterations'])} of {metrics['iterations_planned'] + 1} iterations)",
@@ -162,7 +176,8 @@ def render_markdown(metrics: dict) -> str:
         "",
         f"- seed evaluation: {metrics.get('seed_evaluation', 'greedy')}",
         "",
-        "| iteration | train size | seed acc | seed wrong | generated | kept | dropped (unparsable/truncated/invalid/dup/near-dup/test) | validation acc | test acc | test invalid | vs plain FT |",
+        "| iteration | train size | seed acc | seed wrong | generated | kept | dropped "
+        "(unparsable/truncated/invalid/dup/near-dup/test) | validation acc | test acc | test invalid | vs plain FT |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = metrics["iterations"][0]["test_accuracy"] if metrics["iterations"] else 0
@@ -174,33 +189,54 @@ def render_markdown(metrics: dict) -> str:
             f"{'-' if it['generated'] is None else it['generated']} | {'-' if it['kept'] is None else it['kept']} | "
             f"{dropped} | {validation} | "
             f"{100 * it['test_accuracy']:.1f} % ({it['test_correct']}/{it['test_total']}) | "
-            f"{it['test_invalid']} | {100 * (it['test_accuracy'] - base):+.1f} |")
-    lines += ["", "## Wall time per phase (seconds)", "",
-              "| iteration | " + " | ".join(PHASES) + " | inside the engines | process start/load/exit | llm2llm |",
-              "|---" * (len(PHASES) + 4) + "|"]
+            f"{it['test_invalid']} | {100 * (it['test_accuracy'] - base):+.1f} |"
+        )
+    lines += [
+        "",
+        "## Wall time per phase (seconds)",
+        "",
+        "| iteration | " + " | ".join(PHASES) + " | inside the engines | process start/load/exit | llm2llm |",
+        "|---" * (len(PHASES) + 4) + "|",
+    ]
     for it in metrics["iterations"]:
         split = time_split(it, metrics.get("phases", []))
-        lines.append(f"| {it['iteration']} | " + " | ".join(
-            f"{it['phase_seconds'][p]:.1f}" if p in it["phase_seconds"] else "-" for p in PHASES)
-            + f" | {split['engines']:.1f} | {split['process_other']:.1f} | {split['driver']:.1f} |")
+        lines.append(
+            f"| {it['iteration']} | "
+            + " | ".join(f"{it['phase_seconds'][p]:.1f}" if p in it["phase_seconds"] else "-" for p in PHASES)
+            + f" | {split['engines']:.1f} | {split['process_other']:.1f} | {split['driver']:.1f} |"
+        )
     asked = [it for it in metrics["iterations"] if it.get("teacher_requests")]
     if asked:
-        lines += ["", "## Teacher requests (the last attempt of each generate phase)", "",
-                  "| iteration | requests | from the run | from the cache | generated | engine seconds | tokens (prompt + completion) |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Teacher requests (the last attempt of each generate phase)",
+            "",
+            "| iteration | requests | from the run | from the cache | generated | engine seconds | tokens (prompt + "
+            "completion) |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for it in asked:
             t = it["teacher_requests"]
             tokens = f"{t['prompt_tokens']} + {t['completion_tokens']}" if "prompt_tokens" in t else "-"
-            lines.append(f"| {it['iteration']} | {t['requests']} | {t['from_run']} | {t['from_cache']} | {t['generated']} | "
-                         f"{t['engine_seconds']:.1f} | {tokens} |")
+            lines.append(
+                f"| {it['iteration']} | {t['requests']} | {t['from_run']} | {t['from_cache']} | {t['generated']} | "
+                f"{t['engine_seconds']:.1f} | {tokens} |"
+            )
     if metrics.get("phases"):
-        lines += ["", "## Phase processes (memory released before the next phase started)", "",
-                  "| phase | seconds | peak memory (MiB, PSS) | release checked by | release seconds | switch seconds |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Phase processes (memory released before the next phase started)",
+            "",
+            "| phase | seconds | peak memory (MiB, PSS) | release checked by | release seconds | switch seconds |",
+            "|---|---|---|---|---|---|",
+        ]
         for p in metrics["phases"]:
             switch = "-" if p.get("switch_seconds") is None else f"{p['switch_seconds']:.2f}"
             peak = f"{p['peak_memory_mib']:.0f}" if p.get("peak_memory_mib") else "-"
-            lines.append(f"| {p['key']} | {p['seconds']:.1f} | {peak} | {p['checked']} | {p['release_seconds']:.2f} | {switch} |")
+            lines.append(
+                f"| {p['key']} | {p['seconds']:.1f} | {peak} | {p['checked']} | {p['release_seconds']:.2f} | "
+                f"{switch} |"
+            )
     lines += ["", "![test accuracy by iteration](accuracy.png)", ""]
     return "\n".join(lines)
 
@@ -222,11 +258,15 @@ def results_table(run_dirs, split: str = "test") -> str:
             raise UserError(f"{path} not found; is {run_dir} a run directory with at least one finished iteration?")
         rows.append(read_json(path))
     width = max(len(m["iterations"]) for m in rows)
-    head = ["run", "task", "seed", "teacher", "engines (student/teacher)"] + [f"iter {i}" + (" (plain FT)" if i == 0 else "") for i in range(width)]
+    head = ["run", "task", "seed", "teacher", "engines (student/teacher)"] + [
+        f"iter {i}" + (" (plain FT)" if i == 0 else "") for i in range(width)
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in rows:
         values = [it.get(f"{split}_accuracy") for it in m["iterations"]]
         accs = ["-" if v is None else f"{100 * v:.1f}" for v in values] + ["-"] * (width - len(m["iterations"]))
         engines = "/".join(m["engines"].values()) if "engines" in m else "-"
-        lines.append("| " + " | ".join([m["run"], m["task"], str(m["seed_size"]), m["teacher"], engines, *accs]) + " |")
+        lines.append(
+            "| " + " | ".join([m["run"], m["task"], str(m["seed_size"]), m["teacher"], engines, *accs]) + " |"
+        )
     return "\n".join(lines)

@@ -31,9 +31,11 @@ class RunDir:
             stored = config_from_file(config_path).model_dump(mode="json")
             wanted = config.model_dump(mode="json")
             if stored != wanted:
-                key = _first_difference(stored, wanted)
-                raise UserError(f"run {self.path} already exists with a different config ({key}); "
-                                f"rerun with the same options to resume, or pick another RUN / delete the folder")
+                key = first_difference(stored, wanted)
+                raise UserError(
+                    f"run {self.path} already exists with a different config ({key}); "
+                    f"rerun with the same options to resume, or pick another RUN / delete the folder"
+                )
         else:
             atomic_write_text(config_path, config_to_yaml(config))
         self.timings = RecordLog(self.path / "timings.jsonl")
@@ -51,7 +53,9 @@ class RunDir:
                 return
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise UserError(f"run {self.path} is in use by another llm2llm process; wait for it or pick another RUN") from None
+                    raise UserError(
+                        f"run {self.path} is in use by another llm2llm process; wait for it or pick another RUN"
+                    ) from None
                 time.sleep(0.2)
 
     def pin_models(self, models: dict[str, dict]) -> None:
@@ -65,8 +69,11 @@ class RunDir:
         for role, record in models.items():
             before = stored.get(role, {}).get("fingerprint")
             if before is not None and before != record["fingerprint"]:
-                raise UserError(f"run {self.path}: the {role} model {record['path']} has changed since the run started "
-                                f"(fingerprint {before} -> {record['fingerprint']}); restore that folder, or start a new RUN to use it")
+                raise UserError(
+                    f"run {self.path}: the {role} model {record['path']} has changed since the run started "
+                    f"(fingerprint {before} -> {record['fingerprint']}); restore that folder, or start a new RUN to "
+                    "use it"
+                )
 
     @property
     def lock_fd(self) -> int:
@@ -101,16 +108,17 @@ class RunDir:
         yield
         key = f"{iteration}/{name}"
         if key not in self.timings:
-            self.timings.append([{"key": key, "iteration": iteration, "phase": name,
-                                  "seconds": round(time.monotonic() - start, 2)}])
+            self.timings.append(
+                [{"key": key, "iteration": iteration, "phase": name, "seconds": round(time.monotonic() - start, 2)}]
+            )
 
     def phase_seconds(self, iteration: int) -> dict[str, float]:
         return {r["phase"]: r["seconds"] for r in self.timings.records.values() if r["iteration"] == iteration}
 
 
-def _first_difference(a, b, prefix="") -> str:
+def first_difference(a, b, prefix="") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+                return first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
     return f"{prefix.rstrip('.')}: {json.dumps(a)} in the run, {json.dumps(b)} now"

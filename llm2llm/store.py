@@ -27,7 +27,7 @@ def _current_umask() -> int:
 FILE_MODE = 0o666 & ~_current_umask()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -46,8 +46,8 @@ def fsync_tree(path: Path) -> None:
             finally:
                 os.close(fd)
         elif item.is_dir():
-            _fsync_dir(item)
-    _fsync_dir(path)
+            fsync_dir(item)
+    fsync_dir(path)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -64,7 +64,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -81,7 +81,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -118,7 +118,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 class RecordLog:

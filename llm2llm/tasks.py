@@ -40,7 +40,7 @@ class Task:
     type: ClassVar[str] = "base"
     canonical_fields: ClassVar[tuple[str, ...]] = ()
     default_max_new_tokens: ClassVar[int] = 16
-    teacher_max_new_tokens: ClassVar[int] = 48      # continuation style: one example per answer
+    teacher_max_new_tokens: ClassVar[int] = 48  # continuation style: one example per answer
     teacher_tokens_per_example: ClassVar[int] = 40  # chat style: per example of the numbered list
 
     def text(self, key: str, **values: Any) -> str:
@@ -49,8 +49,11 @@ class Task:
         try:
             return template.format(**values)
         except (KeyError, IndexError, ValueError) as e:
-            raise UserError(f"task '{self.name}': template '{key}' is not a valid format string ({type(e).__name__}: {e}); "
-                            f"its placeholders are {', '.join('{' + v + '}' for v in values)}, and literal braces are written {{{{ }}}}") from None
+            raise UserError(
+                f"task '{self.name}': template '{key}' is not a valid format string ({type(e).__name__}: {e}); "
+                f"its placeholders are {', '.join('{' + v + '}' for v in values)}, and literal braces are written "
+                "{{ }}"
+            ) from None
 
     # --- data ------------------------------------------------------------------------------
     def problem(self, example: dict) -> str | None:
@@ -101,7 +104,10 @@ class Task:
 
     def teacher_paraphrase(self, example: dict, style: str, count: int) -> str:
         """AugGPT: ask for paraphrases of an example (one per completion in continuation style)."""
-        raise UserError(f"task '{self.name}' ({self.type}): paraphrasing (method auggpt) is implemented for classification tasks only")
+        raise UserError(
+            f"task '{self.name}' ({self.type}): paraphrasing (method auggpt) is implemented for classification tasks "
+            "only"
+        )
 
     def teacher_stop(self, style: str) -> list[str]:
         return ["\n"] if style == "continuation" else []
@@ -153,8 +159,10 @@ class ClassificationTask(Task):
     def problem(self, example: dict) -> str | None:
         problem = super().problem(example)
         if problem is None and example["label"] not in self.labels:
-            return (f"field '{self.source_field('label')}' has label {example['label']!r}, "
-                    f"which is not one of the task's labels ({', '.join(self.labels)})")
+            return (
+                f"field '{self.source_field('label')}' has label {example['label']!r}, "
+                f"which is not one of the task's labels ({', '.join(self.labels)})"
+            )
         return problem
 
     def generated_problem(self, example):
@@ -273,6 +281,7 @@ def normalise_answer(text: str) -> str:
 class FreeTextTask(Task):
     """A short free-text answer (an entity, a phrase, a normalised form), scored by exact match
     after SQuAD's normalisation (spec `match: exact` compares the stripped strings instead)."""
+
     type = "free_text"
     canonical_fields = ("id", "input", "output")
     default_max_new_tokens = 32
@@ -317,7 +326,9 @@ class FreeTextTask(Task):
         for block in re.split(r"(?m)^\s*(?:\d+[.)]\s*)?Input:\s*", text)[1:]:
             match = re.match(r"(.+?)\n\s*Output:\s*(.+)", block.strip(), flags=re.S)
             if match and match.group(2).strip():
-                examples.append({"input": match.group(1).strip(), "output": match.group(2).strip().splitlines()[0].strip()})
+                examples.append(
+                    {"input": match.group(1).strip(), "output": match.group(2).strip().splitlines()[0].strip()}
+                )
         return examples
 
 
@@ -340,13 +351,17 @@ class MultipleChoiceTask(Task):
         if problem:
             return problem
         choices = example["choices"]
-        if not isinstance(choices, list) or len(choices) != self.num_choices or not all(
-            isinstance(c, str) and c.strip() for c in choices
+        if (
+            not isinstance(choices, list)
+            or len(choices) != self.num_choices
+            or not all(isinstance(c, str) and c.strip() for c in choices)
         ):
             return f"field '{self.source_field('choices')}' must be a list of {self.num_choices} non-empty strings"
         if not isinstance(example["label"], int) or not 0 <= example["label"] < self.num_choices:
-            return (f"field '{self.source_field('label')}' must be an option index 0..{self.num_choices - 1}, "
-                    f"got {example['label']!r}")
+            return (
+                f"field '{self.source_field('label')}' must be an option index 0..{self.num_choices - 1}, "
+                f"got {example['label']!r}"
+            )
         return None
 
     def stratum(self, example):
@@ -359,8 +374,12 @@ class MultipleChoiceTask(Task):
         return "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(example["choices"]))
 
     def prompt(self, example):
-        return self.text("student", context=example["context"], options=self._options(example),
-                         letters=", ".join(LETTERS[: self.num_choices]))
+        return self.text(
+            "student",
+            context=example["context"],
+            options=self._options(example),
+            letters=", ".join(LETTERS[: self.num_choices]),
+        )
 
     def target(self, example):
         return LETTERS[example["label"]]
@@ -388,16 +407,26 @@ class MultipleChoiceTask(Task):
         letters = LETTERS[: self.num_choices]
         examples = []
         for block in re.split(r"(?m)^\s*(?:\d+[.)]\s*)?Excerpt:\s*", text)[1:]:
-            match = re.match(r"(.+?)\n" + "".join(rf"\s*{c}[.)]\s*(.+?)\n" for c in letters)
-                             + rf"\s*Answer:\s*\(?([{letters}])", block, flags=re.S)
+            match = re.match(
+                r"(.+?)\n" + "".join(rf"\s*{c}[.)]\s*(.+?)\n" for c in letters) + rf"\s*Answer:\s*\(?([{letters}])",
+                block,
+                flags=re.S,
+            )
             if match:
                 *parts, answer = match.groups()
-                examples.append({"context": parts[0].strip(), "choices": [p.strip() for p in parts[1:]],
-                                 "label": letters.index(answer)})
+                examples.append(
+                    {
+                        "context": parts[0].strip(),
+                        "choices": [p.strip() for p in parts[1:]],
+                        "label": letters.index(answer),
+                    }
+                )
         return examples
 
 
-TASK_TYPES: dict[str, type[Task]] = {t.type: t for t in (ClassificationTask, NumericTask, MultipleChoiceTask, FreeTextTask)}
+TASK_TYPES: dict[str, type[Task]] = {
+    t.type: t for t in (ClassificationTask, NumericTask, MultipleChoiceTask, FreeTextTask)
+}
 
 # Defaults per type; a spec's `templates:` mapping overrides any of them.
 DEFAULT_TEMPLATES = {
@@ -409,7 +438,8 @@ DEFAULT_TEMPLATES = {
             'Write {count} new, different texts that also have the label "{label}" and test the same '
             "skill. Reply with a numbered list, one text per line, and nothing else."
         ),
-        "paraphrase_continuation": 'Texts labelled "{label}", each saying the same as the first in other words:\n- {text}\n-',
+        "paraphrase_continuation": 'Texts labelled "{label}", each saying the same as the first in other words:\n- '
+        "{text}\n-",
         "paraphrase_chat": (
             'Paraphrase this text, whose label is "{label}", {count} times, keeping its meaning:\n{text}\n\n'
             "Reply with a numbered list, one paraphrase per line, and nothing else."
@@ -417,7 +447,7 @@ DEFAULT_TEMPLATES = {
     },
     "numeric": {
         "student": "Solve the math problem. Reason step by step, then give the final answer on its own "
-                   "line as '#### <number>'.\nProblem: {question}",
+        "line as '#### <number>'.\nProblem: {question}",
         "teacher_continuation": "Math word problems with worked answers:\n\n{examples}Question:",
         "teacher_chat": (
             "A student got this math problem wrong:\nQuestion: {question}\nAnswer: {answer}\n\n"

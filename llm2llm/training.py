@@ -21,7 +21,7 @@ from pathlib import Path
 
 from llm2llm.config import TrainConfig, deepspeed_config_path
 from llm2llm.engines import encode, load_tokenizer, render_chat
-from llm2llm.store import _fsync_dir, fsync_tree
+from llm2llm.store import fsync_dir, fsync_tree
 from llm2llm.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def tokenize_example(tokenizer, task: Task, example: dict, max_length: int) -> d
     prompt_ids = encode(tokenizer, render_chat(tokenizer, task.prompt(example)))
     answer_ids = tokenizer(task.target(example) + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
     answer_ids = answer_ids[: max_length - 1]
-    prompt_ids = prompt_ids[-(max_length - len(answer_ids)):]  # cut long prompts from the left
+    prompt_ids = prompt_ids[-(max_length - len(answer_ids)) :]  # cut long prompts from the left
     return {
         "input_ids": prompt_ids + answer_ids,
         "attention_mask": [1] * (len(prompt_ids) + len(answer_ids)),
@@ -60,16 +60,25 @@ def _load_model(request: TrainRequest, dtype):
         from peft import AutoPeftModelForCausalLM
 
         return AutoPeftModelForCausalLM.from_pretrained(init, is_trainable=True, dtype=dtype)
-    model = AutoModelForCausalLM.from_pretrained(init or request.base_path, dtype=dtype,
-                                                 trust_remote_code=request.loading.get("trust_remote_code", False),
-                                                 use_safetensors=None if request.loading.get("allow_pickle_weights") else True)
+    model = AutoModelForCausalLM.from_pretrained(
+        init or request.base_path,
+        dtype=dtype,
+        trust_remote_code=request.loading.get("trust_remote_code", False),
+        use_safetensors=None if request.loading.get("allow_pickle_weights") else True,
+    )
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(
-            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-            target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM",
-        ))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                lora_dropout=cfg.lora_dropout,
+                target_modules=cfg.lora_target_modules,
+                task_type="CAUSAL_LM",
+            ),
+        )
     return model
 
 
@@ -91,7 +100,9 @@ def train_student(request: TrainRequest) -> Path:
 
         import deepspeed
 
-        deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", timeout=timedelta(seconds=cfg.ddp_timeout))
+        deepspeed.init_distributed(
+            dist_backend="nccl" if on_gpu else "gloo", timeout=timedelta(seconds=cfg.ddp_timeout)
+        )
     # The arguments come first: with ZeRO-3 they make from_pretrained load the weights partitioned
     # (zero.Init) instead of a full copy per rank. They also start the process group.
     args = TrainingArguments(
@@ -125,7 +136,9 @@ def train_student(request: TrainRequest) -> Path:
     tokenizer = load_tokenizer(request.base_path, request.loading.get("trust_remote_code", False))
     tokenizer.padding_side = "right"
     model = _load_model(request, torch.float32)  # fp32 master weights; bf16 compute on GPU (args.bf16)
-    dataset = Dataset.from_list([tokenize_example(tokenizer, request.task, ex, cfg.max_length) for ex in request.examples])
+    dataset = Dataset.from_list(
+        [tokenize_example(tokenizer, request.task, ex, cfg.max_length) for ex in request.examples]
+    )
     trainer = Trainer(
         model=model,
         args=args,
@@ -140,23 +153,40 @@ def train_student(request: TrainRequest) -> Path:
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(tmp)
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
-        (tmp / "train_log.json").write_text(json.dumps({
-            "metrics": result.metrics, "log_history": trainer.state.log_history, "examples": len(dataset),
-            "world_size": args.world_size, "deepspeed": cfg.deepspeed, "lora": cfg.lora,
-            "gradient_checkpointing": args.gradient_checkpointing,
-            "base_model": str(request.base_path), "init_from": str(request.init_path) if request.init_path else None,
-            # where rank 0's time went: imports, process group, model load and tokenization; the
-            # training loop; writing the checkpoint (report.md, bench/boost.py)
-            "seconds": {"before_training": round(loop_start - _process_start(), 2), "training": round(loop_end - loop_start, 2),
-                        "saving": round(time.time() - loop_end, 2)},
-        }, indent=2))
+        (tmp / "train_log.json").write_text(
+            json.dumps(
+                {
+                    "metrics": result.metrics,
+                    "log_history": trainer.state.log_history,
+                    "examples": len(dataset),
+                    "world_size": args.world_size,
+                    "deepspeed": cfg.deepspeed,
+                    "lora": cfg.lora,
+                    "gradient_checkpointing": args.gradient_checkpointing,
+                    "base_model": str(request.base_path),
+                    "init_from": str(request.init_path) if request.init_path else None,
+                    # where rank 0's time went: imports, process group, model load and tokenization; the
+                    # training loop; writing the checkpoint (report.md, bench/boost.py)
+                    "seconds": {
+                        "before_training": round(loop_start - _process_start(), 2),
+                        "training": round(loop_end - loop_start, 2),
+                        "saving": round(time.time() - loop_end, 2),
+                    },
+                },
+                indent=2,
+            )
+        )
         fsync_tree(tmp)  # durable before it is renamed into place (and its cost lands in this phase)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
-        _fsync_dir(out_dir.parent)
-        log.info("trained on %d examples with %d process(es): loss %.4f", len(dataset), args.world_size,
-                 result.metrics.get("train_loss", float("nan")))
+        fsync_dir(out_dir.parent)
+        log.info(
+            "trained on %d examples with %d process(es): loss %.4f",
+            len(dataset),
+            args.world_size,
+            result.metrics.get("train_loss", float("nan")),
+        )
     trainer.accelerator.wait_for_everyone()
     return out_dir
 

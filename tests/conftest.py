@@ -36,11 +36,19 @@ def smollm2() -> Path:
     return path
 
 
-def run_cli(*args: str, cwd: Path, check: bool = True, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path, check: bool = True, timeout: int = 900, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """The real `llm2llm` command in a child process (with `env` added to the environment)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "launcher.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "launcher.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"llm2llm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc

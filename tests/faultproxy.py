@@ -47,8 +47,12 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _forward(self, body: bytes | None) -> tuple[int, bytes]:
-        request = urllib.request.Request(UPSTREAM + self.path.removeprefix("/v1"), data=body, method=self.command,
-                                         headers={k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")})
+        request = urllib.request.Request(
+            UPSTREAM + self.path.removeprefix("/v1"),
+            data=body,
+            method=self.command,
+            headers={k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")},
+        )
         try:
             with urllib.request.urlopen(request, timeout=600) as response:
                 return response.status, response.read()

@@ -81,15 +81,27 @@ PartitionName=local Nodes={host} Default=YES MaxTime=INFINITE State=UP
     def start(self, timeout: float = 60) -> "LocalSlurm":
         self._write_config()
         f = self.folder
-        subprocess.run([_binary("munged"), "--force", f"--key-file={f}/munge.key", f"--socket={f}/munge.socket",
-                        f"--pid-file={f}/munged.pid", f"--log-file={f}/log/munged.log", f"--seed-file={f}/munge.seed"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                _binary("munged"),
+                "--force",
+                f"--key-file={f}/munge.key",
+                f"--socket={f}/munge.socket",
+                f"--pid-file={f}/munged.pid",
+                f"--log-file={f}/log/munged.log",
+                f"--seed-file={f}/munge.seed",
+            ],
+            check=True,
+            capture_output=True,
+        )
         os.environ["SLURM_CONF"] = str(self.conf)
         subprocess.run([_binary("slurmctld"), "-f", str(self.conf)], check=True, capture_output=True)
         subprocess.run([_binary("slurmd"), "-f", str(self.conf)], check=True, capture_output=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            state = subprocess.run(["sinfo", "--noheader", "--format=%T"], capture_output=True, text=True).stdout.strip()
+            state = subprocess.run(
+                ["sinfo", "--noheader", "--format=%T"], capture_output=True, text=True
+            ).stdout.strip()
             if state == "idle":
                 return self
             time.sleep(0.5)
@@ -118,7 +130,9 @@ PartitionName=local Nodes={host} Default=YES MaxTime=INFINITE State=UP
 
     def job(self, job_id: str) -> dict[str, str]:
         """`scontrol show job` as key -> value."""
-        out = subprocess.run(["scontrol", "show", "job", job_id, "--oneliner"], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["scontrol", "show", "job", job_id, "--oneliner"], capture_output=True, text=True, check=True
+        ).stdout
         return dict(item.split("=", 1) for item in out.split() if "=" in item)
 
     def __enter__(self) -> "LocalSlurm":

@@ -19,8 +19,11 @@ LABELS = ["account", "billing", "bug"]
 
 
 def rows(n_per_label: int = 10, prefix: str = "t") -> list[dict]:
-    return [{"ticket_id": f"{prefix}{i}-{label}", "body": f"ticket number {i} about {label} problems", "queue": label}
-            for label in LABELS for i in range(n_per_label)]
+    return [
+        {"ticket_id": f"{prefix}{i}-{label}", "body": f"ticket number {i} about {label} problems", "queue": label}
+        for label in LABELS
+        for i in range(n_per_label)
+    ]
 
 
 def write_jsonl(path: Path, records) -> None:
@@ -34,8 +37,13 @@ def task(tmp_path):
     (folder / "data").mkdir(parents=True)
     write_jsonl(folder / "data" / "train.jsonl", rows())
     write_jsonl(folder / "data" / "test.jsonl", rows(2, "x"))
-    spec = {"name": "tickets", "type": "classification", "data": {"folder": "data", "train": "train.jsonl", "test": "test.jsonl"},
-            "fields": {"id": "ticket_id", "text": "body", "label": "queue"}, "labels": LABELS}
+    spec = {
+        "name": "tickets",
+        "type": "classification",
+        "data": {"folder": "data", "train": "train.jsonl", "test": "test.jsonl"},
+        "fields": {"id": "ticket_id", "text": "body", "label": "queue"},
+        "labels": LABELS,
+    }
     (folder / "tickets.yaml").write_text(yaml.safe_dump(spec))
     return folder
 
@@ -45,14 +53,17 @@ def spec_edit(change):
         spec = yaml.safe_load((task / "tickets.yaml").read_text())
         change(spec)
         (task / "tickets.yaml").write_text(yaml.safe_dump(spec))
+
     return edit
 
 
 def data_file_in_spec(name: str, content: bytes):
     """A data file of another type, named as the spec's train split."""
+
     def edit(task: Path, tmp: Path):
         (task / "data" / name).write_bytes(content)
         spec_edit(lambda s: s["data"].update(train=name))(task, tmp)
+
     return edit
 
 
@@ -65,6 +76,7 @@ def data_edit(name: str, content):
             path.write_bytes(content)
         else:
             path.write_text(content)
+
     return edit
 
 
@@ -77,11 +89,13 @@ GOOD = {"ticket_id": "g1", "body": "cannot log in to my account", "queue": "acco
 
 def model_copy(damage):
     """Arguments naming a copy of the tiny model, damaged one way, as the student."""
+
     def make(tmp: Path, tiny: Path) -> list[str]:
         folder = tmp / "broken-model"
         shutil.copytree(tiny, folder)
         damage(folder)
         return ["--student", str(folder)]
+
     return make
 
 
@@ -92,14 +106,21 @@ def truncate(folder: Path) -> None:
 
 def sharded_with_a_missing_shard(folder: Path) -> None:
     (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": {
-        "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps(
+            {
+                "metadata": {},
+                "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"},
+            }
+        )
+    )
 
 
 def with_config(**changes):
     def damage(folder: Path) -> None:
         config = json.loads((folder / "config.json").read_text())
         (folder / "config.json").write_text(json.dumps({**config, **changes}))
+
     return damage
 
 
@@ -109,81 +130,263 @@ def profile_file(text: str, extra: dict[str, str] | None = None):
             (tmp / name).write_text(content)
         (tmp / "mine.yaml").write_text(text)
         return ["--profile", str(tmp / "mine.yaml")]
+
     return make
 
 
 # (case id, change to the task files or None, extra CLI arguments (list or maker), expected message regex)
 CASES = [
     # --- data files ---
-    ("json-malformed", data_edit("train.jsonl", lines(GOOD, GOOD | {"ticket_id": "g2"}, '{"ticket_id": "g3", "body": "broken')),
-     [], r"data/train\.jsonl:3: not valid JSON \(.*\); fix or remove that line"),
-    ("not-utf8", data_edit("train.jsonl", lines(GOOD).encode() + b'{"ticket_id": "g2", "body": "caf\xe9 bill", "queue": "billing"}\n'),
-     [], r"data/train\.jsonl: not UTF-8 text \(byte \d+\); re-save the file as UTF-8"),
-    ("json-not-an-object", data_edit("train.jsonl", lines(GOOD, '["g2", "an array"]')), [],
-     r"data/train\.jsonl:2: expected a JSON object per line, got list"),
-    ("missing-field", data_edit("train.jsonl", lines(GOOD, {"ticket_id": "g2", "queue": "bug"})), [],
-     r"data/train\.jsonl:2: field 'body' is missing or empty"),
-    ("empty-field", data_edit("train.jsonl", lines(GOOD, {"ticket_id": "g2", "body": "   ", "queue": "bug"})), [],
-     r"data/train\.jsonl:2: field 'body' is missing or empty"),
-    ("missing-column", data_edit("test.jsonl", lines({"ticket_id": "x", "body": "hello"})), [],
-     r"data/test\.jsonl: no column 'queue' for the task's label \(spec key fields\.label\); the file's columns are: body, ticket_id"),
-    ("empty-split", data_edit("test.jsonl", ""), [], r"data/test\.jsonl: the split is empty; it needs at least one example"),
+    (
+        "json-malformed",
+        data_edit("train.jsonl", lines(GOOD, GOOD | {"ticket_id": "g2"}, '{"ticket_id": "g3", "body": "broken')),
+        [],
+        r"data/train\.jsonl:3: not valid JSON \(.*\); fix or remove that line",
+    ),
+    (
+        "not-utf8",
+        data_edit(
+            "train.jsonl", lines(GOOD).encode() + b'{"ticket_id": "g2", "body": "caf\xe9 bill", "queue": "billing"}\n'
+        ),
+        [],
+        r"data/train\.jsonl: not UTF-8 text \(byte \d+\); re-save the file as UTF-8",
+    ),
+    (
+        "json-not-an-object",
+        data_edit("train.jsonl", lines(GOOD, '["g2", "an array"]')),
+        [],
+        r"data/train\.jsonl:2: expected a JSON object per line, got list",
+    ),
+    (
+        "missing-field",
+        data_edit("train.jsonl", lines(GOOD, {"ticket_id": "g2", "queue": "bug"})),
+        [],
+        r"data/train\.jsonl:2: field 'body' is missing or empty",
+    ),
+    (
+        "empty-field",
+        data_edit("train.jsonl", lines(GOOD, {"ticket_id": "g2", "body": "   ", "queue": "bug"})),
+        [],
+        r"data/train\.jsonl:2: field 'body' is missing or empty",
+    ),
+    (
+        "missing-column",
+        data_edit("test.jsonl", lines({"ticket_id": "x", "body": "hello"})),
+        [],
+        r"data/test\.jsonl: no column 'queue' for the task's label \(spec key fields\.label\); the file's columns "
+        r"are: body, ticket_id",
+    ),
+    (
+        "empty-split",
+        data_edit("test.jsonl", ""),
+        [],
+        r"data/test\.jsonl: the split is empty; it needs at least one example",
+    ),
     ("blank-split", data_edit("test.jsonl", "\n  \n\n"), [], r"data/test\.jsonl: the split is empty"),
-    ("label-outside-set", data_edit("test.jsonl", lines(GOOD | {"queue": "sales"})), [],
-     r"data/test\.jsonl:1: field 'queue' has label 'sales', which is not one of the task's labels \(account, billing, bug\)"),
-    ("duplicate-id", data_edit("train.jsonl", lambda p: write_jsonl(p, rows() + [rows()[4]])), [],
-     r"data/train\.jsonl:31: duplicate id 't4-account' \(first at line 5\); ids must be unique"),
-    ("huge-line", data_edit("train.jsonl", lines(GOOD, GOOD | {"ticket_id": "g2", "body": "word " * 40_000})), [],
-     r"data/train\.jsonl:2: field 'body' is 200,000 characters long \(the limit is 100,000\); is the line broken\? Trim or split it"),
-    ("missing-file", data_edit("test.jsonl", lambda p: p.unlink()), [],
-     r"data file .*data/test\.jsonl not found; check --data-dir"),
-    ("unsupported-type", data_file_in_spec("train.txt", b"ticket one\n"), [],
-     r"data/train\.txt: unsupported file type '\.txt'; use \.jsonl, \.json, \.csv, \.parquet or a saved dataset folder"),
-    ("csv-missing-column", data_file_in_spec("train.csv", b"ticket_id,text,queue\r\nt1,hi there,bug\r\n"), [],
-     r"data/train\.csv: no column 'body' for the task's text \(spec key fields\.text\); the file's columns are: queue, text, ticket_id"),
-    ("csv-not-utf8", data_file_in_spec("train.csv", b"ticket_id,body,queue\r\nt1,caf\xe9 bill,billing\r\n"), [],
-     r"data/train\.csv: not UTF-8 text \(byte \d+\); re-save the file as UTF-8"),
-    ("parquet-corrupt", data_file_in_spec("train.parquet", b"PAR1 not really parquet"), [], r"cannot read .*data/train\.parquet: "),
+    (
+        "label-outside-set",
+        data_edit("test.jsonl", lines(GOOD | {"queue": "sales"})),
+        [],
+        r"data/test\.jsonl:1: field 'queue' has label 'sales', which is not one of the task's labels \(account, "
+        r"billing, bug\)",
+    ),
+    (
+        "duplicate-id",
+        data_edit("train.jsonl", lambda p: write_jsonl(p, rows() + [rows()[4]])),
+        [],
+        r"data/train\.jsonl:31: duplicate id 't4-account' \(first at line 5\); ids must be unique",
+    ),
+    (
+        "huge-line",
+        data_edit("train.jsonl", lines(GOOD, GOOD | {"ticket_id": "g2", "body": "word " * 40_000})),
+        [],
+        r"data/train\.jsonl:2: field 'body' is 200,000 characters long \(the limit is 100,000\); is the line "
+        r"broken\? Trim or split it",
+    ),
+    (
+        "missing-file",
+        data_edit("test.jsonl", lambda p: p.unlink()),
+        [],
+        r"data file .*data/test\.jsonl not found; check --data-dir",
+    ),
+    (
+        "unsupported-type",
+        data_file_in_spec("train.txt", b"ticket one\n"),
+        [],
+        r"data/train\.txt: unsupported file type '\.txt'; use \.jsonl, \.json, \.csv, \.parquet or a saved dataset "
+        r"folder",
+    ),
+    (
+        "csv-missing-column",
+        data_file_in_spec("train.csv", b"ticket_id,text,queue\r\nt1,hi there,bug\r\n"),
+        [],
+        r"data/train\.csv: no column 'body' for the task's text \(spec key fields\.text\); the file's columns are: "
+        r"queue, text, ticket_id",
+    ),
+    (
+        "csv-not-utf8",
+        data_file_in_spec("train.csv", b"ticket_id,body,queue\r\nt1,caf\xe9 bill,billing\r\n"),
+        [],
+        r"data/train\.csv: not UTF-8 text \(byte \d+\); re-save the file as UTF-8",
+    ),
+    (
+        "parquet-corrupt",
+        data_file_in_spec("train.parquet", b"PAR1 not really parquet"),
+        [],
+        r"cannot read .*data/train\.parquet: ",
+    ),
     # --- task specs ---
-    ("spec-yaml-syntax", lambda t, _: (t / "tickets.yaml").write_text("name: tickets\ntype: [classification\n"), [],
-     r"tickets\.yaml: line \d+ is not valid YAML .*; fix the syntax"),
+    (
+        "spec-yaml-syntax",
+        lambda t, _: (t / "tickets.yaml").write_text("name: tickets\ntype: [classification\n"),
+        [],
+        r"tickets\.yaml: line \d+ is not valid YAML .*; fix the syntax",
+    ),
     ("spec-unknown-key", spec_edit(lambda s: s.update(lables=LABELS)), [], r"tickets\.yaml: unknown key 'lables'"),
-    ("spec-bad-type", spec_edit(lambda s: s.update(type="regression")), [],
-     r"tickets\.yaml: type: Input should be 'classification', 'numeric', 'multiple_choice' or 'free_text'"),
-    ("spec-unknown-field", spec_edit(lambda s: s["fields"].update(txt="body")), [],
-     r"tickets\.yaml: fields\.txt is not a field of a classification task \(its fields: id, text, label\)"),
-    ("spec-unknown-template", spec_edit(lambda s: s.update(templates={"studnet": "{text}"})), [],
-     r"tickets\.yaml: templates\.studnet is not a classification template"),
-    ("spec-template-placeholder", spec_edit(lambda s: s.update(templates={"student": "Route: {ticket}"})), [],
-     r"tickets\.yaml: templates\.student uses \{ticket\}; its placeholders are \{labels\}, \{text\}"),
-    ("spec-template-syntax", spec_edit(lambda s: s.update(templates={"student": "Route {text"})), [],
-     r"tickets\.yaml: templates\.student is not a valid format string .*; write literal braces as \{\{ \}\}"),
-    ("spec-one-label", spec_edit(lambda s: s.update(labels=["bug"])), [], r"tickets\.yaml: labels: List should have at least 2 items"),
-    ("spec-holdout-without-file", spec_edit(lambda s: s["data"].update(holdout={"test_fraction": 0.5})), [],
-     r"tickets\.yaml: data\.holdout splits one file: give data\.file too"),
-    ("spec-missing-folder", spec_edit(lambda s: s["data"].update(folder="nowhere")), [],
-     r"data folder .*/nowhere not found for task 'tickets'"),
-    ("spec-missing", None, lambda tmp, _: ["--dataset", str(tmp / "nope.yaml")], r"task spec .*nope\.yaml does not exist"),
+    (
+        "spec-bad-type",
+        spec_edit(lambda s: s.update(type="regression")),
+        [],
+        r"tickets\.yaml: type: Input should be 'classification', 'numeric', 'multiple_choice' or 'free_text'",
+    ),
+    (
+        "spec-unknown-field",
+        spec_edit(lambda s: s["fields"].update(txt="body")),
+        [],
+        r"tickets\.yaml: fields\.txt is not a field of a classification task \(its fields: id, text, label\)",
+    ),
+    (
+        "spec-unknown-template",
+        spec_edit(lambda s: s.update(templates={"studnet": "{text}"})),
+        [],
+        r"tickets\.yaml: templates\.studnet is not a classification template",
+    ),
+    (
+        "spec-template-placeholder",
+        spec_edit(lambda s: s.update(templates={"student": "Route: {ticket}"})),
+        [],
+        r"tickets\.yaml: templates\.student uses \{ticket\}; its placeholders are \{labels\}, \{text\}",
+    ),
+    (
+        "spec-template-syntax",
+        spec_edit(lambda s: s.update(templates={"student": "Route {text"})),
+        [],
+        r"tickets\.yaml: templates\.student is not a valid format string .*; write literal braces as \{\{ \}\}",
+    ),
+    (
+        "spec-one-label",
+        spec_edit(lambda s: s.update(labels=["bug"])),
+        [],
+        r"tickets\.yaml: labels: List should have at least 2 items",
+    ),
+    (
+        "spec-holdout-without-file",
+        spec_edit(lambda s: s["data"].update(holdout={"test_fraction": 0.5})),
+        [],
+        r"tickets\.yaml: data\.holdout splits one file: give data\.file too",
+    ),
+    (
+        "spec-missing-folder",
+        spec_edit(lambda s: s["data"].update(folder="nowhere")),
+        [],
+        r"data folder .*/nowhere not found for task 'tickets'",
+    ),
+    (
+        "spec-missing",
+        None,
+        lambda tmp, _: ["--dataset", str(tmp / "nope.yaml")],
+        r"task spec .*nope\.yaml does not exist",
+    ),
     # --- run configs ---
-    ("config-unknown-key", None, ["--set", "train.epoch=3"], r"unknown key 'train\.epoch'; see `llm2llm config --explain`"),
-    ("config-wrong-type", None, ["--set", "train.epochs=many"], r"train\.epochs: Input should be a valid number.*\(got 'many'\)"),
+    (
+        "config-unknown-key",
+        None,
+        ["--set", "train.epoch=3"],
+        r"unknown key 'train\.epoch'; see `llm2llm config --explain`",
+    ),
+    (
+        "config-wrong-type",
+        None,
+        ["--set", "train.epochs=many"],
+        r"train\.epochs: Input should be a valid number.*\(got 'many'\)",
+    ),
     ("config-impossible-value", None, ["--set", "train.epochs=-1"], r"train\.epochs: Input should be greater than 0"),
-    ("config-seed-size-not-whole", None, ["--seed-size", "2.5"], r"data\.seed_size 2\.5 is neither a whole count nor a fraction below 1"),
-    ("config-seed-size-too-big", None, ["--seed-size", "500"], r"asked for 500 examples but the split has only 30; lower data\.seed_size"),
+    (
+        "config-seed-size-not-whole",
+        None,
+        ["--seed-size", "2.5"],
+        r"data\.seed_size 2\.5 is neither a whole count nor a fraction below 1",
+    ),
+    (
+        "config-seed-size-too-big",
+        None,
+        ["--seed-size", "500"],
+        r"asked for 500 examples but the split has only 30; lower data\.seed_size",
+    ),
     ("config-profile-unknown-key", None, profile_file("extends: tiny\ntrian: {epochs: 1}\n"), r"unknown key 'trian'"),
-    ("config-profile-cycle", None, profile_file("extends: other.yaml\n", {"other.yaml": "extends: mine.yaml\n"}), r"makes a cycle"),
-    ("config-deepspeed-preset", None, ["--deepspeed", "zero9"], r"train\.deepspeed 'zero9': no .*zero9\.json; use a preset"),
-    ("config-openai-without-url", None, ["--set", "teacher.engine=openai"], r"teacher\.engine openai needs teacher\.url"),
-    ("config-existing-run-differs", None, ["--seed", "5"],
-     r"run .*runs/existing already exists with a different config \(data\.seed: 0 in the run, 5 now\); rerun with the same options"),
+    (
+        "config-profile-cycle",
+        None,
+        profile_file("extends: other.yaml\n", {"other.yaml": "extends: mine.yaml\n"}),
+        r"makes a cycle",
+    ),
+    (
+        "config-deepspeed-preset",
+        None,
+        ["--deepspeed", "zero9"],
+        r"train\.deepspeed 'zero9': no .*zero9\.json; use a preset",
+    ),
+    (
+        "config-openai-without-url",
+        None,
+        ["--set", "teacher.engine=openai"],
+        r"teacher\.engine openai needs teacher\.url",
+    ),
+    (
+        "config-existing-run-differs",
+        None,
+        ["--seed", "5"],
+        r"run .*runs/existing already exists with a different config \(data\.seed: 0 in the run, 5 now\); rerun with "
+        r"the same options",
+    ),
     # --- model folders ---
-    ("model-missing-tokenizer", None, model_copy(lambda f: (f / "tokenizer.json").unlink()), r"broken-model has no tokenizer"),
-    ("model-missing-weights", None, model_copy(lambda f: (f / "model.safetensors").unlink()), r"broken-model has no \*\.safetensors weights"),
-    ("model-truncated-weights", None, model_copy(truncate), r"broken-model/model\.safetensors is truncated \(\d+ of \d+ bytes\); copy it again"),
-    ("model-missing-shard", None, model_copy(sharded_with_a_missing_shard), r"is missing weight shards: model-00002-of-00002\.safetensors"),
-    ("model-missing-config", None, model_copy(lambda f: (f / "config.json").unlink()), r"broken-model has no config\.json"),
-    ("model-remote-code", None, model_copy(with_config(auto_map={"AutoModelForCausalLM": "x.Y"})),
-     r"needs the Python code in its folder \(auto_map: AutoModelForCausalLM\); read it, then set student/teacher.trust_remote_code=true"),
+    (
+        "model-missing-tokenizer",
+        None,
+        model_copy(lambda f: (f / "tokenizer.json").unlink()),
+        r"broken-model has no tokenizer",
+    ),
+    (
+        "model-missing-weights",
+        None,
+        model_copy(lambda f: (f / "model.safetensors").unlink()),
+        r"broken-model has no \*\.safetensors weights",
+    ),
+    (
+        "model-truncated-weights",
+        None,
+        model_copy(truncate),
+        r"broken-model/model\.safetensors is truncated \(\d+ of \d+ bytes\); copy it again",
+    ),
+    (
+        "model-missing-shard",
+        None,
+        model_copy(sharded_with_a_missing_shard),
+        r"is missing weight shards: model-00002-of-00002\.safetensors",
+    ),
+    (
+        "model-missing-config",
+        None,
+        model_copy(lambda f: (f / "config.json").unlink()),
+        r"broken-model has no config\.json",
+    ),
+    (
+        "model-remote-code",
+        None,
+        model_copy(with_config(auto_map={"AutoModelForCausalLM": "x.Y"})),
+        r"needs the Python code in its folder \(auto_map: AutoModelForCausalLM\); read it, then set "
+        r"student/teacher.trust_remote_code=true",
+    ),
     ("model-not-a-folder", None, ["--teacher", "/no/such/teacher"], r"model folder /no/such/teacher does not exist"),
     # --- CLI use ---
     ("cli-unknown-option", None, ["--datset", "snips"], r"No such option '--datset'.*; see `llm2llm boost --help`"),
@@ -194,7 +397,11 @@ CASES = [
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def run_main(args: list[str], capsys) -> tuple[int, str]:
@@ -222,15 +429,38 @@ def test_bad_input(case, change, extra, message, task, tmp_path, tiny_model, cap
     import re
 
     runs = tmp_path / "runs"
-    base = ["boost", "--profile", "tiny", "--dataset", str(task / "tickets.yaml"), "--seed-size", "6", "--set", "data.test_size=0",
-            "--runs-dir", str(runs), "--run", "existing"]
+    base = [
+        "boost",
+        "--profile",
+        "tiny",
+        "--dataset",
+        str(task / "tickets.yaml"),
+        "--seed-size",
+        "6",
+        "--set",
+        "data.test_size=0",
+        "--runs-dir",
+        str(runs),
+        "--run",
+        "existing",
+    ]
     existing = runs / "existing"
     (existing / "iter_000").mkdir(parents=True)
     from launcher.cli import build_config
     from llm2llm.config import config_to_yaml
 
-    (existing / "config.yaml").write_text(config_to_yaml(build_config("tiny", ("data.test_size=0",), data__dataset=str(task / "tickets.yaml"),
-                                                                      data__seed_size=6.0, runs_dir=str(runs), run="existing")))
+    (existing / "config.yaml").write_text(
+        config_to_yaml(
+            build_config(
+                "tiny",
+                ("data.test_size=0",),
+                data__dataset=str(task / "tickets.yaml"),
+                data__seed_size=6.0,
+                runs_dir=str(runs),
+                run="existing",
+            )
+        )
+    )
     write_jsonl(existing / "iter_000" / "train.jsonl", rows(1))
     (existing / ".lock").touch()  # as a run left it
     before = snapshot(runs)

@@ -20,17 +20,26 @@ def test_results_hold_every_benchmark_and_the_table_shows_each():
             assert isinstance(entry["ratio"], (int, float)), key
     assert results["dedup"]["identical_decisions"] is True
     table = render(results)
-    assert [line.split(" | ")[0].strip("| ") for line in table.splitlines()[2:]] == \
-        [k for k in ("teacher", "evaluate", "dedup", "overhead", "boost", "memory", "crash_resume") if k in results]
+    assert [line.split(" | ")[0].strip("| ") for line in table.splitlines()[2:]] == [
+        k for k in ("teacher", "evaluate", "dedup", "overhead", "boost", "memory", "crash_resume") if k in results
+    ]
 
 
 def _metrics(train: float, evaluate: float, generate: float, driver: float) -> dict:
-    return {"phases": [{"key": "train iter_000", "peak_memory_mib": train}, {"key": "evaluate iter_000", "peak_memory_mib": evaluate},
-                       {"key": "generate iter_000", "peak_memory_mib": generate}], "driver_peak_rss_mib": driver}
+    return {
+        "phases": [
+            {"key": "train iter_000", "peak_memory_mib": train},
+            {"key": "evaluate iter_000", "peak_memory_mib": evaluate},
+            {"key": "generate iter_000", "peak_memory_mib": generate},
+        ],
+        "driver_peak_rss_mib": driver,
+    }
 
 
 def test_memory_entry_finds_the_largest_seed_size_at_the_measured_slope(monkeypatch):
-    monkeypatch.setattr("os.sysconf", lambda name: {"SC_PAGE_SIZE": 2**20, "SC_PHYS_PAGES": 10_000}[name])  # 10,000 MiB
+    monkeypatch.setattr(
+        "os.sysconf", lambda name: {"SC_PAGE_SIZE": 2**20, "SC_PHYS_PAGES": 10_000}[name]
+    )  # 10,000 MiB
     # evaluation grows until its batch is full; that bound counts, not a slope
     flat = memory_entry(_metrics(4000, 3000, 2000, 500), _metrics(4000, 3900, 2000, 500), 35, 700)
     assert flat["largest_seed_size"] is None and flat["vllm_phase_bound_mib"]["evaluate"] == 3900

@@ -5,12 +5,13 @@ import json
 import subprocess
 
 import pytest
-
 from conftest import REPO, read_jsonl, run_cli
 
-QUEUES = {"billing": "I was charged twice for my {} subscription",
-          "bug": "The {} page crashes when I click save",
-          "account": "Please reset the password of my {} login"}
+QUEUES = {
+    "billing": "I was charged twice for my {} subscription",
+    "bug": "The {} page crashes when I click save",
+    "account": "Please reset the password of my {} login",
+}
 PRODUCTS = ["pro", "team", "family", "student", "basic", "annual", "monthly", "trial", "legacy", "mobile", "desktop"]
 
 SPEC = """\
@@ -36,8 +37,15 @@ def write_csv(path, rows):
 def user_task(tmp_path):
     (tmp_path / "data").mkdir()
     train = [(template.format(product), queue) for queue, template in QUEUES.items() for product in PRODUCTS[:8]]
-    train[0] = ('Charged twice, "again"!\nSecond line of the same ticket', "billing")  # quotes + a line break inside a field
-    test = [(template.format(product) + " today", queue) for queue, template in QUEUES.items() for product in PRODUCTS[4:11]]
+    train[0] = (
+        'Charged twice, "again"!\nSecond line of the same ticket',
+        "billing",
+    )  # quotes + a line break inside a field
+    test = [
+        (template.format(product) + " today", queue)
+        for queue, template in QUEUES.items()
+        for product in PRODUCTS[4:11]
+    ]
     write_csv(tmp_path / "data" / "train.csv", train)
     write_csv(tmp_path / "data" / "test.csv", test)
     (tmp_path / "tickets.yaml").write_text(SPEC)
@@ -46,15 +54,36 @@ def user_task(tmp_path):
 
 def test_make_boost_runs_a_task_defined_only_by_a_spec_over_a_user_csv(user_task, tiny_model):
     runs = user_task / "runs"
-    proc = subprocess.run(["make", "-s", "boost", f"DATASET={user_task / 'tickets.yaml'}", "PROFILE=tiny", "SEED_SIZE=6",
-                           "ITERATIONS=1", f"RUNS_DIR={runs}"], cwd=REPO, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            "make",
+            "-s",
+            "boost",
+            f"DATASET={user_task / 'tickets.yaml'}",
+            "PROFILE=tiny",
+            "SEED_SIZE=6",
+            "ITERATIONS=1",
+            f"RUNS_DIR={runs}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = runs / "tickets-tiny"
     seed = read_jsonl(run / "iter_000" / "train.jsonl")
-    assert len(seed) == 6 and sorted({ex["label"] for ex in seed}) == ["account", "billing", "bug"]  # stratified, stripped
+    assert len(seed) == 6 and sorted({ex["label"] for ex in seed}) == [
+        "account",
+        "billing",
+        "bug",
+    ]  # stratified, stripped
     assert all(ex["id"].startswith("train-") and not ex["text"].startswith(" ") for ex in seed)
     predictions = read_jsonl(run / "iter_000" / "predictions.jsonl")
-    assert any("Route the support ticket. Answer with exactly one of: account, billing, bug." in p["prompt"] for p in predictions)
+    assert any(
+        "Route the support ticket. Answer with exactly one of: account, billing, bug." in p["prompt"]
+        for p in predictions
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["task"] == "tickets" and metrics["complete"] and len(metrics["iterations"]) == 2
     assert metrics["iterations"][0]["test_total"] == 20
@@ -70,29 +99,66 @@ def test_the_multiline_quoted_field_survives(user_task):
     assert len(data.test) == 21
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda d: d.joinpath("train.csv").write_text("ticket_id,body,team\r\na,b,c\r\n"),
-     r"train.csv: no column 'queue' for the task's label \(spec key fields.label\); the file's columns are: body, team, ticket_id"),
-    (lambda d: d.joinpath("test.csv").write_text("ticket_id,body,queue\r\nt1,hello there,sales\r\n"),
-     r"test.csv:row 1: field 'queue' has label 'sales', which is not one of the task's labels \(account, billing, bug\)"),
-    (lambda d: d.joinpath("test.csv").write_text("ticket_id,body,queue\r\n"), r"test.csv: the split is empty"),
-    (lambda d: d.joinpath("train.csv").write_text("ticket_id,body,queue\r\nt1,,bug\r\n"), r"train.csv:row 1: field 'body' is missing or empty"),
-    (lambda d: d.joinpath("train.csv").write_bytes(b"ticket_id,body,queue\r\nt1,caf\xe9,bug\r\n"), r"train.csv: not UTF-8 text \(byte \d+\); re-save the file as UTF-8"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda d: d.joinpath("train.csv").write_text("ticket_id,body,team\r\na,b,c\r\n"),
+            r"train.csv: no column 'queue' for the task's label \(spec key fields.label\); the file's columns are: "
+            r"body, team, ticket_id",
+        ),
+        (
+            lambda d: d.joinpath("test.csv").write_text("ticket_id,body,queue\r\nt1,hello there,sales\r\n"),
+            r"test.csv:row 1: field 'queue' has label 'sales', which is not one of the task's labels \(account, "
+            r"billing, bug\)",
+        ),
+        (lambda d: d.joinpath("test.csv").write_text("ticket_id,body,queue\r\n"), r"test.csv: the split is empty"),
+        (
+            lambda d: d.joinpath("train.csv").write_text("ticket_id,body,queue\r\nt1,,bug\r\n"),
+            r"train.csv:row 1: field 'body' is missing or empty",
+        ),
+        (
+            lambda d: d.joinpath("train.csv").write_bytes(b"ticket_id,body,queue\r\nt1,caf\xe9,bug\r\n"),
+            r"train.csv: not UTF-8 text \(byte \d+\); re-save the file as UTF-8",
+        ),
+    ],
+)
 def test_bad_user_csv_is_one_line_naming_file_and_field(user_task, change, message):
     import re
 
     change(user_task / "data")
-    proc = subprocess.run(["make", "-s", "validate", f"DATASET={user_task / 'tickets.yaml'}", "PROFILE=tiny"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        ["make", "-s", "validate", f"DATASET={user_task / 'tickets.yaml'}", "PROFILE=tiny"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and re.search(message, error[0]), proc.stderr
 
 
-COUNTRIES = {"France": "Paris", "Japan": "Tokyo", "Kenya": "Nairobi", "Peru": "Lima", "Chile": "Santiago", "Egypt": "Cairo",
-             "Spain": "Madrid", "Italy": "Rome", "Norway": "Oslo", "Ghana": "Accra", "Cuba": "Havana", "Iran": "Tehran",
-             "Nepal": "Kathmandu", "Fiji": "Suva", "Mali": "Bamako", "Oman": "Muscat", "Laos": "Vientiane", "Chad": "N'Djamena"}
+COUNTRIES = {
+    "France": "Paris",
+    "Japan": "Tokyo",
+    "Kenya": "Nairobi",
+    "Peru": "Lima",
+    "Chile": "Santiago",
+    "Egypt": "Cairo",
+    "Spain": "Madrid",
+    "Italy": "Rome",
+    "Norway": "Oslo",
+    "Ghana": "Accra",
+    "Cuba": "Havana",
+    "Iran": "Tehran",
+    "Nepal": "Kathmandu",
+    "Fiji": "Suva",
+    "Mali": "Bamako",
+    "Oman": "Muscat",
+    "Laos": "Vientiane",
+    "Chad": "N'Djamena",
+}
 
 
 def test_free_text_scores_by_normalised_exact_match_and_parses_teacher_blocks():
@@ -120,11 +186,28 @@ def test_a_free_text_task_runs_end_to_end(tmp_path, data_dir, tiny_model):
     (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[12:]))
     (tmp_path / "capitals.yaml").write_text(
         "name: capitals\ntype: free_text\ndata: {train: train.jsonl, test: test.jsonl}\n"
-        "fields: {input: country, output: capital}\ntemplates:\n  student: \"The capital of {input} is\"\n")
-    run_cli("boost", "--profile", "tiny", "--dataset", str(tmp_path / "capitals.yaml"), "--runs-dir", str(tmp_path / "runs"),
-            "--seed-size", "8", "--iterations", "1", "--set", "data.test_size=0", cwd=REPO)
+        'fields: {input: country, output: capital}\ntemplates:\n  student: "The capital of {input} is"\n'
+    )
+    run_cli(
+        "boost",
+        "--profile",
+        "tiny",
+        "--dataset",
+        str(tmp_path / "capitals.yaml"),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--seed-size",
+        "8",
+        "--iterations",
+        "1",
+        "--set",
+        "data.test_size=0",
+        cwd=REPO,
+    )
     run = tmp_path / "runs" / "capitals-tiny"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["task_type"] == "free_text" and metrics["complete"] and metrics["iterations"][0]["test_total"] == 6
     prompts = [r["prompt"] for r in read_jsonl(run / "iter_000" / "teacher_outputs.jsonl")]
-    assert prompts and all(p.startswith("Inputs with their expected outputs:") and p.endswith("Input:") for p in prompts)
+    assert prompts and all(
+        p.startswith("Inputs with their expected outputs:") and p.endswith("Input:") for p in prompts
+    )

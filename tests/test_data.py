@@ -10,7 +10,9 @@ from llm2llm.data import load_task_data, sample
 from llm2llm.errors import UserError
 
 
-def spec(tmp_path, fields="{id: id, text: text, label: label}", data="{train: train.jsonl, test: test.jsonl}", extra=""):
+def spec(
+    tmp_path, fields="{id: id, text: text, label: label}", data="{train: train.jsonl, test: test.jsonl}", extra=""
+):
     path = tmp_path / "task.yaml"
     path.write_text(f"name: mine\ntype: classification\ndata: {data}\nfields: {fields}\n{extra}")
     return str(path)
@@ -46,12 +48,15 @@ def test_casehold_is_split_deterministically_and_disjointly(data_dir):
 
 def test_user_csv_with_own_columns_quotes_and_crlf(tmp_path):
     (tmp_path / "train.csv").write_bytes(
-        b'utterance,intent\r\n"hello, world",greet\r\n"a ""quoted""\r\nmultiline one",other\r\n  spaced  ,greet\r\n')
+        b'utterance,intent\r\n"hello, world",greet\r\n"a ""quoted""\r\nmultiline one",other\r\n  spaced  ,greet\r\n'
+    )
     (tmp_path / "test.csv").write_bytes(b"utterance,intent\r\nhi there,greet\r\n")
     data = load(spec(tmp_path, fields="{text: utterance, label: intent}", data="{train: train.csv, test: test.csv}"))
     assert data.task.labels == ["greet", "other"]
     assert data.train[0]["text"] == "hello, world"
-    assert data.train[1]["text"] == 'a "quoted"\r\nmultiline one' or data.train[1]["text"] == 'a "quoted"\nmultiline one'
+    assert (
+        data.train[1]["text"] == 'a "quoted"\r\nmultiline one' or data.train[1]["text"] == 'a "quoted"\nmultiline one'
+    )
     assert data.train[0]["id"] == "train-000000"  # positional ids when the data has none
 
 
@@ -64,13 +69,28 @@ def test_parquet_and_saved_dataset(tmp_path):
     assert len(data.train) == 10 and len(data.test) == 3
 
 
-@pytest.mark.parametrize("case, content, message", [
-    ("malformed_json", '{"id": "a", "text": "x", "label": "no"}\n{"id": "b", "text": \n', r"train.jsonl:2: not valid JSON"),
-    ("missing_field", '{"id": "a", "text": "x", "label": "no"}\n{"id": "b", "label": "no"}\n', r"train.jsonl:2: field 'text' is missing"),
-    ("duplicate_id", '{"id": "a", "text": "x", "label": "no"}\n{"id": "a", "text": "y", "label": "no"}\n', r"train.jsonl:2: duplicate id 'a'"),
-    ("empty", "", r"train.jsonl: the split is empty"),
-    ("not_object", '["a", "b"]\n', r"train.jsonl:1: expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "case, content, message",
+    [
+        (
+            "malformed_json",
+            '{"id": "a", "text": "x", "label": "no"}\n{"id": "b", "text": \n',
+            r"train.jsonl:2: not valid JSON",
+        ),
+        (
+            "missing_field",
+            '{"id": "a", "text": "x", "label": "no"}\n{"id": "b", "label": "no"}\n',
+            r"train.jsonl:2: field 'text' is missing",
+        ),
+        (
+            "duplicate_id",
+            '{"id": "a", "text": "x", "label": "no"}\n{"id": "a", "text": "y", "label": "no"}\n',
+            r"train.jsonl:2: duplicate id 'a'",
+        ),
+        ("empty", "", r"train.jsonl: the split is empty"),
+        ("not_object", '["a", "b"]\n', r"train.jsonl:1: expected a JSON object"),
+    ],
+)
 def test_bad_train_file_names_file_line_and_field(tmp_path, case, content, message):
     (tmp_path / "train.jsonl").write_text(content)
     write_jsonl(tmp_path / "test.jsonl", ROWS[:2])
@@ -81,7 +101,10 @@ def test_bad_train_file_names_file_line_and_field(tmp_path, case, content, messa
 def test_label_outside_the_set_names_line_and_labels(tmp_path):
     write_jsonl(tmp_path / "train.jsonl", ROWS)
     write_jsonl(tmp_path / "test.jsonl", [ROWS[0], {"id": "t", "text": "x", "label": "maybe"}])
-    with pytest.raises(UserError, match=r"test.jsonl:2: field 'label' has label 'maybe', which is not one of the task's labels \(no, yes\)"):
+    with pytest.raises(
+        UserError,
+        match=r"test.jsonl:2: field 'label' has label 'maybe', which is not one of the task's labels \(no, yes\)",
+    ):
         load(spec(tmp_path))
 
 

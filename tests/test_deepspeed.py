@@ -5,18 +5,32 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import REPO, read_jsonl, run_cli
 from safetensors import safe_open
 
-from conftest import REPO, read_jsonl, run_cli
 from llm2llm.config import DEEPSPEED_DIR, deepspeed_config_path
 
 pytest.importorskip("deepspeed")
 
 
 def ds_boost(tmp_path, data_dir, run, *extra):
-    return run_cli("boost", "--profile", "tiny", "--runs-dir", str(tmp_path / "runs"), "--run", run,
-                   "--data-dir", str(data_dir), "--set", "train.cpu_processes=2", "--set", "loop.keep_checkpoints=true",
-                   *extra, cwd=REPO)
+    return run_cli(
+        "boost",
+        "--profile",
+        "tiny",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--run",
+        run,
+        "--data-dir",
+        str(data_dir),
+        "--set",
+        "train.cpu_processes=2",
+        "--set",
+        "loop.keep_checkpoints=true",
+        *extra,
+        cwd=REPO,
+    )
 
 
 def tensors(folder: Path) -> dict[str, tuple]:
@@ -69,15 +83,30 @@ def test_zero2_boost_with_two_processes(tmp_path, data_dir, tiny_model):
     assert_complete_model(run / "iter_001" / "student", tiny_model)
     # every phase ran in its own process and its release was checked before the next started
     phases = metrics["phases"]
-    assert [p["key"] for p in phases] == ["train iter_000", "evaluate iter_000", "generate iter_000",
-                                          "train iter_001", "evaluate iter_001"]
+    assert [p["key"] for p in phases] == [
+        "train iter_000",
+        "evaluate iter_000",
+        "generate iter_000",
+        "train iter_001",
+        "evaluate iter_001",
+    ]
     assert all(p["exit_code"] == 0 and p["checked"] == "processes" and p["leftovers_killed"] == [] for p in phases)
     assert all(p["switch_seconds"] is not None for p in phases[1:])
     assert "sequential" in (run / "plan.txt").read_text() and "ZeRO-2 (zero2), gloo" in (run / "plan.txt").read_text()
 
 
 def test_zero3_with_gradient_checkpointing_is_gathered_and_evaluates(tmp_path, data_dir, tiny_model):
-    ds_boost(tmp_path, data_dir, "z3", "--deepspeed", "zero3", "--iterations", "0", "--set", "train.gradient_checkpointing=true")
+    ds_boost(
+        tmp_path,
+        data_dir,
+        "z3",
+        "--deepspeed",
+        "zero3",
+        "--iterations",
+        "0",
+        "--set",
+        "train.gradient_checkpointing=true",
+    )
     student = tmp_path / "runs" / "z3" / "iter_000" / "student"
     # the shards were gathered on save: every tensor has its full shape, none is an empty partition
     assert_complete_model(student, tiny_model)
@@ -90,11 +119,27 @@ def test_zero3_with_gradient_checkpointing_is_gathered_and_evaluates(tmp_path, d
 
 
 def test_lora_with_checkpointing_under_zero3_offload_evaluates_as_base_plus_adapter(tmp_path, data_dir, tiny_model):
-    ds_boost(tmp_path, data_dir, "off", "--deepspeed", "zero3_offload", "--iterations", "0", "--set", "train.lora=true",
-             "--set", "train.gradient_checkpointing=true")
+    ds_boost(
+        tmp_path,
+        data_dir,
+        "off",
+        "--deepspeed",
+        "zero3_offload",
+        "--iterations",
+        "0",
+        "--set",
+        "train.lora=true",
+        "--set",
+        "train.gradient_checkpointing=true",
+    )
     adapter = tmp_path / "runs" / "off" / "iter_000" / "student"
     log = json.loads((adapter / "train_log.json").read_text())
-    assert log["deepspeed"] == "zero3_offload" and log["world_size"] == 2 and log["lora"] and log["gradient_checkpointing"]
+    assert (
+        log["deepspeed"] == "zero3_offload"
+        and log["world_size"] == 2
+        and log["lora"]
+        and log["gradient_checkpointing"]
+    )
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] and config["r"] == 16
     with safe_open(str(adapter / "adapter_model.safetensors"), "pt") as f:
@@ -104,8 +149,17 @@ def test_lora_with_checkpointing_under_zero3_offload_evaluates_as_base_plus_adap
 
 
 def test_unknown_preset_is_refused_before_anything_runs(tmp_path, data_dir):
-    proc = run_cli("boost", "--profile", "tiny", "--runs-dir", str(tmp_path / "runs"), "--deepspeed", "zero9",
-                   cwd=REPO, check=False)
+    proc = run_cli(
+        "boost",
+        "--profile",
+        "tiny",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--deepspeed",
+        "zero9",
+        cwd=REPO,
+        check=False,
+    )
     assert proc.returncode == 2
     assert "train.deepspeed 'zero9'" in proc.stderr and "zero2, zero3, zero3_offload" in proc.stderr
     assert not (tmp_path / "runs").exists()

@@ -11,14 +11,29 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, run_cli
 
 
 def doctor(*args, env=None, unshare=False, **kw):
     """`llm2llm doctor --profile tiny ...`; unshare: in a network namespace of its own (loopback down)."""
-    return subprocess.run([*(["unshare", "-n"] if unshare else []), sys.executable, "-m", "launcher.cli", "doctor", "--profile", "tiny", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}, **kw)
+    return subprocess.run(
+        [
+            *(["unshare", "-n"] if unshare else []),
+            sys.executable,
+            "-m",
+            "launcher.cli",
+            "doctor",
+            "--profile",
+            "tiny",
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+        **kw,
+    )
 
 
 def test_healthy_run_is_ready(tmp_path, data_dir, tiny_model):
@@ -26,8 +41,17 @@ def test_healthy_run_is_ready(tmp_path, data_dir, tiny_model):
     lines = proc.stdout.splitlines()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert [line.split(":")[0] for line in lines] == [
-        "ok   config", "ok   data", "ok   student", "ok   teacher", "ok   disk", "ok   plan", "ok   packages", "ok   offline",
-        "ok   run dir", "verdict"]
+        "ok   config",
+        "ok   data",
+        "ok   student",
+        "ok   teacher",
+        "ok   disk",
+        "ok   plan",
+        "ok   packages",
+        "ok   offline",
+        "ok   run dir",
+        "verdict",
+    ]
     assert lines[-1] == "verdict: ready to run"
     assert "torch 2" in proc.stdout and "HF_HUB_OFFLINE" in proc.stdout
     assert not (tmp_path / "runs").exists(), "the doctor writes nothing"
@@ -39,29 +63,54 @@ def test_incomplete_model_and_bad_data_are_both_reported_before_any_weights_load
     (teacher / "tokenizer.json").unlink()
     data = tmp_path / "data"
     shutil.copytree(data_dir / "snips", data / "snips")
-    (data / "snips" / "test.jsonl").write_text('{"id": "t1", "text": "play a song", "label": "PlayMusic"}\n{"id": "t2", "text": \n')
+    (data / "snips" / "test.jsonl").write_text(
+        '{"id": "t1", "text": "play a song", "label": "PlayMusic"}\n{"id": "t2", "text": \n'
+    )
     proc = doctor("--teacher", str(teacher), "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"))
     assert proc.returncode == 2
     lines = proc.stdout.splitlines()
-    assert any(line.startswith("FAIL data:") and "snips/test.jsonl:2: not valid JSON" in line for line in lines), proc.stdout
-    assert any(line.startswith("FAIL teacher:") and f"{teacher} has no tokenizer" in line for line in lines), proc.stdout
+    assert any(line.startswith("FAIL data:") and "snips/test.jsonl:2: not valid JSON" in line for line in lines), (
+        proc.stdout
+    )
+    assert any(line.startswith("FAIL teacher:") and f"{teacher} has no tokenizer" in line for line in lines), (
+        proc.stdout
+    )
     assert any(line.startswith("ok   student:") for line in lines)
     assert any(line.startswith("skip plan: needs teacher") for line in lines)
     assert lines[-1].startswith("verdict: NOT READY, 2 problem(s)")
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda d: d.joinpath("model.safetensors").write_bytes(d.joinpath("model.safetensors").read_bytes()[:-4096]),
-     "model.safetensors is truncated"),
-    (lambda d: d.joinpath("model.safetensors").write_bytes(b"\xff" * 64), "is not a readable safetensors file"),
-    (lambda d: d.joinpath("config.json").write_text(json.dumps({**json.loads(d.joinpath("config.json").read_text()),
-                                                                 "auto_map": {"AutoModelForCausalLM": "modeling_x.X"}})),
-     "needs the Python code in its folder (auto_map: AutoModelForCausalLM); read it, then set student/teacher.trust_remote_code=true"),
-    (lambda d: d.joinpath("config.json").write_text(json.dumps({**json.loads(d.joinpath("config.json").read_text()),
-                                                                 "model_type": "no-such-arch"})),
-     "model_type 'no-such-arch' is unknown to the installed transformers"),
-    (lambda d: d.joinpath("tokenizer.json").write_text("{not json"), "the tokenizer does not load"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (
+            lambda d: d.joinpath("model.safetensors").write_bytes(
+                d.joinpath("model.safetensors").read_bytes()[:-4096]
+            ),
+            "model.safetensors is truncated",
+        ),
+        (lambda d: d.joinpath("model.safetensors").write_bytes(b"\xff" * 64), "is not a readable safetensors file"),
+        (
+            lambda d: d.joinpath("config.json").write_text(
+                json.dumps(
+                    {
+                        **json.loads(d.joinpath("config.json").read_text()),
+                        "auto_map": {"AutoModelForCausalLM": "modeling_x.X"},
+                    }
+                )
+            ),
+            "needs the Python code in its folder (auto_map: AutoModelForCausalLM); read it, then set "
+            "student/teacher.trust_remote_code=true",
+        ),
+        (
+            lambda d: d.joinpath("config.json").write_text(
+                json.dumps({**json.loads(d.joinpath("config.json").read_text()), "model_type": "no-such-arch"})
+            ),
+            "model_type 'no-such-arch' is unknown to the installed transformers",
+        ),
+        (lambda d: d.joinpath("tokenizer.json").write_text("{not json"), "the tokenizer does not load"),
+    ],
+)
 def test_broken_model_folders(tmp_path, data_dir, tiny_model, damage, message):
     student = tmp_path / "student"
     shutil.copytree(tiny_model, student)
@@ -80,18 +129,34 @@ def test_existing_run_with_other_options_or_a_changed_teacher_folder(tmp_path, d
 
     run = runs / "r"
     run.mkdir(parents=True)
-    config = run_cli("config", "--profile", "tiny", "--runs-dir", str(runs), "--run", "r", "--teacher", str(teacher),
-                     "--data-dir", str(data_dir), cwd=REPO).stdout
+    config = run_cli(
+        "config",
+        "--profile",
+        "tiny",
+        "--runs-dir",
+        str(runs),
+        "--run",
+        "r",
+        "--teacher",
+        str(teacher),
+        "--data-dir",
+        str(data_dir),
+        cwd=REPO,
+    ).stdout
     (run / "config.yaml").write_text(config)
-    (run / "models.json").write_text(json.dumps({"teacher": {"name": str(teacher), "path": str(teacher),
-                                                             "fingerprint": fingerprint(teacher)}}))
+    (run / "models.json").write_text(
+        json.dumps({"teacher": {"name": str(teacher), "path": str(teacher), "fingerprint": fingerprint(teacher)}})
+    )
     common = ("--runs-dir", str(runs), "--run", "r", "--teacher", str(teacher), "--data-dir", str(data_dir))
     assert "ok   run dir: " in doctor(*common).stdout
     proc = doctor(*common, "--seed", "3")
     assert proc.returncode == 2 and "FAIL run dir:" in proc.stdout and "data.seed: 0 in the run, 3 now" in proc.stdout
     (teacher / "model.safetensors").write_bytes(provisioned_other_weights())
     proc = doctor(*common)
-    assert proc.returncode == 2 and f"FAIL run dir: {run}: the teacher folder {teacher} changed since the run started" in proc.stdout
+    assert (
+        proc.returncode == 2
+        and f"FAIL run dir: {run}: the teacher folder {teacher} changed since the run started" in proc.stdout
+    )
 
 
 def provisioned_other_weights() -> bytes:
@@ -101,18 +166,23 @@ def provisioned_other_weights() -> bytes:
 
 
 def test_package_conflict_is_named(tmp_path, data_dir, tiny_model):
-    """A package whose declared requirement the installed torch does not meet (a fake peft dist-info first on the path)."""
+    """A package whose declared requirement the installed torch does not meet (a fake peft
+    dist-info first on the path)."""
     dist = tmp_path / "site" / "peft-99.0.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: peft\nVersion: 99.0\nRequires-Dist: torch<2.0\n")
-    proc = doctor("--data-dir", str(data_dir), "--runs-dir", str(tmp_path / "runs"), env={"PYTHONPATH": str(tmp_path / "site")})
+    proc = doctor(
+        "--data-dir", str(data_dir), "--runs-dir", str(tmp_path / "runs"), env={"PYTHONPATH": str(tmp_path / "site")}
+    )
     assert proc.returncode == 2
-    assert any(line.startswith("FAIL packages: peft needs torch<2.0, found 2.") for line in proc.stdout.splitlines()), proc.stdout
+    assert any(
+        line.startswith("FAIL packages: peft needs torch<2.0, found 2.") for line in proc.stdout.splitlines()
+    ), proc.stdout
 
 
 def test_offline_check_fails_when_the_hub_is_reachable(monkeypatch):
-    from llm2llm.doctor import _offline
     from llm2llm.config import resolve_config
+    from llm2llm.doctor import _offline
     from llm2llm.errors import UserError
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -124,27 +194,62 @@ def test_offline_check_fails_when_the_hub_is_reachable(monkeypatch):
 
 def test_site_registry_adds_models_and_teacher_by_name(tmp_path, data_dir, tiny_model):
     site = tmp_path / "site-models.yaml"
-    site.write_text(f"my-teacher:\n  path: {tiny_model}\n  description: a site model\n"
-                    f"big-teacher:\n  path: {tmp_path}/not-copied-yet\n  hub_id: org/big-teacher-70b\n")
+    site.write_text(
+        f"my-teacher:\n  path: {tiny_model}\n  description: a site model\n"
+        f"big-teacher:\n  path: {tmp_path}/not-copied-yet\n  hub_id: org/big-teacher-70b\n"
+    )
     env = {**os.environ, "LLM2LLM_MODELS": str(site)}
-    out = subprocess.run([sys.executable, "-m", "launcher.cli", "models"], cwd=REPO, env=env, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "launcher.cli", "models"], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    ).stdout
     assert "my-teacher" in out and "tiny-llama-b" in out
     assert f"hf download org/big-teacher-70b --local-dir {tmp_path}/not-copied-yet" in out
-    proc = subprocess.run(["make", "-s", "validate", "PROFILE=tiny", "TEACHER=my-teacher", f"DATA_DIR={data_dir}",
-                           f"RUNS_DIR={tmp_path / 'runs'}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            "make",
+            "-s",
+            "validate",
+            "PROFILE=tiny",
+            "TEACHER=my-teacher",
+            f"DATA_DIR={data_dir}",
+            f"RUNS_DIR={tmp_path / 'runs'}",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0 and f"ok   teacher: my-teacher -> {tiny_model}" in proc.stdout, proc.stderr
     site.write_text("broken:\n  description: no path\n")
-    proc = subprocess.run([sys.executable, "-m", "launcher.cli", "models"], cwd=REPO, env=env, capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {site}: model 'broken' needs a `path:` (a folder, absolute or relative to the model store)"
+    proc = subprocess.run(
+        [sys.executable, "-m", "launcher.cli", "models"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert (
+        proc.returncode == 2
+        and proc.stderr.strip()
+        == f"error: {site}: model 'broken' needs a `path:` (a folder, absolute or relative to the model store)"
+    )
 
 
 def test_loopback_down_is_an_immediate_error_not_a_hang(tmp_path, data_dir, tiny_model):
     """A fresh `unshare -n` has loopback down: torchrun would retry its rendezvous for 15 minutes."""
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode:
         pytest.skip("`unshare -n` (a network namespace) is not available here")
-    command = [sys.executable, "-m", "launcher.cli", "boost", "--profile", "tiny", "--method", "plain",
-               "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(data_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "launcher.cli",
+        "boost",
+        "--profile",
+        "tiny",
+        "--method",
+        "plain",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--data-dir",
+        str(data_dir),
+    ]
     started = time.monotonic()
     proc = subprocess.run(["unshare", "-n", *command], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert time.monotonic() - started < 120

@@ -49,12 +49,28 @@ def test_each_filter_reason(data_dir):
         {"key": "5", "example": {"id": "g5", "text": fresh, "label": "PlayMusic"}},
         {"key": "6", "example": {"id": "g6", "text": fresh + " now", "label": "PlayMusic"}},  # near-dup of a kept one
         # the last item of an answer cut by the token limit: dropped even though it reads like a request
-        {"key": "7", "example": {"id": "g7", "text": "can you provide details about any screening events that take place at",
-                                 "label": "SearchScreeningEvent"}, "truncated": True},
+        {
+            "key": "7",
+            "example": {
+                "id": "g7",
+                "text": "can you provide details about any screening events that take place at",
+                "label": "SearchScreeningEvent",
+            },
+            "truncated": True,
+        },
     ]
     decisions = filter_examples(candidates, task, [ex["text"] for ex in data.train[:50]], [test_text], 0.95)
-    assert [d["reason"] for d in decisions] == ["unparsable", "invalid", "invalid", "invalid", "duplicate", "test_overlap", "kept",
-                                                "near_duplicate", "truncated"]
+    assert [d["reason"] for d in decisions] == [
+        "unparsable",
+        "invalid",
+        "invalid",
+        "invalid",
+        "duplicate",
+        "test_overlap",
+        "kept",
+        "near_duplicate",
+        "truncated",
+    ]
     assert "finish reason length" in decisions[8]["detail"]
     assert "not one of the task's labels" in decisions[1]["detail"]
     assert "fewer than 2 words" in decisions[2]["detail"]

@@ -4,19 +4,31 @@ by their real architectures' config.json alone (no weights): the plan must not n
 import os
 
 import pytest
+from conftest import REPO, run_cli
 from transformers import LlamaConfig
 
-from conftest import REPO, run_cli
-from launcher.gpu_plan import Inventory, detect_inventory, make_plan, model_shape, parse_node
 from llm2llm.config import resolve_config
 from llm2llm.errors import UserError
+from llm2llm.runtime.gpu_plan import Inventory, detect_inventory, make_plan, model_shape, parse_node
 
 # Llama-2-70B and Llama-2-7B shapes (grouped-query attention on the 70B)
 SHAPES = {
-    "llama-70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
-                      num_key_value_heads=8, vocab_size=32000),
-    "llama-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                     num_key_value_heads=32, vocab_size=32000),
+    "llama-70b": dict(
+        hidden_size=8192,
+        intermediate_size=28672,
+        num_hidden_layers=80,
+        num_attention_heads=64,
+        num_key_value_heads=8,
+        vocab_size=32000,
+    ),
+    "llama-7b": dict(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+    ),
 }
 
 
@@ -30,8 +42,18 @@ def models(tmp_path_factory):
 
 def plan(models, node, *args):
     """`llm2llm plan` for a described node, through the real command line."""
-    return run_cli("plan", "--node", node, "--teacher", str(models / args[0]), "--student", str(models / args[1]),
-                   *args[2:], cwd=REPO, check=False)
+    return run_cli(
+        "plan",
+        "--node",
+        node,
+        "--teacher",
+        str(models / args[0]),
+        "--student",
+        str(models / args[1]),
+        *args[2:],
+        cwd=REPO,
+        check=False,
+    )
 
 
 def plan_here(models, node, teacher, student, nodes=1, **overrides):
@@ -93,7 +115,9 @@ def test_4x_l4_accepts_lora_under_zero3(models):
 
 
 def test_split_mode_gives_the_teacher_the_fewest_gpus_that_hold_it(models):
-    result = plan_here(models, "8xH100:80", "llama-70b", "llama-7b", train={"deepspeed": "zero3"}, plan={"mode": "split"})
+    result = plan_here(
+        models, "8xH100:80", "llama-70b", "llama-7b", train={"deepspeed": "zero3"}, plan={"mode": "split"}
+    )
     assert result.ok, result.table()
     assert result.teacher_devices == ["0", "1"] and result.student_devices == ["2", "3", "4", "5", "6", "7"]
     assert result.devices_env("teacher")["CUDA_VISIBLE_DEVICES"] == "0,1"
@@ -108,21 +132,29 @@ def test_impossible_70b_teacher_on_one_l4(models):
 
 
 def test_tensor_parallel_size_must_divide_gpus_and_heads(models):
-    result = plan_here(models, "8xH100:80", "llama-70b", "llama-7b", train={"deepspeed": "zero3"},
-                       vllm={"tensor_parallel_size": 3})
+    result = plan_here(
+        models, "8xH100:80", "llama-70b", "llama-7b", train={"deepspeed": "zero3"}, vllm={"tensor_parallel_size": 3}
+    )
     assert not result.ok
-    assert "vllm.tensor_parallel_size=3 must divide the teacher's 8 GPUs and its 64 attention heads" in result.problems[0]
+    assert (
+        "vllm.tensor_parallel_size=3 must divide the teacher's 8 GPUs and its 64 attention heads" in result.problems[0]
+    )
     assert "valid tensor parallel sizes here: 1, 2, 4, 8" in result.suggestions[0]
 
 
 def test_teacher_spans_nodes_with_pipeline_parallelism_when_one_node_is_not_enough(models, tmp_path):
-    LlamaConfig(**{**SHAPES["llama-70b"], "num_hidden_layers": 160}, torch_dtype="bfloat16").save_pretrained(tmp_path / "huge")
+    LlamaConfig(**{**SHAPES["llama-70b"], "num_hidden_layers": 160}, torch_dtype="bfloat16").save_pretrained(
+        tmp_path / "huge"
+    )
     config = resolve_config("tiny", {"train": {"deepspeed": "zero3"}, "plan": {"nodes": 2}})
     result = make_plan(config, parse_node("8xA100:40", nodes=2), tmp_path / "huge", models / "llama-7b")
     assert result.ok, result.table()
     assert (result.teacher_tp, result.teacher_pp) == (8, 2)
-    assert result.vllm_options("teacher") == {"tensor_parallel_size": 8, "pipeline_parallel_size": 2,
-                                               "distributed_executor_backend": "ray"}
+    assert result.vllm_options("teacher") == {
+        "tensor_parallel_size": 8,
+        "pipeline_parallel_size": 2,
+        "distributed_executor_backend": "ray",
+    }
 
 
 def test_split_mode_refuses_a_node_it_cannot_share(models):
@@ -145,7 +177,7 @@ def test_bad_node_descriptions_and_device_lists():
         parse_node("eight H100s")
     assert parse_node("4xL4:24").visible_ids == ["0", "1", "2", "3"]
     if os.environ.get("CUDA_VISIBLE_DEVICES") is None:
-        from launcher.memory import NVML
+        from llm2llm.runtime.memory import NVML
 
         if not NVML().available:  # this machine: no driver, so a device list cannot be honoured
             with pytest.raises(UserError, match="CUDA_VISIBLE_DEVICES=0,1 names GPUs but NVML"):

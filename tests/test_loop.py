@@ -11,15 +11,25 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO, read_jsonl, run_cli
 
 from bench.crash_resume import comparable, reference_of, trial
-from conftest import REPO, read_jsonl, run_cli
 from llm2llm.report import time_split
 
 
 def boost_args(tmp_path, data_dir, run="r", *extra):
-    return ["boost", "--profile", "tiny", "--runs-dir", str(tmp_path / "runs"), "--run", run,
-            "--data-dir", str(data_dir), *extra]
+    return [
+        "boost",
+        "--profile",
+        "tiny",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--run",
+        run,
+        "--data-dir",
+        str(data_dir),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +53,11 @@ def test_loop_writes_every_artifact(finished_run):
     for a, b in zip(its, its[1:]):
         assert b["train_size"] == a["train_size"] + a["kept"]
         train_b = read_jsonl(run / f"iter_{b['iteration']:03d}" / "train.jsonl")
-        kept = [d["example"] for d in read_jsonl(run / f"iter_{a['iteration']:03d}" / "filter_decisions.jsonl") if d["kept"]]
+        kept = [
+            d["example"]
+            for d in read_jsonl(run / f"iter_{a['iteration']:03d}" / "filter_decisions.jsonl")
+            if d["kept"]
+        ]
         assert train_b == read_jsonl(run / f"iter_{a['iteration']:03d}" / "train.jsonl") + kept
     outputs = read_jsonl(run / "iter_000" / "teacher_outputs.jsonl")
     assert all(o["teacher"] == "tiny-llama" and len(o["teacher_fingerprint"]) == 16 for o in outputs)
@@ -56,7 +70,9 @@ def test_loop_writes_every_artifact(finished_run):
     assert [p.parent.name for p in run.glob("iter_*/student")] == ["iter_002"]
     assert set(its[0]["phase_seconds"]) == {"train", "evaluate", "generate", "filter", "merge", "report"}
     # where the time went: inside the engines, in the phase processes around them, in the driver
-    assert set(its[0]["engine_seconds"]) == {"train", "evaluate", "generate"} and all(v > 0 for v in its[0]["engine_seconds"].values())
+    assert set(its[0]["engine_seconds"]) == {"train", "evaluate", "generate"} and all(
+        v > 0 for v in its[0]["engine_seconds"].values()
+    )
     split = time_split(its[0], metrics["phases"])
     assert split["engines"] > 0 and split["process_other"] > 0 and split["driver"] >= 0
     assert abs(split["engines"] + split["process_other"] + split["driver"] - split["wall"]) < 0.05
@@ -64,7 +80,9 @@ def test_loop_writes_every_artifact(finished_run):
     assert set(train_seconds) == {"before_training", "training", "saving"} and train_seconds["before_training"] > 0
     # each phase process's peak memory: a Python process with torch loaded holds well over 100 MiB
     assert all(p["peak_memory_mib"] > 100 for p in metrics["phases"]), metrics["phases"]
-    assert metrics["driver_peak_rss_mib"] > 100 and "peak memory (MiB, PSS)" in report and "inside the engines" in report
+    assert (
+        metrics["driver_peak_rss_mib"] > 100 and "peak memory (MiB, PSS)" in report and "inside the engines" in report
+    )
 
 
 def test_rerun_of_a_finished_run_does_no_work(finished_run, data_dir):
@@ -72,7 +90,11 @@ def test_rerun_of_a_finished_run_does_no_work(finished_run, data_dir):
     tmp = finished_run.parent.parent
     proc = run_cli(*boost_args(tmp, data_dir), cwd=REPO)
     assert "report:" in proc.stdout
-    changed = [p for p, t in before.items() if p.stat().st_mtime_ns != t and p.name not in ("metrics.json", "report.md", "accuracy.png")]
+    changed = [
+        p
+        for p, t in before.items()
+        if p.stat().st_mtime_ns != t and p.name not in ("metrics.json", "report.md", "accuracy.png")
+    ]
     assert changed == []
     assert "trained on" not in proc.stderr and "Loading weights" not in proc.stderr
 
@@ -83,7 +105,9 @@ def test_another_run_with_the_same_teacher_and_prompts_asks_the_teacher_nothing(
     stats = json.loads((tmp / "runs" / "again" / "iter_000" / "teacher_stats.json").read_text())
     assert stats["requests"] > 0 and stats["from_cache"] == stats["requests"] and stats["generated"] == 0
     first = read_jsonl(finished_run / "iter_000" / "teacher_outputs.jsonl")
-    assert sorted(map(json.dumps, read_jsonl(tmp / "runs" / "again" / "iter_000" / "teacher_outputs.jsonl"))) == sorted(map(json.dumps, first))
+    assert sorted(
+        map(json.dumps, read_jsonl(tmp / "runs" / "again" / "iter_000" / "teacher_outputs.jsonl"))
+    ) == sorted(map(json.dumps, first))
 
 
 def test_rerun_with_another_config_is_refused(finished_run, data_dir):
@@ -96,8 +120,13 @@ def test_rerun_with_another_config_is_refused(finished_run, data_dir):
 def kill_when(path_glob: str, run_dir: Path, args, timeout=300) -> bool:
     """Start boost, SIGKILL it as soon as a file matching path_glob appears; True if it was killed mid-run."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", *args], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "launcher.cli", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + timeout
     while proc.poll() is None and time.monotonic() < deadline:
         if list(run_dir.glob(path_glob)):
@@ -114,10 +143,18 @@ def test_kill_9_in_each_phase_then_rerun_matches_uninterrupted(finished_run, tmp
     run_dir = tmp_path / "runs" / "r"
     # Points inside the phases of iterations 0 and 1: generation (records streaming), training
     # (the temporary student folder), evaluation (predictions streaming), the merged train set.
-    for marker in ["iter_000/teacher_outputs.jsonl", "iter_001/.student.tmp", "iter_001/predictions.jsonl",
-                   "iter_002/train.jsonl", "iter_002/.student.tmp"]:
+    for marker in [
+        "iter_000/teacher_outputs.jsonl",
+        "iter_001/.student.tmp",
+        "iter_001/predictions.jsonl",
+        "iter_002/train.jsonl",
+        "iter_002/.student.tmp",
+    ]:
         assert kill_when(marker, run_dir, args), f"run finished before reaching {marker}"
-        assert not (run_dir / "metrics.json").exists() or not json.loads((run_dir / "metrics.json").read_text())["complete"]
+        assert (
+            not (run_dir / "metrics.json").exists()
+            or not json.loads((run_dir / "metrics.json").read_text())["complete"]
+        )
     run_cli(*args, cwd=REPO)
     assert comparable(run_dir) == comparable(finished_run)
     assert [p for p in run_dir.rglob(".*") if p.name != ".lock"] == []  # no stray temp files
@@ -126,14 +163,30 @@ def test_kill_9_in_each_phase_then_rerun_matches_uninterrupted(finished_run, tmp
 def test_random_kill_inside_a_phase_then_reruns_match_uninterrupted(finished_run, data_dir, tmp_path):
     """One trial of bench/crash_resume.py (`make crash-resume` runs 20): a SIGKILL at a random moment
     inside the teacher's generate phase, reruns until done, the run dir compared with the uninterrupted one."""
-    result = trial(0, "0/generate", reference_of(finished_run), random.Random(0), tmp_path, str(data_dir), iterations=2)
+    result = trial(
+        0, "0/generate", reference_of(finished_run), random.Random(0), tmp_path, str(data_dir), iterations=2
+    )
     assert result["killed"] and result["killed_in"], result  # aimed at `slot`; a faster rerun may land it later
     assert result["identical"], result
 
 
 def test_lora_and_continued_training(tmp_path, data_dir, tiny_model):
-    run_cli(*boost_args(tmp_path, data_dir, "lora", "--iterations", "1", "--set", "train.lora=true",
-                        "--set", "loop.continue_training=true", "--set", "train.lora_target_modules=[q_proj,v_proj]"), cwd=REPO)
+    run_cli(
+        *boost_args(
+            tmp_path,
+            data_dir,
+            "lora",
+            "--iterations",
+            "1",
+            "--set",
+            "train.lora=true",
+            "--set",
+            "loop.continue_training=true",
+            "--set",
+            "train.lora_target_modules=[q_proj,v_proj]",
+        ),
+        cwd=REPO,
+    )
     run = tmp_path / "runs" / "lora"
     assert (run / "iter_001" / "student" / "adapter_config.json").exists()
     log = json.loads((run / "iter_001" / "student" / "train_log.json").read_text())
@@ -148,8 +201,22 @@ def test_sampled_seed_evaluation_judges_each_example_by_its_samples(tmp_path, da
     from llm2llm.config import DataConfig
     from llm2llm.data import load_task_data
 
-    run_cli(*boost_args(tmp_path, data_dir, "s", "--iterations", "0", "--set", "seed_eval.temperature=1.0",
-                        "--set", "seed_eval.samples=3", "--set", f"seed_eval.wrong_if={rule}"), cwd=REPO)
+    run_cli(
+        *boost_args(
+            tmp_path,
+            data_dir,
+            "s",
+            "--iterations",
+            "0",
+            "--set",
+            "seed_eval.temperature=1.0",
+            "--set",
+            "seed_eval.samples=3",
+            "--set",
+            f"seed_eval.wrong_if={rule}",
+        ),
+        cwd=REPO,
+    )
     it = tmp_path / "runs" / "s" / "iter_000"
     task = load_task_data(DataConfig(dataset="snips", data_dir=str(data_dir))).task
     predictions = read_jsonl(it / "predictions.jsonl")
@@ -157,7 +224,9 @@ def test_sampled_seed_evaluation_judges_each_example_by_its_samples(tmp_path, da
     by_split = {split: [p for p in predictions if p["split"] == split] for split in ("test", "validation", "seed")}
     assert len(by_split["seed"]) == 3 * len(seed) and len(by_split["test"]) == len(by_split["validation"]) == 20
     assert all(p["finish_reason"] in ("stop", "length") for p in predictions)
-    wrong = {i: sum(not task.score(p["output"], seed[i]).correct for p in by_split["seed"] if p["id"] == i) for i in seed}
+    wrong = {
+        i: sum(not task.score(p["output"], seed[i]).correct for p in by_split["seed"] if p["id"] == i) for i in seed
+    }
     expected = sorted(i for i, w in wrong.items() if (w >= 2 if rule == "majority" else w >= 1))
     scores = json.loads((it / "scores.json").read_text())
     assert sorted(scores["seed"]["wrong_ids"]) == expected
@@ -166,7 +235,10 @@ def test_sampled_seed_evaluation_judges_each_example_by_its_samples(tmp_path, da
     assert len({p["output"] for p in by_split["seed"]}) > len(seed)
     metrics = json.loads((tmp_path / "runs" / "s" / "metrics.json").read_text())
     assert metrics["iterations"][0]["validation_accuracy"] is not None
-    assert f"3 answers per seed example, wrong if {rule} of them are wrong" in (tmp_path / "runs" / "s" / "report.md").read_text()
+    assert (
+        f"3 answers per seed example, wrong if {rule} of them are wrong"
+        in (tmp_path / "runs" / "s" / "report.md").read_text()
+    )
 
 
 def test_results_table_reads_the_run_metrics(finished_run):
@@ -179,5 +251,7 @@ def test_results_table_reads_the_run_metrics(finished_run):
     # SNIPS has a validation split: every iteration is scored on it too, and `--split validation` shows it
     out = run_cli("results", str(finished_run), "--split", "validation", cwd=REPO).stdout
     row = next(line for line in out.splitlines() if line.startswith("| r |"))
-    assert [c.strip() for c in row.strip("|").split("|")][5:] == [f"{100 * it['validation_accuracy']:.1f}" for it in metrics["iterations"]]
+    assert [c.strip() for c in row.strip("|").split("|")][5:] == [
+        f"{100 * it['validation_accuracy']:.1f}" for it in metrics["iterations"]
+    ]
     assert all(it["validation_total"] == 20 for it in metrics["iterations"])

@@ -7,8 +7,8 @@ import random
 import re
 
 import pytest
-
 from conftest import REPO, read_jsonl, run_cli
+
 from llm2llm.eda import EDA, load_wordnet
 from llm2llm.errors import UserError
 
@@ -16,8 +16,19 @@ SENTENCE = "Play some relaxing jazz music by Miles Davis on Spotify this evening
 
 
 def boost(tmp, data_dir, method, *extra):
-    return run_cli("boost", "--profile", "tiny", "--runs-dir", str(tmp / "runs"), "--data-dir", str(data_dir),
-                   "--method", method, *extra, cwd=REPO)
+    return run_cli(
+        "boost",
+        "--profile",
+        "tiny",
+        "--runs-dir",
+        str(tmp / "runs"),
+        "--data-dir",
+        str(data_dir),
+        "--method",
+        method,
+        *extra,
+        cwd=REPO,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +112,9 @@ def test_eda_synonym_replacement_swaps_a_non_stop_word_for_a_wordnet_synonym():
     words = "play some relaxing jazz music".split()
     for seed in range(20):
         out = eda.synonym_replacement(words, 1, random.Random(seed))
-        changed = [(a, b) for a, b in zip(words, out[:len(words)]) if a != b]
+        changed = [(a, b) for a, b in zip(words, out[: len(words)]) if a != b]
         if len(out) == len(words) and changed:  # a multi-word synonym changes the length
-            (original, synonym), = changed
+            ((original, synonym),) = changed
             assert original != "some" and synonym in eda.synonyms(original)
 
 
@@ -111,16 +122,33 @@ def test_eda_without_wordnet_says_how_to_install_it(tmp_path, monkeypatch):
     from llm2llm import eda
 
     monkeypatch.setenv("LLM2LLM_MODEL_DIR", str(tmp_path / "models"))
-    with pytest.raises(UserError, match=r"WordNet 3.0 not found in .*nowhere .*apt-get install wordnet-base wordnet-sense-index"):
+    with pytest.raises(
+        UserError, match=r"WordNet 3.0 not found in .*nowhere .*apt-get install wordnet-base wordnet-sense-index"
+    ):
         eda.load_wordnet(str(tmp_path / "nowhere"))
     assert not (tmp_path / "models" / "nltk_data" / "corpora" / "wordnet").exists()
 
 
 def test_baselines_that_need_classification_refuse_other_tasks(tmp_path, data_dir):
-    proc = run_cli("boost", "--profile", "tiny", "--dataset", "gsm8k", "--method", "eda", "--runs-dir", str(tmp_path / "runs"),
-                   "--data-dir", str(data_dir), cwd=REPO, check=False)
+    proc = run_cli(
+        "boost",
+        "--profile",
+        "tiny",
+        "--dataset",
+        "gsm8k",
+        "--method",
+        "eda",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--data-dir",
+        str(data_dir),
+        cwd=REPO,
+        check=False,
+    )
     assert proc.returncode == 2
-    assert re.search(r"^error: loop.method eda is implemented for classification tasks; task 'gsm8k' is numeric", proc.stderr, re.M)
+    assert re.search(
+        r"^error: loop.method eda is implemented for classification tasks; task 'gsm8k' is numeric", proc.stderr, re.M
+    )
     assert not (tmp_path / "runs").exists()
 
 
@@ -129,12 +157,21 @@ def test_compare_renders_table_and_plot_from_the_run_dirs_alone(runs, tmp_path):
     printed = run_cli("compare", str(runs), "--output", str(out), cwd=REPO).stdout
     table = (out / "compare.md").read_text()
     assert table in printed
-    rows = {cells[1]: cells for cells in (
-        [c.strip() for c in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("| snips |"))}
+    rows = {
+        cells[1]: cells
+        for cells in (
+            [c.strip() for c in line.strip("|").split("|")]
+            for line in table.splitlines()
+            if line.startswith("| snips |")
+        )
+    }
     assert list(rows) == ["plain", "eda", "auggpt", "one-shot"]  # methods in a fixed order
-    plain = [metrics(runs / name)["iterations"][0]["test_accuracy"] * 100 for name in ("snips-tiny-plain", "snips-tiny-plain-seed1")]
+    plain = [
+        metrics(runs / name)["iterations"][0]["test_accuracy"] * 100
+        for name in ("snips-tiny-plain", "snips-tiny-plain-seed1")
+    ]
     mean = sum(plain) / 2
-    std = abs(plain[0] - plain[1]) / 2 ** 0.5
+    std = abs(plain[0] - plain[1]) / 2**0.5
     assert rows["plain"][3] == "0, 1" and rows["plain"][4] == f"{mean:.1f} ± {std:.1f}"
     eda = metrics(runs / "snips-tiny-eda")
     assert rows["eda"][6] == str(eda["iterations"][-1]["train_size"]) and rows["eda"][7] == "0"
@@ -143,7 +180,9 @@ def test_compare_renders_table_and_plot_from_the_run_dirs_alone(runs, tmp_path):
     png = (out / "compare.png").read_bytes()
     assert png.startswith(b"\x89PNG")
     run_cli("compare", str(runs), "--output", str(tmp_path / "again"), cwd=REPO)
-    assert (tmp_path / "again" / "compare.png").read_bytes() == png and (tmp_path / "again" / "compare.md").read_text() == table
+    assert (tmp_path / "again" / "compare.png").read_bytes() == png and (
+        tmp_path / "again" / "compare.md"
+    ).read_text() == table
 
 
 def test_compare_of_a_folder_without_runs_is_a_one_line_error(tmp_path):
@@ -152,7 +191,17 @@ def test_compare_of_a_folder_without_runs_is_a_one_line_error(tmp_path):
 
 
 def test_ablation_augmenting_all_wrong_examples_also_asks_about_synthetic_ones(tmp_path, data_dir, tiny_model):
-    boost(tmp_path, data_dir, "llm2llm", "--run", "all-wrong", "--iterations", "2", "--set", "loop.augment_synthetic=true")
+    boost(
+        tmp_path,
+        data_dir,
+        "llm2llm",
+        "--run",
+        "all-wrong",
+        "--iterations",
+        "2",
+        "--set",
+        "loop.augment_synthetic=true",
+    )
     it1 = tmp_path / "runs" / "all-wrong" / "iter_001"
     train = read_jsonl(it1 / "train.jsonl")
     scores = json.loads((it1 / "scores.json").read_text())

@@ -6,15 +6,15 @@ import json
 import shutil
 
 import torch
+from conftest import REPO, run_cli
 from transformers import AutoModelForCausalLM
 
-from conftest import REPO, run_cli
 from llm2llm.config import SamplingConfig, TrainConfig
 from llm2llm.engines import TransformersGenerator
 from llm2llm.models import fingerprint
 from llm2llm.training import TrainRequest, _load_model
 
-CUSTOM_CODE = '''
+CUSTOM_CODE = """
 from pathlib import Path
 
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -28,7 +28,7 @@ class CustomConfig(LlamaConfig):
 
 class CustomForCausalLM(LlamaForCausalLM):
     config_class = CustomConfig
-'''
+"""
 PROMPTS = ["play some jazz in the kitchen", "what is the weather in paris"]
 
 
@@ -37,8 +37,14 @@ def remote_code_folder(tiny_model, tmp_path):
     shutil.copytree(tiny_model, folder)
     (folder / "modeling_custom.py").write_text(CUSTOM_CODE.replace("MARKER", repr(str(folder / "code-ran"))))
     config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="custom-llama", architectures=["CustomForCausalLM"],
-                  auto_map={"AutoConfig": "modeling_custom.CustomConfig", "AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"})
+    config.update(
+        model_type="custom-llama",
+        architectures=["CustomForCausalLM"],
+        auto_map={
+            "AutoConfig": "modeling_custom.CustomConfig",
+            "AutoModelForCausalLM": "modeling_custom.CustomForCausalLM",
+        },
+    )
     (folder / "config.json").write_text(json.dumps(config))
     return folder
 
@@ -55,8 +61,18 @@ def pickle_folder(tiny_model, tmp_path):
 
 
 def validate(tmp_path, data_dir, *args):
-    return run_cli("validate", "--profile", "tiny", "--data-dir", str(data_dir), "--runs-dir", str(tmp_path / "runs"),
-                   *args, cwd=REPO, check=False)
+    return run_cli(
+        "validate",
+        "--profile",
+        "tiny",
+        "--data-dir",
+        str(data_dir),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        *args,
+        cwd=REPO,
+        check=False,
+    )
 
 
 def assert_refused(tmp_path, data_dir, setting, *messages):
@@ -71,15 +87,24 @@ def greedy(generator):
 
 def test_model_code_is_refused_unless_trusted_and_then_it_runs(tiny_model, data_dir, tmp_path):
     folder = remote_code_folder(tiny_model, tmp_path)
-    assert_refused(tmp_path, data_dir, f"teacher.model={folder}", "teacher.trust_remote_code=true",
-                   "needs the Python code in its folder (auto_map: AutoConfig, AutoModelForCausalLM)")
+    assert_refused(
+        tmp_path,
+        data_dir,
+        f"teacher.model={folder}",
+        "teacher.trust_remote_code=true",
+        "needs the Python code in its folder (auto_map: AutoConfig, AutoModelForCausalLM)",
+    )
     assert not (folder / "code-ran").exists()
 
-    trusted = validate(tmp_path, data_dir, "--set", f"teacher.model={folder}", "--set", "teacher.trust_remote_code=true")
+    trusted = validate(
+        tmp_path, data_dir, "--set", f"teacher.model={folder}", "--set", "teacher.trust_remote_code=true"
+    )
     assert trusted.returncode == 0, trusted.stderr
     generator = TransformersGenerator(folder, options={"trust_remote_code": True})
     assert (folder / "code-ran").exists() and generator.model_class == "CustomForCausalLM"
-    assert greedy(generator) == greedy(TransformersGenerator(tiny_model))  # the same weights, loaded by the folder's code
+    assert greedy(generator) == greedy(
+        TransformersGenerator(tiny_model)
+    )  # the same weights, loaded by the folder's code
     request = TrainRequest(folder, [], None, TrainConfig(), tmp_path / "out", loading={"trust_remote_code": True})
     assert type(_load_model(request, torch.float32)).__name__ == "CustomForCausalLM"
     assert fingerprint(folder) != fingerprint(tiny_model)
@@ -87,12 +112,21 @@ def test_model_code_is_refused_unless_trusted_and_then_it_runs(tiny_model, data_
 
 def test_pickle_weights_are_refused_unless_allowed_and_then_load(tiny_model, data_dir, tmp_path):
     folder = pickle_folder(tiny_model, tmp_path)
-    assert_refused(tmp_path, data_dir, f"student.model={folder}", "allow_pickle_weights=true",
-                   "has only pickle weights (pytorch_model.bin), which can run code when loaded")
+    assert_refused(
+        tmp_path,
+        data_dir,
+        f"student.model={folder}",
+        "allow_pickle_weights=true",
+        "has only pickle weights (pytorch_model.bin), which can run code when loaded",
+    )
 
-    allowed = validate(tmp_path, data_dir, "--set", f"student.model={folder}", "--set", "student.allow_pickle_weights=true")
+    allowed = validate(
+        tmp_path, data_dir, "--set", f"student.model={folder}", "--set", "student.allow_pickle_weights=true"
+    )
     assert allowed.returncode == 0, allowed.stderr
-    assert greedy(TransformersGenerator(folder, options={"allow_pickle_weights": True})) == greedy(TransformersGenerator(tiny_model))
+    assert greedy(TransformersGenerator(folder, options={"allow_pickle_weights": True})) == greedy(
+        TransformersGenerator(tiny_model)
+    )
     request = TrainRequest(folder, [], None, TrainConfig(), tmp_path / "out", loading={"allow_pickle_weights": True})
     assert _load_model(request, torch.float32).num_parameters() > 0
     try:  # without the opt-in the loader itself refuses the file too, not only the pre-flight

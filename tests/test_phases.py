@@ -11,14 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run_cli
-from launcher.gpu_plan import Inventory, Plan, parse_node
-from launcher.memory import NVML, ReleaseCheck
-from launcher.phases import PhaseError, call_in_child, group_members, run_command, run_in_child
-from launcher.runner import training_command
+
 from llm2llm.config import resolve_config
 from llm2llm.errors import UserError
+from llm2llm.runtime.gpu_plan import Inventory, Plan, parse_node
+from llm2llm.runtime.memory import NVML, ReleaseCheck
+from llm2llm.runtime.phases import PhaseError, call_in_child, group_members, run_command, run_in_child
+from llm2llm.runtime.runner import training_command
 
 
 def _env_value(name):
@@ -94,8 +94,12 @@ def test_leftover_processes_are_named_and_killed(tmp_path):
 def test_command_failure_quotes_the_log(tmp_path):
     log = tmp_path / "train.log"
     with pytest.raises(PhaseError) as err:
-        run_command("train iter_000", ["bash", "-c", "echo rank 0 says hello; echo 'RuntimeError: NCCL timeout' >&2; exit 3"],
-                    log_path=log, echo=False)
+        run_command(
+            "train iter_000",
+            ["bash", "-c", "echo rank 0 says hello; echo 'RuntimeError: NCCL timeout' >&2; exit 3"],
+            log_path=log,
+            echo=False,
+        )
     assert "exit code 3" in str(err.value) and str(log) in str(err.value)
     assert str(err.value).startswith("train iter_000 failed (exit code 3): RuntimeError: NCCL timeout; log: ")
     with pytest.raises(PhaseError, match="still running after 2 s"):
@@ -106,14 +110,17 @@ def test_sigterm_to_llm2llm_reaches_the_phase_group(tmp_path):
     """The launcher turns SIGTERM into an orderly stop: the phase's ranks get SIGTERM too."""
     marker, pids = tmp_path / "terminated", tmp_path / "pids"
     script = tmp_path / "parent.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import signal, sys
         from launcher.cli import _terminated
-        from launcher.phases import run_command
+        from llm2llm.runtime.phases import run_command
         signal.signal(signal.SIGTERM, _terminated)
         rank = "trap 'echo $$ >> {marker}; exit 0' TERM; sleep 300 & wait"
-        run_command("train", ["bash", "-c", f"bash -c \\"{{rank}}\\" & bash -c \\"{{rank}}\\" & echo $$ > {pids}; wait"], echo=False)
-    """))
+        script = f"bash -c \\"{{rank}}\\" & bash -c \\"{{rank}}\\" & echo $$ > {pids}; wait"
+        run_command("train", ["bash", "-c", script], echo=False)
+    """)
+    )
     parent = subprocess.Popen([sys.executable, str(script)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     deadline = time.monotonic() + 30
     while not pids.exists() and time.monotonic() < deadline:
@@ -158,8 +165,13 @@ def test_training_commands_for_one_node_slurm_and_hostfile(tmp_path, monkeypatch
     assert "--master-port=29555" in argv and argv[-3:] == ["-m", "llm2llm.training", str(tmp_path / "req")]
     assert env["DS_ACCELERATOR"] == "cpu" and int(env["OMP_NUM_THREADS"]) >= 1
 
-    gpus = Plan("sequential", parse_node("8xH100:80", nodes=2), student_devices=[str(i) for i in range(8)],
-                train_nodes=2, train_processes_per_node=8)
+    gpus = Plan(
+        "sequential",
+        parse_node("8xH100:80", nodes=2),
+        student_devices=[str(i) for i in range(8)],
+        train_nodes=2,
+        train_processes_per_node=8,
+    )
     with pytest.raises(UserError, match="needs a Slurm allocation"):
         monkeypatch.delenv("SLURM_JOB_ID", raising=False)
         training_command(gpus, config, tmp_path / "req", 29555)
@@ -186,8 +198,26 @@ def test_training_commands_for_one_node_slurm_and_hostfile(tmp_path, monkeypatch
 @pytest.mark.parametrize("nodes,gpus", [(1, 0), (2, 8)])
 def test_sbatch_script_is_valid_bash_and_asks_for_the_right_resources(tmp_path, nodes, gpus):
     runs = tmp_path / "runs"
-    run_cli("slurm", "--profile", "tiny", "--runs-dir", str(runs), "--run", "job", "--nodes", str(nodes),
-            "--gpus-per-node", str(gpus), "--deepspeed", "zero3", "--time", "02:00:00", "--partition", "gpu", cwd=REPO)
+    run_cli(
+        "slurm",
+        "--profile",
+        "tiny",
+        "--runs-dir",
+        str(runs),
+        "--run",
+        "job",
+        "--nodes",
+        str(nodes),
+        "--gpus-per-node",
+        str(gpus),
+        "--deepspeed",
+        "zero3",
+        "--time",
+        "02:00:00",
+        "--partition",
+        "gpu",
+        cwd=REPO,
+    )
     script = runs / "job" / "slurm.sbatch"
     text = script.read_text()
     subprocess.run(["bash", "-n", str(script)], check=True)

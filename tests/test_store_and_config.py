@@ -43,7 +43,9 @@ def test_profiles_resolve_and_overrides_apply():
     assert resolve_config("tiny").student.model == "tiny-llama"
 
 
-@pytest.mark.parametrize("profile", sorted(p.stem for p in (Path(__file__).parent.parent / "configs" / "profiles").glob("*.yaml")))
+@pytest.mark.parametrize(
+    "profile", sorted(p.stem for p in (Path(__file__).parent.parent / "configs" / "profiles").glob("*.yaml"))
+)
 def test_every_profile_resolves_and_names_registry_models(profile):
     from llm2llm.models import registry
 
@@ -59,13 +61,16 @@ def test_teacher_profile_samples_the_seed_and_asks_in_chat_style():
         resolve_config("cpu-smollm2", {"seed_eval": {"samples": 3}})
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"train": {"epochs": -1}}, r"train.epochs: Input should be greater than 0"),
-    ({"train": {"learning_rat": 1}}, r"unknown key 'train.learning_rat'"),
-    ({"teacher": {"style": "poem"}}, r"teacher.style: Input should be 'continuation' or 'chat'"),
-    ({"data": {"seed_size": 2.5}}, r"seed_size 2.5 is neither a whole count nor a fraction"),
-    ({"loop": {"iterations": "many"}}, r"loop.iterations: Input should be a valid integer"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"train": {"epochs": -1}}, r"train.epochs: Input should be greater than 0"),
+        ({"train": {"learning_rat": 1}}, r"unknown key 'train.learning_rat'"),
+        ({"teacher": {"style": "poem"}}, r"teacher.style: Input should be 'continuation' or 'chat'"),
+        ({"data": {"seed_size": 2.5}}, r"seed_size 2.5 is neither a whole count nor a fraction"),
+        ({"loop": {"iterations": "many"}}, r"loop.iterations: Input should be a valid integer"),
+    ],
+)
 def test_bad_config_values_are_one_line_errors(overrides, message):
     with pytest.raises(UserError, match=message) as info:
         resolve_config("cpu-smollm2", overrides)
@@ -101,10 +106,14 @@ def test_teacher_fingerprint_is_cheap_stable_and_tells_teachers_apart(tmp_path, 
     weights = copy / "model.safetensors"
     data = bytearray(weights.read_bytes())
     header = int.from_bytes(data[:8], "little")
-    text = data[8:8 + header].decode()
-    swapped = text.replace("model.layers.0.", "model.layers.X.", 1).replace("model.layers.1.", "model.layers.0.", 1).replace("model.layers.X.", "model.layers.1.", 1)
+    text = data[8 : 8 + header].decode()
+    swapped = (
+        text.replace("model.layers.0.", "model.layers.X.", 1)
+        .replace("model.layers.1.", "model.layers.0.", 1)
+        .replace("model.layers.X.", "model.layers.1.", 1)
+    )
     assert len(swapped) == len(text) and swapped != text
-    data[8:8 + header] = swapped.encode()
+    data[8 : 8 + header] = swapped.encode()
     weights.write_bytes(bytes(data))
     assert fingerprint(copy) != fingerprint(tiny_model)
     # Same architecture and header, other weights (another init, a fine-tune): another teacher.
@@ -144,12 +153,21 @@ def test_a_run_in_use_is_refused_after_a_short_wait(tmp_path, monkeypatch):
     rundir.RunDir(config)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"train": {"deepspeed": "zero9"}}, r"train.deepspeed 'zero9': no .*zero9.json; use a preset \(zero2, zero3, zero3_offload\)"),
-    ({"plan": {"mode": "parallel"}}, r"plan.mode: Input should be 'sequential' or 'split'"),
-    ({"plan": {"nodes": 0}}, r"plan.nodes: Input should be greater than or equal to 1"),
-    ({"vllm": {"tensor_parallel_size": 0}}, r"vllm.tensor_parallel_size: Input should be greater than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            {"train": {"deepspeed": "zero9"}},
+            r"train.deepspeed 'zero9': no .*zero9.json; use a preset \(zero2, zero3, zero3_offload\)",
+        ),
+        ({"plan": {"mode": "parallel"}}, r"plan.mode: Input should be 'sequential' or 'split'"),
+        ({"plan": {"nodes": 0}}, r"plan.nodes: Input should be greater than or equal to 1"),
+        (
+            {"vllm": {"tensor_parallel_size": 0}},
+            r"vllm.tensor_parallel_size: Input should be greater than or equal to 1",
+        ),
+    ],
+)
 def test_bad_training_and_plan_values_are_one_line_errors(overrides, message):
     with pytest.raises(UserError, match=message) as info:
         resolve_config("tiny", overrides)
@@ -163,8 +181,10 @@ def test_generation_cache_keeps_finish_reasons_and_opens_an_older_cache(tmp_path
 
     old = tmp_path / "old.sqlite"  # the schema before finish reasons were kept
     db = sqlite3.connect(old)
-    db.execute("CREATE TABLE answers (key TEXT PRIMARY KEY, teacher TEXT NOT NULL, fingerprint TEXT NOT NULL, "
-               "output TEXT NOT NULL, request TEXT NOT NULL, created REAL NOT NULL)")
+    db.execute(
+        "CREATE TABLE answers (key TEXT PRIMARY KEY, teacher TEXT NOT NULL, fingerprint TEXT NOT NULL, "
+        "output TEXT NOT NULL, request TEXT NOT NULL, created REAL NOT NULL)"
+    )
     db.execute("INSERT INTO answers VALUES ('k0', 't', 'f', 'an old answer', '{}', 0)")
     db.commit()
     db.close()
@@ -172,4 +192,6 @@ def test_generation_cache_keeps_finish_reasons_and_opens_an_older_cache(tmp_path
     cache.put_many([{"key": "k1", "output": "1. cut off at", "finish_reason": "length", "teacher": "t"}])
     assert cache.get_many(["k0", "k1", "k2"]) == {"k0": ("an old answer", None), "k1": ("1. cut off at", "length")}
     cache.close()
-    assert GenerationCache(old).get_many(["k1"]) == {"k1": ("1. cut off at", "length")}  # reopened: no second migration
+    assert GenerationCache(old).get_many(["k1"]) == {
+        "k1": ("1. cut off at", "length")
+    }  # reopened: no second migration

@@ -7,7 +7,6 @@ import json
 
 import pytest
 import yaml
-
 from conftest import REPO, run_cli
 
 PRESETS = sorted(p.stem for p in (REPO / "configs" / "sweeps").glob("*.yaml"))
@@ -17,15 +16,30 @@ PRESETS = sorted(p.stem for p in (REPO / "configs" / "sweeps").glob("*.yaml"))
 def test_every_sweep_preset_expands(preset, tmp_path):
     spec = yaml.safe_load((REPO / "configs" / "sweeps" / f"{preset}.yaml").read_text())
     out = run_cli("sweep", preset, "--dry-run", cwd=REPO).stdout.splitlines()
-    expected = (len(spec["datasets"]) * len(spec.get("teachers") or [None]) * len(spec.get("seed_sizes") or [None])
-                * len(spec["seeds"]) * len(spec["methods"]))
+    expected = (
+        len(spec["datasets"])
+        * len(spec.get("teachers") or [None])
+        * len(spec.get("seed_sizes") or [None])
+        * len(spec["seeds"])
+        * len(spec["methods"])
+    )
     assert len(out) == expected and all("llm2llm boost --profile " + spec["profile"] in line for line in out)
 
 
 def test_sweep_runs_in_order_and_a_rerun_writes_nothing(tmp_path, tiny_model, data_dir):
     spec = tmp_path / "two.yaml"
-    spec.write_text(yaml.safe_dump({"profile": "tiny", "datasets": ["snips"], "seeds": [0, 1], "methods": ["plain"],
-                                    "runs_dir": str(tmp_path / "runs"), "set": {"data.data_dir": str(data_dir)}}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "profile": "tiny",
+                "datasets": ["snips"],
+                "seeds": [0, 1],
+                "methods": ["plain"],
+                "runs_dir": str(tmp_path / "runs"),
+                "set": {"data.data_dir": str(data_dir)},
+            }
+        )
+    )
     out = run_cli("sweep", str(spec), cwd=REPO).stdout
     assert "[1/2] snips-seed0-plain: starting" in out and "[2/2] snips-seed1-plain: starting" in out
     runs = tmp_path / "runs"
@@ -34,7 +48,10 @@ def test_sweep_runs_in_order_and_a_rerun_writes_nothing(tmp_path, tiny_model, da
         assert metrics["complete"] and metrics["data_seed"] == seed and metrics["method"] == "plain"
     summary = (runs / "summary" / "compare.md").read_text()
     assert "| snips | plain | 14 | 0, 1 |" in summary
-    assert json.loads((runs / "summary" / "runs.json").read_text()) == {"snips-seed0-plain": "finished", "snips-seed1-plain": "finished"}
+    assert json.loads((runs / "summary" / "runs.json").read_text()) == {
+        "snips-seed0-plain": "finished",
+        "snips-seed1-plain": "finished",
+    }
 
     before = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
     out = run_cli("sweep", str(spec), cwd=REPO).stdout
@@ -42,15 +59,21 @@ def test_sweep_runs_in_order_and_a_rerun_writes_nothing(tmp_path, tiny_model, da
     assert {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()} == before
 
 
-@pytest.mark.parametrize("content, message", [
-    ({"datasets": ["snips"], "teacher": ["x"]}, "unknown key 'teacher'"),
-    ({"datasets": []}, "datasets: List should have at least 1 item"),
-    ({"methods": ["llm2llm", "magic"]}, "methods.1: Input should be 'llm2llm', 'plain', 'one-shot', 'auggpt' or 'eda'"),
-    ({"datasets": ["snips"], "teachers": ["/no/such/teacher"]}, "model folder /no/such/teacher does not exist"),
-    ({"datasets": ["nope"]}, "unknown dataset 'nope'"),
-    ({"set": {"train.epochz": 1}}, "unknown key 'train.epochz'"),
-    ({"seeds": [0, 0]}, "two runs would both be named snips-seed0-llm2llm"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"datasets": ["snips"], "teacher": ["x"]}, "unknown key 'teacher'"),
+        ({"datasets": []}, "datasets: List should have at least 1 item"),
+        (
+            {"methods": ["llm2llm", "magic"]},
+            "methods.1: Input should be 'llm2llm', 'plain', 'one-shot', 'auggpt' or 'eda'",
+        ),
+        ({"datasets": ["snips"], "teachers": ["/no/such/teacher"]}, "model folder /no/such/teacher does not exist"),
+        ({"datasets": ["nope"]}, "unknown dataset 'nope'"),
+        ({"set": {"train.epochz": 1}}, "unknown key 'train.epochz'"),
+        ({"seeds": [0, 0]}, "two runs would both be named snips-seed0-llm2llm"),
+    ],
+)
 def test_bad_sweep_file_fails_in_one_line_before_any_run(tmp_path, tiny_model, content, message):
     spec = tmp_path / "bad.yaml"
     spec.write_text(yaml.safe_dump({"profile": "tiny", "runs_dir": str(tmp_path / "runs"), **content}))
@@ -72,9 +95,13 @@ def test_readme_batch_commands_are_the_make_targets():
     import subprocess
 
     def dry(*args):
-        return " ".join(subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.split())
+        return " ".join(
+            subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+        )
 
     assert "llm2llm sweep methods --slurm" in dry("sweep", "SWEEP=methods", "SLURM=1")
     assert "llm2llm sweep tiny" in dry("sweep")
-    assert "llm2llm doctor --profile cpu-qwen --dataset snips --teacher /models/t" in dry("doctor", "DATASET=snips", "TEACHER=/models/t")
+    assert "llm2llm doctor --profile cpu-qwen --dataset snips --teacher /models/t" in dry(
+        "doctor", "DATASET=snips", "TEACHER=/models/t"
+    )
     assert "--no-index --find-links /w" in dry("install-offline", "WHEELHOUSE=/w")

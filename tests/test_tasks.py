@@ -26,8 +26,11 @@ def test_gold_target_scores_correct_and_other_answers_do_not(loaded):
         assert task.score(task.target(ex) + "\n\nsome trailing chatter", ex).correct, ex["id"]
         assert not task.score("", ex).valid
         gold = final_number(ex["answer"]) if task.type == "numeric" else task.target(ex)
-        other = next(o for o in loaded.train
-                     if (final_number(o["answer"]) if task.type == "numeric" else task.target(o)) != gold)
+        other = next(
+            o
+            for o in loaded.train
+            if (final_number(o["answer"]) if task.type == "numeric" else task.target(o)) != gold
+        )
         result = task.score(task.target(other), ex)
         assert result.valid and not result.correct, (ex["id"], other["id"])
 
@@ -71,10 +74,13 @@ def test_teacher_prompt_then_teacher_style_answer_parses_back(loaded):
         chat_text = f"1. Question: {new['question']}\nAnswer: {task.target(new)}\n"
     else:
         item = task._item(new)
-        text = " " + item[len("Excerpt: "):]
+        text = " " + item[len("Excerpt: ") :]
         chat_text = "Sure.\n" + item
-    parsed = task.parse_teacher(text.split(task.teacher_stop("continuation")[0])[0] if task.type != "classification" else text,
-                                wrong, "continuation")
+    parsed = task.parse_teacher(
+        text.split(task.teacher_stop("continuation")[0])[0] if task.type != "classification" else text,
+        wrong,
+        "continuation",
+    )
     assert parsed, text
     assert task.key_text(parsed[0]).strip() == task.key_text(new).strip()
     assert task.problem({"id": "x", **parsed[0]}) is None
@@ -92,8 +98,11 @@ def test_rambling_teacher_output_yields_nothing(loaded):
         assert task.parse_teacher("I am sorry, I cannot help with that.", wrong, "chat") == []
 
 
-@pytest.mark.parametrize("fixture", sorted((Path(__file__).parent / "fixtures").glob("qwen2.5-coder-1.5b-chat-*.jsonl")),
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "fixture",
+    sorted((Path(__file__).parent / "fixtures").glob("qwen2.5-coder-1.5b-chat-*.jsonl")),
+    ids=lambda p: p.stem,
+)
 def test_chat_parser_on_real_answers_of_the_cpu_teacher(fixture, data_dir):
     """Real numbered-list answers of the 1.5B teacher (quoted, capitalised, punctuated) parse into
     the examples reviewed in the fixture, in the data's surface style, each valid for the task."""
@@ -108,10 +117,14 @@ def test_chat_parser_on_real_answers_of_the_cpu_teacher(fixture, data_dir):
 
 
 def test_restyle_brings_teacher_text_to_the_data_style():
-    assert restyle('Book a table for 3 on March 17, at "Malco".', ["lowercase", "strip_punctuation"]) == \
-        "book a table for 3 on march 17 at malco"
-    assert restyle("What's 3.5 stars for the Beast's show?", ["lowercase", "strip_punctuation"]) == \
-        "what's 3.5 stars for the beast's show"
+    assert (
+        restyle('Book a table for 3 on March 17, at "Malco".', ["lowercase", "strip_punctuation"])
+        == "book a table for 3 on march 17 at malco"
+    )
+    assert (
+        restyle("What's 3.5 stars for the Beast's show?", ["lowercase", "strip_punctuation"])
+        == "what's 3.5 stars for the beast's show"
+    )
     assert restyle("Who wrote Hamlet?", ["space_punctuation"]) == "Who wrote Hamlet ?"
 
 
@@ -119,7 +132,14 @@ def test_chat_answers_without_a_numbered_list_and_token_budget():
     task = ClassificationTask(name="t", spec={}, labels=["A", "B"])
     wrong = {"id": "w", "text": "x y", "label": "A"}
     assert [p["text"] for p in task.parse_teacher('"play some jazz now"', wrong, "chat")] == ["play some jazz now"]
-    assert [p["text"] for p in task.parse_teacher("Sure:\n- one two\n- three four", wrong, "chat")] == ["one two", "three four"]
+    assert [p["text"] for p in task.parse_teacher("Sure:\n- one two\n- three four", wrong, "chat")] == [
+        "one two",
+        "three four",
+    ]
     assert task.parse_teacher("Sure, here they are:\nI cannot.", wrong, "chat") == []
     # the budget grows with the examples asked for in one chat answer; continuation asks for one
-    assert task.teacher_token_budget("chat", 3) > task.teacher_token_budget("chat", 1) > task.teacher_token_budget("continuation", 3)
+    assert (
+        task.teacher_token_budget("chat", 3)
+        > task.teacher_token_budget("chat", 1)
+        > task.teacher_token_budget("continuation", 3)
+    )

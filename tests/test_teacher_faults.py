@@ -9,22 +9,24 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, read_jsonl, run_cli
+
 from llm2llm.config import DataConfig, SamplingConfig, VLLMConfig
 from llm2llm.data import load_task_data
 from llm2llm.engines import EngineSpec
 from llm2llm.errors import UserError
 from llm2llm.generation import generate_cached, request_key
+from llm2llm.runtime.phases import free_port
 from llm2llm.vllm_server import VLLMServer
-from launcher.phases import free_port
 
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.vllm
 
 SAMPLED = SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=8, stop=["\n"], seed=5)
 # Two requests in flight, fast backoff: the client's own bounds, small enough for a test.
-FAST = dict(VLLMConfig(max_model_len=512, cpu_kv_cache_gib=1, concurrency=2, max_retries=2, request_timeout=30).model_dump())
+FAST = dict(
+    VLLMConfig(max_model_len=512, cpu_kv_cache_gib=1, concurrency=2, max_retries=2, request_timeout=30).model_dump()
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +45,18 @@ class FaultProxy:
 
     def start(self, mode: str, **settings) -> "FaultProxy":
         self.set(mode, **settings)
-        self.proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "faultproxy.py"), self.upstream, str(self.port),
-                                      str(self.control), str(self.requests)], stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "tests" / "faultproxy.py"),
+                self.upstream,
+                str(self.port),
+                str(self.control),
+                str(self.requests),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert "fault proxy on" in self.proc.stdout.readline()
         return self
 
@@ -72,7 +84,9 @@ def proxy(teacher, tmp_path):
 @pytest.fixture(scope="module")
 def requests(data_dir):
     data = load_task_data(DataConfig(dataset="snips", data_dir=str(data_dir)))
-    prompts = [data.task.teacher_continuation(ex, data.train[20 + 2 * i: 22 + 2 * i]) for i, ex in enumerate(data.train[:10])]
+    prompts = [
+        data.task.teacher_continuation(ex, data.train[20 + 2 * i : 22 + 2 * i]) for i, ex in enumerate(data.train[:10])
+    ]
     return [{"key": request_key("faults", p, i), "prompt": p} for i, p in enumerate(prompts)]
 
 
@@ -80,17 +94,22 @@ def requests(data_dir):
 def expected(teacher, tiny_model, requests, tmp_path_factory):
     """The answers of the server itself, asked directly."""
     spec = EngineSpec("openai", tiny_model, vllm=FAST, url=teacher.url, api_key=teacher.api_key)
-    answers, _ = generate_cached(spec, requests, tmp_path_factory.mktemp("direct") / "answers.jsonl", SAMPLED, 5, "direct")
+    answers, _ = generate_cached(
+        spec, requests, tmp_path_factory.mktemp("direct") / "answers.jsonl", SAMPLED, 5, "direct"
+    )
     return answers
 
 
 def ask(proxy, teacher, tiny_model, requests, log_path, **options):
-    spec = EngineSpec("openai", tiny_model, vllm={**FAST, **options}, url=proxy.url, api_key=teacher.api_key,
-                      served_model="teacher")
+    spec = EngineSpec(
+        "openai", tiny_model, vllm={**FAST, **options}, url=proxy.url, api_key=teacher.api_key, served_model="teacher"
+    )
     return generate_cached(spec, requests, log_path, SAMPLED, 5, "teacher")
 
 
-def test_server_dies_mid_phase_answers_are_kept_and_the_rerun_asks_only_for_the_rest(proxy, teacher, tiny_model, requests, expected, tmp_path):
+def test_server_dies_mid_phase_answers_are_kept_and_the_rerun_asks_only_for_the_rest(
+    proxy, teacher, tiny_model, requests, expected, tmp_path
+):
     proxy.start("die", after=4)
     log_path = tmp_path / "answers.jsonl"
     started = time.monotonic()
@@ -122,7 +141,9 @@ def test_server_errors_are_retried_with_backoff(proxy, teacher, tiny_model, requ
 
 def test_persistent_errors_fail_after_the_bounded_retries(proxy, teacher, tiny_model, requests, tmp_path):
     proxy.start("error")
-    with pytest.raises(UserError, match=r"answered HTTP 500: .*injected failure.*, 3 attempt\(s\) \(vllm.max_retries=2"):
+    with pytest.raises(
+        UserError, match=r"answered HTTP 500: .*injected failure.*, 3 attempt\(s\) \(vllm.max_retries=2"
+    ):
         ask(proxy, teacher, tiny_model, requests, tmp_path / "answers.jsonl")
     assert proxy.attempts() <= 2 * 3  # two requests in flight, three attempts each; no new request after a failure
     assert read_jsonl(tmp_path / "answers.jsonl") == [] if (tmp_path / "answers.jsonl").exists() else True
@@ -143,9 +164,29 @@ def test_a_malformed_answer_is_a_clear_error(proxy, teacher, tiny_model, request
 
 
 def boost_args(tmp_path, data_dir, run, url):
-    return ["boost", "--profile", "tiny", "--runs-dir", str(tmp_path / "runs"), "--run", run, "--data-dir", str(data_dir),
-            "--iterations", "1", "--set", "teacher.engine=openai", "--set", f"teacher.url={url}",
-            "--set", "teacher.served_model=teacher", "--set", "vllm.max_retries=2", "--set", "vllm.concurrency=2"]
+    return [
+        "boost",
+        "--profile",
+        "tiny",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--run",
+        run,
+        "--data-dir",
+        str(data_dir),
+        "--iterations",
+        "1",
+        "--set",
+        "teacher.engine=openai",
+        "--set",
+        f"teacher.url={url}",
+        "--set",
+        "teacher.served_model=teacher",
+        "--set",
+        "vllm.max_retries=2",
+        "--set",
+        "vllm.concurrency=2",
+    ]
 
 
 def test_boost_continues_after_the_teacher_dies_and_drops_garbage_answers(proxy, teacher, data_dir, tmp_path):
@@ -168,10 +209,17 @@ def test_boost_continues_after_the_teacher_dies_and_drops_garbage_answers(proxy,
 
     # Garbage and empty text are answers, not failures: stored, then dropped by the filter.
     proxy.set("garbage")
-    run_cli(*boost_args(tmp_path, data_dir, "garbage", proxy.url), "--set", f"generation_cache={tmp_path / 'other.sqlite'}",
-            cwd=REPO, env=env)  # its own cache: the first run's answers would be found there
+    run_cli(
+        *boost_args(tmp_path, data_dir, "garbage", proxy.url),
+        "--set",
+        f"generation_cache={tmp_path / 'other.sqlite'}",
+        cwd=REPO,
+        env=env,
+    )  # its own cache: the first run's answers would be found there
     run = tmp_path / "runs" / "garbage"
-    assert {r["output"] for r in read_jsonl(run / "iter_000" / "teacher_outputs.jsonl")} == {"\x00}{ ####\ufffd ][ \u202e"}
+    assert {r["output"] for r in read_jsonl(run / "iter_000" / "teacher_outputs.jsonl")} == {
+        "\x00}{ ####\ufffd ][ \u202e"
+    }
     decisions = read_jsonl(run / "iter_000" / "filter_decisions.jsonl")
     assert decisions and not any(d["kept"] for d in decisions)
     iterations = json.loads((run / "metrics.json").read_text())["iterations"]

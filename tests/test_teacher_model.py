@@ -10,8 +10,8 @@ import json
 import os
 
 import pytest
-
 from conftest import read_jsonl
+
 from llm2llm.config import DataConfig, SamplingConfig, VLLMConfig
 from llm2llm.data import load_task_data
 from llm2llm.engines import EngineSpec, load_tokenizer, render_chat
@@ -50,8 +50,9 @@ def test_teacher_answers_the_chat_prompt_on_both_engines(teacher, data_dir, tmp_
     options = VLLMConfig(cpu_kv_cache_gib=1).model_dump()  # as a run passes them (max_model_len 4096 of its 32768)
     answers = {}
     for engine in ("transformers", "vllm"):
-        outputs, _ = generate_cached(EngineSpec(engine, teacher, vllm=options), requests, tmp_path / f"{engine}.jsonl",
-                                     greedy, 2, engine)
+        outputs, _ = generate_cached(
+            EngineSpec(engine, teacher, vllm=options), requests, tmp_path / f"{engine}.jsonl", greedy, 2, engine
+        )
         reasons = {r["key"]: r["finish_reason"] for r in read_jsonl(tmp_path / f"{engine}.jsonl")}
         for ex in wrong:
             parsed = task.parse_teacher(outputs[ex["id"]], ex, "chat")

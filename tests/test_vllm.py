@@ -13,12 +13,13 @@ import urllib.request
 
 import psutil
 import pytest
-
 from conftest import REPO, read_jsonl, run_cli
+
 from llm2llm.config import DataConfig, SamplingConfig, VLLMConfig
 from llm2llm.data import load_task_data
-from llm2llm.engines import EngineSpec, cpu_kv_cache_bytes, kv_bytes_per_token, load_tokenizer, render_chat
+from llm2llm.engines import EngineSpec, load_tokenizer, render_chat
 from llm2llm.generation import generate_cached, request_key, request_seed
+from llm2llm.vllm_args import cpu_kv_cache_bytes, kv_bytes_per_token
 from llm2llm.vllm_server import VLLMServer
 
 pytest.importorskip("vllm")
@@ -34,7 +35,7 @@ def teacher_requests(data_dir):
     task = data.task
     requests = []
     for i, ex in enumerate(data.train[:12]):
-        prompt = task.teacher_continuation(ex, data.train[20 + 2 * i: 22 + 2 * i])
+        prompt = task.teacher_continuation(ex, data.train[20 + 2 * i : 22 + 2 * i])
         requests.append({"key": request_key("tiny", prompt, i), "prompt": prompt})
     return requests
 
@@ -42,7 +43,8 @@ def teacher_requests(data_dir):
 def raw_vllm(model, prompts, seeds, sampling, tmp_path) -> list[str]:
     """vLLM called directly, as a user would, in its own process (the engine core is spawned)."""
     script = tmp_path / "raw.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import json, os, sys
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
@@ -52,13 +54,19 @@ def raw_vllm(model, prompts, seeds, sampling, tmp_path) -> list[str]:
             llm = LLM(model={str(model)!r}, dtype="float32", enforce_eager=True, max_model_len=512, seed=0,
                       enable_chunked_prefill=False)
             params = [SamplingParams(temperature={sampling.temperature}, top_p={sampling.top_p},
-                                     max_tokens={sampling.max_new_tokens}, stop={sampling.stop!r}, seed=s) for s in seeds]
+                                     max_tokens={sampling.max_new_tokens}, stop={sampling.stop!r}, seed=s)
+                      for s in seeds]
             outs = llm.generate(prompts, params, use_tqdm=False)
             json.dump([o.outputs[0].text for o in outs], open(sys.argv[2], "w"))
-    """))
+    """)
+    )
     (tmp_path / "in.json").write_text(json.dumps([prompts, seeds]))
-    subprocess.run([sys.executable, str(script), str(tmp_path / "in.json"), str(tmp_path / "out.json")],
-                   check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "in.json"), str(tmp_path / "out.json")],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return json.loads((tmp_path / "out.json").read_text())
 
 
@@ -67,12 +75,16 @@ def offline(tiny_model, teacher_requests, tmp_path_factory):
     """The offline engine's sampled answers, and the cache that holds them."""
     tmp = tmp_path_factory.mktemp("offline")
     spec = EngineSpec("vllm", tiny_model, vllm=OPTIONS)
-    outputs, stats = generate_cached(spec, teacher_requests, tmp / "a.jsonl", SAMPLED, 5, "teacher", tmp / "cache.sqlite")
+    outputs, stats = generate_cached(
+        spec, teacher_requests, tmp / "a.jsonl", SAMPLED, 5, "teacher", tmp / "cache.sqlite"
+    )
     assert stats.generated == len(teacher_requests) and stats.from_cache == 0
     return outputs, tmp / "cache.sqlite"
 
 
-def test_teacher_generation_matches_raw_vllm_and_the_cache_answers_a_second_run(tiny_model, teacher_requests, offline, tmp_path):
+def test_teacher_generation_matches_raw_vllm_and_the_cache_answers_a_second_run(
+    tiny_model, teacher_requests, offline, tmp_path
+):
     outputs, cache = offline
 
     prompts = [r["prompt"] for r in teacher_requests]
@@ -110,17 +122,23 @@ def stray_processes(since: float) -> list[str]:
     found = []
     for p in psutil.process_iter(["cmdline", "name", "create_time", "status"]):
         text = " ".join(p.info["cmdline"] or []) + " " + (p.info["name"] or "")
-        if p.info["create_time"] >= since - 1 and p.info["status"] != psutil.STATUS_ZOMBIE and p.pid != os.getpid() \
-                and any(s in text for s in ("spawn_main", "vllm", "VLLM", "launcher.cli")):
+        if (
+            p.info["create_time"] >= since - 1
+            and p.info["status"] != psutil.STATUS_ZOMBIE
+            and p.pid != os.getpid()
+            and any(s in text for s in ("spawn_main", "vllm", "VLLM", "launcher.cli"))
+        ):
             found.append(text)
     return found
 
 
 def _post(url, api_key=None):
-    request = urllib.request.Request(f"{url}/completions", method="POST",
-                                     data=json.dumps({"model": "teacher", "prompt": "hi", "max_tokens": 2}).encode(),
-                                     headers={"Content-Type": "application/json",
-                                              **({"Authorization": f"Bearer {api_key}"} if api_key else {})})
+    request = urllib.request.Request(
+        f"{url}/completions",
+        method="POST",
+        data=json.dumps({"model": "teacher", "prompt": "hi", "max_tokens": 2}).encode(),
+        headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})},
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status
@@ -132,7 +150,9 @@ def test_server_starts_answers_rejects_without_key_and_stops(tiny_model, teacher
     log_path = tmp_path / "server.log"
     with VLLMServer(tiny_model, OPTIONS, log_path) as server:
         assert server.url.startswith("http://127.0.0.1:")
-        listening = {c.laddr.ip for c in psutil.net_connections("tcp") if c.laddr.port == server.port and c.status == "LISTEN"}
+        listening = {
+            c.laddr.ip for c in psutil.net_connections("tcp") if c.laddr.port == server.port and c.status == "LISTEN"
+        }
         assert listening == {"127.0.0.1"}
         assert _post(server.url) == 401 and _post(server.url, "wrong-key") == 401
         assert _post(server.url, server.api_key) == 200
@@ -152,7 +172,9 @@ def test_llm2llm_started_server_as_teacher_engine(tiny_model, teacher_requests, 
     spec = EngineSpec("vllm-server", tiny_model, vllm=OPTIONS, server_log=tmp_path / "logs" / "teacher.log")
     started = time.time()
     served, stats = generate_cached(spec, teacher_requests[:6], tmp_path / "s.jsonl", SAMPLED, 3, "t")
-    assert served == {r["key"]: offline[0][r["key"]] for r in teacher_requests[:6]}  # the same samples offline and served
+    assert served == {
+        r["key"]: offline[0][r["key"]] for r in teacher_requests[:6]
+    }  # the same samples offline and served
     assert "starting vLLM server" in (tmp_path / "logs" / "teacher.log").read_text()
     assert stray_processes(started) == []
 
@@ -161,12 +183,19 @@ def test_student_evaluation_on_vllm_scores_as_transformers(smollm2, data_dir, tm
     """Greedy evaluation of a real instruct model agrees between the two engines."""
     data = load_task_data(DataConfig(dataset="snips", data_dir=str(data_dir)))
     tokenizer = load_tokenizer(smollm2)
-    requests = [{"key": ex["id"], "split": "full", "prompt": render_chat(tokenizer, data.task.prompt(ex))} for ex in data.test[:24]]
+    requests = [
+        {"key": ex["id"], "split": "full", "prompt": render_chat(tokenizer, data.task.prompt(ex))}
+        for ex in data.test[:24]
+    ]
     # A second group in the same engine start, with its own sampling: one token, so every answer is cut.
     short = [{**r, "key": r["key"] + "/short", "split": "short"} for r in requests[:4]]
     sampling = {"full": SamplingConfig(max_new_tokens=8), "short": SamplingConfig(max_new_tokens=1)}
-    hf, _ = generate_cached(EngineSpec("transformers", smollm2), requests + short, tmp_path / "hf.jsonl", sampling, 12, "hf")
-    vl, _ = generate_cached(EngineSpec("vllm", smollm2, vllm=OPTIONS), requests + short, tmp_path / "vl.jsonl", sampling, 24, "vllm")
+    hf, _ = generate_cached(
+        EngineSpec("transformers", smollm2), requests + short, tmp_path / "hf.jsonl", sampling, 12, "hf"
+    )
+    vl, _ = generate_cached(
+        EngineSpec("vllm", smollm2, vllm=OPTIONS), requests + short, tmp_path / "vl.jsonl", sampling, 24, "vllm"
+    )
     agree = sum(hf[k] == vl[k] for k in hf)
     assert agree >= len(hf) - 1, [(hf[k], vl[k]) for k in hf if hf[k] != vl[k]]
     scores = [[data.task.score(outputs[ex["id"]], ex).correct for ex in data.test[:24]] for outputs in (hf, vl)]
@@ -185,16 +214,24 @@ def test_lora_student_through_vllm_adapter_matches_merged_transformers(tiny_mode
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
-                           LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model),
+        LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
     adapter = tmp_path / "adapter"
     model.save_pretrained(adapter)
     load_tokenizer(tiny_model).save_pretrained(adapter)
     greedy = SamplingConfig(max_new_tokens=6)
     requests = teacher_requests[:8]
-    hf, _ = generate_cached(EngineSpec("transformers", tiny_model, adapter), requests, tmp_path / "hf.jsonl", greedy, 8, "hf")
-    base, _ = generate_cached(EngineSpec("transformers", tiny_model), requests, tmp_path / "base.jsonl", greedy, 8, "base")
-    vl, _ = generate_cached(EngineSpec("vllm", tiny_model, adapter, vllm=OPTIONS), requests, tmp_path / "vl.jsonl", greedy, 8, "vllm")
+    hf, _ = generate_cached(
+        EngineSpec("transformers", tiny_model, adapter), requests, tmp_path / "hf.jsonl", greedy, 8, "hf"
+    )
+    base, _ = generate_cached(
+        EngineSpec("transformers", tiny_model), requests, tmp_path / "base.jsonl", greedy, 8, "base"
+    )
+    vl, _ = generate_cached(
+        EngineSpec("vllm", tiny_model, adapter, vllm=OPTIONS), requests, tmp_path / "vl.jsonl", greedy, 8, "vllm"
+    )
     assert hf != base  # the adapter changes the answers
     assert sum(hf[k] == vl[k] for k in hf) >= len(hf) - 1
 
@@ -203,14 +240,37 @@ def test_boost_on_vllm_split_mode_survives_kill_9_in_generation(tiny_model, data
     """The loop with the teacher on vLLM in split mode (one teacher server
     kept up for every iteration); kill -9 while the teacher streams answers, then rerun: every answer
     received before the kill is kept, none twice, no process left, one server start per attempt."""
-    args = ["boost", "--profile", "tiny", "--set", "teacher.engine=vllm", "--mode", "split", "--runs-dir", str(tmp_path / "runs"),
-            "--run", "v", "--data-dir", str(data_dir), "--set", "teacher.batch_size=2",
-            "--set", "vllm.max_model_len=512", "--set", "vllm.cpu_kv_cache_gib=1"]
+    args = [
+        "boost",
+        "--profile",
+        "tiny",
+        "--set",
+        "teacher.engine=vllm",
+        "--mode",
+        "split",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--run",
+        "v",
+        "--data-dir",
+        str(data_dir),
+        "--set",
+        "teacher.batch_size=2",
+        "--set",
+        "vllm.max_model_len=512",
+        "--set",
+        "vllm.cpu_kv_cache_gib=1",
+    ]
     run = tmp_path / "runs" / "v"
     outputs = run / "iter_000" / "teacher_outputs.jsonl"
     started = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "launcher.cli", *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     deadline = time.monotonic() + 600
     while proc.poll() is None and time.monotonic() < deadline:
         if outputs.exists() and len(read_jsonl(outputs)) >= 4:
@@ -228,9 +288,14 @@ def test_boost_on_vllm_split_mode_survives_kill_9_in_generation(tiny_model, data
     run_cli(*args, cwd=REPO)
     after = read_jsonl(outputs)
     assert len(after) == len({r["key"] for r in after})
-    assert all(before[k] == r for r in after for k in [r["key"]] if k in before) and set(before) <= {r["key"] for r in after}
+    assert all(before[k] == r for r in after for k in [r["key"]] if k in before) and set(before) <= {
+        r["key"] for r in after
+    }
     stats = json.loads((run / "iter_000" / "teacher_stats.json").read_text())
-    assert stats["from_run"] >= len(before) and stats["generated"] == stats["requests"] - stats["from_run"] - stats["from_cache"]
+    assert (
+        stats["from_run"] >= len(before)
+        and stats["generated"] == stats["requests"] - stats["from_run"] - stats["from_cache"]
+    )
     # the second attempt served the rest of iteration 0 and all of iteration 1 from one server
     assert (run / "logs" / "teacher-server.log").read_text().count("starting vLLM server on 127.0.0.1:") == 2
     assert read_jsonl(run / "iter_001" / "teacher_outputs.jsonl")
@@ -240,4 +305,3 @@ def test_boost_on_vllm_split_mode_survives_kill_9_in_generation(tiny_model, data
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["complete"] and metrics["engines"] == {"student": "transformers", "teacher": "vllm"}
     assert "engines: student evaluation on transformers, teacher on vllm" in (run / "report.md").read_text()
-

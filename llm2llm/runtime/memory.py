@@ -3,7 +3,7 @@
 On GPUs (NVML present): each GPU of the phase must return to the memory it used before the run's
 first phase (within a tolerance); if it does not within the timeout, the processes still holding
 memory on it are named and the run stops. Without GPUs: the phase's process group must be empty
-(its processes hold its memory; launcher/phases.py already swept leftovers).
+(its processes hold its memory; llm2llm/runtime/phases.py already swept leftovers).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from launcher.phases import PhaseError, group_members, process_name
+from llm2llm.runtime.phases import PhaseError, group_members, process_name
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -41,9 +41,14 @@ class NVML:
         for i in range(self.count):
             h = self._handle(i)
             name = self.pynvml.nvmlDeviceGetName(h)
-            out.append({"index": i, "uuid": self.pynvml.nvmlDeviceGetUUID(h),
-                        "name": name.decode() if isinstance(name, bytes) else name,
-                        "memory_gib": self.pynvml.nvmlDeviceGetMemoryInfo(h).total / 1024**3})
+            out.append(
+                {
+                    "index": i,
+                    "uuid": self.pynvml.nvmlDeviceGetUUID(h),
+                    "name": name.decode() if isinstance(name, bytes) else name,
+                    "memory_gib": self.pynvml.nvmlDeviceGetMemoryInfo(h).total / 1024**3,
+                }
+            )
         return out
 
     def used_mib(self, index: int) -> float:
@@ -51,7 +56,9 @@ class NVML:
 
     def holders(self, index: int) -> list[str]:
         h = self._handle(index)
-        procs = self.pynvml.nvmlDeviceGetComputeRunningProcesses(h) + self.pynvml.nvmlDeviceGetGraphicsRunningProcesses(h)
+        procs = self.pynvml.nvmlDeviceGetComputeRunningProcesses(
+            h
+        ) + self.pynvml.nvmlDeviceGetGraphicsRunningProcesses(h)
         return [f"{process_name(p.pid)} holding {(p.usedGpuMemory or 0) / MIB:.0f} MiB" for p in procs]
 
 
@@ -72,8 +79,10 @@ class ReleaseCheck:
         deadline = start + self.timeout
         while group_members(pgid):
             if time.monotonic() > deadline:
-                raise PhaseError(f"{name}: processes of the phase still alive after {self.timeout:.0f} s: "
-                                 + "; ".join(process_name(p) for p in group_members(pgid)))
+                raise PhaseError(
+                    f"{name}: processes of the phase still alive after {self.timeout:.0f} s: "
+                    + "; ".join(process_name(p) for p in group_members(pgid))
+                )
             time.sleep(0.05)
         checked = "processes"
         if self.nvml.available and devices:
@@ -84,9 +93,14 @@ class ReleaseCheck:
                 if not over:
                     break
                 if time.monotonic() > deadline:
-                    detail = "; ".join(f"GPU {i}: {mib:.0f} MiB above baseline, held by "
-                                       f"{', '.join(self.nvml.holders(i)) or 'no listed process'}" for i, mib in over.items())
-                    raise PhaseError(f"{name}: GPU memory not released within {self.timeout:.0f} s: {detail}; "
-                                     f"stop those processes, then rerun the same command")
+                    detail = "; ".join(
+                        f"GPU {i}: {mib:.0f} MiB above baseline, held by "
+                        f"{', '.join(self.nvml.holders(i)) or 'no listed process'}"
+                        for i, mib in over.items()
+                    )
+                    raise PhaseError(
+                        f"{name}: GPU memory not released within {self.timeout:.0f} s: {detail}; "
+                        f"stop those processes, then rerun the same command"
+                    )
                 time.sleep(0.2)
         return {"checked": checked, "devices": devices, "release_seconds": round(time.monotonic() - start, 3)}

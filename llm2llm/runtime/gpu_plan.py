@@ -60,12 +60,14 @@ def parse_node(spec: str, nodes: int = 1) -> Inventory:
     count = int(match.group(1))
     if count < 1:
         raise UserError(f"--node {spec!r}: a node needs at least one GPU (or write 'cpu')")
-    return Inventory(nodes, count, match.group(2), float(match.group(3)), [str(i) for i in range(count)], f"described: {spec}")
+    return Inventory(
+        nodes, count, match.group(2), float(match.group(3)), [str(i) for i in range(count)], f"described: {spec}"
+    )
 
 
 def detect_inventory(nodes: int = 1, gpus: str = "auto") -> Inventory:
     """This node's GPUs (assumed the same on every node of a multi-node run)."""
-    from launcher.memory import NVML
+    from llm2llm.runtime.memory import NVML
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     wanted = [g.strip() for g in (gpus if gpus != "auto" else (visible or "")).split(",") if g.strip()]
@@ -75,17 +77,27 @@ def detect_inventory(nodes: int = 1, gpus: str = "auto") -> Inventory:
         if wanted:
             chosen = [d for d in devices if str(d["index"]) in wanted or d["uuid"] in wanted]
             if len(chosen) != len(wanted):
-                raise UserError(f"plan.gpus / CUDA_VISIBLE_DEVICES {','.join(wanted)!r} names GPUs NVML does not list "
-                                f"(indices 0..{len(devices) - 1}); fix the list")
+                raise UserError(
+                    f"plan.gpus / CUDA_VISIBLE_DEVICES {','.join(wanted)!r} names GPUs NVML does not list "
+                    f"(indices 0..{len(devices) - 1}); fix the list"
+                )
             devices = chosen
         if len({round(d["memory_gib"]) for d in devices}) > 1:
             raise UserError("the GPUs of this node differ in memory; pick one kind with plan.gpus=0,1,...")
-        return Inventory(nodes, len(devices), devices[0]["name"], devices[0]["memory_gib"],
-                         [str(d["index"]) for d in devices], "nvml")
+        return Inventory(
+            nodes,
+            len(devices),
+            devices[0]["name"],
+            devices[0]["memory_gib"],
+            [str(d["index"]) for d in devices],
+            "nvml",
+        )
     if wanted and wanted != ["-1"]:
         source = f"plan.gpus={gpus}" if gpus != "auto" else f"CUDA_VISIBLE_DEVICES={visible}"
-        raise UserError(f"{source} names GPUs but NVML (nvidia-ml-py) finds no GPU driver; "
-                        f"unset it to run on the CPU, or describe the node with --node COUNTxNAME:GIB to plan for it")
+        raise UserError(
+            f"{source} names GPUs but NVML (nvidia-ml-py) finds no GPU driver; "
+            f"unset it to run on the CPU, or describe the node with --node COUNTxNAME:GIB to plan for it"
+        )
     return Inventory(nodes, 0)
 
 
@@ -109,25 +121,35 @@ class ModelShape:
 def attention_shape(text_config) -> tuple[int, int, int, int]:
     """(layers, attention heads, KV heads, head size) from a transformers text config."""
     heads = text_config.num_attention_heads
-    return (text_config.num_hidden_layers, heads, getattr(text_config, "num_key_value_heads", None) or heads,
-            getattr(text_config, "head_dim", None) or text_config.hidden_size // heads)
+    return (
+        text_config.num_hidden_layers,
+        heads,
+        getattr(text_config, "num_key_value_heads", None) or heads,
+        getattr(text_config, "head_dim", None) or text_config.hidden_size // heads,
+    )
 
 
 @lru_cache(maxsize=16)
-def model_shape(path: str, lora_r: int = 0, lora_targets: tuple[str, ...] = (), trust_remote_code: bool = False) -> ModelShape:
+def model_shape(
+    path: str, lora_r: int = 0, lora_targets: tuple[str, ...] = (), trust_remote_code: bool = False
+) -> ModelShape:
     """Counted on the meta device from config.json alone: no weights are read."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if not (Path(path) / "config.json").exists():
-        raise UserError(f"{path}: no config.json; the plan needs each model's config (point --student/--teacher at a model folder)")
+        raise UserError(
+            f"{path}: no config.json; the plan needs each model's config (point --student/--teacher at a model folder)"
+        )
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     except (ValueError, OSError, KeyError) as e:
-        raise UserError(f"{path}/config.json: cannot build the architecture without remote code ({e}); "
-                        f"the plan supports the model types transformers ships") from None
+        raise UserError(
+            f"{path}/config.json: cannot build the architecture without remote code ({e}); "
+            f"the plan supports the model types transformers ships"
+        ) from None
     text = config.get_text_config()
     params = sum({p.data_ptr() if p.device.type != "meta" else id(p): p.numel() for p in model.parameters()}.values())
     largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
@@ -137,13 +159,18 @@ def model_shape(path: str, lora_r: int = 0, lora_targets: tuple[str, ...] = (), 
             if name.rsplit(".", 1)[-1] in lora_targets and hasattr(module, "in_features"):
                 lora += lora_r * (module.in_features + module.out_features)
     layers, heads, kv_heads, head_dim = attention_shape(text)
-    return ModelShape(path, params, largest, layers, heads, kv_heads, head_dim, text.hidden_size, text.vocab_size, lora)
+    return ModelShape(
+        path, params, largest, layers, heads, kv_heads, head_dim, text.hidden_size, text.vocab_size, lora
+    )
 
 
 def valid_tensor_parallel_sizes(shape: ModelShape, gpus: int) -> list[int]:
     """vLLM shards attention heads: TP must divide them; KV heads are split or replicated."""
-    return [t for t in range(1, gpus + 1) if gpus % t == 0 and shape.heads % t == 0
-            and (shape.kv_heads % t == 0 or t % shape.kv_heads == 0)]
+    return [
+        t
+        for t in range(1, gpus + 1)
+        if gpus % t == 0 and shape.heads % t == 0 and (shape.kv_heads % t == 0 or t % shape.kv_heads == 0)
+    ]
 
 
 def zero_settings(preset: str | None) -> dict:
@@ -152,11 +179,23 @@ def zero_settings(preset: str | None) -> dict:
         return {"stage": 0, "offload_optimizer": False, "offload_param": False}
     zero = json.loads(deepspeed_config_path(preset).read_text()).get("zero_optimization", {})
     device = lambda key: (zero.get(key) or {}).get("device", "none") not in ("none", None)  # noqa: E731
-    return {"stage": int(zero.get("stage", 0)), "offload_optimizer": device("offload_optimizer"), "offload_param": device("offload_param")}
+    return {
+        "stage": int(zero.get("stage", 0)),
+        "offload_optimizer": device("offload_optimizer"),
+        "offload_param": device("offload_param"),
+    }
 
 
-def student_train_gib(shape: ModelShape, preset: str | None, gpus_per_node: int, nodes: int, lora: bool,
-                      micro_batch: int, seq_len: int, checkpointing: bool) -> tuple[float, float]:
+def student_train_gib(
+    shape: ModelShape,
+    preset: str | None,
+    gpus_per_node: int,
+    nodes: int,
+    lora: bool,
+    micro_batch: int,
+    seq_len: int,
+    checkpointing: bool,
+) -> tuple[float, float]:
     """(GPU GiB per GPU, CPU GiB per node) for training: ZeRO model states from DeepSpeed's own
     estimators, plus activations (Korthikanti et al. 2022: ~34*s*b*h bytes per layer without
     recomputation, 2*s*b*h with it) and fp32 logits with their gradient."""
@@ -169,14 +208,21 @@ def student_train_gib(shape: ModelShape, preset: str | None, gpus_per_node: int,
     frozen = shape.params if lora else 0
     if z["stage"] == 3:
         cpu, gpu, _ = estimate_zero3_model_states_mem_needs(
-            trainable, min(shape.largest_layer_params, trainable) if lora else shape.largest_layer_params,
-            gpus_per_node, nodes, cpu_offload=z["offload_optimizer"], cpu_offload_params=z["offload_param"])
+            trainable,
+            min(shape.largest_layer_params, trainable) if lora else shape.largest_layer_params,
+            gpus_per_node,
+            nodes,
+            cpu_offload=z["offload_optimizer"],
+            cpu_offload_params=z["offload_param"],
+        )
         gpu += 0 if z["offload_param"] else 2 * frozen / world
         cpu += 2 * frozen if z["offload_param"] else 0
         if lora and z["offload_param"]:
             gpu += 4 * shape.largest_layer_params  # frozen layers still come to the GPU one at a time
     elif z["stage"] in (1, 2):
-        cpu, gpu = estimate_zero2_model_states_mem_needs(trainable, gpus_per_node, nodes, cpu_offload=z["offload_optimizer"])
+        cpu, gpu = estimate_zero2_model_states_mem_needs(
+            trainable, gpus_per_node, nodes, cpu_offload=z["offload_optimizer"]
+        )
         gpu += 2 * frozen
     else:  # DDP with bf16 autocast: fp32 weights, fp32 gradients, two fp32 Adam moments
         cpu, gpu = 0, 16 * trainable + 4 * frozen
@@ -237,12 +283,22 @@ class Plan:
     def table(self) -> str:
         from tabulate import tabulate
 
-        rows = [[r.phase, r.where, r.processes, r.parallelism,
-                 "-" if r.need_gib is None else f"{r.need_gib:.1f}",
-                 "-" if r.capacity_gib is None else f"{r.capacity_gib:.1f}",
-                 "yes" if r.fits else "NO"] for r in self.rows]
+        rows = [
+            [
+                r.phase,
+                r.where,
+                r.processes,
+                r.parallelism,
+                "-" if r.need_gib is None else f"{r.need_gib:.1f}",
+                "-" if r.capacity_gib is None else f"{r.capacity_gib:.1f}",
+                "yes" if r.fits else "NO",
+            ]
+            for r in self.rows
+        ]
         head = f"plan: {self.mode} on {self.inventory.describe()}"
-        body = tabulate(rows, headers=["phase", "devices", "processes", "parallelism", "GiB/GPU needed", "GiB/GPU usable", "fits"])
+        body = tabulate(
+            rows, headers=["phase", "devices", "processes", "parallelism", "GiB/GPU needed", "GiB/GPU usable", "fits"]
+        )
         lines = [head, body]
         lines += [f"refused: {p}" for p in self.problems]
         lines += [f"suggestion: {s}" for s in self.suggestions]
@@ -256,7 +312,7 @@ class Plan:
 
 
 def _ids(inv: Inventory, start: int, count: int) -> list[str]:
-    return inv.visible_ids[start:start + count]
+    return inv.visible_ids[start : start + count]
 
 
 def _devices_label(inv: Inventory, nodes: int, first: int, count: int) -> str:
@@ -277,8 +333,12 @@ def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, stude
         return _cpu_plan(plan, config)
     p, inv = config.plan, inventory
     teacher = model_shape(str(teacher_path), trust_remote_code=config.teacher.trust_remote_code)
-    student = model_shape(str(student_path), config.train.lora_r if config.train.lora else 0, tuple(config.train.lora_target_modules),
-                          config.student.trust_remote_code)
+    student = model_shape(
+        str(student_path),
+        config.train.lora_r if config.train.lora else 0,
+        tuple(config.train.lora_target_modules),
+        config.student.trust_remote_code,
+    )
     usable = inv.memory_gib * config.vllm.gpu_memory_utilization
     uses_gpu_teacher = config.teacher.engine not in ("openai",)
 
@@ -286,12 +346,15 @@ def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, stude
     if p.mode == "split":
         if inv.nodes > 1:
             plan.problems.append(f"split mode plans one node; this run has {inv.nodes}")
-            plan.suggestions.append("use plan.mode=sequential across nodes (the teacher then spans nodes only if it must)")
+            plan.suggestions.append(
+                "use plan.mode=sequential across nodes (the teacher then spans nodes only if it must)"
+            )
         teacher_gpus = min(p.teacher_gpus or _fewest_teacher_gpus(teacher, config, inv, usable), inv.gpus_per_node)
         train_nodes, student_first, student_count = 1, teacher_gpus, inv.gpus_per_node - teacher_gpus
         if student_count < 1:
-            plan.problems.append(f"split mode leaves no GPU for the student: the teacher takes {teacher_gpus} "
-                                 f"of {inv.gpus_per_node}")
+            plan.problems.append(
+                f"split mode leaves no GPU for the student: the teacher takes {teacher_gpus} of {inv.gpus_per_node}"
+            )
             plan.suggestions.append("use plan.mode=sequential, or a node with more GPUs")
         teacher_first = 0
     else:
@@ -306,8 +369,10 @@ def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, stude
         valid = valid_tensor_parallel_sizes(teacher, teacher_gpus)
         tp = config.vllm.tensor_parallel_size
         if tp is not None and tp not in valid:
-            plan.problems.append(f"vllm.tensor_parallel_size={tp} must divide the teacher's {teacher_gpus} GPUs and its "
-                                 f"{teacher.heads} attention heads ({teacher.kv_heads} KV heads)")
+            plan.problems.append(
+                f"vllm.tensor_parallel_size={tp} must divide the teacher's {teacher_gpus} GPUs and its "
+                f"{teacher.heads} attention heads ({teacher.kv_heads} KV heads)"
+            )
             plan.suggestions.append(f"valid tensor parallel sizes here: {', '.join(map(str, valid))}")
             tp = max(valid)
         tp = tp or max(valid)
@@ -318,32 +383,64 @@ def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, stude
                 pp += 1
         plan.teacher_tp, plan.teacher_pp = tp, pp
         need = _teacher_need(teacher, tp, pp, config)
-        plan.rows.append(Row(f"generate (teacher, {config.teacher.engine})", _devices_label(inv, pp, teacher_first, tp), tp * pp,
-                             f"TP {tp}" + (f" x PP {pp} (Ray)" if pp > 1 else ""), need, usable))
+        plan.rows.append(
+            Row(
+                f"generate (teacher, {config.teacher.engine})",
+                _devices_label(inv, pp, teacher_first, tp),
+                tp * pp,
+                f"TP {tp}" + (f" x PP {pp} (Ray)" if pp > 1 else ""),
+                need,
+                usable,
+            )
+        )
         if need > usable:
-            plan.problems.append(f"the teacher ({teacher.params / 1e9:.1f}B parameters) needs {need:.1f} GiB per GPU at TP {tp}"
-                                 + (f" x PP {pp}" if pp > 1 else "") + f"; {inv.gpu_name} gives {usable:.1f} GiB "
-                                 f"({inv.memory_gib:.0f} GiB x vllm.gpu_memory_utilization {config.vllm.gpu_memory_utilization})")
+            plan.problems.append(
+                f"the teacher ({teacher.params / 1e9:.1f}B parameters) needs {need:.1f} GiB per GPU at TP {tp}"
+                + (f" x PP {pp}" if pp > 1 else "")
+                + f"; {inv.gpu_name} gives {usable:.1f} GiB "
+                f"({inv.memory_gib:.0f} GiB x vllm.gpu_memory_utilization {config.vllm.gpu_memory_utilization})"
+            )
             weights_gib = teacher.params * (4 if config.vllm.dtype == "float32" else 2) / GIB
-            plan.suggestions.append(f"the teacher's weights alone are {weights_gib:.0f} GiB: use more GPUs or nodes (plan.nodes, "
-                                    f"pipeline parallel), a smaller teacher, or lower vllm.max_model_len / plan.teacher_kv_cache_gib")
+            plan.suggestions.append(
+                f"the teacher's weights alone are {weights_gib:.0f} GiB: use more GPUs or nodes (plan.nodes, "
+                f"pipeline parallel), a smaller teacher, or lower vllm.max_model_len / plan.teacher_kv_cache_gib"
+            )
     else:
         plan.rows.append(Row("generate (teacher)", "external server", 0, config.teacher.url or "-"))
 
     # Student training: data parallel over its GPUs on every training node.
     if student_count:
         cfg = config.train
-        need, cpu_need = student_train_gib(student, cfg.deepspeed, student_count, train_nodes, cfg.lora,
-                                           cfg.batch_size, cfg.max_length, cfg.gradient_checkpointing)
+        need, cpu_need = student_train_gib(
+            student,
+            cfg.deepspeed,
+            student_count,
+            train_nodes,
+            cfg.lora,
+            cfg.batch_size,
+            cfg.max_length,
+            cfg.gradient_checkpointing,
+        )
         need += p.overhead_gib
         zero = zero_settings(cfg.deepspeed)
-        what = (f"ZeRO-{zero['stage']} ({cfg.deepspeed})" if cfg.deepspeed else "DDP") + (" + LoRA" if cfg.lora else "")
-        plan.rows.append(Row("train (student)", _devices_label(inv, train_nodes, student_first, student_count),
-                             student_count * train_nodes, what + (f", {cpu_need:.0f} GiB CPU/node" if cpu_need >= 1 else ""),
-                             need, inv.memory_gib))
+        what = (f"ZeRO-{zero['stage']} ({cfg.deepspeed})" if cfg.deepspeed else "DDP") + (
+            " + LoRA" if cfg.lora else ""
+        )
+        plan.rows.append(
+            Row(
+                "train (student)",
+                _devices_label(inv, train_nodes, student_first, student_count),
+                student_count * train_nodes,
+                what + (f", {cpu_need:.0f} GiB CPU/node" if cpu_need >= 1 else ""),
+                need,
+                inv.memory_gib,
+            )
+        )
         if need > inv.memory_gib:
-            plan.problems.append(f"training the student ({student.params / 1e9:.1f}B parameters, {what}) needs {need:.1f} GiB "
-                                 f"per GPU on {student_count * train_nodes} GPU(s); each {inv.gpu_name} has {inv.memory_gib:.0f} GiB")
+            plan.problems.append(
+                f"training the student ({student.params / 1e9:.1f}B parameters, {what}) needs {need:.1f} GiB "
+                f"per GPU on {student_count * train_nodes} GPU(s); each {inv.gpu_name} has {inv.memory_gib:.0f} GiB"
+            )
             plan.suggestions.append(_student_suggestion(student, config, student_count, train_nodes, inv.memory_gib))
 
         # Evaluation: the smallest tensor parallel size that fits, on the student's GPUs.
@@ -352,8 +449,16 @@ def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, stude
         eval_tp = next((t for t in choices if _teacher_need(student, t, 1, config) <= eval_usable), choices[-1])
         eval_need = _teacher_need(student, eval_tp, 1, config)
         plan.eval_tp, plan.eval_devices = eval_tp, _ids(inv, student_first, eval_tp)
-        plan.rows.append(Row(f"evaluate (student, {config.student.engine})", _devices_label(inv, 1, student_first, eval_tp),
-                             eval_tp, f"TP {eval_tp}", eval_need, eval_usable))
+        plan.rows.append(
+            Row(
+                f"evaluate (student, {config.student.engine})",
+                _devices_label(inv, 1, student_first, eval_tp),
+                eval_tp,
+                f"TP {eval_tp}",
+                eval_need,
+                eval_usable,
+            )
+        )
         if eval_need > eval_usable:
             plan.problems.append(f"evaluating the student needs {eval_need:.1f} GiB per GPU even at TP {eval_tp}")
     return plan
@@ -362,8 +467,11 @@ def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, stude
 def _fewest_teacher_gpus(shape: ModelShape, config: RunConfig, inv: Inventory, usable: float) -> int:
     """split mode: the fewest GPUs (a valid TP) that hold the teacher, leaving the rest to the student."""
     for t in range(1, inv.gpus_per_node + 1):
-        if shape.heads % t == 0 and (shape.kv_heads % t == 0 or t % shape.kv_heads == 0) \
-                and _teacher_need(shape, t, 1, config) <= usable:
+        if (
+            shape.heads % t == 0
+            and (shape.kv_heads % t == 0 or t % shape.kv_heads == 0)
+            and _teacher_need(shape, t, 1, config) <= usable
+        ):
             return t
     return inv.gpus_per_node
 
@@ -371,23 +479,35 @@ def _fewest_teacher_gpus(shape: ModelShape, config: RunConfig, inv: Inventory, u
 def _student_suggestion(shape: ModelShape, config: RunConfig, gpus: int, nodes: int, memory_gib: float) -> str:
     cfg = config.train
     for preset in PRESETS_BY_MEMORY:
-        for lora in ([cfg.lora] if cfg.lora else [False, True]):
-            for ckpt in ([True] if cfg.gradient_checkpointing else [False, True]):
+        for lora in [cfg.lora] if cfg.lora else [False, True]:
+            for ckpt in [True] if cfg.gradient_checkpointing else [False, True]:
                 need = student_train_gib(shape, preset, gpus, nodes, lora, cfg.batch_size, cfg.max_length, ckpt)[0]
                 if need + config.plan.overhead_gib <= memory_gib:
-                    options = [f"train.deepspeed={preset}"] + (["train.lora=true"] if lora and not cfg.lora else []) \
+                    options = (
+                        [f"train.deepspeed={preset}"]
+                        + (["train.lora=true"] if lora and not cfg.lora else [])
                         + (["train.gradient_checkpointing=true"] if ckpt and not cfg.gradient_checkpointing else [])
-                    return f"this fits ({need + config.plan.overhead_gib:.1f} GiB per GPU): --set " + " --set ".join(options)
-    return "no ZeRO preset fits even with LoRA and gradient checkpointing: use more GPUs, a smaller train.batch_size / max_length, or a smaller student"
+                    )
+                    return f"this fits ({need + config.plan.overhead_gib:.1f} GiB per GPU): --set " + " --set ".join(
+                        options
+                    )
+    return (
+        "no ZeRO preset fits even with LoRA and gradient checkpointing: use more GPUs, a smaller "
+        "train.batch_size / max_length, or a smaller student"
+    )
 
 
 def _cpu_plan(plan: Plan, config: RunConfig) -> Plan:
     zero = zero_settings(config.train.deepspeed)
-    what = (f"ZeRO-{zero['stage']} ({config.train.deepspeed}), gloo" if config.train.deepspeed else "gloo") + (" + LoRA" if config.train.lora else "")
+    what = (f"ZeRO-{zero['stage']} ({config.train.deepspeed}), gloo" if config.train.deepspeed else "gloo") + (
+        " + LoRA" if config.train.lora else ""
+    )
     plan.train_processes_per_node = config.train.cpu_processes
-    plan.rows = [Row(f"generate (teacher, {config.teacher.engine})", "cpu", 1, "-"),
-                 Row("train (student)", "cpu", config.train.cpu_processes, what),
-                 Row(f"evaluate (student, {config.student.engine})", "cpu", 1, "-")]
+    plan.rows = [
+        Row(f"generate (teacher, {config.teacher.engine})", "cpu", 1, "-"),
+        Row("train (student)", "cpu", config.train.cpu_processes, what),
+        Row(f"evaluate (student, {config.student.engine})", "cpu", 1, "-"),
+    ]
     if config.plan.mode == "split":
         plan.rows[0].where = "cpu (server kept up)"
     if (config.vllm.tensor_parallel_size or 1) > 1 or (config.vllm.pipeline_parallel_size or 1) > 1:
@@ -396,5 +516,9 @@ def _cpu_plan(plan: Plan, config: RunConfig) -> Plan:
     return plan
 
 
-def plan_for_run(config: RunConfig, teacher_path: Path, student_path: Path, inventory: Inventory | None = None) -> Plan:
-    return make_plan(config, inventory or detect_inventory(config.plan.nodes, config.plan.gpus), teacher_path, student_path)
+def plan_for_run(
+    config: RunConfig, teacher_path: Path, student_path: Path, inventory: Inventory | None = None
+) -> Plan:
+    return make_plan(
+        config, inventory or detect_inventory(config.plan.nodes, config.plan.gpus), teacher_path, student_path
+    )

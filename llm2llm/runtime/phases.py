@@ -5,7 +5,7 @@ The child starts its own session: everything it starts (torchrun and its ranks, 
 core, a vLLM server and its workers) shares its process group. It asks the kernel for SIGTERM
 when its parent dies; a Python phase answers SIGTERM by killing that whole group. After the child
 ends, any process still in its group is named and killed, and the phase's devices are checked to
-be back at their baseline memory (launcher/memory.py) before the next phase may start.
+be back at their baseline memory (llm2llm/runtime/memory.py) before the next phase may start.
 
 Each phase gets its own environment (device list, rendezvous port, NCCL settings), writes its
 output to a log file (echoed to the terminal), may have a timeout, and a failure is fatal with
@@ -57,9 +57,11 @@ def loopback_problem(host: str = "127.0.0.1") -> str | None:
             client.settimeout(5)
             client.connect(server.getsockname())
     except OSError as e:
-        return (f"cannot connect to {host} ({e.strerror or e}): the training processes (torchrun, gloo) and a vLLM "
-                f"server llm2llm starts talk over the loopback interface; bring it up (`ip link set lo up`; "
-                f"it reaches nothing outside this machine)")
+        return (
+            f"cannot connect to {host} ({e.strerror or e}): the training processes (torchrun, gloo) and a vLLM "
+            f"server llm2llm starts talk over the loopback interface; bring it up (`ip link set lo up`; "
+            f"it reaches nothing outside this machine)"
+        )
     return None
 
 
@@ -331,8 +333,15 @@ def _terminate(pid: int, grace: float = 30) -> None:
         time.sleep(0.1)
 
 
-def call_in_child(name: str, fn, *args, env: dict[str, str] | None = None, log_path: Path | None = None,
-                  timeout: float | None = None, echo: bool = True):
+def call_in_child(
+    name: str,
+    fn,
+    *args,
+    env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+    timeout: float | None = None,
+    echo: bool = True,
+):
     """fn(*args) in a fresh spawned process; returns (its result, PhaseResult). Re-raises its
     UserError as one, and turns any other failure into PhaseError with the child's traceback."""
     ctx = multiprocessing.get_context("spawn")
@@ -364,14 +373,24 @@ def call_in_child(name: str, fn, *args, env: dict[str, str] | None = None, log_p
         if proc.is_alive() and message is None:  # timeout, Ctrl-C or SIGTERM: end the whole group
             _terminate(proc.pid)
         proc.join()
-        result = PhaseResult(name, proc.pid, proc.exitcode, round(time.monotonic() - start, 2), sweep_group(proc.pid, name),
-                             memory.peak_mib)
+        result = PhaseResult(
+            name,
+            proc.pid,
+            proc.exitcode,
+            round(time.monotonic() - start, 2),
+            sweep_group(proc.pid, name),
+            memory.peak_mib,
+        )
     where = f"; log: {log_path}" if log_path else ""
     if timed_out:
-        raise PhaseError(f"{name}: no result within {timeout:.0f} s (plan.phase_timeout); the phase was stopped{where}")
+        raise PhaseError(
+            f"{name}: no result within {timeout:.0f} s (plan.phase_timeout); the phase was stopped{where}"
+        )
     if message is None:
-        raise PhaseError(f"{name}: the phase process died (exit code {proc.exitcode}){where}; "
-                         f"rerun the same command to continue. Last lines:\n{tail(log_path)}")
+        raise PhaseError(
+            f"{name}: the phase process died (exit code {proc.exitcode}){where}; "
+            f"rerun the same command to continue. Last lines:\n{tail(log_path)}"
+        )
     status, payload = message
     if status == "user_error":
         raise UserError(payload)
@@ -385,16 +404,30 @@ def run_in_child(name: str, fn, *args, **options):
     return call_in_child(name, fn, *args, **options)[0]
 
 
-def run_command(name: str, argv: list[str], env: dict[str, str] | None = None, log_path: Path | None = None,
-                timeout: float | None = None, echo: bool = True, pass_fds: tuple[int, ...] = ()) -> PhaseResult:
+def run_command(
+    name: str,
+    argv: list[str],
+    env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+    timeout: float | None = None,
+    echo: bool = True,
+    pass_fds: tuple[int, ...] = (),
+) -> PhaseResult:
     """A phase that is a command (torchrun and its ranks, srun, the deepspeed launcher): its own
     session, its output in log_path, SIGTERM to its group if we are interrupted; a non-zero exit
     raises PhaseError with the tail of the log."""
     log_file = _open_log(log_path, f"{name}: {' '.join(argv)}")
     start = time.monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file or None, stderr=subprocess.STDOUT if log_file else None,
-                            env={**os.environ, **(env or {})}, start_new_session=True, preexec_fn=die_with_parent,
-                            pass_fds=pass_fds)
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=log_file or None,
+        stderr=subprocess.STDOUT if log_file else None,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+        preexec_fn=die_with_parent,
+        pass_fds=pass_fds,
+    )
     if log_file:
         log_file.close()
     timed_out = False
@@ -410,13 +443,22 @@ def run_command(name: str, argv: list[str], env: dict[str, str] | None = None, l
             _terminate(proc.pid)
             proc.kill()
             proc.wait()
-        result = PhaseResult(name, proc.pid, proc.returncode, round(time.monotonic() - start, 2), sweep_group(proc.pid, name),
-                             memory.peak_mib)
+        result = PhaseResult(
+            name,
+            proc.pid,
+            proc.returncode,
+            round(time.monotonic() - start, 2),
+            sweep_group(proc.pid, name),
+            memory.peak_mib,
+        )
     where = f"; log: {log_path}" if log_path else ""
     if timed_out:
         raise PhaseError(f"{name}: still running after {timeout:.0f} s (plan.phase_timeout); stopped{where}")
     if proc.returncode != 0:
         cause = root_cause(log_path)
-        raise PhaseError(f"{name} failed (exit code {proc.returncode})" + (f": {cause}" if cause else "")
-                         + f"{where}; rerun the same command to continue. Last lines:\n{tail(log_path)}")
+        raise PhaseError(
+            f"{name} failed (exit code {proc.returncode})"
+            + (f": {cause}" if cause else "")
+            + f"{where}; rerun the same command to continue. Last lines:\n{tail(log_path)}"
+        )
     return result

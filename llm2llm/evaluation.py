@@ -1,0 +1,99 @@
+"""Step 2 of the loop: the student answers each split (test, validation, the seed examples) in one
+engine start, and each split is scored. The seed examples may be answered several times by sampling
+(seed_eval), to find the ones the student is unsure of."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from llm2llm.config import SamplingConfig
+from llm2llm.context import RunContext
+from llm2llm.engines import EngineSpec, load_tokenizer, render_chat
+from llm2llm.generation import generate_cached
+from llm2llm.store import atomic_write_json
+
+
+def evaluate(ctx: RunContext, it: int, splits: dict[str, list[dict]]) -> dict:
+    """Run iteration `it`'s student over each split, predictions stored as they arrive
+    (iter_NNN/predictions.jsonl): the scored splits greedily (student.eval_temperature), the seed
+    examples as seed_eval says (greedy, or several sampled answers each). Returns per split: total,
+    correct, invalid, wrong_ids; for a sampled split also how many answers there were and how many
+    were right."""
+    config, task, it_dir = ctx.config, ctx.task, ctx.iteration_dir(it)
+    student, base = ctx.student(it), ctx.student_base
+    tokenizer = load_tokenizer(student if student.exists() else base, config.student.trust_remote_code)
+    budget = config.student.eval_max_new_tokens or task.max_answer_tokens(tokenizer)
+    seed_eval = config.seed_eval
+    sampling = {
+        split: SamplingConfig(
+            temperature=config.student.eval_temperature, top_p=1.0, seed=config.train.seed, max_new_tokens=budget
+        )
+        for split in splits
+    }
+    sampling["seed"] = SamplingConfig(
+        temperature=seed_eval.temperature, top_p=seed_eval.top_p, seed=config.train.seed, max_new_tokens=budget
+    )
+    samples = {split: seed_eval.samples if split == "seed" else 1 for split in splits}
+
+    def key(
+        split: str, ex: dict, s: int
+    ) -> str:  # sample s > 0 of a seed example has a key (and so a seed) of its own
+        return f"{split}/{ex['id']}" + (f"/{s}" if s else "")
+
+    requests = [
+        {
+            "key": key(split, ex, s),
+            "split": split,
+            "id": ex["id"],
+            "sample": s,
+            "prompt": render_chat(tokenizer, task.prompt(ex)),
+        }
+        for split, examples in splits.items()
+        for ex in examples
+        for s in range(samples[split])
+    ]
+    engine = student_engine(ctx, student)
+    outputs, stats = generate_cached(
+        engine,
+        requests,
+        it_dir / "predictions.jsonl",
+        sampling,
+        config.student.eval_batch_size,
+        f"evaluate {it_dir.name}",
+        runner=ctx.runner,
+        role="evaluate",
+    )
+    atomic_write_json(it_dir / "eval_stats.json", asdict(stats))
+    summary = {}
+    for split, examples in splits.items():
+        n = samples[split]
+        results = {ex["id"]: [task.score(outputs[key(split, ex, s)], ex) for s in range(n)] for ex in examples}
+        wrong = {i: sum(not r.correct for r in rs) for i, rs in results.items()}
+        is_wrong = {i: w * 2 >= n if seed_eval.wrong_if == "majority" and n > 1 else w > 0 for i, w in wrong.items()}
+        summary[split] = {
+            "total": len(results),
+            "correct": sum(not w for w in is_wrong.values()),
+            "invalid": sum(not rs[0].valid for rs in results.values()),
+            "wrong_ids": [i for i, w in is_wrong.items() if w],
+        }
+        if n > 1:
+            summary[split].update(
+                samples=n,
+                sampled_answers=n * len(results),
+                sampled_correct=sum(r.correct for rs in results.values() for r in rs),
+            )
+    return summary
+
+
+def student_engine(ctx: RunContext, student: Path) -> EngineSpec:
+    """The engine the student is evaluated with: a full model folder, or base + LoRA adapter."""
+    config = ctx.config
+    adapter = (student / "adapter_config.json").exists()
+    options = {
+        **config.vllm.model_dump(),
+        **config.student.loading(),
+        **(ctx.runner.plan.vllm_options("evaluate") if ctx.runner else {}),
+    }
+    base = ctx.student_base
+    return EngineSpec(config.student.engine, base if adapter else student, student if adapter else None, options)

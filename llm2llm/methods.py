@@ -1,0 +1,67 @@
+"""Where a method's new examples come from (step 3 of the loop, `loop.method`). Every method shares
+the other steps; plain fine-tuning stops after iteration 0.
+
+  llm2llm    the teacher writes teacher.per_wrong examples like each seed example the student got wrong
+  one-shot   the same, once, with the whole budget at once (baselines.one_shot_*)
+  auggpt     the teacher paraphrases every seed example (baselines.auggpt_per_example)
+  eda        EDA's word operations on every seed example (baselines.eda_*; WordNet, no model)
+"""
+
+from __future__ import annotations
+
+import random
+
+from llm2llm.config import RunConfig
+from llm2llm.context import RunContext
+from llm2llm.eda import EDA, load_wordnet, wordnet_check
+from llm2llm.errors import UserError
+from llm2llm.tasks import Task
+from llm2llm.teacher import teacher_generate
+
+
+def check_method(task: Task, config: RunConfig) -> None:
+    """Refuse a method the task type has no implementation for, or EDA without WordNet, before any work."""
+    method = config.loop.method
+    if method in ("auggpt", "eda") and task.type != "classification":
+        raise UserError(
+            f"loop.method {method} is implemented for classification tasks; "
+            f"task '{task.name}' is {task.type}: use llm2llm, one-shot or plain"
+        )
+    if method == "eda":
+        wordnet_check(config.baselines.wordnet_dir)
+
+
+def augment(ctx: RunContext, it: int, wrong: list[dict]) -> list[dict]:
+    """Candidate examples for the next training set, by the run's method, in a fixed order."""
+    config, baselines, seed = ctx.config, ctx.config.baselines, ctx.seed
+    method = config.loop.method
+    if method == "eda":
+        return eda_candidates(ctx, it)
+    if method == "auggpt":
+        return teacher_generate(ctx, it, seed, "paraphrase", [baselines.auggpt_per_example] * len(seed))
+    if method == "llm2llm":
+        counts = [config.teacher.per_wrong] * len(wrong)
+    elif baselines.one_shot_total:  # a total (e.g. what an llm2llm run generated), spread evenly
+        share, extra = divmod(baselines.one_shot_total, max(1, len(wrong)))
+        counts = [share + (i < extra) for i in range(len(wrong))]
+    else:
+        counts = [baselines.one_shot_per_wrong or config.teacher.per_wrong * config.loop.iterations] * len(wrong)
+    return teacher_generate(ctx, it, wrong, "similar", counts)
+
+
+def eda_candidates(ctx: RunContext, it: int) -> list[dict]:
+    config = ctx.config
+    eda = EDA(load_wordnet(config.baselines.wordnet_dir), config.baselines.eda_alpha, config.baselines.eda_num_aug)
+    candidates = []
+    for ex in ctx.seed:
+        rng = random.Random(f"{config.data.seed}/eda/{ex['id']}")
+        for j, text in enumerate(eda.augment(ex["text"], rng)):
+            example = {
+                "id": f"eda{it}-{ex['id']}-{j}",
+                "text": text,
+                "label": ex["label"],
+                "parent_id": ex["id"],
+                "iteration": it,
+            }
+            candidates.append({"key": f"eda:{ex['id']}:{j}", "example": example})
+    return candidates

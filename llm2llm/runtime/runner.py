@@ -1,0 +1,183 @@
+"""The loop's way to run a phase: in its own process, on the devices the GPU plan gave it, with its
+log in runs/<run>/logs/, and a proof afterwards that its memory is free (phases.jsonl, metrics.json).
+
+    runner.call("evaluate iter_001", "evaluate", fn, *args)    a Python function in a spawned process
+    runner.train("train iter_001", write_request, out_dir)     torchrun (or srun / deepspeed) + ranks
+    runner.kept_server("teacher", start_server)                 a server kept for all iterations
+
+It sits below training and serving: the training request is written, and the server built, by
+callables the loop passes in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from llm2llm.config import RunConfig
+from llm2llm.errors import UserError
+from llm2llm.runtime.gpu_plan import Plan
+from llm2llm.runtime.memory import ReleaseCheck
+from llm2llm.runtime.phases import PhaseResult, call_in_child, free_port, loopback_problem, run_command
+from llm2llm.store import RecordLog
+
+log = logging.getLogger(__name__)
+
+
+def slurm_head_node() -> str:
+    hosts = subprocess.run(
+        ["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return hosts[0]
+
+
+def training_command(plan: Plan, config: RunConfig, request_path: Path, port: int) -> tuple[list[str], dict[str, str]]:
+    """The command that starts every training rank, and the environment it gets."""
+    per_node = plan.train_processes_per_node
+    worker = ["-m", "llm2llm.training", str(request_path)]
+    env = {"PYTHONUNBUFFERED": "1"}
+    if plan.inventory.gpus_per_node:
+        env.update(plan.devices_env("train"))
+        env["NCCL_DEBUG"] = os.environ.get("NCCL_DEBUG", "WARN")
+        env["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = "1"  # a hung collective fails after train.ddp_timeout
+    else:
+        env["DS_ACCELERATOR"] = "cpu"
+        env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // per_node))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={per_node}", "--max-restarts=0"]
+    if plan.train_nodes == 1:
+        return torchrun + ["--nnodes=1", "--master-addr=127.0.0.1", f"--master-port={port}"] + worker, env
+    if config.plan.hostfile:
+        return [
+            str(Path(sys.executable).with_name("deepspeed")),
+            f"--hostfile={config.plan.hostfile}",
+            f"--num_nodes={plan.train_nodes}",
+            f"--num_gpus={per_node}",
+            f"--master_port={port}",
+            "--no_local_rank",
+            "--module",
+        ] + worker[1:], env
+    if os.environ.get("SLURM_JOB_ID"):
+        head = slurm_head_node()
+        return [
+            "srun",
+            f"--nodes={plan.train_nodes}",
+            "--ntasks-per-node=1",
+            "--kill-on-bad-exit=1",
+            "--export=ALL",
+        ] + torchrun + [
+            f"--nnodes={plan.train_nodes}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={head}:{port}",
+            f"--rdzv-id={config.run}",
+        ] + worker, env
+    raise UserError(
+        f"plan.nodes={plan.train_nodes} needs a Slurm allocation (submit with `llm2llm slurm`) or a "
+        f"DeepSpeed hostfile (plan.hostfile)"
+    )
+
+
+class PhaseRunner:
+    def __init__(self, run_path: Path, plan: Plan, config: RunConfig, lock_fd: int | None = None):
+        self.run_path, self.plan, self.config = Path(run_path), plan, config
+        self.lock_fd = lock_fd  # the run's lock, held by torchrun too (see RunDir._acquire_lock)
+        self.release = ReleaseCheck(config.plan.release_tolerance_mib, config.plan.release_timeout)
+        self.record = RecordLog(self.run_path / "phases.jsonl")
+        self.last_end: float | None = None
+        self.server = None
+
+    def __enter__(self) -> "PhaseRunner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.release.wait_released("teacher server", self.server.proc.pid, self._devices("teacher"))
+            self.server = None
+
+    def kept_server(self, role: str, start_server: Callable[[Path, dict[str, str]], Any]):
+        """split mode: one server on the role's devices for all iterations, started on first use by
+        start_server(log_path, devices_env) (it returns a started server with .stop() and .proc),
+        stopped and checked for released memory when the runner exits."""
+        if self.server is None:
+            self.server = start_server(self._log_path(f"{role}-server"), self.plan.devices_env(role))
+        return self.server
+
+    def _log_path(self, name: str) -> Path:
+        return self.run_path / "logs" / (name.replace(" ", "-") + ".log")
+
+    def _devices(self, role: str) -> list[int]:
+        ids = {
+            "teacher": self.plan.teacher_devices,
+            "train": self.plan.student_devices,
+            "evaluate": self.plan.eval_devices,
+        }[role]
+        return [int(i) for i in ids if i.isdigit()]
+
+    def _finished(self, role: str, result: PhaseResult, started: float, check_devices: bool = True) -> None:
+        check = self.release.wait_released(result.name, result.pid, self._devices(role) if check_devices else [])
+        record = {
+            "key": result.name,
+            "role": role,
+            "pid": result.pid,
+            "seconds": result.seconds,
+            "peak_memory_mib": result.peak_memory_mib,
+            "exit_code": result.exit_code,
+            "leftovers_killed": result.leftovers,
+            **check,
+            # wall time from the previous phase's release to this phase's start (the switch)
+            "switch_seconds": round(started - self.last_end, 3) if self.last_end else None,
+        }
+        self.record.append([record])
+        self.last_end = time.time()
+        log.info(
+            "%s: done in %.1f s; memory released (%s) in %.2f s",
+            result.name,
+            result.seconds,
+            check["checked"],
+            check["release_seconds"],
+        )
+
+    def call(self, name: str, role: str, fn, *args):
+        started = time.time()
+        payload, result = call_in_child(
+            name,
+            fn,
+            *args,
+            env=self.plan.devices_env(role),
+            log_path=self._log_path(name),
+            timeout=self.config.plan.phase_timeout,
+        )
+        # A kept teacher server holds the teacher's GPUs on purpose: the client phase is checked
+        # for its own processes only, the GPUs when the server stops.
+        self._finished(role, result, started, check_devices=not (role == "teacher" and self.server is not None))
+        return payload
+
+    def train(self, name: str, write_request: Callable[[Path], None], out_dir: Path) -> None:
+        """The training ranks on the plan's devices: write_request(path) writes what they read
+        (llm2llm.training's request file); they must leave out_dir/train_log.json."""
+        if self.plan.train_nodes == 1 and (problem := loopback_problem()):
+            raise UserError(f"{name}: {problem}")
+        request_path = out_dir.parent / ".train-request.pkl.tmp"  # removed on success; swept as a leftover otherwise
+        write_request(request_path)
+        argv, env = training_command(self.plan, self.config, request_path, free_port())
+        started = time.time()
+        result = run_command(
+            name,
+            argv,
+            env,
+            self._log_path(name),
+            self.config.plan.phase_timeout,
+            pass_fds=(self.lock_fd,) if self.lock_fd is not None else (),
+        )
+        request_path.unlink(missing_ok=True)
+        if not (out_dir / "train_log.json").exists():
+            raise UserError(
+                f"{name}: the training processes exited cleanly but saved no student in {out_dir}; "
+                f"see {self._log_path(name)}"
+            )
+        self._finished("train", result, started)

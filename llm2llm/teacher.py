@@ -1,0 +1,135 @@
+"""Step 3 of the loop for the methods that ask a teacher (llm2llm, one-shot, auggpt): the prompts,
+one cached request per prompt and sample, the engine (an offline engine, a server started for the
+phase, or one kept for all iterations in split mode), and the answers parsed into candidates."""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import asdict
+from functools import partial
+
+from llm2llm.context import RunContext
+from llm2llm.engines import EngineSpec, load_tokenizer, render_chat
+from llm2llm.generation import generate_cached, request_key
+from llm2llm.models import fingerprint
+from llm2llm.store import RecordLog, atomic_write_json
+from llm2llm.vllm_server import start_vllm_server
+
+
+def teacher_engine(ctx: RunContext, it: int) -> EngineSpec:
+    config, teacher, runner = ctx.config, ctx.config.teacher, ctx.runner
+    options = {**config.vllm.model_dump(), **teacher.loading(), **runner.plan.vllm_options("teacher")}
+    if config.plan.mode == "split" and teacher.engine in ("vllm", "vllm-server"):
+        # started once (127.0.0.1, a random key), stopped when the loop ends
+        server = runner.kept_server("teacher", partial(start_vllm_server, ctx.teacher_path, options))
+        return EngineSpec(
+            "openai",
+            ctx.teacher_path,
+            vllm=options,
+            url=server.url,
+            api_key=server.api_key,
+            served_model=server.served_model,
+        )
+    return EngineSpec(
+        teacher.engine,
+        ctx.teacher_path,
+        vllm=options,
+        url=teacher.url,
+        api_key=os.environ.get(teacher.api_key_env, "none") if teacher.engine == "openai" else None,
+        served_model=teacher.served_model,
+        server_log=ctx.run.path / "logs" / f"teacher-server-{ctx.iteration_dir(it).name}.log",
+    )
+
+
+def teacher_generate(ctx: RunContext, it: int, sources: list[dict], kind: str, counts: list[int]) -> list[dict]:
+    """Ask the teacher for counts[i] new examples for sources[i], similar ones (kind "similar":
+    LLM2LLM) or paraphrases ("paraphrase": AugGPT); return the parsed candidates in a fixed order."""
+    config, task, teacher, it_dir = ctx.config, ctx.task, ctx.config.teacher, ctx.iteration_dir(it)
+    # The answer budget fits the number of examples one request asks for (a cut-off last one is dropped).
+    sampling = teacher.sampling.model_copy(
+        update={
+            "stop": teacher.sampling.stop or task.teacher_stop(teacher.style),
+            "max_new_tokens": teacher.sampling.max_new_tokens
+            or task.teacher_token_budget(teacher.style, max(counts, default=1)),
+        }
+    )
+    identity = fingerprint(ctx.teacher_path)
+    tokenizer = load_tokenizer(ctx.teacher_path, teacher.trust_remote_code)
+    requests = []
+    count_of = {ex["id"]: count for ex, count in zip(sources, counts)}
+    for ex, count in zip(sources, counts):
+        if count == 0:
+            continue
+        for sample_index in range(count if teacher.style == "continuation" else 1):
+            if kind == "paraphrase":
+                prompt = task.teacher_paraphrase(ex, teacher.style, count)
+            elif teacher.style == "continuation":
+                rng = random.Random(f"{config.data.seed}/{it}/{ex['id']}/{sample_index}")
+                same = [s for s in ctx.seed if s["id"] != ex["id"] and task.stratum(s) == task.stratum(ex)]
+                prompt = task.teacher_continuation(ex, rng.sample(same, min(teacher.shots, len(same))))
+            else:
+                prompt = task.teacher_chat(ex, count)
+            if teacher.style == "chat":
+                prompt = render_chat(tokenizer, prompt)
+            for draw in range(sampling.n):
+                # The iteration is part of the sample index: asking again in a later iteration must
+                # draw new samples, not replay the cached ones.
+                key = request_key(
+                    identity, prompt, sampling.model_dump_json(exclude={"n"}), f"{it}.{sample_index}.{draw}"
+                )
+                requests.append(
+                    {
+                        "key": key,
+                        "parent_id": ex["id"],
+                        "sample": sample_index,
+                        "draw": draw,
+                        "prompt": prompt,
+                        "teacher": teacher.model,
+                        "teacher_fingerprint": identity,
+                    }
+                )
+    outputs, stats = generate_cached(
+        teacher_engine(ctx, it),
+        requests,
+        it_dir / "teacher_outputs.jsonl",
+        sampling,
+        teacher.batch_size,
+        f"generate {it_dir.name}",
+        cache_path=config.cache_path(),
+        runner=ctx.runner,
+        role="teacher",
+    )
+    tokens = {
+        "prompt_tokens": sum(len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]) for r in requests),
+        "completion_tokens": sum(
+            len(tokenizer(outputs[r["key"]], add_special_tokens=False)["input_ids"]) for r in requests
+        ),
+    }
+    atomic_write_json(it_dir / "teacher_stats.json", {**asdict(stats), **tokens})
+    finish = {
+        key: record.get("finish_reason") for key, record in RecordLog(it_dir / "teacher_outputs.jsonl").records.items()
+    }
+    candidates = []
+    by_id = {ex["id"]: ex for ex in sources}
+    for request in requests:
+        parent = by_id[request["parent_id"]]
+        parsed = task.parse_teacher(outputs[request["key"]], parent, teacher.style)
+        # An answer the token limit cut off: its last example is unfinished, unless more were written than asked for.
+        cut = finish.get(request["key"]) == "length" and len(parsed) <= count_of[parent["id"]]
+        parsed = parsed[: count_of[parent["id"]]]
+        if not parsed:
+            candidates.append({"key": f"{request['key']}:0", "example": None, "truncated": cut})
+        for j, example in enumerate(parsed):
+            example = {
+                "id": f"gen{it}-{request['key'][:12]}-{j}",
+                **example,
+                "parent_id": parent["id"],
+                "iteration": it,
+                "teacher": teacher.model,
+                "teacher_fingerprint": identity,
+            }
+            candidates.append(
+                {"key": f"{request['key']}:{j}", "example": example, "truncated": cut and j == len(parsed) - 1}
+            )
+    return candidates

@@ -1,0 +1,94 @@
+"""The arguments llm2llm gives vLLM, shared by the offline engine (engines.VLLMGenerator) and the
+server (vllm_server): engine arguments from the run's vllm options, the environment vLLM reads,
+and the CPU KV cache sized for a known workload."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from llm2llm.offline import go_offline
+from llm2llm.runtime.gpu_plan import attention_shape
+
+
+def configure_vllm_env(options: dict) -> None:
+    """vLLM reads some settings from the environment only; set them unless the user has."""
+    # No network at run time: vLLM's usage reporting and any hub lookup stay off.
+    go_offline(override=False)
+    # CPU backend: OpenMP threads on every core this process may use (vLLM's default binds one core
+    # per rank). The KV cache size is an engine argument (vllm_engine_args); a VLLM_CPU_KVCACHE_SPACE
+    # the user sets still wins, as vLLM reads it last.
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
+
+
+def kv_bytes_per_token(model: Path, dtype: str, trust_remote_code: bool = False) -> int | None:
+    """KV cache bytes one token takes (layers x K,V x KV heads x head size x dtype), from the
+    model's config (the GPU plan's arithmetic); None where the config does not say."""
+    from transformers import AutoConfig
+
+    try:
+        text = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code).get_text_config()
+        layers, _, kv_heads, head_dim = attention_shape(text)
+    except (OSError, ValueError, KeyError, AttributeError, TypeError, ZeroDivisionError):
+        return None
+    return 2 * layers * kv_heads * head_dim * (4 if dtype == "float32" else 2)
+
+
+def cpu_kv_cache_bytes(model: Path, options: dict, prompt_tokens: list[int], max_new_tokens: int) -> int:
+    """The CPU KV cache for a known workload: room for every request of the largest batch at once
+    (prompt + answer, rounded up to whole blocks), at least one request of max_model_len, at most
+    vllm.cpu_kv_cache_gib. vLLM allocates and zeroes all of it at start-up (seconds per GiB on
+    a CPU), and a smaller cache only means fewer requests in flight."""
+    cap = int(options.get("cpu_kv_cache_gib", 4) * 2**30)
+    dtype = options.get("dtype", "auto")
+    per_token = kv_bytes_per_token(
+        model, "float32" if dtype == "auto" else dtype, bool(options.get("trust_remote_code"))
+    )
+    if per_token is None or not prompt_tokens:
+        return cap
+    block = options.get("block_size") or 32
+    tokens = sum(-(-(n + max_new_tokens) // block) * block for n in prompt_tokens)
+    tokens = max(tokens, options.get("max_model_len") or 4096) + block
+    return min(cap, tokens * per_token)
+
+
+def vllm_engine_args(model: Path, options: dict, on_gpu: bool) -> dict:
+    """Engine arguments shared by the offline engine and the server (dtype rule: VLLMConfig.dtype)."""
+    dtype = options.get("dtype", "auto")
+    if dtype == "auto" and not on_gpu:
+        dtype = "float32"
+    args = {
+        "model": str(model),
+        "dtype": dtype,
+        "tensor_parallel_size": options.get("tensor_parallel_size") or 1,
+        "enforce_eager": options.get("enforce_eager", True),
+        "enable_prefix_caching": options.get("enable_prefix_caching", True),
+        "trust_remote_code": bool(options.get("trust_remote_code")),
+        "seed": 0,
+        "load_format": "auto" if options.get("allow_pickle_weights") else "safetensors",
+    }
+    if (options.get("pipeline_parallel_size") or 1) > 1:
+        args["pipeline_parallel_size"] = options["pipeline_parallel_size"]
+    if options.get("distributed_executor_backend"):
+        args["distributed_executor_backend"] = options["distributed_executor_backend"]
+    if options.get("max_model_len"):
+        args["max_model_len"] = options["max_model_len"]
+    if on_gpu:
+        args["gpu_memory_utilization"] = options.get("gpu_memory_utilization", 0.9)
+    else:
+        args["kv_cache_memory_bytes"] = int(
+            options.get("kv_cache_bytes") or options.get("cpu_kv_cache_gib", 4) * 2**30
+        )
+        # A prompt prefilled in chunks makes vLLM rewind its per-request generator, which the CPU
+        # generator cannot do ("CPU Generator does not use offset"): prefill whole prompts.
+        args["enable_chunked_prefill"] = False
+    block_size = options.get("block_size") or (None if on_gpu else 32)
+    if block_size:
+        args["block_size"] = block_size
+    return args
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
