@@ -62,7 +62,7 @@ def evaluate(ctx: RunContext, it: int, splits: dict[str, list[dict]]) -> dict:
         config.student.eval_batch_size,
         f"evaluate {it_dir.name}",
         runner=ctx.runner,
-        role="evaluate",
+        phase="evaluate",
     )
     atomic_write_json(it_dir / "eval_stats.json", asdict(stats))
     summary = {}

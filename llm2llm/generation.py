@@ -125,7 +125,7 @@ def generate_cached(
     desc: str,
     cache_path: Path | None = None,
     runner=None,
-    role: str = "evaluate",
+    phase: str = "evaluate",
 ) -> tuple[dict[str, str], GenerationStats]:
     """Answer every request; returns {key: output} and where the answers came from (each stored
     record also has the engine's finish_reason). `sampling` is one SamplingConfig, or one per
@@ -151,7 +151,7 @@ def generate_cached(
     if todo:
         start = time.monotonic()
         args = (_generate_batches, spec, todo, log_path, cache_path, desc, time.time())
-        timing = runner.call(desc, role, *args) if runner else run_in_child(desc, *args)
+        timing = runner.call(desc, phase, *args) if runner else run_in_child(desc, *args)
         stats.engine_start_seconds, stats.generate_seconds = timing["engine_start_seconds"], timing["generate_seconds"]
         stats.engine_seconds = round(time.monotonic() - start, 2)
         records = RecordLog(log_path)

@@ -19,10 +19,10 @@ from llm2llm.vllm_server import start_vllm_server
 
 def teacher_engine(ctx: RunContext, it: int) -> EngineSpec:
     config, teacher, runner = ctx.config, ctx.config.teacher, ctx.runner
-    options = {**config.vllm.model_dump(), **teacher.loading(), **runner.plan.vllm_options("teacher")}
+    options = {**config.vllm.model_dump(), **teacher.loading(), **runner.plan.vllm_options("generate")}
     if config.plan.mode == "split" and teacher.engine in ("vllm", "vllm-server"):
         # started once (127.0.0.1, a random key), stopped when the loop ends
-        server = runner.kept_server("teacher", partial(start_vllm_server, ctx.teacher_path, options))
+        server = runner.kept_server("generate", partial(start_vllm_server, ctx.teacher_path, options))
         return EngineSpec(
             "openai",
             ctx.teacher_path,
@@ -38,7 +38,7 @@ def teacher_engine(ctx: RunContext, it: int) -> EngineSpec:
         url=teacher.url,
         api_key=os.environ.get(teacher.api_key_env, "none") if teacher.engine == "openai" else None,
         served_model=teacher.served_model,
-        server_log=ctx.run.path / "logs" / f"teacher-server-{ctx.iteration_dir(it).name}.log",
+        server_log=ctx.run.path / "logs" / f"generate-server-{ctx.iteration_dir(it).name}.log",
     )
 
 
@@ -98,7 +98,7 @@ def teacher_generate(ctx: RunContext, it: int, sources: list[dict], kind: str, c
         f"generate {it_dir.name}",
         cache_path=config.cache_path(),
         runner=ctx.runner,
-        role="teacher",
+        phase="generate",
     )
     tokens = {
         "prompt_tokens": sum(len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]) for r in requests),

@@ -119,8 +119,8 @@ def test_split_mode_gives_the_teacher_the_fewest_gpus_that_hold_it(models):
         models, "8xH100:80", "llama-70b", "llama-7b", train={"deepspeed": "zero3"}, plan={"mode": "split"}
     )
     assert result.ok, result.table()
-    assert result.teacher_devices == ["0", "1"] and result.student_devices == ["2", "3", "4", "5", "6", "7"]
-    assert result.devices_env("teacher")["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert result.generate_devices == ["0", "1"] and result.train_devices == ["2", "3", "4", "5", "6", "7"]
+    assert result.devices_env("generate")["CUDA_VISIBLE_DEVICES"] == "0,1"
     assert result.devices_env("train")["CUDA_VISIBLE_DEVICES"] == "2,3,4,5,6,7"
 
 
@@ -149,8 +149,8 @@ def test_teacher_spans_nodes_with_pipeline_parallelism_when_one_node_is_not_enou
     config = resolve_config("tiny", {"train": {"deepspeed": "zero3"}, "plan": {"nodes": 2}})
     result = make_plan(config, parse_node("8xA100:40", nodes=2), tmp_path / "huge", models / "llama-7b")
     assert result.ok, result.table()
-    assert (result.teacher_tp, result.teacher_pp) == (8, 2)
-    assert result.vllm_options("teacher") == {
+    assert (result.generate_tp, result.generate_pp) == (8, 2)
+    assert result.vllm_options("generate") == {
         "tensor_parallel_size": 8,
         "pipeline_parallel_size": 2,
         "distributed_executor_backend": "ray",

@@ -168,7 +168,7 @@ def test_training_commands_for_one_node_slurm_and_hostfile(tmp_path, monkeypatch
     gpus = Plan(
         "sequential",
         parse_node("8xH100:80", nodes=2),
-        student_devices=[str(i) for i in range(8)],
+        train_devices=[str(i) for i in range(8)],
         train_nodes=2,
         train_processes_per_node=8,
     )

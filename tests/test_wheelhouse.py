@@ -121,7 +121,7 @@ def test_install_from_the_wheelhouse_with_no_network(tmp_path, data_dir):
     run = tmp_path / "runs" / "snips-tiny"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["complete"] and len(metrics["iterations"]) == 2 and metrics["iterations"][0]["generated"] > 0
-    assert "starting vLLM server on 127.0.0.1" in (run / "logs" / "teacher-server-iter_000.log").read_text()
+    assert "starting vLLM server on 127.0.0.1" in (run / "logs" / "generate-server-iter_000.log").read_text()
     interfaces = subprocess.run([*NO_NETWORK, "ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     assert [line.split(":")[1].strip() for line in interfaces.splitlines()] == ["lo"], interfaces
 

@@ -252,12 +252,12 @@ class Plan:
     rows: list[Row] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     suggestions: list[str] = field(default_factory=list)
-    teacher_devices: list[str] = field(default_factory=list)
-    student_devices: list[str] = field(default_factory=list)  # node-local ids; the same on every training node
-    eval_devices: list[str] = field(default_factory=list)
-    teacher_tp: int = 1
-    teacher_pp: int = 1
-    eval_tp: int = 1
+    generate_devices: list[str] = field(default_factory=list)
+    train_devices: list[str] = field(default_factory=list)  # node-local ids; the same on every training node
+    evaluate_devices: list[str] = field(default_factory=list)
+    generate_tp: int = 1
+    generate_pp: int = 1
+    evaluate_tp: int = 1
     train_nodes: int = 1
     train_processes_per_node: int = 1
 
@@ -265,20 +265,25 @@ class Plan:
     def ok(self) -> bool:
         return not self.problems
 
-    def vllm_options(self, role: str) -> dict:
-        """Engine options the plan decides for the teacher or the student's evaluation."""
-        if role == "teacher":
-            options = {"tensor_parallel_size": self.teacher_tp, "pipeline_parallel_size": self.teacher_pp}
-            if self.teacher_pp > 1:
+    def devices(self, phase: str) -> list[str]:
+        """The devices a phase (train, evaluate, generate) runs on: node-local ids."""
+        return {"train": self.train_devices, "evaluate": self.evaluate_devices, "generate": self.generate_devices}[
+            phase
+        ]
+
+    def vllm_options(self, phase: str) -> dict:
+        """Engine options the plan decides for the teacher (generate) or the student's evaluation."""
+        if phase == "generate":
+            options = {"tensor_parallel_size": self.generate_tp, "pipeline_parallel_size": self.generate_pp}
+            if self.generate_pp > 1:
                 options["distributed_executor_backend"] = "ray"
             return options
-        return {"tensor_parallel_size": self.eval_tp, "pipeline_parallel_size": 1}
+        return {"tensor_parallel_size": self.evaluate_tp, "pipeline_parallel_size": 1}
 
-    def devices_env(self, role: str) -> dict[str, str]:
-        devices = {"teacher": self.teacher_devices, "train": self.student_devices, "evaluate": self.eval_devices}[role]
+    def devices_env(self, phase: str) -> dict[str, str]:
         if not self.inventory.gpus_per_node:
             return {}
-        return {"CUDA_VISIBLE_DEVICES": ",".join(devices), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+        return {"CUDA_VISIBLE_DEVICES": ",".join(self.devices(phase)), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
     def table(self) -> str:
         from tabulate import tabulate
@@ -361,8 +366,8 @@ def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, stude
         teacher_gpus, teacher_first = inv.gpus_per_node, 0
         train_nodes, student_first, student_count = inv.nodes, 0, inv.gpus_per_node
     plan.train_nodes, plan.train_processes_per_node = train_nodes, student_count
-    plan.student_devices = _ids(inv, student_first, student_count)
-    plan.teacher_devices = _ids(inv, teacher_first, teacher_gpus)
+    plan.train_devices = _ids(inv, student_first, student_count)
+    plan.generate_devices = _ids(inv, teacher_first, teacher_gpus)
 
     # Teacher: tensor parallel inside a node, pipeline parallel across nodes if one is not enough.
     if uses_gpu_teacher:
@@ -381,7 +386,7 @@ def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, stude
         if config.vllm.pipeline_parallel_size is None:
             while _teacher_need(teacher, tp, pp, config) > usable and pp < max_pp:
                 pp += 1
-        plan.teacher_tp, plan.teacher_pp = tp, pp
+        plan.generate_tp, plan.generate_pp = tp, pp
         need = _teacher_need(teacher, tp, pp, config)
         plan.rows.append(
             Row(
@@ -446,21 +451,21 @@ def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, stude
         # Evaluation: the smallest tensor parallel size that fits, on the student's GPUs.
         eval_usable = usable if config.student.engine == "vllm" else inv.memory_gib
         choices = valid_tensor_parallel_sizes(student, student_count) or [1]
-        eval_tp = next((t for t in choices if _teacher_need(student, t, 1, config) <= eval_usable), choices[-1])
-        eval_need = _teacher_need(student, eval_tp, 1, config)
-        plan.eval_tp, plan.eval_devices = eval_tp, _ids(inv, student_first, eval_tp)
+        evaluate_tp = next((t for t in choices if _teacher_need(student, t, 1, config) <= eval_usable), choices[-1])
+        eval_need = _teacher_need(student, evaluate_tp, 1, config)
+        plan.evaluate_tp, plan.evaluate_devices = evaluate_tp, _ids(inv, student_first, evaluate_tp)
         plan.rows.append(
             Row(
                 f"evaluate (student, {config.student.engine})",
-                _devices_label(inv, 1, student_first, eval_tp),
-                eval_tp,
-                f"TP {eval_tp}",
+                _devices_label(inv, 1, student_first, evaluate_tp),
+                evaluate_tp,
+                f"TP {evaluate_tp}",
                 eval_need,
                 eval_usable,
             )
         )
         if eval_need > eval_usable:
-            plan.problems.append(f"evaluating the student needs {eval_need:.1f} GiB per GPU even at TP {eval_tp}")
+            plan.problems.append(f"evaluating the student needs {eval_need:.1f} GiB per GPU even at TP {evaluate_tp}")
     return plan
 
 

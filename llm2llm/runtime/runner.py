@@ -3,7 +3,7 @@ log in runs/<run>/logs/, and a proof afterwards that its memory is free (phases.
 
     runner.call("evaluate iter_001", "evaluate", fn, *args)    a Python function in a spawned process
     runner.train("train iter_001", write_request, out_dir)     torchrun (or srun / deepspeed) + ranks
-    runner.kept_server("teacher", start_server)                 a server kept for all iterations
+    runner.kept_server("generate", start_server)                 a server kept for all iterations
 
 It sits below training and serving: the training request is written, and the server built, by
 callables the loop passes in.
@@ -89,6 +89,7 @@ class PhaseRunner:
         self.record = RecordLog(self.run_path / "phases.jsonl")
         self.last_end: float | None = None
         self.server = None
+        self.server_phase: str | None = None
 
     def __enter__(self) -> "PhaseRunner":
         return self
@@ -96,33 +97,31 @@ class PhaseRunner:
     def __exit__(self, *exc) -> None:
         if self.server is not None:
             self.server.stop()
-            self.release.wait_released("teacher server", self.server.proc.pid, self._devices("teacher"))
+            self.release.wait_released(
+                f"{self.server_phase} server", self.server.proc.pid, self._devices(self.server_phase)
+            )
             self.server = None
 
-    def kept_server(self, role: str, start_server: Callable[[Path, dict[str, str]], Any]):
-        """split mode: one server on the role's devices for all iterations, started on first use by
+    def kept_server(self, phase: str, start_server: Callable[[Path, dict[str, str]], Any]):
+        """split mode: one server on the phase's devices for all iterations, started on first use by
         start_server(log_path, devices_env) (it returns a started server with .stop() and .proc),
         stopped and checked for released memory when the runner exits."""
         if self.server is None:
-            self.server = start_server(self._log_path(f"{role}-server"), self.plan.devices_env(role))
+            self.server = start_server(self._log_path(f"{phase}-server"), self.plan.devices_env(phase))
+            self.server_phase = phase
         return self.server
 
     def _log_path(self, name: str) -> Path:
         return self.run_path / "logs" / (name.replace(" ", "-") + ".log")
 
-    def _devices(self, role: str) -> list[int]:
-        ids = {
-            "teacher": self.plan.teacher_devices,
-            "train": self.plan.student_devices,
-            "evaluate": self.plan.eval_devices,
-        }[role]
-        return [int(i) for i in ids if i.isdigit()]
+    def _devices(self, phase: str) -> list[int]:
+        return [int(i) for i in self.plan.devices(phase) if i.isdigit()]
 
-    def _finished(self, role: str, result: PhaseResult, started: float, check_devices: bool = True) -> None:
-        check = self.release.wait_released(result.name, result.pid, self._devices(role) if check_devices else [])
+    def _finished(self, phase: str, result: PhaseResult, started: float, check_devices: bool = True) -> None:
+        check = self.release.wait_released(result.name, result.pid, self._devices(phase) if check_devices else [])
         record = {
             "key": result.name,
-            "role": role,
+            "phase": phase,
             "pid": result.pid,
             "seconds": result.seconds,
             "peak_memory_mib": result.peak_memory_mib,
@@ -142,19 +141,21 @@ class PhaseRunner:
             check["release_seconds"],
         )
 
-    def call(self, name: str, role: str, fn, *args):
+    def call(self, name: str, phase: str, fn, *args):
         started = time.time()
         payload, result = call_in_child(
             name,
             fn,
             *args,
-            env=self.plan.devices_env(role),
+            env=self.plan.devices_env(phase),
             log_path=self._log_path(name),
             timeout=self.config.plan.phase_timeout,
         )
-        # A kept teacher server holds the teacher's GPUs on purpose: the client phase is checked
-        # for its own processes only, the GPUs when the server stops.
-        self._finished(role, result, started, check_devices=not (role == "teacher" and self.server is not None))
+        # A kept server holds its phase's GPUs on purpose: the client phase is checked for its own
+        # processes only, the GPUs when the server stops.
+        self._finished(
+            phase, result, started, check_devices=not (phase == self.server_phase and self.server is not None)
+        )
         return payload
 
     def train(self, name: str, write_request: Callable[[Path], None], out_dir: Path) -> None:
