@@ -38,7 +38,7 @@ RUN_ARGS = --profile $(PROFILE) \
 	$(if $(DEEPSPEED),--deepspeed $(DEEPSPEED)) $(if $(METHOD),--method $(METHOD)) \
 	$(if $(SEED),--seed $(SEED)) $(if $(RUNS_DIR),--runs-dir $(RUNS_DIR))
 
-.PHONY: install install-offline wheelhouse boost validate doctor plan sweep test test-batch bench crash-resume methods models clean-venv help
+.PHONY: install install-offline wheelhouse docs boost validate doctor plan sweep test test-batch bench crash-resume methods models clean-venv help
 
 help:
 	@echo "make install                 create .venv, install llm2llm + vLLM (CPU or GPU build), provision the default model"
@@ -49,6 +49,7 @@ help:
 	@echo "make sweep SWEEP=tiny        run configs/sweeps/<SWEEP>.yaml here (SLURM=1: submit it to Slurm); rerun to resume"
 	@echo "make wheelhouse              on a host with PyPI: every wheel the install needs, in $(WHEELHOUSE)/"
 	@echo "make install-offline         on the air-gapped host: make install from $(WHEELHOUSE)/ alone (pip --no-index)"
+	@echo "make docs                    regenerate docs/configuration.md from the config schema"
 	@echo "make test                    the test suite (CI runs this)"
 	@echo "make test-batch              the Slurm-on-localhost, offline-install and 1.5B-teacher tests (CI runs this too; needs root)"
 	@echo "make bench                   every benchmark (engines, dedup, boost/overhead/memory, crash-resume): one table, bench/results.json"
@@ -123,6 +124,9 @@ models:
 
 # The Slurm and air-gapped-install tests start daemons and build a wheelhouse, the teacher tests load
 # the 1.5B teacher twice: a CI step of their own.
+docs:
+	$(BIN)/python -m launcher.cli config --explain --markdown > docs/configuration.md
+
 test:
 	$(BIN)/python -m pytest -q -m "not slurm and not wheelhouse and not teacher" $(PYTEST_ARGS)
 

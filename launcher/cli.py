@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from launcher.options import build_config, run_options
-from llm2llm.config import config_to_yaml, explain
+from llm2llm.config import config_reference, config_to_yaml, explain
 from llm2llm.errors import UserError
 from llm2llm.offline import go_offline
 from llm2llm.runtime.phases import PhaseError
@@ -36,16 +36,17 @@ def boost(profile, sets, **options):
 @cli.command("config")
 @run_options
 @click.option("--explain", is_flag=True, help="List every config key with its default and meaning.")
-def show_config(profile, sets, explain_, **options):
+@click.option("--markdown", is_flag=True, help="With --explain: as docs/configuration.md (tables per section).")
+def show_config(profile, sets, explain_, markdown, **options):
     """Print the resolved run config as YAML (what `boost` with the same options would run)."""
     if explain_:
-        click.echo("\n".join(explain()))
+        click.echo(config_reference() if markdown else "\n".join(explain()))
         return
     click.echo(config_to_yaml(build_config(profile, sets, **options)), nl=False)
 
 
 # click names the flag parameter after the option; keep the function signature readable
-show_config.params[-1].name = "explain_"
+next(p for p in show_config.params if p.name == "explain").name = "explain_"
 
 
 @cli.command()

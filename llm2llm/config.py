@@ -552,6 +552,28 @@ def config_to_yaml(config: RunConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
+def config_reference() -> str:
+    """docs/configuration.md: every key with its default and meaning, one table per section (the
+    same fields `explain` lists; `make docs` writes it, tests/test_docs.py checks it is current)."""
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from llm2llm/config.py by `make docs` (`llm2llm config --explain --markdown`); do not edit.",
+        "Set any key with `--set KEY=VALUE` or in a profile (configs/profiles/).",
+        "",
+    ]
+    sections: dict[str, list[str]] = {}
+    for line in explain():
+        key, rest = line.split(" = ", 1)
+        default, _, meaning = rest.partition("  ")
+        section = key.split(".")[0] if "." in key else "(top level)"
+        cell = lambda s: s.replace("|", "\\|")  # noqa: E731 - a pipe would end the table cell
+        sections.setdefault(section, []).append(f"| `{key}` | `{cell(default)}` | {cell(meaning)} |")
+    for section, rows in sections.items():
+        out += [f"## {section}", "", "| key | default | meaning |", "|---|---|---|", *rows, ""]
+    return "\n".join(out)
+
+
 def explain(section: BaseModel | None = None, prefix: str = "") -> list[str]:
     """One line per config key with its default and description: the config reference."""
     section = section if section is not None else RunConfig()

@@ -1,8 +1,8 @@
 """Fine-tune the student with the HF Trainer: loss on answer tokens only, full weights or LoRA,
 optionally under DeepSpeed ZeRO.
 
-The training phase runs as `torchrun ... -m llm2llm.training REQUEST` (launcher/training_launch.py
-builds the command from the GPU plan); every rank runs `train_student`, rank 0 saves. The saved
+The training phase runs as `torchrun ... -m llm2llm.training REQUEST` (llm2llm/runtime/runner.py
+training_command builds it from the GPU plan); every rank runs `train_student`, rank 0 saves. The saved
 folder loads directly in the evaluation engines: a full model folder (ZeRO-3 shards gathered on
 save), or a LoRA adapter folder whose base is recorded in adapter_config.json.
 """
