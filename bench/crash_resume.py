@@ -25,11 +25,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-PHASES = ("train", "evaluate", "generate", "filter", "merge", "report")
+from llm2llm.loop import PHASE_MARKERS  # noqa: E402
+from llm2llm.store import read_jsonl  # noqa: E402
 
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+PHASES = tuple(PHASE_MARKERS)
 
 
 def comparable(run_dir: Path) -> dict:

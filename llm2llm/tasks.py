@@ -224,9 +224,42 @@ def numbers_equal(a: str, b: str) -> bool:
         return False
 
 
-class NumericTask(Task):
+class PairTeacher:
+    """The teacher side of a task whose example is an input and an answer (numeric, free text):
+    blocks of "<In>: ...\n<Out>: ..." to continue, or a chat request for `count` such pairs,
+    split back into pairs at each "<In>:" (numbered or not); the subclass parses one block."""
+
+    pair_fields = ("input", "output")  # the example's fields, also the chat template's placeholders
+    pair_labels = ("Input", "Output")  # how the blocks name them
+
+    def teacher_continuation(self, wrong, shots):
+        (in_label, out_label), field = self.pair_labels, self.pair_fields[0]
+        blocks = "".join(f"{in_label}: {ex[field]}\n{out_label}: {self.target(ex)}\n\n" for ex in [*shots, wrong])
+        return self.text("teacher_continuation", examples=blocks)
+
+    def teacher_chat(self, wrong, count):
+        field, answer = self.pair_fields
+        return self.text("teacher_chat", **{field: wrong[field], answer: self.target(wrong)}, count=count)
+
+    def teacher_stop(self, style):
+        return [f"\n{self.pair_labels[0]}:", "\n\n\n"] if style == "continuation" else []
+
+    def parse_teacher(self, text, wrong, style):
+        in_label = self.pair_labels[0]
+        if style == "continuation":
+            text = f"{in_label}: " + text
+        blocks = re.split(rf"(?m)^\s*(?:\d+[.)]\s*)?{in_label}:\s*", text)[1:]
+        return [example for example in map(self.parse_pair, blocks) if example]
+
+    def parse_pair(self, block: str) -> dict | None:
+        raise NotImplementedError
+
+
+class NumericTask(PairTeacher, Task):
     type = "numeric"
     canonical_fields = ("id", "question", "answer")
+    pair_fields = ("question", "answer")
+    pair_labels = ("Question", "Answer")
     default_max_new_tokens = 256
     teacher_max_new_tokens = 320
     teacher_tokens_per_example = 320
@@ -251,25 +284,9 @@ class NumericTask(Task):
         gold = final_number(example["answer"])
         return Score(prediction, prediction is not None and numbers_equal(prediction, gold))
 
-    def teacher_continuation(self, wrong, shots):
-        blocks = "".join(f"Question: {ex['question']}\nAnswer: {self.target(ex)}\n\n" for ex in [*shots, wrong])
-        return self.text("teacher_continuation", examples=blocks)
-
-    def teacher_chat(self, wrong, count):
-        return self.text("teacher_chat", question=wrong["question"], answer=self.target(wrong), count=count)
-
-    def teacher_stop(self, style):
-        return ["\nQuestion:", "\n\n\n"] if style == "continuation" else []
-
-    def parse_teacher(self, text, wrong, style):
-        if style == "continuation":
-            text = "Question: " + text
-        examples = []
-        for block in re.split(r"(?m)^\s*(?:\d+[.)]\s*)?Question:\s*", text)[1:]:
-            match = re.match(r"(.+?)\n\s*Answer:\s*(.+?####\s*\$?\s*(?:" + NUMBER + r"))", block, flags=re.S)
-            if match:
-                examples.append({"question": match.group(1).strip(), "answer": match.group(2).strip()})
-        return examples
+    def parse_pair(self, block):
+        match = re.match(r"(.+?)\n\s*Answer:\s*(.+?####\s*\$?\s*(?:" + NUMBER + r"))", block, flags=re.S)
+        return {"question": match.group(1).strip(), "answer": match.group(2).strip()} if match else None
 
 
 def normalise_answer(text: str) -> str:
@@ -278,7 +295,7 @@ def normalise_answer(text: str) -> str:
     return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
 
 
-class FreeTextTask(Task):
+class FreeTextTask(PairTeacher, Task):
     """A short free-text answer (an entity, a phrase, a normalised form), scored by exact match
     after SQuAD's normalisation (spec `match: exact` compares the stripped strings instead)."""
 
@@ -309,27 +326,11 @@ class FreeTextTask(Task):
         first = output.strip().splitlines()[0].strip() if output.strip() else ""
         return Score(first or None, bool(first) and self._same(first, self.target(example)))
 
-    def teacher_continuation(self, wrong, shots):
-        blocks = "".join(f"Input: {ex['input']}\nOutput: {self.target(ex)}\n\n" for ex in [*shots, wrong])
-        return self.text("teacher_continuation", examples=blocks)
-
-    def teacher_chat(self, wrong, count):
-        return self.text("teacher_chat", input=wrong["input"], output=self.target(wrong), count=count)
-
-    def teacher_stop(self, style):
-        return ["\nInput:", "\n\n\n"] if style == "continuation" else []
-
-    def parse_teacher(self, text, wrong, style):
-        if style == "continuation":
-            text = "Input: " + text
-        examples = []
-        for block in re.split(r"(?m)^\s*(?:\d+[.)]\s*)?Input:\s*", text)[1:]:
-            match = re.match(r"(.+?)\n\s*Output:\s*(.+)", block.strip(), flags=re.S)
-            if match and match.group(2).strip():
-                examples.append(
-                    {"input": match.group(1).strip(), "output": match.group(2).strip().splitlines()[0].strip()}
-                )
-        return examples
+    def parse_pair(self, block):
+        match = re.match(r"(.+?)\n\s*Output:\s*(.+)", block.strip(), flags=re.S)
+        if not (match and match.group(2).strip()):
+            return None
+        return {"input": match.group(1).strip(), "output": match.group(2).strip().splitlines()[0].strip()}
 
 
 LETTERS = "ABCDEFGHIJ"

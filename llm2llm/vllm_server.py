@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from llm2llm.errors import UserError
-from llm2llm.runtime.phases import die_with_parent, free_port, loopback_problem, sweep_group
+from llm2llm.runtime.phases import die_with_parent, free_port, loopback_problem, sweep_group, tail
 from llm2llm.vllm_args import configure_vllm_env, cuda_available, vllm_engine_args
 
 SERVED_MODEL = "teacher"
@@ -51,13 +51,6 @@ def server_command(model: Path, options: dict, host: str, port: int, api_key: st
         else:
             cmd += [flag, str(value)]
     return cmd
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 class VLLMServer:
@@ -106,7 +99,7 @@ class VLLMServer:
             if self.proc.poll() is not None:
                 raise UserError(
                     f"the vLLM server for {self.model} exited with code {self.proc.returncode} while starting; "
-                    f"see {self.log_path}. Last lines: {_tail(self.log_path, 3)!r}"
+                    f"see {self.log_path}. Last lines: {tail(self.log_path, 3)!r}"
                 )
             try:
                 with urllib.request.urlopen(f"http://{self.host}:{self.port}/health", timeout=5) as response:

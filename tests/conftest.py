@@ -3,7 +3,6 @@ models from the model store (`make install` provisions them)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 
 from llm2llm.data import default_data_dir
 from llm2llm.models import model_problem, provision, resolve_model
+from llm2llm.store import read_jsonl  # noqa: F401 - the tests import it from here
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,7 +52,3 @@ def run_cli(
     if check and proc.returncode != 0:
         raise AssertionError(f"llm2llm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

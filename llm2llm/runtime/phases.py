@@ -322,6 +322,13 @@ class PhaseResult:
     peak_memory_mib: float = 0.0  # PeakMemory of the phase's process group
 
 
+def _phase_result(name: str, pid: int, exit_code: int | None, start: float, memory: "PeakMemory") -> PhaseResult:
+    """The record of a finished phase process; kills what is left of its group first."""
+    return PhaseResult(
+        name, pid, exit_code, round(time.monotonic() - start, 2), sweep_group(pid, name), memory.peak_mib
+    )
+
+
 def _terminate(pid: int, grace: float = 30) -> None:
     """SIGTERM to a phase's whole group, then SIGKILL after `grace` seconds."""
     try:
@@ -373,14 +380,7 @@ def call_in_child(
         if proc.is_alive() and message is None:  # timeout, Ctrl-C or SIGTERM: end the whole group
             _terminate(proc.pid)
         proc.join()
-        result = PhaseResult(
-            name,
-            proc.pid,
-            proc.exitcode,
-            round(time.monotonic() - start, 2),
-            sweep_group(proc.pid, name),
-            memory.peak_mib,
-        )
+        result = _phase_result(name, proc.pid, proc.exitcode, start, memory)
     where = f"; log: {log_path}" if log_path else ""
     if timed_out:
         raise PhaseError(
@@ -443,14 +443,7 @@ def run_command(
             _terminate(proc.pid)
             proc.kill()
             proc.wait()
-        result = PhaseResult(
-            name,
-            proc.pid,
-            proc.returncode,
-            round(time.monotonic() - start, 2),
-            sweep_group(proc.pid, name),
-            memory.peak_mib,
-        )
+        result = _phase_result(name, proc.pid, proc.returncode, start, memory)
     where = f"; log: {log_path}" if log_path else ""
     if timed_out:
         raise PhaseError(f"{name}: still running after {timeout:.0f} s (plan.phase_timeout); stopped{where}")
