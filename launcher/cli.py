@@ -288,27 +288,36 @@ def _terminated(signum, _frame):
     raise SystemExit(128 + signum)
 
 
-def main():
+def run(argv: list[str] | None = None) -> int:
+    """The CLI as a function (argv: the arguments, default sys.argv[1:]); returns the exit code.
+    Every error is one line on stderr."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _terminated)
     try:
-        cli.main(standalone_mode=False, prog_name="llm2llm")
+        cli.main(args=argv, standalone_mode=False, prog_name="llm2llm")
+        return 0
     except UserError as e:
         click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        return 2
     except PhaseError as e:
         click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        return 1
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        return 130
     except click.UsageError as e:  # one line, like every other error; --help has the usage
         command = e.ctx.command_path if e.ctx else "llm2llm"
         click.echo(f"error: {' '.join(e.format_message().split()).rstrip('.')}; see `{command} --help`", err=True)
-        sys.exit(e.exit_code)
+        return e.exit_code
     except click.ClickException as e:
         e.show()
-        sys.exit(e.exit_code)
+        return e.exit_code
+    except SystemExit as e:  # a command's own exit code (doctor: 2 when not ready)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+
+
+def main():
+    sys.exit(run())
 
 
 if __name__ == "__main__":

@@ -33,9 +33,10 @@ from llm2llm.models import checked_model, fingerprint
 from llm2llm.report import write_report
 from llm2llm.rundir import RunDir
 from llm2llm.runtime.gpu_plan import plan_for_run
+from llm2llm.runtime.phases import preload_phase_modules
 from llm2llm.runtime.runner import PhaseRunner
 from llm2llm.store import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_json, read_jsonl
-from llm2llm.training import TrainRequest, write_request
+from llm2llm.training import TrainRequest, train_from_file, write_request
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,22 @@ PHASE_MARKERS = {
     "merge": "iter_{next:03d}/train.jsonl",  # the next iteration's training set
     "report": None,
 }
+# What the phase processes' forkserver imports once, instead of each phase importing it again.
+PHASE_MODULES = [
+    "torch",
+    "transformers.modeling_utils",
+    "transformers.generation.utils",
+    "transformers.trainer",
+    "datasets",
+    "llm2llm.generation",
+    "llm2llm.training",
+]
 
 
 def boost(config: RunConfig) -> Path:
     """Run (or resume) the loop; returns the run directory."""
     ctx = prepare(config)
+    preload_phase_modules(PHASE_MODULES)
     with PhaseRunner(ctx.run.path, ctx.plan, config, ctx.run.lock_fd) as ctx.runner:
         for it in range(ctx.iterations + 1):
             train_set = read_jsonl(ctx.iteration_dir(it) / "train.jsonl")
@@ -167,7 +179,7 @@ def train(ctx: RunContext, it: int, train_set: list[dict]) -> dict:
         request = TrainRequest(
             ctx.student_base, train_set, ctx.task, config.train, student, init, config.student.loading()
         )
-        ctx.runner.train(f"train iter_{it:03d}", partial(write_request, request), student)
+        ctx.runner.train(f"train iter_{it:03d}", partial(write_request, request), student, train_from_file)
     return read_json(student / "train_log.json")
 
 

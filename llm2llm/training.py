@@ -201,11 +201,16 @@ def write_request(request: TrainRequest, path: Path) -> None:
     path.write_bytes(pickle.dumps(request))
 
 
+def train_from_file(path: Path) -> Path:
+    """Train what a request file (write_request) asks for: a training rank's work, or the whole
+    training in one phase process (PhaseRunner.train's train_here)."""
+    return train_student(pickle.loads(Path(path).read_bytes()))
+
+
 def main(argv: list[str]) -> int:
     """Entry point of every training rank: `python -m llm2llm.training REQUEST.pkl`."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    request = pickle.loads(Path(argv[0]).read_bytes())
-    train_student(request)
+    train_from_file(Path(argv[0]))
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

@@ -3,16 +3,23 @@ models from the model store (`make install` provisions them)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from llm2llm.data import default_data_dir
-from llm2llm.models import model_problem, provision, resolve_model
-from llm2llm.store import read_jsonl  # noqa: F401 - the tests import it from here
+from llm2llm.offline import go_offline
+
+go_offline()  # as the CLI does, before anything imports the Hugging Face libraries (the doctor checks it)
+
+from llm2llm.data import default_data_dir  # noqa: E402
+from llm2llm.models import model_problem, provision, resolve_model  # noqa: E402
+from llm2llm.store import read_jsonl  # noqa: E402, F401 - the tests import it from here
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,6 +41,29 @@ def smollm2() -> Path:
     path = resolve_model("smollm2-135m-instruct")
     assert model_problem(path) is None, "SmolLM2 not provisioned: run `make install`"
     return path
+
+
+def cli_in_process(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """`llm2llm ARGS` as a function call in this process (launcher.cli.run), output captured: for
+    commands whose process is not what a test is about (doctor, config, plan, models, results...).
+    Saves the interpreter start and the imports a child pays again for every call."""
+    from launcher.cli import run
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_cwd, saved_term, saved_env = os.getcwd(), signal.getsignal(signal.SIGTERM), dict(os.environ)
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = run(list(args))
+    finally:
+        os.chdir(saved_cwd)
+        signal.signal(signal.SIGTERM, saved_term)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    proc = subprocess.CompletedProcess(["llm2llm", *args], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"llm2llm {' '.join(args)} failed ({code}):\n{proc.stderr[-3000:]}")
+    return proc
 
 
 def run_cli(

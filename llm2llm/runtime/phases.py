@@ -10,6 +10,13 @@ be back at their baseline memory (llm2llm/runtime/memory.py) before the next pha
 Each phase gets its own environment (device list, rendezvous port, NCCL settings), writes its
 output to a log file (echoed to the terminal), may have a timeout, and a failure is fatal with
 the tail of that log in the error.
+
+A Python phase starts from a pre-warmed interpreter: multiprocessing's forkserver, started once per
+llm2llm process, imports the modules named by `preload_phase_modules` (torch, transformers and
+the phase code: seconds on a CPU), and forks a fresh child for each phase. The forkserver never
+touches a GPU (importing torch does not initialise CUDA), so each child still starts with no
+device state and its exit frees everything it allocated. LLM2LLM_PHASE_START=spawn starts each
+phase in a fresh interpreter instead.
 """
 
 from __future__ import annotations
@@ -34,6 +41,27 @@ from llm2llm.errors import UserError
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
+_PRELOAD: list[str] = []
+
+
+def preload_phase_modules(modules: list[str]) -> None:
+    """Modules the forkserver imports before it forks the first phase (call before any phase starts)."""
+    _PRELOAD[:] = modules
+
+
+def _start_context():
+    method = os.environ.get("LLM2LLM_PHASE_START", "forkserver")
+    if method not in ("forkserver", "spawn"):
+        raise UserError(f"LLM2LLM_PHASE_START={method!r}: use forkserver (the default) or spawn")
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        from multiprocessing import forkserver
+
+        # Started here, with this process's environment and not a phase's (the phase's own is
+        # applied in the child), and with the preload list as it is now.
+        ctx.set_forkserver_preload(list(_PRELOAD))
+        forkserver.ensure_running()
+    return ctx
 
 
 class PhaseError(RuntimeError):
@@ -155,13 +183,23 @@ class PeakMemory:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _tree(self) -> list[int]:
-        import psutil
-
-        try:
-            root = psutil.Process(self.pid)
-            return [root.pid, *(child.pid for child in root.children(recursive=True))]
-        except psutil.Error:  # not started yet, or gone
-            return []
+        """The phase's process and its descendants, from each process's own children lists
+        (/proc/PID/task/TID/children: reads the tree only, not every process on a shared node)."""
+        tree, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                tasks = os.listdir(f"/proc/{pid}/task")
+            except OSError:  # not started yet, or gone
+                continue
+            tree.append(pid)
+            for tid in tasks:
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                        todo.extend(int(child) for child in f.read().split())
+                except OSError:
+                    continue
+        return tree
 
     @staticmethod
     def _sum(read, pids: list[int]) -> int:
@@ -285,14 +323,45 @@ def _open_log(path: Path | None, name: str):
     return f
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
 def _kill_own_group(*_) -> None:
     os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
-def _child_main(conn, parent_pid: int, log_path, fn, args) -> None:
+class _InheritedFd:
+    """An open file descriptor handed to the child (a copy of it, via multiprocessing's fd passing),
+    e.g. the run's lock, which the child then holds until it exits."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __reduce__(self):
+        from multiprocessing import reduction
+
+        return (_inherited, (reduction.DupFd(self.fd),))
+
+
+def _inherited(dup) -> int:
+    return dup.detach()
+
+
+def _child_main(conn, driver_pid: int, env: dict[str, str], log_path, fn, args, kept_fd=None) -> None:
+    # A forked child inherits the forkserver's environment: the phase's own (devices) goes on top,
+    # before anything reads it (CUDA reads CUDA_VISIBLE_DEVICES when it initialises).
+    os.environ.update(env)
+    parent = os.getppid()  # the llm2llm process (spawn) or its forkserver, which exits with it
     os.setsid()
     die_with_parent()
-    if os.getppid() != parent_pid:  # the parent died before the request above took effect
+    if os.getppid() != parent or not _alive(driver_pid):  # the parent died before the request above took effect
         os._exit(1)
     signal.signal(signal.SIGTERM, _kill_own_group)
     if log_path is not None:
@@ -348,17 +417,23 @@ def call_in_child(
     log_path: Path | None = None,
     timeout: float | None = None,
     echo: bool = True,
+    inherit_fd: int | None = None,
 ):
-    """fn(*args) in a fresh spawned process; returns (its result, PhaseResult). Re-raises its
-    UserError as one, and turns any other failure into PhaseError with the child's traceback."""
-    ctx = multiprocessing.get_context("spawn")
+    """fn(*args) in a fresh child process (forked from the forkserver, or spawned); returns (its
+    result, PhaseResult). Re-raises its UserError as one, and turns any other failure into
+    PhaseError with the child's traceback. inherit_fd: a descriptor the child keeps open until it
+    exits (the run's lock)."""
+    ctx = _start_context()
     receiver, sender = ctx.Pipe(duplex=False)
     log_file = _open_log(log_path, name)
     if log_file:
         log_file.close()
-    proc = ctx.Process(target=_child_main, args=(sender, os.getpid(), log_path, fn, args), name=f"llm2llm-{name}")
+    kept = _InheritedFd(inherit_fd) if inherit_fd is not None else None
+    proc = ctx.Process(
+        target=_child_main, args=(sender, os.getpid(), env or {}, log_path, fn, args, kept), name=f"llm2llm-{name}"
+    )
     start = time.monotonic()
-    with _environment(env or {}):
+    with _environment(env or {}):  # spawn: the child's interpreter starts with it
         proc.start()
     sender.close()
     message, timed_out = None, False

@@ -2,7 +2,8 @@
 log in runs/<run>/logs/, and a proof afterwards that its memory is free (phases.jsonl, metrics.json).
 
     runner.call("evaluate iter_001", "evaluate", fn, *args)    a Python function in a spawned process
-    runner.train("train iter_001", write_request, out_dir)     torchrun (or srun / deepspeed) + ranks
+    runner.train("train iter_001", write_request, out_dir, train_here)
+                                      one process: a phase process; else torchrun (or srun / deepspeed) + ranks
     runner.kept_server("generate", start_server)                 a server kept for all iterations
 
 It sits below training and serving: the training request is written, and the server built, by
@@ -158,23 +159,43 @@ class PhaseRunner:
         )
         return payload
 
-    def train(self, name: str, write_request: Callable[[Path], None], out_dir: Path) -> None:
-        """The training ranks on the plan's devices: write_request(path) writes what they read
-        (llm2llm.training's request file); they must leave out_dir/train_log.json."""
-        if self.plan.train_nodes == 1 and (problem := loopback_problem()):
-            raise UserError(f"{name}: {problem}")
+    def train(
+        self,
+        name: str,
+        write_request: Callable[[Path], None],
+        out_dir: Path,
+        train_here: Callable[[Path], Any] | None = None,
+    ) -> None:
+        """The training on the plan's devices: write_request(path) writes what the training reads
+        (llm2llm.training's request file); it must leave out_dir/train_log.json. One process without
+        DeepSpeed: train_here(path) in a phase process like evaluate's (from the forkserver, no
+        torchrun); else torchrun (or srun / the deepspeed launcher) and its ranks."""
         request_path = out_dir.parent / ".train-request.pkl.tmp"  # removed on success; swept as a leftover otherwise
         write_request(request_path)
-        argv, env = training_command(self.plan, self.config, request_path, free_port())
+        one_process = self.plan.train_nodes == 1 and self.plan.train_processes_per_node == 1
         started = time.time()
-        result = run_command(
-            name,
-            argv,
-            env,
-            self._log_path(name),
-            self.config.plan.phase_timeout,
-            pass_fds=(self.lock_fd,) if self.lock_fd is not None else (),
-        )
+        if train_here is not None and one_process and not self.config.train.deepspeed:
+            _, result = call_in_child(
+                name,
+                train_here,
+                request_path,
+                env=self.plan.devices_env("train"),
+                log_path=self._log_path(name),
+                timeout=self.config.plan.phase_timeout,
+                inherit_fd=self.lock_fd,
+            )
+        else:
+            if self.plan.train_nodes == 1 and (problem := loopback_problem()):
+                raise UserError(f"{name}: {problem}")
+            argv, env = training_command(self.plan, self.config, request_path, free_port())
+            result = run_command(
+                name,
+                argv,
+                env,
+                self._log_path(name),
+                self.config.plan.phase_timeout,
+                pass_fds=(self.lock_fd,) if self.lock_fd is not None else (),
+            )
         request_path.unlink(missing_ok=True)
         if not (out_dir / "train_log.json").exists():
             raise UserError(
