@@ -355,8 +355,10 @@ def _inherited(dup) -> int:
 
 
 def _child_main(conn, driver_pid: int, env: dict[str, str], log_path, fn, args, kept_fd=None) -> None:
-    # A forked child inherits the forkserver's environment: the phase's own (devices) goes on top,
-    # before anything reads it (CUDA reads CUDA_VISIBLE_DEVICES when it initialises).
+    # A forked child has the forkserver's environment, from when it started: it gets the driver's
+    # environment of now plus the phase's own (devices), as a spawned child would, before anything
+    # reads it (CUDA reads CUDA_VISIBLE_DEVICES when it initialises).
+    os.environ.clear()
     os.environ.update(env)
     parent = os.getppid()  # the llm2llm process (spawn) or its forkserver, which exits with it
     os.setsid()
@@ -430,7 +432,9 @@ def call_in_child(
         log_file.close()
     kept = _InheritedFd(inherit_fd) if inherit_fd is not None else None
     proc = ctx.Process(
-        target=_child_main, args=(sender, os.getpid(), env or {}, log_path, fn, args, kept), name=f"llm2llm-{name}"
+        target=_child_main,
+        args=(sender, os.getpid(), {**os.environ, **(env or {})}, log_path, fn, args, kept),
+        name=f"llm2llm-{name}",
     )
     start = time.monotonic()
     with _environment(env or {}):  # spawn: the child's interpreter starts with it
