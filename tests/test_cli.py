@@ -5,7 +5,7 @@ import re
 import subprocess
 
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, cli_in_process, run_cli
 
 
 def test_boost_help_documents_every_option():
@@ -47,7 +47,7 @@ def test_boost_help_documents_every_option():
     ],
 )
 def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, data_dir, args, message):
-    proc = run_cli(
+    proc = cli_in_process(
         "boost",
         "--profile",
         "tiny",
@@ -70,20 +70,20 @@ def test_incomplete_model_folder(tmp_path, data_dir, tiny_model):
     broken.mkdir()
     (broken / "config.json").write_text((tiny_model / "config.json").read_text())
     (broken / "tokenizer.json").write_text((tiny_model / "tokenizer.json").read_text())
-    proc = run_cli(
+    proc = cli_in_process(
         "validate", "--profile", "tiny", "--teacher", str(broken), "--data-dir", str(data_dir), cwd=REPO, check=False
     )
     assert proc.returncode == 2 and f"model folder {broken} has no *.safetensors weights" in proc.stderr
 
 
 def test_missing_data_dir_says_where_it_looked(tmp_path):
-    proc = run_cli("validate", "--profile", "tiny", "--data-dir", str(tmp_path), cwd=REPO, check=False)
+    proc = cli_in_process("validate", "--profile", "tiny", "--data-dir", str(tmp_path), cwd=REPO, check=False)
     assert proc.returncode == 2 and f"data folder {tmp_path}/snips not found" in proc.stderr
 
 
 @pytest.mark.parametrize("profile", sorted(p.stem for p in (REPO / "configs" / "profiles").glob("*.yaml")))
 def test_every_profile_validates(profile, data_dir, tiny_model, smollm2, tmp_path):
-    out = run_cli(
+    out = cli_in_process(
         "validate", "--profile", profile, "--data-dir", str(data_dir), "--runs-dir", str(tmp_path), cwd=REPO
     ).stdout
     assert out.count("ok ") == 9 and "ok   plan: sequential on 1 node(s)" in out
@@ -91,16 +91,16 @@ def test_every_profile_validates(profile, data_dir, tiny_model, smollm2, tmp_pat
 
 @pytest.mark.parametrize("dataset", ["snips", "trec", "sst2", "gsm8k", "casehold"])
 def test_every_builtin_dataset_validates(dataset, data_dir, smollm2, tmp_path):
-    out = run_cli(
+    out = cli_in_process(
         "validate", "--dataset", dataset, "--data-dir", str(data_dir), "--runs-dir", str(tmp_path), cwd=REPO
     ).stdout
     assert f"ok   data: {dataset}" in out
 
 
 def test_engine_option_sets_both_roles_and_keeps_the_api_key_out_of_the_config():
-    out = run_cli("config", "--profile", "tiny", "--engine", "vllm", cwd=REPO).stdout
+    out = cli_in_process("config", "--profile", "tiny", "--engine", "vllm", cwd=REPO).stdout
     assert "engine: vllm" in out and out.count("engine: vllm") == 2
-    out = run_cli(
+    out = cli_in_process(
         "config",
         "--profile",
         "tiny",

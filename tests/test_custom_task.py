@@ -5,7 +5,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import REPO, read_jsonl, run_cli
+from conftest import REPO, cli_in_process, read_jsonl, run_cli
 
 QUEUES = {
     "billing": "I was charged twice for my {} subscription",
@@ -127,12 +127,8 @@ def test_bad_user_csv_is_one_line_naming_file_and_field(user_task, change, messa
     import re
 
     change(user_task / "data")
-    proc = subprocess.run(
-        ["make", "-s", "validate", f"DATASET={user_task / 'tickets.yaml'}", "PROFILE=tiny"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = cli_in_process(
+        "validate", "--dataset", str(user_task / "tickets.yaml"), "--profile", "tiny", cwd=REPO, check=False
     )
     assert proc.returncode != 0
     error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]

@@ -11,11 +11,14 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, cli_in_process, run_cli
 
 
 def doctor(*args, env=None, unshare=False, **kw):
-    """`llm2llm doctor --profile tiny ...`; unshare: in a network namespace of its own (loopback down)."""
+    """`llm2llm doctor --profile tiny ...`: in this process, or in a child with `env` added, or in
+    one in a network namespace of its own (unshare: loopback down)."""
+    if env is None and not unshare:
+        return cli_in_process("doctor", "--profile", "tiny", *args, cwd=REPO, check=False)
     return subprocess.run(
         [
             *(["unshare", "-n"] if unshare else []),
@@ -233,7 +236,8 @@ def test_site_registry_adds_models_and_teacher_by_name(tmp_path, data_dir, tiny_
 
 
 def test_loopback_down_is_an_immediate_error_not_a_hang(tmp_path, data_dir, tiny_model):
-    """A fresh `unshare -n` has loopback down: torchrun would retry its rendezvous for 15 minutes."""
+    """A fresh `unshare -n` has loopback down: torchrun would retry its rendezvous for 15 minutes.
+    (Two training processes: one trains without torchrun, and needs no loopback.)"""
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode:
         pytest.skip("`unshare -n` (a network namespace) is not available here")
     command = [
@@ -245,6 +249,8 @@ def test_loopback_down_is_an_immediate_error_not_a_hang(tmp_path, data_dir, tiny
         "tiny",
         "--method",
         "plain",
+        "--set",
+        "train.cpu_processes=2",
         "--runs-dir",
         str(tmp_path / "runs"),
         "--data-dir",
