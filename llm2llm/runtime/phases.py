@@ -26,6 +26,7 @@ import logging
 import multiprocessing
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -354,18 +355,55 @@ def _inherited(dup) -> int:
     return dup.detach()
 
 
+def _watch_driver(driver_pid: int) -> None:
+    """End this phase's whole group the moment llm2llm exits, however it exits (kill -9 included).
+    PR_SET_PDEATHSIG alone is late here: a forked phase's parent is the forkserver, whose own exit
+    (an interpreter shutdown with torch loaded) takes seconds, and a Python SIGTERM handler waits
+    for the main thread to leave C code. A thread blocked on a pidfd of the driver is neither."""
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(driver_pid)
+        except ProcessLookupError:
+            _kill_own_group()
+        except (AttributeError, OSError):  # no pidfds (Linux < 5.3): poll
+            while _alive(driver_pid):
+                time.sleep(0.2)
+            _kill_own_group()
+            return
+        select.select([fd], [], [])  # readable when the driver has exited
+        _kill_own_group()
+
+    threading.Thread(target=watch, name="llm2llm-watch-driver", daemon=True).start()
+
+
+def _release_forkserver() -> None:
+    """A forked child holds the forkserver's "alive" pipe, which keeps the forkserver running while
+    any of its children live (multiprocessing's design). Closing it here lets the forkserver exit
+    as soon as llm2llm does, and so this child get its PR_SET_PDEATHSIG signal: a phase must not
+    outlive a killed run (the rerun would write beside it)."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver  # noqa: SLF001 - the one handle multiprocessing keeps
+    if getattr(server, "_forkserver_alive_fd", None) is not None:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
+
+
 def _child_main(conn, driver_pid: int, env: dict[str, str], log_path, fn, args, kept_fd=None) -> None:
     # A forked child has the forkserver's environment, from when it started: it gets the driver's
     # environment of now plus the phase's own (devices), as a spawned child would, before anything
     # reads it (CUDA reads CUDA_VISIBLE_DEVICES when it initialises).
     os.environ.clear()
     os.environ.update(env)
+    _release_forkserver()
     parent = os.getppid()  # the llm2llm process (spawn) or its forkserver, which exits with it
     os.setsid()
     die_with_parent()
     if os.getppid() != parent or not _alive(driver_pid):  # the parent died before the request above took effect
         os._exit(1)
     signal.signal(signal.SIGTERM, _kill_own_group)
+    _watch_driver(driver_pid)
     if log_path is not None:
         fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.dup2(fd, 1)
