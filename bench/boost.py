@@ -7,7 +7,7 @@
              processes' lives (spawn, imports, model load, engine start-up, saving, exit); and
              llm2llm's driver (data, prompts, filter, merge, report, release checks).
              goal: wall - engines <= 3 % of the iteration
-  memory     peak memory (PSS) of each phase's processes and of the driver, at the default seed
+  memory     peak memory (summed peak RSS) of each phase's processes and of the driver, at the default seed
              size and at --large-seed-size (a short plain run: `--set train.epochs=...`), and the
              largest seed size that fits in this machine's memory at the slope measured between them.
 

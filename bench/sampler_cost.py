@@ -11,7 +11,8 @@ sampler thread is the only thing it runs then), the training loop's seconds per 
   none         no sampling (the floor)
   psutil-full  the old sampler: psutil memory_full_info() (a full /proc/PID/smaps parse) of every
                process in the tree every 0.5 s
-  current      llm2llm/runtime/phases.PeakMemory: /proc/PID/statm every 0.5 s, PSS only after growth
+  current      llm2llm/runtime/phases.PeakMemory: each process's VmHWM (/proc/PID/status) every 0.5 s
+               (at commit 3848a84 it was /proc/PID/statm every 0.5 s and PSS after each 2 % growth)
 
 Run it alone on the machine: another CPU-heavy process makes the step times meaningless.
 Writes bench/sampler_cost.json.
@@ -45,7 +46,9 @@ class NoSampling(phases.PeakMemory):
 class PsutilFull(phases.PeakMemory):
     """The sampler before issue 17: full smaps parse of the whole tree at every sample."""
 
-    def sample(self, force_pss: bool = False) -> int:
+    peak = 0
+
+    def sample(self) -> int:
         import psutil
 
         total = 0
@@ -54,8 +57,12 @@ class PsutilFull(phases.PeakMemory):
                 total += psutil.Process(pid).memory_full_info().pss
             except psutil.Error:
                 continue
-        self.peak_bytes = max(self.peak_bytes, total)
+        self.peak = max(self.peak, total)
         return total
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.peak
 
 
 VARIANTS = {"none": NoSampling, "psutil-full": PsutilFull, "current": phases.PeakMemory}

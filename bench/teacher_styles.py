@@ -8,8 +8,8 @@ For each task, one seed example per label (data seed 0) is "wrong"; the chat sty
 `--count` new examples in one answer (the paper's prompt), the continuation style makes `--count`
 completions of a same-label list (4 other seed examples as shots). Every prompt of both styles
 and all tasks goes to one vLLM engine start, each style with its own sampling (T 0.8, top_p 0.95,
-the style's stop strings and token budget). Prints one JSON line per task and style and records
-them in bench/teacher_styles.json (one entry per teacher).
+the style's stop strings and token budget). Prints one JSON line per task and style; writes
+bench/teacher_styles.json (one entry per teacher).
 """
 
 from __future__ import annotations

@@ -227,7 +227,8 @@ def render_markdown(metrics: dict) -> str:
             "",
             "## Phase processes (memory released before the next phase started)",
             "",
-            "| phase | seconds | peak memory (MiB, PSS) | release checked by | release seconds | switch seconds |",
+            "| phase | seconds | peak memory (MiB, summed peak RSS) | release checked by | release seconds "
+            "| switch seconds |",
             "|---|---|---|---|---|---|",
         ]
         for p in metrics["phases"]:

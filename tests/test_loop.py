@@ -81,7 +81,9 @@ def test_loop_writes_every_artifact(finished_run):
     # each phase process's peak memory: a Python process with torch loaded holds well over 100 MiB
     assert all(p["peak_memory_mib"] > 100 for p in metrics["phases"]), metrics["phases"]
     assert (
-        metrics["driver_peak_rss_mib"] > 100 and "peak memory (MiB, PSS)" in report and "inside the engines" in report
+        metrics["driver_peak_rss_mib"] > 100
+        and "peak memory (MiB, summed peak RSS)" in report
+        and "inside the engines" in report
     )
 
 

@@ -142,44 +142,29 @@ def sweep_group(pgid: int, name: str) -> list[str]:
     return leftovers
 
 
-def _pss_bytes(pid: int) -> int:
-    """A process's PSS from /proc/PID/smaps_rollup (Linux >= 4.14; else its RSS)."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
-            for line in f:
-                if line.startswith(b"Pss:"):
-                    return int(line.split()[1]) * 1024
-    except FileNotFoundError:
-        pass
-    return _rss_bytes(pid)
-
-
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _rss_bytes(pid: int) -> int:
-    """A process's resident set size from /proc/PID/statm: kernel counters, ~20 µs to read."""
-    with open(f"/proc/{pid}/statm", "rb") as f:
-        return int(f.read().split()[1]) * PAGE_SIZE
+def _hwm_bytes(pid: int) -> int:
+    """A process's peak resident set size so far (VmHWM in /proc/PID/status): the kernel keeps it,
+    so reading it costs one small file and a spike between two reads is not missed."""
+    with open(f"/proc/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 class PeakMemory:
-    """The peak, over a phase's life, of the memory its processes hold: the sum over the phase's
-    process and all its descendants (torchrun's ranks are in sessions of their own, so the tree,
-    not the process group) of each one's PSS (proportional set size: a page shared by n processes
-    counts 1/n, so shared libraries and a model mapped by two ranks are not counted twice).
+    """The peak memory of a phase: the sum, over the phase's process and all its descendants
+    (torchrun's ranks are in sessions of their own, so the tree, not the process group), of each
+    process's peak RSS (VmHWM, kept by the kernel). The thread reads each live process's VmHWM
+    every `interval` s and keeps the largest value seen per process, so only a process that lives
+    less than `interval` s can be missed. Two caveats, both towards more: the per-process peaks
+    may fall at different moments, and a page shared by several processes (libraries, a model
+    mapped by two ranks) counts once per process. The measurement must not slow the phase: it
+    reads kernel counters only (bench/sampler_cost.py; no page-table walk as PSS needs)."""
 
-    The measurement must not slow the phase: PSS makes the kernel walk every page table of the
-    process (~55 ms for a 4 GB training process, holding its memory map lock), so the thread reads
-    the cheap RSS counters every `interval` s and measures PSS only when the tree's RSS has grown
-    by more than `regrow` since the last PSS measurement (while models load, not while they train).
-    The peak is then within ~`regrow` of the true PSS peak; a spike shorter than the interval can be missed."""
-
-    def __init__(self, pid: int, interval: float = 0.5, regrow: float = 0.02):
-        self.pid, self.interval, self.regrow = pid, interval, regrow
-        self.peak_bytes = 0
-        self.pss_samples = 0
-        self._rss_at_last_pss = 0
+    def __init__(self, pid: int, interval: float = 0.5):
+        self.pid, self.interval = pid, interval
+        self.peaks: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -202,27 +187,18 @@ class PeakMemory:
                     continue
         return tree
 
-    @staticmethod
-    def _sum(read, pids: list[int]) -> int:
-        total = 0
-        for pid in pids:
+    def sample(self) -> int:
+        """One reading of every process in the tree; returns the running peak (bytes)."""
+        for pid in self._tree():
             try:
-                total += read(pid)
+                self.peaks[pid] = max(self.peaks.get(pid, 0), _hwm_bytes(pid))
             except (OSError, ValueError, IndexError):  # ended between the listing and the read
                 continue
-        return total
+        return self.peak_bytes
 
-    def sample(self, force_pss: bool = False) -> int:
-        """One sample; returns the tree's PSS if it was measured this time, else its RSS."""
-        pids = self._tree()
-        rss = self._sum(_rss_bytes, pids)
-        if not force_pss and rss <= self._rss_at_last_pss * (1 + self.regrow):
-            return rss
-        pss = self._sum(_pss_bytes, pids)
-        self._rss_at_last_pss = rss
-        self.pss_samples += 1
-        self.peak_bytes = max(self.peak_bytes, pss)
-        return pss
+    @property
+    def peak_bytes(self) -> int:
+        return sum(self.peaks.values())
 
     def _run(self) -> None:
         while not self._stop.is_set():
