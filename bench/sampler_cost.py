@@ -11,7 +11,7 @@ sampler thread is the only thing it runs then), the training loop's seconds per 
   none         no sampling (the floor)
   psutil-full  the old sampler: psutil memory_full_info() (a full /proc/PID/smaps parse) of every
                process in the tree every 0.5 s
-  current      llm2llm/runtime/phases.PeakMemory: each process's VmHWM (/proc/PID/status) every 0.5 s
+  current      PeakMemory (llm2llm/runtime/phases.py): each process's VmHWM (/proc/PID/status) every 0.5 s
                (at commit 3848a84 it was /proc/PID/statm every 0.5 s and PSS after each 2 % growth)
 
 Run it alone on the machine: another CPU-heavy process makes the step times meaningless.
