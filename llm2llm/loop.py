@@ -64,8 +64,8 @@ PHASE_MODULES = [
 
 def boost(config: RunConfig) -> Path:
     """Run (or resume) the loop; returns the run directory."""
+    preload_phase_modules(PHASE_MODULES)  # the forkserver imports them beside the pre-flight
     ctx = prepare(config)
-    preload_phase_modules(PHASE_MODULES)
     with PhaseRunner(ctx.run.path, ctx.plan, config, ctx.run.lock_fd) as ctx.runner:
         for it in range(ctx.iterations + 1):
             train_set = read_jsonl(ctx.iteration_dir(it) / "train.jsonl")

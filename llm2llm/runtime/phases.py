@@ -46,8 +46,10 @@ _PRELOAD: list[str] = []
 
 
 def preload_phase_modules(modules: list[str]) -> None:
-    """Modules the forkserver imports before it forks the first phase (call before any phase starts)."""
+    """Start the forkserver now, importing `modules`, so that it does so while the caller does
+    other work (a run's pre-flight); the first phase then forks from a warm interpreter."""
     _PRELOAD[:] = modules
+    _start_context()
 
 
 def _start_context():
