@@ -43,6 +43,12 @@ def smollm2() -> Path:
     return path
 
 
+def tiny_boost_args(tmp_path: Path, data_dir: Path, run: str, *extra: str) -> list[str]:
+    """`boost --profile tiny` into tmp_path/runs/<run>, reading the shared data sets."""
+    return ["boost", "--profile", "tiny", "--runs-dir", str(tmp_path / "runs"), "--run", run,
+            "--data-dir", str(data_dir), *extra]  # fmt: skip
+
+
 def cli_in_process(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     """`llm2llm ARGS` as a function call in this process (launcher.cli.run), output captured: for
     commands whose process is not what a test is about (doctor, config, plan, models, results...).

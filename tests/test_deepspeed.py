@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO, read_jsonl, run_cli
+from conftest import REPO, read_jsonl, run_cli, tiny_boost_args
 from safetensors import safe_open
 
 from llm2llm.config import DEEPSPEED_DIR, deepspeed_config_path
@@ -15,15 +15,7 @@ pytest.importorskip("deepspeed")
 
 def ds_boost(tmp_path, data_dir, run, *extra):
     return run_cli(
-        "boost",
-        "--profile",
-        "tiny",
-        "--runs-dir",
-        str(tmp_path / "runs"),
-        "--run",
-        run,
-        "--data-dir",
-        str(data_dir),
+        *tiny_boost_args(tmp_path, data_dir, run),
         "--set",
         "train.cpu_processes=2",
         "--set",

@@ -11,25 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, read_jsonl, run_cli
+from conftest import REPO, read_jsonl, run_cli, tiny_boost_args
 
 from bench.crash_resume import comparable, reference_of, trial
 from llm2llm.report import time_split
 
 
 def boost_args(tmp_path, data_dir, run="r", *extra):
-    return [
-        "boost",
-        "--profile",
-        "tiny",
-        "--runs-dir",
-        str(tmp_path / "runs"),
-        "--run",
-        run,
-        "--data-dir",
-        str(data_dir),
-        *extra,
-    ]
+    return tiny_boost_args(tmp_path, data_dir, run, *extra)
 
 
 @pytest.fixture(scope="module")

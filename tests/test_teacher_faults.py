@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, read_jsonl, run_cli
+from conftest import REPO, read_jsonl, run_cli, tiny_boost_args
 
 from llm2llm.config import DataConfig, SamplingConfig, VLLMConfig
 from llm2llm.data import load_task_data
@@ -165,15 +165,7 @@ def test_a_malformed_answer_is_a_clear_error(proxy, teacher, tiny_model, request
 
 def boost_args(tmp_path, data_dir, run, url):
     return [
-        "boost",
-        "--profile",
-        "tiny",
-        "--runs-dir",
-        str(tmp_path / "runs"),
-        "--run",
-        run,
-        "--data-dir",
-        str(data_dir),
+        *tiny_boost_args(tmp_path, data_dir, run),
         "--iterations",
         "1",
         "--set",
