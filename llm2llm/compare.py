@@ -1,8 +1,9 @@
 """`llm2llm compare`: one table and one plot over many run directories, from their metrics.json
 alone. Runs that differ only in the RNG seed (data.seed) are one cell: mean ± std over seeds.
 
-A run's accuracy is its last iteration's test accuracy (never the best iteration: choosing by
-test accuracy would leak the test set into the result).
+A run's accuracy is its last iteration's test accuracy, and beside it the test accuracy of the
+iteration selected on validation (llm2llm/selection.py); never the iteration best on test: choosing
+by test accuracy would leak the test set into the result.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from llm2llm.errors import UserError
+from llm2llm.report import selected_student
 from llm2llm.store import read_json
 
 METHOD_ORDER = ("plain", "eda", "auggpt", "one-shot", "llm2llm")
@@ -100,6 +102,16 @@ def _validation(runs: list[dict], method: str) -> str:
     )
 
 
+def _selected(runs: list[dict], method: str) -> str:
+    """Test accuracy of each run's iteration selected on validation, its gain, and which iterations."""
+    chosen = [m.get("selected") or selected_student(m["iterations"]) for m in runs]
+    tests = [c["test_accuracy"] for c in chosen]
+    gains = [c["test_accuracy"] - m["iterations"][0]["test_accuracy"] for c, m in zip(chosen, runs)]
+    return f"{_pm(tests)} | {'-' if method == 'plain' else _pm(gains, sign='+')} | " + ", ".join(
+        str(c["iteration"]) for c in chosen
+    )
+
+
 def render_markdown(cells: dict[tuple, list[dict]], skipped: list[str], png_name: str) -> str:
     evaluations = sorted({m["evaluation"] for runs in cells.values() for m in runs})
     several_teachers = len({k[4] for k in cells}) > 1
@@ -108,13 +120,15 @@ def render_markdown(cells: dict[tuple, list[dict]], skipped: list[str], png_name
         "",
         f"{sum(len(r) for r in cells.values())} runs; test accuracy is each run's last iteration "
         f"(mean ± sample std over RNG seeds); evaluation: {', '.join(evaluations)} decoding. "
+        "'selected on validation' is the iteration with the best validation accuracy (ties: the earliest). "
         "'vs plain FT' is against iteration 0 of the same runs (the same seed examples, fine-tuned alone).",
         "",
         "| dataset | method |"
         + (" teacher |" if several_teachers else "")
         + " seed size | seeds | test acc (%) | vs plain FT | "
-        "train size | teacher tokens | wall time (min) | validation acc (%) | validation vs plain FT |",
-        "|---" * (11 + several_teachers) + "|",
+        "train size | teacher tokens | wall time (min) | validation acc (%) | validation vs plain FT | "
+        "selected on validation: test acc (%) | its gain over plain FT | selected iteration per seed |",
+        "|---" * (14 + several_teachers) + "|",
     ]
     for (task, method, seed_size, _student, teacher), runs in cells.items():
         final = [m["iterations"][-1]["test_accuracy"] for m in runs]
@@ -127,7 +141,7 @@ def render_markdown(cells: dict[tuple, list[dict]], skipped: list[str], png_name
             f"{_pm([m['iterations'][-1]['train_size'] for m in runs], 1, 0)} | "
             f"{_pm([m.get('teacher_tokens', 0) for m in runs], 1, 0)} | "
             f"{_pm([m.get('wall_seconds', 0) for m in runs], 1 / 60)} | "
-            f"{_validation(runs, method)} |"
+            f"{_validation(runs, method)} | {_selected(runs, method)} |"
         )
     tasks = sorted({k[0] for k in cells})
     rows = list(dict.fromkeys(_row_key(k, cells) for k in cells))

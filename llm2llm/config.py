@@ -298,7 +298,9 @@ class LoopConfig(Section):
         description="Also augment wrong synthetic examples, not only seed examples (the paper augments seed only).",
     )
     keep_checkpoints: bool = Field(
-        False, description="Keep every iteration's student; by default only the last one stays on disk."
+        False,
+        description="Keep every iteration's student; by default only the last one and the one selected on "
+        "validation stay on disk.",
     )
     near_duplicate_rouge_l: float = Field(
         0.95,

@@ -104,12 +104,13 @@ def _model(cfg, role: str, state: dict) -> str:
 
 def checkpoint_bytes(cfg, student: Path) -> int:
     """What the run's student checkpoints take at most at once: the weights (x2 in case a 16-bit
-    checkpoint is saved in float32, as on CPU), two of them while the previous one is pruned (all
-    of them with loop.keep_checkpoints), 2 % of that for a LoRA adapter."""
+    checkpoint is saved in float32, as on CPU), three of them (the one selected on validation, the
+    previous one and the newest, until the next pruning; all of them with loop.keep_checkpoints),
+    2 % of that for a LoRA adapter."""
     weights = 2 * sum(f.stat().st_size for f in student.glob("*.safetensors"))
     if cfg.train.lora:
         weights = max(weights // 50, 1)
-    kept = cfg.planned_iterations() + 1 if cfg.loop.keep_checkpoints else 2
+    kept = cfg.planned_iterations() + 1 if cfg.loop.keep_checkpoints else min(3, cfg.planned_iterations() + 1)
     return weights * kept
 
 

@@ -35,6 +35,7 @@ from llm2llm.rundir import RunDir
 from llm2llm.runtime.gpu_plan import plan_for_run
 from llm2llm.runtime.phases import preload_phase_modules
 from llm2llm.runtime.runner import PhaseRunner
+from llm2llm.selection import select_iteration, split_accuracy
 from llm2llm.store import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_json, read_jsonl
 from llm2llm.training import TrainRequest, train_from_file, write_request
 
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 # A phase of iteration `it` is done when its marker exists (paths in runs/<run>/): a rerun reads the
 # phase's result from it instead of running the phase. The report has none: it is redone each time.
 PHASE_MARKERS = {
-    "train": "iter_{it:03d}/train_log.json",  # the student folder beside it may be pruned later
+    "train": "iter_{it:03d}/train_log.json",  # the student folder beside it may be pruned (prune_students)
     "evaluate": "iter_{it:03d}/scores.json",
     "generate": "iter_{it:03d}/candidates.jsonl",
     "filter": "iter_{it:03d}/filter_decisions.jsonl",
@@ -72,7 +73,7 @@ def boost(config: RunConfig) -> Path:
 
             # 1. Fine-tune the student on the training set (from the base checkpoint, or the last student).
             run_phase(ctx, it, "train", lambda: train(ctx, it, train_set))
-            prune_checkpoint(ctx, it - 1)
+            prune_students(ctx, newest=it, scored=it)
 
             # 2. Evaluate it on the test (and validation) split, and on the seed examples to find its mistakes.
             pool = train_set if config.loop.augment_synthetic else ctx.seed
@@ -89,6 +90,8 @@ def boost(config: RunConfig) -> Path:
                 run_phase(ctx, it, "merge", lambda: train_set + [d["example"] for d in decisions if d["kept"]])
 
             run_phase(ctx, it, "report", lambda: write_report(ctx.run, ctx.task, ctx.data.notes))
+    # The run hands over the student that is best on validation; the last one stays beside it.
+    prune_students(ctx, newest=ctx.iterations, scored=ctx.iterations + 1)
     return ctx.run.path
 
 
@@ -183,11 +186,17 @@ def train(ctx: RunContext, it: int, train_set: list[dict]) -> dict:
     return read_json(student / "train_log.json")
 
 
-def prune_checkpoint(ctx: RunContext, it: int) -> None:
-    """Once the next student is trained, iteration `it`'s is only needed with loop.keep_checkpoints."""
-    student = ctx.student(it) if it >= 0 else None
-    if student and student.exists() and not ctx.config.loop.keep_checkpoints:
-        shutil.rmtree(student)
+def prune_students(ctx: RunContext, newest: int, scored: int) -> None:
+    """Students stay on disk while a run may hand them over: the newest one, and the one selected on
+    validation among iterations 0..scored-1 (llm2llm/selection.py). With loop.keep_checkpoints, all."""
+    if ctx.config.loop.keep_checkpoints:
+        return
+    scores = {j: read_json(ctx.iteration_dir(j) / "scores.json") for j in range(scored)}
+    selected = select_iteration({j: split_accuracy(s, "validation") for j, s in scores.items()})
+    keep = {newest} | ({selected.iteration} if selected else set())
+    for j in range(newest):
+        if j not in keep and ctx.student(j).exists():
+            shutil.rmtree(ctx.student(j))
 
 
 def filter_candidates(ctx: RunContext, candidates: list[dict], train_set: list[dict]) -> list[dict]:

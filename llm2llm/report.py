@@ -6,14 +6,11 @@ import resource
 from collections import Counter
 
 from llm2llm.errors import UserError
+from llm2llm.selection import select_iteration, split_accuracy
 from llm2llm.store import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, read_jsonl
 
 PHASES = ("train", "evaluate", "generate", "filter", "merge", "report")
 DROP_REASONS = ("unparsable", "truncated", "invalid", "duplicate", "near_duplicate", "test_overlap")
-
-
-def _accuracy(split: dict) -> float:
-    return split["correct"] / split["total"] if split["total"] else 0.0
 
 
 def engine_seconds(it_dir) -> dict[str, float]:
@@ -68,16 +65,16 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
         entry = {
             "iteration": number,
             "train_size": len(read_jsonl(it_dir / "train.jsonl")),
-            "seed_accuracy": round(_accuracy(scores["seed"]), 4),
+            "seed_accuracy": round(split_accuracy(scores, "seed"), 4),
             "seed_wrong": len(scores["seed"]["wrong_ids"]),
             "generated": None,
             "kept": None,
             "dropped": None,
-            "test_accuracy": round(_accuracy(scores["test"]), 4),
+            "test_accuracy": round(split_accuracy(scores, "test"), 4),
             "test_correct": scores["test"]["correct"],
             "test_total": scores["test"]["total"],
             "test_invalid": scores["test"]["invalid"],
-            "validation_accuracy": round(_accuracy(scores["validation"]), 4) if "validation" in scores else None,
+            "validation_accuracy": round(split_accuracy(scores, "validation"), 4) if "validation" in scores else None,
             "validation_total": scores["validation"]["total"] if "validation" in scores else None,
             "seed_eval": {
                 k: scores["seed"][k] for k in ("samples", "sampled_answers", "sampled_correct") if k in scores["seed"]
@@ -121,10 +118,26 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
         "driver_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "notes": notes,
         "iterations": iterations,
+        "selected": selected_student(iterations),
         "training": {"deepspeed": config.train.deepspeed, "lora": config.train.lora, "plan_mode": config.plan.mode},
         # each phase process: how long it ran, how its memory release was checked and how long that
         # took, and the switch time from the previous phase's release to its start
         "phases": read_jsonl(run.path / "phases.jsonl") if (run.path / "phases.jsonl").exists() else [],
+    }
+
+
+def selected_student(iterations: list[dict]) -> dict | None:
+    """The iteration whose student the run hands over (chosen on validation, llm2llm/selection.py)."""
+    selection = select_iteration({it["iteration"]: it.get("validation_accuracy") for it in iterations})
+    if selection is None:
+        return None
+    chosen = next(it for it in iterations if it["iteration"] == selection.iteration)
+    return {
+        "iteration": selection.iteration,
+        "rule": selection.rule,
+        "validation_accuracy": chosen.get("validation_accuracy"),
+        "test_accuracy": chosen["test_accuracy"],
+        "student": f"iter_{selection.iteration:03d}/student",
     }
 
 
@@ -155,6 +168,17 @@ def plot_accuracy(metrics: dict) -> bytes:
     return buffer.getvalue()
 
 
+def _selected_line(selected: dict | None) -> list[str]:
+    if not selected:
+        return []
+    validation = selected.get("validation_accuracy")
+    return [
+        f"- selected student: iteration {selected['iteration']} (`{selected['student']}`), by {selected['rule']}"
+        + (f" ({100 * validation:.1f} %)" if validation is not None else "")
+        + f"; its test accuracy {100 * selected['test_accuracy']:.1f} %. Test accuracy is never used to choose."
+    ]
+
+
 def render_markdown(metrics: dict) -> str:
     lines = [
         f"# LLM2LLM run `{metrics['run']}`",
@@ -171,25 +195,28 @@ def render_markdown(metrics: dict) -> str:
         f"- status: {'complete' if metrics['complete'] else 'in progress'} "
         f"({len(metrics['iterations'])} of {metrics['iterations_planned'] + 1} iterations)",
         *[f"- note: {note}" for note in metrics["notes"]],
+        *_selected_line(metrics.get("selected")),
         "",
         "Iteration 0 is plain fine-tuning on the seed (the baseline).",
         "",
         f"- seed evaluation: {metrics.get('seed_evaluation', 'greedy')}",
         "",
         "| iteration | train size | seed acc | seed wrong | generated | kept | dropped "
-        "(unparsable/truncated/invalid/dup/near-dup/test) | validation acc | test acc | test invalid | vs plain FT |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "(unparsable/truncated/invalid/dup/near-dup/test) | validation acc | test acc | test invalid | vs plain FT "
+        "| selected |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = metrics["iterations"][0]["test_accuracy"] if metrics["iterations"] else 0
     for it in metrics["iterations"]:
         dropped = "/".join(str(it["dropped"].get(r, 0)) for r in DROP_REASONS) if it["dropped"] else "-"
         validation = "-" if it.get("validation_accuracy") is None else f"{100 * it['validation_accuracy']:.1f} %"
+        chosen = "yes" if (metrics.get("selected") or {}).get("iteration") == it["iteration"] else ""
         lines.append(
             f"| {it['iteration']} | {it['train_size']} | {100 * it['seed_accuracy']:.1f} % | {it['seed_wrong']} | "
             f"{'-' if it['generated'] is None else it['generated']} | {'-' if it['kept'] is None else it['kept']} | "
             f"{dropped} | {validation} | "
             f"{100 * it['test_accuracy']:.1f} % ({it['test_correct']}/{it['test_total']}) | "
-            f"{it['test_invalid']} | {100 * (it['test_accuracy'] - base):+.1f} |"
+            f"{it['test_invalid']} | {100 * (it['test_accuracy'] - base):+.1f} | {chosen} |"
         )
     lines += [
         "",

@@ -55,8 +55,20 @@ def test_loop_writes_every_artifact(finished_run):
     assert (run / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (run / "report.md").read_text()
     assert "| 2 | " in report and "plain fine-tuning" in report and "greedy" in report
-    # only the last student is kept; finished phases have their timings
-    assert [p.parent.name for p in run.glob("iter_*/student")] == ["iter_002"]
+    # the run hands over the student best on validation (ties: the earliest); it and the last stay on disk
+    validation = [it["validation_accuracy"] for it in its]
+    best = validation.index(max(validation))
+    assert metrics["selected"] == {
+        "iteration": best,
+        "rule": "the best validation accuracy",
+        "validation_accuracy": validation[best],
+        "test_accuracy": its[best]["test_accuracy"],
+        "student": f"iter_{best:03d}/student",
+    }
+    assert sorted(p.parent.name for p in run.glob("iter_*/student")) == sorted({f"iter_{best:03d}", "iter_002"})
+    assert f"- selected student: iteration {best} (`iter_{best:03d}/student`)" in report
+    assert [line.startswith(f"| {best} |") for line in report.splitlines() if line.endswith("| yes |")] == [True]
+    # finished phases have their timings
     assert set(its[0]["phase_seconds"]) == {"train", "evaluate", "generate", "filter", "merge", "report"}
     # where the time went: inside the engines, in the phase processes around them, in the driver
     assert set(its[0]["engine_seconds"]) == {"train", "evaluate", "generate"} and all(

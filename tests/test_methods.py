@@ -176,6 +176,10 @@ def test_compare_renders_table_and_plot_from_the_run_dirs_alone(runs, tmp_path):
     eda = metrics(runs / "snips-tiny-eda")
     assert rows["eda"][6] == str(eda["iterations"][-1]["train_size"]) and rows["eda"][7] == "0"
     assert rows["auggpt"][7] == str(metrics(runs / "snips-tiny-auggpt")["teacher_tokens"])
+    # beside the last iteration: the test accuracy of the iteration selected on validation
+    selected = metrics(runs / "snips-tiny-eda")["selected"]
+    assert rows["eda"][11] == f"{100 * selected['test_accuracy']:.1f}"
+    assert rows["eda"][13] == str(selected["iteration"])
     assert "greedy decoding" in table
     png = (out / "compare.png").read_bytes()
     assert png.startswith(b"\x89PNG")
