@@ -207,6 +207,38 @@ def results(run_dirs, split):
 
 
 @cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--output",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to create: data/ (dataset + card), model/ (student + card), config.yaml.",
+)
+@click.option(
+    "--lora",
+    type=click.Choice(["merge", "adapter"]),
+    default="merge",
+    show_default=True,
+    help="A LoRA student: merged into its base (a plain model folder), or the adapter with its base named.",
+)
+@click.option("--no-model", is_flag=True, help="Export the training set only (e.g. the run pruned its students).")
+@click.option(
+    "--iteration",
+    type=int,
+    default=None,
+    help="Export this iteration instead of the one selected on validation (its student must be on disk).",
+)
+def export(run_dir, out_dir, lora, no_model, iteration):
+    """Export a finished run: the selected iteration's training set (a Hugging Face dataset, parquet,
+    JSONL, dataset card) and its student (model folder, model card). The iteration is chosen on
+    validation, never on test."""
+    from llm2llm.export import export_run
+
+    click.echo(f"exported: {export_run(run_dir, out_dir, lora=lora, model=not no_model, iteration=iteration)}")
+
+
+@cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--output",

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, read_jsonl, run_cli, tiny_boost_args
+from conftest import REPO, cli_in_process, read_jsonl, run_cli, tiny_boost_args
 
 from bench.crash_resume import comparable, reference_of, trial
 from llm2llm.report import time_split
@@ -100,6 +100,69 @@ def test_rerun_of_a_finished_run_does_no_work(finished_run, data_dir):
     ]
     assert changed == []
     assert "trained on" not in proc.stderr and "Loading weights" not in proc.stderr
+
+
+def test_export_hands_over_the_selected_training_set_and_student(finished_run, tmp_path):
+    from datasets import Dataset, load_from_disk
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    selected = metrics["selected"]["iteration"]
+    seed_ids = set(json.loads((finished_run / "seed_ids.json").read_text()))
+    teacher = json.loads((finished_run / "models.json").read_text())["teacher"]
+    # the selected iteration, and the last one by name (the tiny student may select iteration 0)
+    for name, iteration, extra in (("selected", selected, ()), ("last", 2, ("--iteration", "2"))):
+        out = tmp_path / name
+        proc = cli_in_process("export", str(finished_run), "--output", str(out), *extra, cwd=REPO)
+        assert proc.stdout.strip() == f"exported: {out}"
+        rows = list(load_from_disk(str(out / "data" / "dataset")))
+        train = read_jsonl(finished_run / f"iter_{iteration:03d}" / "train.jsonl")
+        assert [(r["id"], r["text"], r["label"]) for r in rows] == [(e["id"], e["text"], e["label"]) for e in train]
+        assert Dataset.from_parquet(str(out / "data" / "train.parquet"))["id"] == [r["id"] for r in rows]
+        assert read_jsonl(out / "data" / "train.jsonl") == rows
+        for row in rows:  # where each example came from
+            if row["id"] in seed_ids:
+                assert row["source"] == "seed" and row["parent_id"] is None and row["teacher"] is None
+            else:
+                assert row["source"] == "llm2llm" and row["parent_id"] in seed_ids and row["iteration"] < iteration
+                assert (row["teacher"], row["teacher_fingerprint"]) == (teacher["name"], teacher["fingerprint"])
+        card = (out / "data" / "README.md").read_text()
+        assert f"The training set of iteration {iteration} of the llm2llm run `r`" in card
+        for it in metrics["iterations"][:iteration]:  # the filter counts behind the generated examples
+            assert f"| {it['iteration']} | {it['generated']} | {it['kept']} | " in card
+        # the student: the run's own weights, in a folder transformers loads, with its card
+        student = finished_run / f"iter_{iteration:03d}" / "student"
+        exported, original = load_file(out / "model" / "model.safetensors"), load_file(student / "model.safetensors")
+        assert exported.keys() == original.keys() and all(exported[k].equal(original[k]) for k in original)
+        AutoModelForCausalLM.from_pretrained(out / "model")
+        AutoTokenizer.from_pretrained(out / "model")
+        assert not (out / "model" / "train_log.json").exists() and (out / "config.yaml").exists()
+        assert f"The student of iteration {iteration}, selected by" in (out / "model" / "README.md").read_text()
+    assert (
+        len(list(Dataset.from_parquet(str(tmp_path / "last" / "data" / "train.parquet"))))
+        == metrics["iterations"][2]["train_size"]
+    )
+    # a second export into a folder that holds one is refused, and changes nothing
+    before = sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / "last").rglob("*"))
+    proc = cli_in_process("export", str(finished_run), "--output", str(tmp_path / "last"), cwd=REPO, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "exists and is not empty" in proc.stderr
+    assert sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / "last").rglob("*")) == before
+
+
+def test_export_refuses_an_unfinished_run_and_leaves_nothing(finished_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "killed"
+    shutil.copytree(finished_run, run, ignore=shutil.ignore_patterns("student"))
+    (run / "iter_002" / "scores.json").unlink()  # killed while iteration 2 was evaluated: its report
+    metrics = json.loads((run / "metrics.json").read_text())  # is that of iteration 1
+    metrics.update(complete=False, iterations=metrics["iterations"][:2])
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    proc = cli_in_process("export", str(run), "--output", str(tmp_path / "out"), cwd=REPO, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "is not finished (2 of 3 iterations scored)" in proc.stderr
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 
 def test_another_run_with_the_same_teacher_and_prompts_asks_the_teacher_nothing(finished_run, data_dir):
@@ -195,6 +258,20 @@ def test_lora_and_continued_training(tmp_path, data_dir, tiny_model):
     log = json.loads((run / "iter_001" / "student" / "train_log.json").read_text())
     assert log["init_from"].endswith("iter_000/student")
     assert len(json.loads((run / "metrics.json").read_text())["iterations"]) == 2
+    # export: a LoRA student merged into its base is a plain model folder; or the adapter, base named
+    from transformers import AutoModelForCausalLM
+
+    cli_in_process("export", str(run), "--output", str(tmp_path / "merged"), "--iteration", "1", cwd=REPO)
+    merged = tmp_path / "merged" / "model"
+    assert not (merged / "adapter_config.json").exists() and (merged / "config.json").exists()
+    AutoModelForCausalLM.from_pretrained(merged)
+    assert "LoRA adapter merged into its base `tiny-llama`" in (merged / "README.md").read_text()
+    cli_in_process(
+        "export", str(run), "--output", str(tmp_path / "adapter"), "--iteration", "1", "--lora", "adapter", cwd=REPO
+    )
+    assert (tmp_path / "adapter" / "model" / "adapter_config.json").exists()
+    card = (tmp_path / "adapter" / "model" / "README.md").read_text()
+    assert "LoRA adapter; load it on its base `tiny-llama`" in card
 
 
 @pytest.mark.parametrize("rule", ["any", "majority"])
