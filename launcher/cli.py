@@ -246,16 +246,17 @@ def export(run_dir, out_dir, lora, no_model, iteration):
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("runs/compare"),
     show_default=True,
-    help="Folder for compare.md and compare.png.",
+    help="Folder for compare.md, compare.png and compare.html.",
 )
 def compare(run_dirs, out_dir):
-    """Compare runs (methods x datasets, mean ± std over RNG seeds): a markdown table and a plot of
-    the per-iteration curves, from the run directories alone. Give run directories or folders of them."""
+    """Compare runs (methods x datasets, mean ± std over RNG seeds): a markdown table, a plot of the
+    per-iteration curves and an HTML page linking each run's report.html, from the run directories
+    alone. Give run directories or folders of them."""
     from llm2llm.compare import compare as run_compare
 
     path, markdown = run_compare(list(run_dirs), out_dir)
     click.echo(markdown)
-    click.echo(f"wrote {path} and {path.with_name('compare.png')}")
+    click.echo(f"wrote {path}, {path.with_name('compare.png')} and {path.with_name('compare.html')}")
 
 
 @cli.command()

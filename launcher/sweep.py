@@ -280,7 +280,7 @@ def wait_for(job_ids: list[str], poll_seconds: float = 5) -> None:
 
 
 def summarise(sweep: SweepConfig, runs: list[SweepRun]) -> Path | None:
-    """<runs_dir>/summary/compare.md and .png over the sweep's runs that have any results."""
+    """<runs_dir>/summary/compare.md, .png and .html over the sweep's runs that have any results."""
     from llm2llm.compare import compare
 
     have = [run.path for run in runs if (run.path / "metrics.json").exists()]

@@ -1,5 +1,6 @@
 """`llm2llm compare`: one table and one plot over many run directories, from their metrics.json
-alone. Runs that differ only in the RNG seed (data.seed) are one cell: mean ± std over seeds.
+alone (compare.md, compare.png, and compare.html linking each run's report.html). Runs that
+differ only in the RNG seed (data.seed) are one cell: mean ± std over seeds.
 
 A run's accuracy is its last iteration's test accuracy, and beside it the test accuracy of the
 iteration selected on validation (llm2llm/selection.py); never the iteration best on test: choosing
@@ -9,12 +10,14 @@ by test accuracy would leak the test set into the result.
 from __future__ import annotations
 
 import io
+import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from llm2llm.errors import UserError
 from llm2llm.report import selected_student
+from llm2llm.report_html import render_compare_html
 from llm2llm.store import read_json
 
 METHOD_ORDER = ("plain", "eda", "auggpt", "one-shot", "llm2llm")
@@ -220,7 +223,21 @@ def compare(paths: list[Path], out_dir: Path) -> tuple[Path, str]:
     if not cells:
         raise UserError("no finished runs to compare" + (f": {'; '.join(skipped)}" if skipped else ""))
     markdown = render_markdown(cells, skipped, "compare.png")
-    for name, content in (("compare.png", plot(cells)), ("compare.md", markdown.encode())):
+    png = plot(cells)
+    runs = [
+        {
+            "name": Path(m["_path"]).name,
+            "method": key[1],
+            "seed": m.get("data_seed", 0),
+            "href": os.path.relpath(Path(m["_path"]) / "report.html", out_dir)
+            if (Path(m["_path"]) / "report.html").exists()
+            else None,
+        }
+        for key, group in cells.items()
+        for m in group
+    ]
+    page = render_compare_html(markdown, png, runs)
+    for name, content in (("compare.png", png), ("compare.md", markdown.encode()), ("compare.html", page.encode())):
         path = out_dir / name
         if not path.exists() or path.read_bytes() != content:  # same runs: nothing rewritten
             atomic_write_bytes(path, content)

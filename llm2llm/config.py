@@ -256,6 +256,11 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, ~30 % more compute."
     )
+    tensorboard: bool = Field(
+        True,
+        description="TensorBoard logs under runs/<run>/tb/: training loss and learning rate per iteration "
+        "(iter_NNN), accuracy and examples per iteration (loop); skipped where the tensorboard package is missing.",
+    )
     cpu_processes: int = Field(
         1,
         ge=1,

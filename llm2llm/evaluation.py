@@ -77,6 +77,13 @@ def evaluate(ctx: RunContext, it: int, splits: dict[str, list[dict]]) -> dict:
             "invalid": sum(not rs[0].valid for rs in results.values()),
             "wrong_ids": [i for i, w in is_wrong.items() if w],
         }
+        if n == 1 and task.type == "classification":  # gold label -> answer -> count ("" = no valid answer)
+            confusion: dict[str, dict[str, int]] = {}
+            for ex in examples:
+                row = confusion.setdefault(ex["label"], {})
+                answer = results[ex["id"]][0].prediction or ""
+                row[answer] = row.get(answer, 0) + 1
+            summary[split]["confusion"] = confusion
         if n > 1:
             summary[split].update(
                 samples=n,

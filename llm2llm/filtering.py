@@ -83,14 +83,15 @@ class RougeIndex:
 
 def ordered_decisions(
     texts: list[str], pool_texts: list[str], threshold: float, eligible: list[bool]
-) -> list[str | None]:
+) -> tuple[list[str | None], list[float | None]]:
     """For each eligible text, in order: "duplicate" (normalised copy of an earlier kept text),
     "near_duplicate" (ROUGE-L F1 above the threshold against the pool or an earlier kept text) or
-    None (kept: it joins the pool). The same decisions as scoring each text against the growing
-    pool one by one, computed a block of texts at a time."""
+    None (kept: it joins the pool); and for a near-duplicate its ROUGE-L F1. The same decisions as
+    scoring each text against the growing pool one by one, computed a block of texts at a time."""
     index = RougeIndex(pool_texts)
     kept_texts: set[str] = set()
     reasons: list[str | None] = [None] * len(texts)
+    scores: list[float | None] = [None] * len(texts)
     for start in range(0, len(texts), BLOCK):
         ids = [i for i in range(start, min(start + BLOCK, len(texts))) if eligible[i]]
         encoded = [index.encode(texts[i]) for i in ids]
@@ -102,12 +103,13 @@ def ordered_decisions(
                 reasons[i] = "duplicate"
             elif against_pool[j] > threshold or (kept and within[j, kept].max() > threshold):
                 reasons[i] = "near_duplicate"
+                scores[i] = float(max(against_pool[j], within[j, kept].max() if kept else 0.0))
             else:
                 kept.append(j)
                 kept_texts.add(normalise(texts[i]))
         index.pool.extend(encoded[j] for j in kept)
         index.lengths = np.concatenate([index.lengths, np.array([len(encoded[j]) for j in kept], dtype=np.float64)])
-    return reasons
+    return reasons, scores
 
 
 def filter_examples(
@@ -146,15 +148,19 @@ def filter_examples(
     for i, text in enumerate(texts):
         if reasons[i] is None and (normalise(text) in test_seen or test_scores[i] > threshold):
             reasons[i] = "test_overlap"
-    for i, reason in enumerate(ordered_decisions(texts, train_texts, threshold, [r is None for r in reasons])):
+            details[i] = f"ROUGE-L {float(test_scores[i]):.2f} against the test and validation splits"
+    pool_reasons, pool_scores = ordered_decisions(texts, train_texts, threshold, [r is None for r in reasons])
+    for i, (reason, score) in enumerate(zip(pool_reasons, pool_scores)):
         if reasons[i] is None:
             reasons[i] = reason
+            if score is not None:
+                details[i] = f"ROUGE-L {score:.2f} against the training set and the examples kept before it"
     return [
         {
             "key": c["key"],
             "kept": r is None,
             "reason": r or "kept",
-            "detail": d if r in ("invalid", "truncated") else None,
+            "detail": d if r else None,
             "example": c["example"],
         }
         for c, r, d in zip(candidates, reasons, details)

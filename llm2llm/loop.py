@@ -179,8 +179,9 @@ def train(ctx: RunContext, it: int, train_set: list[dict]) -> dict:
     config, student = ctx.config, ctx.student(it)
     if not (student / "train_log.json").exists():  # else trained already, killed before the marker
         init = ctx.student(it - 1) if config.loop.continue_training and it else None
+        tb_dir = ctx.run.path / "tb" / f"iter_{it:03d}" if config.train.tensorboard else None
         request = TrainRequest(
-            ctx.student_base, train_set, ctx.task, config.train, student, init, config.student.loading()
+            ctx.student_base, train_set, ctx.task, config.train, student, init, config.student.loading(), tb_dir
         )
         ctx.runner.train(f"train iter_{it:03d}", partial(write_request, request), student, train_from_file)
     return read_json(student / "train_log.json")

@@ -6,8 +6,10 @@ import resource
 from collections import Counter
 
 from llm2llm.errors import UserError
+from llm2llm.intervals import wilson_interval
+from llm2llm.report_html import render_report_html
 from llm2llm.selection import select_iteration, split_accuracy
-from llm2llm.store import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, read_jsonl
+from llm2llm.store import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, read_jsonl
 
 PHASES = ("train", "evaluate", "generate", "filter", "merge", "report")
 DROP_REASONS = ("unparsable", "truncated", "invalid", "duplicate", "near_duplicate", "test_overlap")
@@ -76,6 +78,7 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
             "test_invalid": scores["test"]["invalid"],
             "validation_accuracy": round(split_accuracy(scores, "validation"), 4) if "validation" in scores else None,
             "validation_total": scores["validation"]["total"] if "validation" in scores else None,
+            "validation_correct": scores["validation"]["correct"] if "validation" in scores else None,
             "seed_eval": {
                 k: scores["seed"][k] for k in ("samples", "sampled_answers", "sampled_correct") if k in scores["seed"]
             },
@@ -142,6 +145,8 @@ def selected_student(iterations: list[dict]) -> dict | None:
 
 
 def plot_accuracy(metrics: dict) -> bytes:
+    """Validation and test accuracy per iteration with 95 % Wilson intervals, on a 0-100 % axis (a
+    few points on 200 examples are within noise; a zoomed axis would draw them as a leap)."""
     import io
 
     import matplotlib
@@ -149,21 +154,47 @@ def plot_accuracy(metrics: dict) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xs = [it["iteration"] for it in metrics["iterations"]]
-    ys = [100 * it["test_accuracy"] for it in metrics["iterations"]]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.plot(xs, ys, marker="o", label=metrics["method"])
-    if ys:
-        ax.axhline(ys[0], color="grey", linestyle="--", label="plain fine-tuning (iteration 0)")
+    iterations = metrics["iterations"]
+    xs = [it["iteration"] for it in iterations]
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
+    for split, offset in (("validation", -0.04), ("test", 0.04)):
+        points = [
+            (it["iteration"], it[f"{split}_correct"], it[f"{split}_total"])
+            for it in iterations
+            if it.get(f"{split}_total") and it.get(f"{split}_correct") is not None
+        ]
+        if not points:
+            continue
+        accs = [100 * c / n for _, c, n in points]
+        intervals = [wilson_interval(c, n) for _, c, n in points]
+        ax.errorbar(
+            [x + offset for x, _, _ in points],
+            accs,
+            yerr=[
+                [a - 100 * lo for a, (lo, _) in zip(accs, intervals)],
+                [100 * hi - a for a, (_, hi) in zip(accs, intervals)],
+            ],
+            marker="o",
+            capsize=3,
+            label=f"{split} (n={points[0][2]}, 95 % CI)",
+        )
+    if iterations:
+        ax.axhline(
+            100 * iterations[0]["test_accuracy"], color="grey", linestyle="--", label="plain fine-tuning (test)"
+        )
+    selected = (metrics.get("selected") or {}).get("iteration")
+    if selected is not None:
+        ax.axvline(selected, color="green", alpha=0.3, linewidth=6, label=f"selected on validation ({selected})")
+    ax.set_ylim(0, 100)
     ax.set_xlabel("iteration")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("accuracy (%)")
     ax.set_xticks(xs)
-    ax.set_title(f"{metrics['task']}: {metrics['seed_size']} seed examples, teacher {metrics['teacher']}")
-    ax.legend()
+    ax.set_title(f"{metrics['task']}: {metrics['seed_size']} seed examples, teacher {metrics['teacher']}", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     buffer = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", metadata={"Software": None})
     plt.close(fig)
     return buffer.getvalue()
 
@@ -265,15 +296,57 @@ def render_markdown(metrics: dict) -> str:
                 f"| {p['key']} | {p['seconds']:.1f} | {peak} | {p['checked']} | {p['release_seconds']:.2f} | "
                 f"{switch} |"
             )
-    lines += ["", "![test accuracy by iteration](accuracy.png)", ""]
+    lines += ["", "![validation and test accuracy by iteration, 95 % intervals](accuracy.png)", ""]
+    lines += ["report.html: the same with the teacher's prompts and outputs and every filter decision.", ""]
     return "\n".join(lines)
+
+
+# TensorBoard scalars per iteration (runs/<run>/tb/loop, step = iteration), from metrics.json's iterations.
+LOOP_SCALARS = {
+    "accuracy/test": "test_accuracy",
+    "accuracy/validation": "validation_accuracy",
+    "seed/accuracy": "seed_accuracy",
+    "seed/wrong": "seed_wrong",
+    "examples/train_size": "train_size",
+    "examples/generated": "generated",
+    "examples/kept": "kept",
+}
+
+
+def write_loop_scalars(tb_dir, metrics: dict) -> None:
+    """Rewrite tb_dir from the metrics when they changed (the report is redone on every rerun: no
+    point is ever logged twice, and a rerun that changes nothing rewrites nothing)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        return
+    points = [
+        [tag, it["iteration"], float(it[key])]
+        for it in metrics["iterations"]
+        for tag, key in LOOP_SCALARS.items()
+        if it.get(key) is not None
+    ]
+    if (tb_dir / "scalars.json").exists() and read_json(tb_dir / "scalars.json") == points:
+        return
+    from tensorboard.summary import Writer
+
+    with atomic_dir(tb_dir) as tmp:
+        writer = Writer(str(tmp))
+        for tag, step, value in points:
+            writer.add_scalar(tag, value, step=step)
+        writer.close()
+        atomic_write_json(tmp / "scalars.json", points)
 
 
 def write_report(run, task, notes: list[str]) -> dict:
     metrics = collect_metrics(run, task, notes)
     atomic_write_json(run.path / "metrics.json", metrics)
     atomic_write_text(run.path / "report.md", render_markdown(metrics))
-    atomic_write_bytes(run.path / "accuracy.png", plot_accuracy(metrics))
+    png = plot_accuracy(metrics)
+    atomic_write_bytes(run.path / "accuracy.png", png)
+    atomic_write_text(run.path / "report.html", render_report_html(run.path, metrics, png))
+    if run.config.train.tensorboard:
+        write_loop_scalars(run.path / "tb" / "loop", metrics)
     return metrics
 
 

@@ -38,6 +38,7 @@ class TrainRequest:
     out_dir: Path
     init_path: Path | None = None
     loading: dict = field(default_factory=dict)  # the student's opt-ins: trust_remote_code, allow_pickle_weights
+    tb_dir: Path | None = None  # where this training's TensorBoard log goes (runs/<run>/tb/iter_NNN)
 
 
 def tokenize_example(tokenizer, task: Task, example: dict, max_length: int) -> dict:
@@ -144,6 +145,7 @@ def train_student(request: TrainRequest) -> Path:
         args=args,
         train_dataset=dataset,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        callbacks=_tensorboard(request, tmp / "trainer" / "tb") if args.process_index == 0 else None,
     )
     loop_start = time.time()
     result = trainer.train()
@@ -152,6 +154,11 @@ def train_student(request: TrainRequest) -> Path:
     trainer.save_model(str(tmp))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(tmp)
+        if request.tb_dir is not None and (tmp / "trainer" / "tb").exists():
+            # the finished attempt's log replaces a killed attempt's: one TensorBoard run per iteration
+            request.tb_dir.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(request.tb_dir, ignore_errors=True)
+            os.replace(tmp / "trainer" / "tb", request.tb_dir)
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
         (tmp / "train_log.json").write_text(
             json.dumps(
@@ -189,6 +196,19 @@ def train_student(request: TrainRequest) -> Path:
         )
     trainer.accelerator.wait_for_everyone()
     return out_dir
+
+
+def _tensorboard(request: TrainRequest, log_dir: Path) -> list:
+    """The Trainer's own TensorBoard callback writing to log_dir (loss, learning rate, grad norm per
+    step); none when the run turned it off or the tensorboard package is missing."""
+    import importlib.util
+
+    if request.tb_dir is None or importlib.util.find_spec("tensorboard") is None:
+        return []
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return [TensorBoardCallback(SummaryWriter(str(log_dir)))]
 
 
 def _process_start() -> float:

@@ -75,3 +75,9 @@ def test_each_filter_reason(data_dir):
     assert "not one of the task's labels" in decisions[1]["detail"]
     assert "fewer than 2 words" in decisions[2]["detail"]
     assert decisions[3]["detail"] == "the text has no letters or digits"
+    # how close a near-duplicate or test overlap was (ROUGE-L F1); nothing for a kept example
+    assert decisions[5]["detail"] == "ROUGE-L 1.00 against the test and validation splits"
+    near = sum(a == b for a, b in zip(fresh.split(), (fresh + " now").split()))  # the LCS: every word of fresh
+    f1 = 2 * near / (len(fresh.split()) + len(fresh.split()) + 1)
+    assert decisions[7]["detail"] == f"ROUGE-L {f1:.2f} against the training set and the examples kept before it"
+    assert decisions[6]["detail"] is None

@@ -68,6 +68,40 @@ def test_loop_writes_every_artifact(finished_run):
     assert sorted(p.parent.name for p in run.glob("iter_*/student")) == sorted({f"iter_{best:03d}", "iter_002"})
     assert f"- selected student: iteration {best} (`iter_{best:03d}/student`)" in report
     assert [line.startswith(f"| {best} |") for line in report.splitlines() if line.endswith("| yes |")] == [True]
+    # report.html: self-contained, every teacher answer and filter decision on it, escaped
+    import html
+
+    page = (run / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page and 'src="data:image/png;base64,' in page
+    for it in its[:2]:
+        decisions = read_jsonl(run / f"iter_{it['iteration']:03d}" / "filter_decisions.jsonl")
+        for d in decisions:
+            assert f">{d['reason']}</td>" in page
+            if d["example"]:
+                assert html.escape(d["example"]["text"]) in page
+        for out in read_jsonl(run / f"iter_{it['iteration']:03d}" / "teacher_outputs.jsonl"):
+            assert f"<pre>{html.escape(out['output'])}</pre>" in page
+    for row in ("validation", "test"):
+        n = its[-1][f"{row}_total"]
+        assert f"n={n}</span>" in page
+    # the confusion matrix of the selected student on test: its diagonal is what it got right
+    confusion = json.loads((run / f"iter_{best:03d}" / "scores.json").read_text())["test"]["confusion"]
+    assert sum(sum(row.values()) for row in confusion.values()) == its[best]["test_total"]
+    assert sum(row.get(gold, 0) for gold, row in confusion.items()) == its[best]["test_correct"]
+    assert f"Confusion matrix: the selected student (iteration {best}) on test" in page
+    # TensorBoard: the Trainer's curves per iteration, and the loop's scalars with the iteration as step
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for it in its:
+        curves = EventAccumulator(str(run / "tb" / f"iter_{it['iteration']:03d}"))
+        curves.Reload()
+        assert {"train/loss", "train/learning_rate"} <= set(curves.Tags()["scalars"])
+        assert len(list((run / "tb" / f"iter_{it['iteration']:03d}").iterdir())) == 1  # one event file
+    loop = EventAccumulator(str(run / "tb" / "loop"))
+    loop.Reload()
+    test_curve = [(e.step, round(e.tensor_proto.float_val[0], 4)) for e in loop.Tensors("accuracy/test")]
+    assert test_curve == [(it["iteration"], it["test_accuracy"]) for it in its]
+    assert [e.step for e in loop.Tensors("examples/kept")] == [0, 1]  # the last iteration generates nothing
     # finished phases have their timings
     assert set(its[0]["phase_seconds"]) == {"train", "evaluate", "generate", "filter", "merge", "report"}
     # where the time went: inside the engines, in the phase processes around them, in the driver
@@ -96,7 +130,7 @@ def test_rerun_of_a_finished_run_does_no_work(finished_run, data_dir):
     changed = [
         p
         for p, t in before.items()
-        if p.stat().st_mtime_ns != t and p.name not in ("metrics.json", "report.md", "accuracy.png")
+        if p.stat().st_mtime_ns != t and p.name not in ("metrics.json", "report.md", "accuracy.png", "report.html")
     ]
     assert changed == []
     assert "trained on" not in proc.stderr and "Loading weights" not in proc.stderr

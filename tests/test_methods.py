@@ -181,6 +181,11 @@ def test_compare_renders_table_and_plot_from_the_run_dirs_alone(runs, tmp_path):
     assert rows["eda"][11] == f"{100 * selected['test_accuracy']:.1f}"
     assert rows["eda"][13] == str(selected["iteration"])
     assert "greedy decoding" in table
+    # compare.html: the same table, and a working link to each run's own page
+    page = (out / "compare.html").read_text()
+    links = re.findall(r'<a href="([^"]+)">', page)
+    assert len(links) == len(list(runs.glob("*/metrics.json"))) and all((out / link).exists() for link in links)
+    assert "<table>" in page and "selected on validation" in page
     png = (out / "compare.png").read_bytes()
     assert png.startswith(b"\x89PNG")
     run_cli("compare", str(runs), "--output", str(tmp_path / "again"), cwd=REPO)

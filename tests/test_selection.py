@@ -4,7 +4,9 @@
 import json
 from types import SimpleNamespace
 
+from llm2llm.intervals import wilson_interval
 from llm2llm.loop import prune_students
+from llm2llm.report_html import environment
 from llm2llm.selection import BY_LAST, BY_VALIDATION, Selection, select_iteration, split_accuracy
 
 
@@ -63,3 +65,17 @@ def test_keep_checkpoints_keeps_every_student_and_no_validation_keeps_the_last(t
     ctx = _run(tmp_path / "none", [None, None, None])
     prune_students(ctx, newest=2, scored=3)
     assert _students(tmp_path / "none") == [2]
+
+
+def test_wilson_intervals_match_published_values_and_stay_inside_0_1():
+    low, high = wilson_interval(5, 10)  # by hand: centre 0.5, half-width 1.96 * sqrt(0.025 + 0.0096) / 1.384
+    assert (round(low, 4), round(high, 4)) == (0.2366, 0.7634)
+    assert wilson_interval(0, 10)[0] == 0.0 and round(wilson_interval(0, 10)[1], 4) == 0.2775
+    assert wilson_interval(10, 10)[1] == 1.0 and wilson_interval(0, 0) == (0.0, 1.0)
+    narrow, wide = wilson_interval(150, 200), wilson_interval(15, 20)
+    assert narrow[1] - narrow[0] < wide[1] - wide[0]
+
+
+def test_the_report_page_escapes_what_the_models_wrote():
+    page = environment().from_string("<td>{{ text }}</td>").render(text="<script>alert(1)</script>")
+    assert page == "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>"

@@ -48,6 +48,8 @@ def test_sweep_runs_in_order_and_a_rerun_writes_nothing(tmp_path, tiny_model, da
         assert metrics["complete"] and metrics["data_seed"] == seed and metrics["method"] == "plain"
     summary = (runs / "summary" / "compare.md").read_text()
     assert "| snips | plain | 14 | 0, 1 |" in summary
+    page = (runs / "summary" / "compare.html").read_text()  # the same page, linking each run's own
+    assert all(f'<a href="../snips-seed{seed}-plain/report.html">' in page for seed in (0, 1))
     assert json.loads((runs / "summary" / "runs.json").read_text()) == {
         "snips-seed0-plain": "finished",
         "snips-seed1-plain": "finished",
