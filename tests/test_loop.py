@@ -69,7 +69,7 @@ def test_loop_writes_every_artifact(finished_run):
     assert f"- selected student: iteration {best} (`iter_{best:03d}/student`)" in report
     assert [line.startswith(f"| {best} |") for line in report.splitlines() if line.endswith("| yes |")] == [True]
     # report.html: self-contained, every teacher answer and filter decision on it, escaped
-    import html
+    from markupsafe import escape
 
     page = (run / "report.html").read_text()
     assert "http://" not in page and "https://" not in page and 'src="data:image/png;base64,' in page
@@ -78,9 +78,9 @@ def test_loop_writes_every_artifact(finished_run):
         for d in decisions:
             assert f">{d['reason']}</td>" in page
             if d["example"]:
-                assert html.escape(d["example"]["text"]) in page
+                assert str(escape(d["example"]["text"])) in page
         for out in read_jsonl(run / f"iter_{it['iteration']:03d}" / "teacher_outputs.jsonl"):
-            assert f"<pre>{html.escape(out['output'])}</pre>" in page
+            assert f"<pre>{escape(out['output'])}</pre>" in page
     for row in ("validation", "test"):
         n = its[-1][f"{row}_total"]
         assert f"n={n}</span>" in page

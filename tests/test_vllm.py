@@ -161,6 +161,10 @@ def test_server_starts_answers_rejects_without_key_and_stops(tiny_model, teacher
         served, stats = generate_cached(spec, teacher_requests, tmp_path / "served.jsonl", SAMPLED, 6, "t")
         assert served == offline[0] and stats.generated == len(teacher_requests)
         tree = [server.proc.pid] + [p.pid for p in psutil.Process(server.proc.pid).children(recursive=True)]
+        # the key is in no command line of the server's processes (any user can read those), nor in its log
+        cmdlines = ["\0".join(psutil.Process(pid).cmdline()) for pid in tree]
+        assert len(cmdlines) > 1 and not [c for c in cmdlines if server.api_key in c]
+        assert server.api_key not in log_path.read_text()
     deadline = time.monotonic() + 30
     while any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in tree):
         assert time.monotonic() < deadline, "server processes left behind"
