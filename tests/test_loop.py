@@ -122,6 +122,61 @@ def test_loop_writes_every_artifact(finished_run):
     )
 
 
+def test_report_page_as_headless_chromium_draws_it(finished_run):
+    """report.html opened from the file system in a real browser (Debian's chromium via Selenium); every
+    assertion reads the rendered page: what is laid out and visible, the text a user sees."""
+    from bench.report_screenshot import browser_available, headless_chromium, open_report
+
+    if not browser_available():
+        if os.environ.get("LLM2LLM_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium and chromium-driver are required here (LLM2LLM_REQUIRE_BROWSER=1)")
+        pytest.skip("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from llm2llm.intervals import wilson_interval
+
+    its = json.loads((finished_run / "metrics.json").read_text())["iterations"]
+    outputs = {
+        " ".join(o["output"].split())
+        for it in its[:-1]  # the last iteration asks the teacher nothing
+        for o in read_jsonl(finished_run / f"iter_{it['iteration']:03d}" / "teacher_outputs.jsonl")
+    }
+    with headless_chromium() as driver:
+        open_report(driver, finished_run / "report.html")
+        # the plot is drawn: the embedded PNG decoded and laid out at a readable size
+        plot = driver.find_element(By.TAG_NAME, "img")
+        assert driver.execute_script("return arguments[0].naturalWidth", plot) > 300
+        assert plot.is_displayed() and plot.size["width"] > 300 and plot.size["height"] > 150
+        # the accuracy table shows the run's numbers: sizes, wrong seed examples, accuracy with its interval
+        rows = driver.find_element(By.TAG_NAME, "table").find_elements(By.TAG_NAME, "tr")[1:]
+        assert len(rows) == len(its)
+        for tr, it in zip(rows, its):
+            cells = [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            assert cells[0].split()[0] == str(it["iteration"])
+            assert cells[1:3] == [str(it["train_size"]), str(it["seed_wrong"])]
+            for cell, split in zip(cells[4:6], ("validation", "test")):
+                correct, total = it[f"{split}_correct"], it[f"{split}_total"]
+                low, high = wilson_interval(correct, total)
+                assert cell == f"{100 * correct / total:.1f} [{100 * low:.1f}, {100 * high:.1f}] n={total}"
+        # a wrong seed example: collapsed at first; opened, it shows the teacher's raw output
+        item = next(i for i in driver.find_elements(By.CSS_SELECTOR, "details.item") if "(student wrong)" in i.text)
+        raw = item.find_elements(By.TAG_NAME, "pre")[1]
+        assert not raw.is_displayed()
+        item.find_element(By.TAG_NAME, "summary").click()
+        item.find_element(By.XPATH, "./details/summary").click()  # the teacher's prompt and answer
+        assert raw.is_displayed() and " ".join(raw.text.split()) in outputs
+        # the search box hides the examples that do not match, and shows them all again when cleared
+        items = driver.find_elements(By.CSS_SELECTOR, "details.item")
+        query = item.find_element(By.TAG_NAME, "summary").text.split(": ", 1)[1].split(" (student wrong)")[0]
+        matching = [query.lower() in i.get_attribute("textContent").lower() for i in items]
+        box = driver.find_element(By.ID, "search")
+        box.send_keys(query)
+        assert [i.is_displayed() for i in items] == matching and 1 <= sum(matching) < len(items)
+        box.send_keys(Keys.CONTROL, "a", Keys.BACKSPACE)
+        assert all(i.is_displayed() for i in items)
+
+
 def test_rerun_of_a_finished_run_does_no_work(finished_run, data_dir):
     before = {p: p.stat().st_mtime_ns for p in finished_run.rglob("*") if p.is_file() and p.name not in ("log.txt",)}
     tmp = finished_run.parent.parent
@@ -182,6 +237,28 @@ def test_export_hands_over_the_selected_training_set_and_student(finished_run, t
     proc = cli_in_process("export", str(finished_run), "--output", str(tmp_path / "last"), cwd=REPO, check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "exists and is not empty" in proc.stderr
     assert sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / "last").rglob("*")) == before
+
+
+@pytest.mark.vllm
+def test_exported_student_answers_in_vllm_as_the_run_evaluated_it(finished_run, tmp_path):
+    """The exported model folder is what a user serves: vLLM loads it and, greedy, gives the answers the
+    run's own evaluation recorded for the selected iteration (the tiny profile evaluates on transformers)."""
+    pytest.importorskip("vllm")
+    from llm2llm.config import SamplingConfig, VLLMConfig
+    from llm2llm.engines import EngineSpec
+    from llm2llm.generation import generate_cached
+
+    selected = json.loads((finished_run / "metrics.json").read_text())["selected"]["iteration"]
+    cli_in_process("export", str(finished_run), "--output", str(tmp_path / "out"), cwd=REPO)
+    predictions = read_jsonl(finished_run / f"iter_{selected:03d}" / "predictions.jsonl")
+    evaluated = [p for p in predictions if p["split"] == "test"][:8]
+    requests = [{"key": p["key"], "prompt": p["prompt"]} for p in evaluated]
+    options = VLLMConfig(max_model_len=512, cpu_kv_cache_gib=1).model_dump()
+    spec = EngineSpec("vllm", tmp_path / "out" / "model", vllm=options)
+    budget = SamplingConfig(max_new_tokens=6)  # the tiny profile's eval_max_new_tokens
+    answers, _ = generate_cached(spec, requests, tmp_path / "answers.jsonl", budget, 8, "exported")
+    agree = sum(answers[p["key"]] == p["output"] for p in evaluated)
+    assert agree >= len(evaluated) - 1, [(answers[p["key"]], p["output"]) for p in evaluated]
 
 
 def test_export_refuses_an_unfinished_run_and_leaves_nothing(finished_run, tmp_path):
