@@ -59,8 +59,9 @@ def open_report(driver, page: Path) -> None:
 
     driver.get(page.resolve().as_uri())
     WebDriverWait(driver, 30).until(
-        lambda d: d.execute_script("return [...document.images].every(i => i.complete) && document.readyState")
-        == "complete"
+        lambda d: (
+            d.execute_script("return [...document.images].every(i => i.complete) && document.readyState") == "complete"
+        )
     )
 
 
