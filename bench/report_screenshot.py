@@ -69,7 +69,7 @@ def screenshot(run: Path, output: Path, width: int = 1280, max_height: int = 400
     """The run's report.html with its first wrong seed example and that example's teacher answer open."""
     page = run / "report.html"
     if not page.is_file():
-        raise SystemExit(f"error: {page} does not exist; run `llm2llm report {run}` first")
+        raise SystemExit(f"error: {page} does not exist; rerun the boost command of {run} (it rewrites the report)")
     with headless_chromium(width) as driver:
         open_report(driver, page)
         driver.execute_script(
