@@ -107,7 +107,10 @@ class VLLMConfig(Section):
         "at start-up: seconds per GiB on a CPU.)",
     )
     max_model_len: int | None = Field(
-        4096, ge=64, description="Context length the engine reserves for; None = the model's own (can be huge)."
+        4096,
+        ge=64,
+        description="Context length the engine reserves for, at most the model's own (a longer value is lowered to "
+        "it); None = the model's own (can be huge).",
     )
     enable_prefix_caching: bool = Field(
         True, description="Reuse the KV cache of shared prompt prefixes (the task instructions) across requests."

@@ -34,6 +34,36 @@ def kv_bytes_per_token(model: Path, dtype: str, trust_remote_code: bool = False)
     return 2 * layers * kv_heads * head_dim * (4 if dtype == "float32" else 2)
 
 
+# Where model configs keep their context length (vLLM reads these too, and takes the smallest).
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "max_sequence_length")
+
+
+def model_context(model: Path, trust_remote_code: bool = False) -> int | None:
+    """The longest sequence the model's config allows, or None where it does not say plainly (no
+    such key, or RoPE scaling, whose arithmetic vLLM does itself)."""
+    from transformers import AutoConfig
+
+    try:
+        text = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code).get_text_config()
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        return None
+    if getattr(text, "rope_scaling", None):
+        return None
+    lengths = [v for k in CONTEXT_KEYS if isinstance(v := getattr(text, k, None), int) and v > 0]
+    return min(lengths) if lengths else None
+
+
+def max_model_len(model: Path, options: dict) -> int | None:
+    """vllm.max_model_len, lowered to the model's own context where that is shorter: the default
+    (4096) is more than a 1,024- or 2,048-token model allows, and vLLM refuses such a value at
+    start-up, which for a teacher comes after the run's first training and evaluation."""
+    wanted = options.get("max_model_len")
+    context = model_context(model, bool(options.get("trust_remote_code")))
+    if wanted and context:
+        return min(wanted, context)
+    return wanted
+
+
 def cpu_kv_cache_bytes(model: Path, options: dict, prompt_tokens: list[int], max_new_tokens: int) -> int:
     """The CPU KV cache for a known workload: room for every request of the largest batch at once
     (prompt + answer, rounded up to whole blocks), at least one request of max_model_len, at most
@@ -48,7 +78,7 @@ def cpu_kv_cache_bytes(model: Path, options: dict, prompt_tokens: list[int], max
         return cap
     block = options.get("block_size") or 32
     tokens = sum(-(-(n + max_new_tokens) // block) * block for n in prompt_tokens)
-    tokens = max(tokens, options.get("max_model_len") or 4096) + block
+    tokens = max(tokens, max_model_len(model, options) or 4096) + block
     return min(cap, tokens * per_token)
 
 
@@ -71,8 +101,8 @@ def vllm_engine_args(model: Path, options: dict, on_gpu: bool) -> dict:
         args["pipeline_parallel_size"] = options["pipeline_parallel_size"]
     if options.get("distributed_executor_backend"):
         args["distributed_executor_backend"] = options["distributed_executor_backend"]
-    if options.get("max_model_len"):
-        args["max_model_len"] = options["max_model_len"]
+    if length := max_model_len(model, options):
+        args["max_model_len"] = length
     if on_gpu:
         args["gpu_memory_utilization"] = options.get("gpu_memory_utilization", 0.9)
     else:

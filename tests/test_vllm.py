@@ -19,7 +19,7 @@ from llm2llm.config import DataConfig, SamplingConfig, VLLMConfig
 from llm2llm.data import load_task_data
 from llm2llm.engines import EngineSpec, load_tokenizer, render_chat
 from llm2llm.generation import generate_cached, request_key, request_seed
-from llm2llm.vllm_args import cpu_kv_cache_bytes, kv_bytes_per_token
+from llm2llm.vllm_args import cpu_kv_cache_bytes, kv_bytes_per_token, model_context
 from llm2llm.vllm_server import VLLMServer
 
 pytest.importorskip("vllm")
@@ -173,7 +173,11 @@ def test_server_starts_answers_rejects_without_key_and_stops(tiny_model, teacher
 
 
 def test_llm2llm_started_server_as_teacher_engine(tiny_model, teacher_requests, offline, tmp_path):
-    spec = EngineSpec("vllm-server", tiny_model, vllm=OPTIONS, server_log=tmp_path / "logs" / "teacher.log")
+    # the default max_model_len (4096) is more than the tiny model's 1024 positions: vLLM refuses
+    # that at start-up unless llm2llm lowers it to the model's own
+    options = VLLMConfig(cpu_kv_cache_gib=1).model_dump()
+    assert options["max_model_len"] > 1024 == model_context(tiny_model)
+    spec = EngineSpec("vllm-server", tiny_model, vllm=options, server_log=tmp_path / "logs" / "teacher.log")
     started = time.time()
     served, stats = generate_cached(spec, teacher_requests[:6], tmp_path / "s.jsonl", SAMPLED, 3, "t")
     assert served == {
