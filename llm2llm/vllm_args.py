@@ -47,7 +47,8 @@ def model_context(model: Path, trust_remote_code: bool = False) -> int | None:
         text = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code).get_text_config()
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return None
-    if getattr(text, "rope_scaling", None):
+    scaling = getattr(text, "rope_scaling", None) or {}  # recent transformers fill in {"rope_type": "default"}
+    if scaling.get("rope_type", scaling.get("type", "default")) != "default":
         return None
     lengths = [v for k in CONTEXT_KEYS if isinstance(v := getattr(text, k, None), int) and v > 0]
     return min(lengths) if lengths else None
