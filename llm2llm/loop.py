@@ -67,7 +67,7 @@ def boost(config: RunConfig) -> Path:
     """Run (or resume) the loop; returns the run directory."""
     preload_phase_modules(PHASE_MODULES)  # the forkserver imports them beside the pre-flight
     ctx = prepare(config)
-    with PhaseRunner(ctx.run.path, ctx.plan, config, ctx.run.lock_fd) as ctx.runner:
+    with ctx.run, PhaseRunner(ctx.run.path, ctx.plan, config, ctx.run.lock_fd) as ctx.runner:
         for it in range(ctx.iterations + 1):
             train_set = read_jsonl(ctx.iteration_dir(it) / "train.jsonl")
 
@@ -90,8 +90,8 @@ def boost(config: RunConfig) -> Path:
                 run_phase(ctx, it, "merge", lambda: train_set + [d["example"] for d in decisions if d["kept"]])
 
             run_phase(ctx, it, "report", lambda: write_report(ctx.run, ctx.task, ctx.data.notes))
-    # The run hands over the student that is best on validation; the last one stays beside it.
-    prune_students(ctx, newest=ctx.iterations, scored=ctx.iterations + 1)
+        # The run hands over the student that is best on validation; the last one stays beside it.
+        prune_students(ctx, newest=ctx.iterations, scored=ctx.iterations + 1)
     return ctx.run.path
 
 
@@ -128,6 +128,16 @@ def prepare(config: RunConfig) -> RunContext:
         sample_count(len(data.validation), validation_size)
 
     run = RunDir(config)
+    try:
+        return _open_run(config, data, run, plan, student_base, teacher_path, validation_size)
+    except BaseException:
+        run.close()
+        raise
+
+
+def _open_run(config, data, run, plan, student_base, teacher_path, validation_size) -> RunContext:
+    """The run directory's state: the plan, the seed and evaluation samples fixed, the models pinned,
+    iteration 0's training set (the seed)."""
     plan_file = run.path / "plan.txt"
     if not plan_file.exists() or plan_file.read_text() != plan.table() + "\n":
         atomic_write_text(plan_file, plan.table() + "\n")

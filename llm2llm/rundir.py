@@ -19,11 +19,23 @@ LOCK_WAIT_SECONDS = 30
 
 
 class RunDir:
+    """An open run directory: holds the run's lock and logs to its log.txt until closed (`with
+    RunDir(...)`, or close()), so that one Python process can run several boosts one after another."""
+
     def __init__(self, config: RunConfig):
         self.config = config
         self.path = Path(config.runs_dir) / config.run
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.path / ".lock", "a")
+        self._log = None
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        config = self.config
         self._acquire_lock()
         self._remove_leftovers()
         config_path = self.path / "config.yaml"
@@ -39,9 +51,23 @@ class RunDir:
         else:
             atomic_write_text(config_path, config_to_yaml(config))
         self.timings = RecordLog(self.path / "timings.jsonl")
-        handler = logging.FileHandler(self.path / "log.txt")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger().addHandler(handler)
+        self._log = logging.FileHandler(self.path / "log.txt")
+        self._log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(self._log)
+
+    def close(self) -> None:
+        """Stop logging to log.txt and release the lock."""
+        if self._log is not None:
+            logging.getLogger().removeHandler(self._log)
+            self._log.close()
+            self._log = None
+        self._lock.close()  # closing the file releases its flock
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _acquire_lock(self) -> None:
         """One process per run. The training launcher holds the lock too, so a rerun right after a

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import signal
 import subprocess
@@ -51,12 +52,18 @@ def tiny_boost_args(tmp_path: Path, data_dir: Path, run: str, *extra: str) -> li
 
 def cli_in_process(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     """`llm2llm ARGS` as a function call in this process (launcher.cli.run), output captured: for
-    commands whose process is not what a test is about (doctor, config, plan, models, results...).
-    Saves the interpreter start and the imports a child pays again for every call."""
+    commands whose process is not what a test is about (doctor, config, plan, models, results, a
+    boost that only builds what a test reads). Saves the interpreter start and the imports a child
+    pays again for every call, and a boost's phases fork from this process's forkserver, started
+    (torch and transformers imported) once per test session. Log lines are not in the output here:
+    a test about what a command logs uses run_cli."""
     from launcher.cli import run
 
     out, err = io.StringIO(), io.StringIO()
     saved_cwd, saved_term, saved_env = os.getcwd(), signal.getsignal(signal.SIGTERM), dict(os.environ)
+    root = logging.getLogger()
+    saved_level = root.level
+    root.setLevel(logging.INFO)  # what the CLI's basicConfig sets (it does nothing where pytest has handlers)
     os.chdir(cwd)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -64,6 +71,7 @@ def cli_in_process(*args: str, cwd: Path, check: bool = True) -> subprocess.Comp
     finally:
         os.chdir(saved_cwd)
         signal.signal(signal.SIGTERM, saved_term)
+        root.setLevel(saved_level)
         os.environ.clear()
         os.environ.update(saved_env)
     proc = subprocess.CompletedProcess(["llm2llm", *args], code, out.getvalue(), err.getvalue())

@@ -5,7 +5,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import REPO, cli_in_process, read_jsonl, run_cli
+from conftest import REPO, cli_in_process, read_jsonl
 
 QUEUES = {
     "billing": "I was charged twice for my {} subscription",
@@ -184,7 +184,7 @@ def test_a_free_text_task_runs_end_to_end(tmp_path, data_dir, tiny_model):
         "name: capitals\ntype: free_text\ndata: {train: train.jsonl, test: test.jsonl}\n"
         'fields: {input: country, output: capital}\ntemplates:\n  student: "The capital of {input} is"\n'
     )
-    run_cli(
+    cli_in_process(
         "boost",
         "--profile",
         "tiny",

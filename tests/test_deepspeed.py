@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO, read_jsonl, run_cli, tiny_boost_args
+from conftest import REPO, cli_in_process, read_jsonl, tiny_boost_args
 from safetensors import safe_open
 
 from llm2llm.config import DEEPSPEED_DIR, deepspeed_config_path
@@ -14,7 +14,7 @@ pytest.importorskip("deepspeed")
 
 
 def ds_boost(tmp_path, data_dir, run, *extra):
-    return run_cli(
+    return cli_in_process(
         *tiny_boost_args(tmp_path, data_dir, run),
         "--set",
         "train.cpu_processes=2",
@@ -141,7 +141,7 @@ def test_lora_with_checkpointing_under_zero3_offload_evaluates_as_base_plus_adap
 
 
 def test_unknown_preset_is_refused_before_anything_runs(tmp_path, data_dir):
-    proc = run_cli(
+    proc = cli_in_process(
         "boost",
         "--profile",
         "tiny",

@@ -24,7 +24,7 @@ def boost_args(tmp_path, data_dir, run="r", *extra):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, data_dir, tiny_model):
     tmp = tmp_path_factory.mktemp("loop")
-    run_cli(*boost_args(tmp, data_dir), cwd=REPO)
+    cli_in_process(*boost_args(tmp, data_dir), cwd=REPO)
     return tmp / "runs" / "r"
 
 
@@ -278,7 +278,7 @@ def test_export_refuses_an_unfinished_run_and_leaves_nothing(finished_run, tmp_p
 
 def test_another_run_with_the_same_teacher_and_prompts_asks_the_teacher_nothing(finished_run, data_dir):
     tmp = finished_run.parent.parent
-    run_cli(*boost_args(tmp, data_dir, "again", "--iterations", "1"), cwd=REPO)
+    cli_in_process(*boost_args(tmp, data_dir, "again", "--iterations", "1"), cwd=REPO)
     stats = json.loads((tmp / "runs" / "again" / "iter_000" / "teacher_stats.json").read_text())
     assert stats["requests"] > 0 and stats["from_cache"] == stats["requests"] and stats["generated"] == 0
     first = read_jsonl(finished_run / "iter_000" / "teacher_outputs.jsonl")
@@ -289,7 +289,7 @@ def test_another_run_with_the_same_teacher_and_prompts_asks_the_teacher_nothing(
 
 def test_rerun_with_another_config_is_refused(finished_run, data_dir):
     tmp = finished_run.parent.parent
-    proc = run_cli(*boost_args(tmp, data_dir, "r", "--seed-size", "21"), cwd=REPO, check=False)
+    proc = cli_in_process(*boost_args(tmp, data_dir, "r", "--seed-size", "21"), cwd=REPO, check=False)
     assert proc.returncode == 2
     assert "already exists with a different config (data.seed_size: 14.0 in the run, 21.0 now)" in proc.stderr
 
@@ -348,7 +348,7 @@ def test_random_kill_inside_a_phase_then_reruns_match_uninterrupted(finished_run
 
 
 def test_lora_and_continued_training(tmp_path, data_dir, tiny_model):
-    run_cli(
+    cli_in_process(
         *boost_args(
             tmp_path,
             data_dir,
@@ -392,7 +392,7 @@ def test_sampled_seed_evaluation_judges_each_example_by_its_samples(tmp_path, da
     from llm2llm.config import DataConfig
     from llm2llm.data import load_task_data
 
-    run_cli(
+    cli_in_process(
         *boost_args(
             tmp_path,
             data_dir,
@@ -434,13 +434,13 @@ def test_sampled_seed_evaluation_judges_each_example_by_its_samples(tmp_path, da
 
 def test_results_table_reads_the_run_metrics(finished_run):
     metrics = json.loads((finished_run / "metrics.json").read_text())
-    out = run_cli("results", str(finished_run), cwd=REPO).stdout
+    out = cli_in_process("results", str(finished_run), cwd=REPO).stdout
     row = next(line for line in out.splitlines() if line.startswith("| r |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[4] == "transformers/transformers"
     assert cells[5:] == [f"{100 * it['test_accuracy']:.1f}" for it in metrics["iterations"]]
     # SNIPS has a validation split: every iteration is scored on it too, and `--split validation` shows it
-    out = run_cli("results", str(finished_run), "--split", "validation", cwd=REPO).stdout
+    out = cli_in_process("results", str(finished_run), "--split", "validation", cwd=REPO).stdout
     row = next(line for line in out.splitlines() if line.startswith("| r |"))
     assert [c.strip() for c in row.strip("|").split("|")][5:] == [
         f"{100 * it['validation_accuracy']:.1f}" for it in metrics["iterations"]

@@ -7,7 +7,7 @@ import random
 import re
 
 import pytest
-from conftest import REPO, read_jsonl, run_cli
+from conftest import REPO, cli_in_process, read_jsonl
 
 from llm2llm.eda import EDA, load_wordnet
 from llm2llm.errors import UserError
@@ -16,7 +16,7 @@ SENTENCE = "Play some relaxing jazz music by Miles Davis on Spotify this evening
 
 
 def boost(tmp, data_dir, method, *extra):
-    return run_cli(
+    return cli_in_process(
         "boost",
         "--profile",
         "tiny",
@@ -130,7 +130,7 @@ def test_eda_without_wordnet_says_how_to_install_it(tmp_path, monkeypatch):
 
 
 def test_baselines_that_need_classification_refuse_other_tasks(tmp_path, data_dir):
-    proc = run_cli(
+    proc = cli_in_process(
         "boost",
         "--profile",
         "tiny",
@@ -154,7 +154,7 @@ def test_baselines_that_need_classification_refuse_other_tasks(tmp_path, data_di
 
 def test_compare_renders_table_and_plot_from_the_run_dirs_alone(runs, tmp_path):
     out = tmp_path / "cmp"
-    printed = run_cli("compare", str(runs), "--output", str(out), cwd=REPO).stdout
+    printed = cli_in_process("compare", str(runs), "--output", str(out), cwd=REPO).stdout
     table = (out / "compare.md").read_text()
     assert table in printed
     rows = {
@@ -188,14 +188,14 @@ def test_compare_renders_table_and_plot_from_the_run_dirs_alone(runs, tmp_path):
     assert "<table>" in page and "selected on validation" in page
     png = (out / "compare.png").read_bytes()
     assert png.startswith(b"\x89PNG")
-    run_cli("compare", str(runs), "--output", str(tmp_path / "again"), cwd=REPO)
+    cli_in_process("compare", str(runs), "--output", str(tmp_path / "again"), cwd=REPO)
     assert (tmp_path / "again" / "compare.png").read_bytes() == png and (
         tmp_path / "again" / "compare.md"
     ).read_text() == table
 
 
 def test_compare_of_a_folder_without_runs_is_a_one_line_error(tmp_path):
-    proc = run_cli("compare", str(tmp_path), cwd=REPO, check=False)
+    proc = cli_in_process("compare", str(tmp_path), cwd=REPO, check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no metrics.json" in proc.stderr
 
 

@@ -6,7 +6,7 @@ import json
 import shutil
 
 import torch
-from conftest import REPO, run_cli
+from conftest import REPO, cli_in_process
 from transformers import AutoModelForCausalLM
 
 from llm2llm.config import SamplingConfig, TrainConfig
@@ -61,7 +61,7 @@ def pickle_folder(tiny_model, tmp_path):
 
 
 def validate(tmp_path, data_dir, *args):
-    return run_cli(
+    return cli_in_process(
         "validate",
         "--profile",
         "tiny",

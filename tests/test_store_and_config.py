@@ -1,6 +1,7 @@
 """Crash-safe storage and config validation."""
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -149,8 +150,11 @@ def test_a_run_in_use_is_refused_after_a_short_wait(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="is in use by another llm2llm process"):
         rundir.RunDir(config)
     assert time.monotonic() - start >= 1
-    first._lock.close()  # released: the next process gets the run
-    rundir.RunDir(config)
+    handlers = len(logging.getLogger().handlers)
+    first.close()  # released: the next process (or the next boost in this one) gets the run
+    assert len(logging.getLogger().handlers) == handlers - 1  # and its log.txt handler is gone
+    with rundir.RunDir(config) as again:
+        assert again.path == first.path
 
 
 @pytest.mark.parametrize(

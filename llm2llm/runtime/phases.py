@@ -261,7 +261,10 @@ def _echo(path: Path | None, enabled: bool):
             while True:
                 chunk = f.read()
                 if chunk:
-                    sys.stderr.buffer.write(chunk)
+                    if hasattr(sys.stderr, "buffer"):
+                        sys.stderr.buffer.write(chunk)
+                    else:  # redirected to a text stream (a caller's StringIO)
+                        sys.stderr.write(chunk.decode(errors="replace"))
                     sys.stderr.flush()
                 elif stop.is_set():
                     return
