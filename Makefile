@@ -17,6 +17,7 @@ METHOD     ?=
 SEED       ?=
 RUNS_DIR   ?=
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 TRIALS      ?= 20
 REPEATS     ?= 3
 # Air-gapped install: `make wheelhouse` on a host with PyPI, copy the repo (with wheelhouse/) over,
@@ -127,8 +128,9 @@ models:
 docs:
 	$(BIN)/python -m launcher.cli config --explain --markdown > docs/configuration.md
 
+# TEST_WORKERS pytest processes, each on cores of its own (tests/conftest.py), each taking whole modules.
 test:
-	$(BIN)/python -m pytest -q -m "not slurm and not wheelhouse and not teacher" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slurm and not wheelhouse and not teacher" $(PYTEST_ARGS)
 
 test-batch:
 	$(BIN)/python -m pytest -q -m "slurm or wheelhouse or teacher" $(PYTEST_ARGS)

@@ -14,7 +14,25 @@ from pathlib import Path
 
 import pytest
 
-from llm2llm.offline import go_offline
+
+def _pin_xdist_worker() -> None:
+    """Under `pytest -n N` (make test) each worker gets cores of its own, before anything imports
+    torch: OpenMP sizes its threads to them, and no thread of one worker stalls on a core the
+    other holds. What a worker starts (phases, torchrun ranks, vLLM engines) inherits the cores."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if worker and 1 < count <= len(cpus):
+        share = len(cpus) // count
+        index = int(worker.removeprefix("gw"))
+        os.sched_setaffinity(0, cpus[index * share : (index + 1) * share])
+
+
+_pin_xdist_worker()
+# Every process this test session starts carries this mark in its environment: a test that looks
+# for leftover processes (tests/test_vllm.py) counts only its own session's, not another worker's.
+os.environ["LLM2LLM_TEST_SESSION"] = str(os.getpid())
+
+from llm2llm.offline import go_offline  # noqa: E402
 
 go_offline()  # as the CLI does, before anything imports the Hugging Face libraries (the doctor checks it)
 
@@ -96,3 +114,13 @@ def run_cli(
     if check and proc.returncode != 0:
         raise AssertionError(f"llm2llm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+# `make test` runs the suite on 2 workers, each taking whole modules (pytest -n 2 --dist loadfile):
+# the longest modules go first, so that none of them is left running alone at the end.
+LONGEST_FIRST = ["test_vllm", "test_loop", "test_deepspeed", "test_smollm2", "test_methods", "test_teacher_faults"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__, len(rank)))  # stable: in-module order stays

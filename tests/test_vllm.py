@@ -118,7 +118,8 @@ def test_cpu_kv_cache_is_sized_to_the_largest_batch(smollm2, tmp_path):
 
 
 def stray_processes(since: float) -> list[str]:
-    """llm2llm phase processes, vLLM engines and servers started since `since` and still alive."""
+    """llm2llm phase processes, vLLM engines and servers started by this test session (their
+    environment carries its mark, tests/conftest.py) since `since` and still alive."""
     found = []
     for p in psutil.process_iter(["cmdline", "name", "create_time", "status"]):
         text = " ".join(p.info["cmdline"] or []) + " " + (p.info["name"] or "")
@@ -127,9 +128,17 @@ def stray_processes(since: float) -> list[str]:
             and p.info["status"] != psutil.STATUS_ZOMBIE
             and p.pid != os.getpid()
             and any(s in text for s in ("spawn_main", "vllm", "VLLM", "launcher.cli"))
+            and _session_of(p) == os.environ["LLM2LLM_TEST_SESSION"]
         ):
             found.append(text)
     return found
+
+
+def _session_of(process: psutil.Process) -> str | None:
+    try:
+        return process.environ().get("LLM2LLM_TEST_SESSION")
+    except (psutil.Error, OSError):  # gone, or not ours to read
+        return None
 
 
 def _post(url, api_key=None):
