@@ -118,7 +118,15 @@ def run_cli(
 
 # `make test` runs the suite on 2 workers, each taking whole modules (pytest -n 2 --dist loadfile):
 # the longest modules go first, so that none of them is left running alone at the end.
-LONGEST_FIRST = ["test_vllm", "test_loop", "test_deepspeed", "test_smollm2", "test_methods", "test_teacher_faults"]
+LONGEST_FIRST = [
+    "test_vllm",
+    "test_loop",
+    "test_smollm2",
+    "test_teacher_faults",
+    "test_deepspeed",
+    "test_methods",
+    "test_sweep",
+]
 
 
 def pytest_collection_modifyitems(config, items):
