@@ -39,7 +39,7 @@ RUN_ARGS = --profile $(PROFILE) \
 	$(if $(DEEPSPEED),--deepspeed $(DEEPSPEED)) $(if $(METHOD),--method $(METHOD)) \
 	$(if $(SEED),--seed $(SEED)) $(if $(RUNS_DIR),--runs-dir $(RUNS_DIR))
 
-.PHONY: install install-offline wheelhouse docs boost validate doctor plan sweep test test-batch bench crash-resume methods models clean-venv help
+.PHONY: install install-offline wheelhouse docs boost validate doctor plan sweep test test-batch test-all bench crash-resume methods models clean-venv help
 
 help:
 	@echo "make install                 create .venv, install llm2llm + vLLM (CPU or GPU build), provision the default model"
@@ -52,7 +52,8 @@ help:
 	@echo "make install-offline         on the air-gapped host: make install from $(WHEELHOUSE)/ alone (pip --no-index)"
 	@echo "make docs                    regenerate docs/configuration.md from the config schema"
 	@echo "make test                    the test suite (CI runs this)"
-	@echo "make test-batch              the Slurm-on-localhost, offline-install and 1.5B-teacher tests (CI runs this too; needs root)"
+	@echo "make test-batch              the Slurm-on-localhost, offline-install and 1.5B-teacher tests (needs root)"
+	@echo "make test-all                make test and make test-batch in one session (what CI runs)"
 	@echo "make bench                   every benchmark (engines, dedup, boost/overhead/memory, crash-resume): one table, bench/results.json"
 	@echo "make crash-resume TRIALS=20  kill a tiny boost at random moments, rerun, compare with an uninterrupted run"
 	@echo "make methods                 plain FT vs EDA vs AugGPT vs LLM2LLM, 3 seeds, SNIPS + TREC (hours on a CPU; resumable)"
@@ -128,12 +129,18 @@ models:
 docs:
 	$(BIN)/python -m launcher.cli config --explain --markdown > docs/configuration.md
 
-# TEST_WORKERS pytest processes, each on cores of its own (tests/conftest.py), each taking whole modules.
+# TEST_WORKERS pytest processes, each on cores of its own and taking whole modules, longest first
+# (tests/conftest.py). test-all is both sets in one session, what CI runs: the batch tests mostly
+# wait on pip, daemons and disks, so they share the cores with the rest at little cost.
+PYTEST = $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test:
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slurm and not wheelhouse and not teacher" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slurm and not wheelhouse and not teacher" $(PYTEST_ARGS)
 
 test-batch:
-	$(BIN)/python -m pytest -q -m "slurm or wheelhouse or teacher" $(PYTEST_ARGS)
+	$(PYTEST) -m "slurm or wheelhouse or teacher" $(PYTEST_ARGS)
+
+test-all:
+	$(PYTEST) $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

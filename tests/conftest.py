@@ -116,12 +116,16 @@ def run_cli(
     return proc
 
 
-# `make test` runs the suite on 2 workers, each taking whole modules (pytest -n 2 --dist loadfile):
-# the longest modules go first, so that none of them is left running alone at the end.
+# `make test` runs the suite on 2 workers, each taking whole modules in this order (pytest -n 2
+# --dist loadfile --no-loadscope-reorder): the longest modules first, so that none of them is left
+# running alone at the end. (`make test-all`, what CI runs, includes the batch modules.)
 LONGEST_FIRST = [
+    "test_wheelhouse",
+    "test_smollm2",
     "test_vllm",
     "test_loop",
-    "test_smollm2",
+    "test_slurm",
+    "test_teacher_model",
     "test_teacher_faults",
     "test_deepspeed",
     "test_methods",
