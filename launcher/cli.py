@@ -52,7 +52,7 @@ next(p for p in show_config.params if p.name == "explain").name = "explain_"
 @cli.command()
 @run_options
 def doctor(profile, sets, **options):
-    """Pre-flight a run, loading no weights: config, data, model folders, disk, GPU plan, package
+    """Pre-flight a run, loading no weights: config, data, model folders, context lengths, disk, GPU plan, package
     versions, offline mode, run directory. One line per check, then a verdict; exit 2 if not ready."""
     from llm2llm.doctor import diagnose
 

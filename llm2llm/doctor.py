@@ -72,12 +72,19 @@ def diagnose(build_config) -> Doctor:
     doctor.check("data", data, needs=("config",))
     for role in ("student", "teacher"):
         doctor.check(role, lambda role=role: _model(cfg, role, state), needs=("config",))
+    doctor.check("context", lambda: _context(cfg, state), needs=("config", "student", "teacher"))
     doctor.check("disk", lambda: _disk(cfg, state), needs=("config", "student"))
     doctor.check("plan", lambda: _plan(cfg, state), needs=("config", "student", "teacher"))
     doctor.check("packages", _packages)
     doctor.check("offline", lambda: _offline(cfg), needs=("config",))
     doctor.check("run dir", lambda: _run_dir(cfg, state), needs=("config", "student", "teacher"))
     return doctor
+
+
+def _context(cfg, state: dict) -> str:
+    from llm2llm.limits import check_context_limits
+
+    return check_context_limits(cfg, state["student"], state["teacher"])
 
 
 def _model(cfg, role: str, state: dict) -> str:

@@ -28,6 +28,7 @@ from llm2llm.context import RunContext
 from llm2llm.data import load_task_data, sample, sample_count
 from llm2llm.evaluation import evaluate
 from llm2llm.filtering import filter_examples
+from llm2llm.limits import check_context_limits
 from llm2llm.methods import augment, check_method
 from llm2llm.models import checked_model, fingerprint
 from llm2llm.report import write_report
@@ -116,6 +117,7 @@ def prepare(config: RunConfig) -> RunContext:
     check_method(data.task, config)
     student_base = checked_model(config.student.model, **config.student.loading())
     teacher_path = checked_model(config.teacher.model, **config.teacher.loading())
+    check_context_limits(config, student_base, teacher_path)  # config.json only, like the plan
     plan = plan_for_run(config, teacher_path, student_base)  # reads config.json files only
     plan.raise_if_impossible()
     sample_count(len(data.train), config.data.seed_size)  # before the run directory exists: a bad size leaves nothing

@@ -86,7 +86,7 @@ def test_every_profile_validates(profile, data_dir, tiny_model, smollm2, tmp_pat
     out = cli_in_process(
         "validate", "--profile", profile, "--data-dir", str(data_dir), "--runs-dir", str(tmp_path), cwd=REPO
     ).stdout
-    assert out.count("ok ") == 9 and "ok   plan: sequential on 1 node(s)" in out
+    assert out.count("ok ") == 10 and "ok   plan: sequential on 1 node(s)" in out
 
 
 @pytest.mark.parametrize("dataset", ["snips", "trec", "sst2", "gsm8k", "casehold"])

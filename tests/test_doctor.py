@@ -48,6 +48,7 @@ def test_healthy_run_is_ready(tmp_path, data_dir, tiny_model):
         "ok   data",
         "ok   student",
         "ok   teacher",
+        "ok   context",
         "ok   disk",
         "ok   plan",
         "ok   packages",
@@ -264,3 +265,23 @@ def test_loopback_down_is_an_immediate_error_not_a_hang(tmp_path, data_dir, tiny
     assert "cannot connect to 127.0.0.1" in errors[0] and "ip link set lo up" in errors[0]
     lines = doctor("--runs-dir", str(tmp_path / "runs"), "--data-dir", str(data_dir), unshare=True).stdout.splitlines()
     assert any(line.startswith("FAIL offline: cannot connect to 127.0.0.1") for line in lines), lines
+
+
+def test_settings_beyond_a_models_context_are_refused_before_anything_runs(tmp_path, data_dir):
+    """The tiny Llama's config allows 1,024 positions: the doctor shows what each engine will use
+    (vLLM's default 4096 lowered to it), and a setting that cannot fit is one line from doctor and
+    from boost, before the run directory exists."""
+    runs = ["--runs-dir", str(tmp_path / "runs"), "--data-dir", str(data_dir)]
+    ok = doctor(*runs, "--set", "teacher.engine=vllm")
+    assert ok.returncode == 0, ok.stdout
+    lowered = "teacher context 1024 tokens (vllm.max_model_len 4096 lowered to it)"
+    assert f"ok   context: student context 1024 tokens; {lowered}" in ok.stdout.splitlines()
+    for setting, message in [
+        ("train.max_length=2048", "train.max_length 2048 is more than the student's context (1024 tokens, "),
+        ("teacher.sampling.max_new_tokens=1024", "teacher.sampling.max_new_tokens 1024 leaves no room for a prompt"),
+    ]:
+        refused = doctor(*runs, "--set", setting)
+        assert refused.returncode == 2 and f"FAIL context: {message}" in refused.stdout, refused.stdout
+        boost = cli_in_process("boost", "--profile", "tiny", *runs, "--set", setting, cwd=REPO, check=False)
+        assert boost.returncode == 2 and boost.stderr.count("\n") == 1 and message in boost.stderr, boost.stderr
+        assert not (tmp_path / "runs").exists()
