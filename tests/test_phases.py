@@ -229,3 +229,56 @@ def test_sbatch_script_is_valid_bash_and_asks_for_the_right_resources(tmp_path, 
     boost = next(line for line in text.splitlines() if "launcher.cli boost" in line)
     assert "--deepspeed zero3" in boost and f"--nodes {nodes}" in boost and "--run job" in boost
     assert (runs / "job" / "logs").is_dir()  # sbatch --output needs the folder to exist
+
+
+def _ours(process) -> bool:
+    """A process of this test session (its environment carries the session's mark, conftest.py)."""
+    import psutil
+
+    try:
+        return process.environ().get("LLM2LLM_TEST_SESSION") == os.environ["LLM2LLM_TEST_SESSION"]
+    except psutil.Error:
+        return False
+
+
+def test_no_training_rank_survives_a_sigkilled_torchrun(tmp_path, data_dir, tiny_model):
+    """torchrun starts its ranks in sessions of their own; SIGKILL it mid-training and its ranks
+    would be orphans outside the phase's process group. The driver kills every process it saw in
+    the phase's tree, so none survives, and says which it killed."""
+    import psutil
+    from conftest import tiny_boost_args
+
+    args = [*tiny_boost_args(tmp_path, data_dir, "ranks"), "--iterations", "0", "--set", "train.cpu_processes=2"]
+    args += ["--set", "train.epochs=30"]  # long enough to be killed mid-training
+    boost = subprocess.Popen(
+        [sys.executable, "-m", "launcher.cli", *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ranks, deadline = [], time.monotonic() + 300
+    while time.monotonic() < deadline and boost.poll() is None:
+        torchrun = [
+            p for p in psutil.process_iter(["cmdline"]) if "torch.distributed.run" in " ".join(p.info["cmdline"] or [])
+        ]
+        torchrun = [p for p in torchrun if _ours(p)]
+        if torchrun:
+            ranks = [c for c in torchrun[0].children() if "llm2llm.training" in " ".join(c.cmdline())]
+            if len(ranks) == 2 and (tmp_path / "runs" / "ranks" / "iter_000" / ".student.tmp").exists():
+                time.sleep(1.0)  # seen by the driver's tree sampler (every 0.5 s)
+                torchrun[0].kill()
+                break
+        time.sleep(0.1)
+    assert len(ranks) == 2, "torchrun and its two ranks never showed up"
+    _, stderr = boost.communicate(timeout=120)
+    assert boost.returncode == 1 and "train iter_000" in stderr, stderr[-2000:]
+    gone_by = time.monotonic() + 15
+    while any(r.is_running() and r.status() != psutil.STATUS_ZOMBIE for r in ranks) and time.monotonic() < gone_by:
+        time.sleep(0.2)
+    alive = [r.pid for r in ranks if r.is_running() and r.status() != psutil.STATUS_ZOMBIE]
+    for pid in alive:  # do not leave them to the rest of the suite
+        os.kill(pid, signal.SIGKILL)
+    assert alive == [], "training ranks survived their torchrun"
+    killed = next(line for line in stderr.splitlines() if "of the phase still running after it ended, killed" in line)
+    assert all(f"{r.pid} (" in killed and "llm2llm.training" in killed for r in ranks), killed

@@ -42,6 +42,7 @@ from llm2llm.errors import UserError
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 _PRELOAD: list[str] = []
 
 
@@ -129,6 +130,63 @@ def process_name(pid: int) -> str:
         return str(pid)
 
 
+def _state_and_start(pid: int) -> tuple[str, int] | None:
+    """A process's state letter and start time (clock ticks since boot: with the pid, an identity
+    that survives pid reuse), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[19])
+
+
+def become_subreaper() -> None:
+    """Linux: processes orphaned below this one (a rank whose torchrun was SIGKILLed) become its
+    children instead of init's, so they stay in the driver's tree until it has killed them."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1)
+    except OSError:  # not Linux: sweep_seen below still finds them
+        pass
+
+
+def sweep_seen(seen: dict[int, int], name: str) -> list[str]:
+    """Kill every process seen in a finished phase's tree (PeakMemory.seen: pid -> start time)
+    that still runs. torchrun starts each rank in a session of its own: when torchrun dies first
+    (SIGKILL, OOM killer), its ranks are outside the group sweep_group kills."""
+    left = [
+        pid
+        for pid, start in seen.items()
+        if (state := _state_and_start(pid)) and state[1] == start and state[0] != "Z"
+    ]
+    names = [process_name(pid) for pid in left]
+    if left:
+        log.warning("%s: processes of the phase still running after it ended, killed: %s", name, "; ".join(names))
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 10
+    for pid in left:
+        while time.monotonic() < deadline:
+            if _reap_orphan(pid) or (state := _state_and_start(pid)) is None or state[0] == "Z":
+                break
+            time.sleep(0.05)
+        _reap_orphan(pid)
+    return names
+
+
+def _reap_orphan(pid: int) -> bool:
+    """Collect an orphan that was reparented to us (become_subreaper) once it has exited; True when done.
+    Only pids nobody else waits for: the phase's own processes were never this process's children."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == pid
+    except ChildProcessError:  # not our child (reparented to init, or already collected)
+        return False
+
+
 def sweep_group(pgid: int, name: str) -> list[str]:
     """Kill whatever is left in a finished phase's process group; returns what was found."""
     leftovers = [process_name(pid) for pid in group_members(pgid)]
@@ -167,6 +225,7 @@ class PeakMemory:
     def __init__(self, pid: int, interval: float = 0.5):
         self.pid, self.interval = pid, interval
         self.peaks: dict[int, int] = {}
+        self.seen: dict[int, int] = {}  # every process of the tree seen: pid -> start time (sweep_seen)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -192,6 +251,8 @@ class PeakMemory:
     def sample(self) -> int:
         """One reading of every process in the tree; returns the running peak (bytes)."""
         for pid in self._tree():
+            if pid not in self.seen and (state := _state_and_start(pid)):
+                self.seen[pid] = state[1]
             try:
                 self.peaks[pid] = max(self.peaks.get(pid, 0), _hwm_bytes(pid))
             except (OSError, ValueError, IndexError):  # ended between the listing and the read
@@ -414,9 +475,9 @@ class PhaseResult:
 
 def _phase_result(name: str, pid: int, exit_code: int | None, start: float, memory: "PeakMemory") -> PhaseResult:
     """The record of a finished phase process; kills what is left of its group first."""
-    return PhaseResult(
-        name, pid, exit_code, round(time.monotonic() - start, 2), sweep_group(pid, name), memory.peak_mib
-    )
+    leftovers = sweep_group(pid, name)
+    leftovers += sweep_seen({p: t for p, t in memory.seen.items() if p != pid}, name)
+    return PhaseResult(name, pid, exit_code, round(time.monotonic() - start, 2), leftovers, memory.peak_mib)
 
 
 def _terminate(pid: int, grace: float = 30) -> None:

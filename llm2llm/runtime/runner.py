@@ -24,7 +24,14 @@ from llm2llm.config import RunConfig
 from llm2llm.errors import UserError
 from llm2llm.runtime.gpu_plan import Plan
 from llm2llm.runtime.memory import ReleaseCheck
-from llm2llm.runtime.phases import PhaseResult, call_in_child, free_port, loopback_problem, run_command
+from llm2llm.runtime.phases import (
+    PhaseResult,
+    become_subreaper,
+    call_in_child,
+    free_port,
+    loopback_problem,
+    run_command,
+)
 from llm2llm.store import RecordLog
 
 log = logging.getLogger(__name__)
@@ -88,6 +95,7 @@ class PhaseRunner:
         self.lock_fd = lock_fd  # the run's lock, held by torchrun too (see RunDir._acquire_lock)
         self.release = ReleaseCheck(config.plan.release_tolerance_mib, config.plan.release_timeout)
         self.record = RecordLog(self.run_path / "phases.jsonl")
+        become_subreaper()  # a phase's orphans (ranks of a killed torchrun) stay below us until swept
         self.last_end: float | None = None
         self.server = None
         self.server_phase: str | None = None
