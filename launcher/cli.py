@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import sys
@@ -13,7 +14,7 @@ from launcher.options import build_config, run_options
 from llm2llm.config import config_reference, config_to_yaml, explain
 from llm2llm.errors import UserError
 from llm2llm.offline import go_offline
-from llm2llm.runtime.phases import PhaseError
+from llm2llm.runtime.phases import PhaseError, disk_full_message
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -334,6 +335,11 @@ def run(argv: list[str] | None = None) -> int:
         return 2
     except PhaseError as e:
         click.echo(f"error: {e}", err=True)
+        return 1
+    except OSError as e:  # the driver's own writes (records, reports) on a full disk
+        if e.errno != errno.ENOSPC:
+            raise
+        click.echo(f"error: {disk_full_message('llm2llm', e.filename, None)}", err=True)
         return 1
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

@@ -34,7 +34,7 @@ from llm2llm.models import checked_model, fingerprint
 from llm2llm.report import write_report
 from llm2llm.rundir import RunDir
 from llm2llm.runtime.gpu_plan import plan_for_run
-from llm2llm.runtime.phases import preload_phase_modules
+from llm2llm.runtime.phases import DiskFull, preload_phase_modules
 from llm2llm.runtime.runner import PhaseRunner
 from llm2llm.selection import select_iteration, split_accuracy
 from llm2llm.store import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_json, read_jsonl
@@ -195,7 +195,10 @@ def train(ctx: RunContext, it: int, train_set: list[dict]) -> dict:
         request = TrainRequest(
             ctx.student_base, train_set, ctx.task, config.train, student, init, config.student.loading(), tb_dir
         )
-        ctx.runner.train(f"train iter_{it:03d}", partial(write_request, request), student, train_from_file)
+        try:
+            ctx.runner.train(f"train iter_{it:03d}", partial(write_request, request), student, train_from_file)
+        except DiskFull as e:  # say what a checkpoint of this student takes (its weights, fp32 as trained)
+            raise e.needing(sum(f.stat().st_size for f in ctx.student_base.glob("*.safetensors"))) from None
     return read_json(student / "train_log.json")
 
 

@@ -446,3 +446,40 @@ def test_results_table_reads_the_run_metrics(finished_run):
         f"{100 * it['validation_accuracy']:.1f}" for it in metrics["iterations"]
     ]
     assert all(it["validation_total"] == 20 for it in metrics["iterations"])
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_after_freeing_space_finishes(tmp_path, data_dir):
+    """The run directory on a 6 MiB tmpfs (a private mount namespace: root and `unshare -m`): the
+    first student checkpoint (12 MiB) does not fit. One error line names the phase, the folder, what
+    is free and what the checkpoint needs; no student is left as if trained; after the file system
+    grows (remount, the same files) the same command finishes the run."""
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare -m for a size-limited tmpfs")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    boost = " ".join([sys.executable, "-m", "launcher.cli", *boost_args(disk, data_dir, "full", "--iterations", "1")])
+    script = f"""
+mount -t tmpfs -o size=6m tmpfs {disk} || exit 90
+cd {REPO}
+{boost} > {tmp_path}/out1 2> {tmp_path}/err1; echo $? > {tmp_path}/rc1
+find {disk} -name 'student' > {tmp_path}/students1
+mount -o remount,size=200m {disk}
+{boost} > {tmp_path}/out2 2> {tmp_path}/err2; echo $? > {tmp_path}/rc2
+cp {disk}/runs/full/metrics.json {tmp_path}/metrics.json
+find {disk}/runs/full -name '.*' ! -name .lock > {tmp_path}/hidden2
+"""
+    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], timeout=600)
+    if proc.returncode == 90:
+        pytest.skip("no tmpfs mount here")
+    first = (tmp_path / "err1").read_text()
+    errors = [line for line in first.splitlines() if line.startswith("error:")]
+    assert (tmp_path / "rc1").read_text().strip() == "1" and len(errors) == 1, first[-2000:]
+    assert errors[0].startswith(f"error: train iter_000: no space left on the device writing {disk}/runs/full, ")
+    assert "free there (it needs about 12.3 MiB)" in errors[0] and "rerun the same command to resume" in errors[0]
+    assert (tmp_path / "students1").read_text() == ""  # nothing that looks trained
+    assert (tmp_path / "rc2").read_text().strip() == "0", (tmp_path / "err2").read_text()[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["complete"] and len(metrics["iterations"]) == 2
+    assert (tmp_path / "hidden2").read_text() == ""  # the killed attempt's temp files are gone

@@ -22,11 +22,13 @@ phase in a fresh interpreter instead.
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import multiprocessing
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -70,6 +72,62 @@ def _start_context():
 
 class PhaseError(RuntimeError):
     """A phase's child process failed; the message carries the end of its output."""
+
+
+class DiskFull(PhaseError):
+    """A phase ran out of space (ENOSPC); one line naming where, what is free there and the fix."""
+
+    def __init__(self, name: str, path: str | None, fallback: Path | None, needs: int | None = None):
+        self.name, self.path, self.fallback = name, path, fallback
+        super().__init__(disk_full_message(name, path, fallback, needs))
+
+    def needing(self, needs: int) -> "DiskFull":
+        """The same error, saying how much the write needs (the caller knows, e.g. a checkpoint's size)."""
+        return DiskFull(self.name, self.path, self.fallback, needs)
+
+
+NO_SPACE = re.compile(r"No space left on device|os error 28|Errno 28")
+
+
+def no_space(exc: BaseException) -> str | None:
+    """The path being written when `exc` (or what caused it) is ENOSPC: the file, or "" when the
+    error does not say (safetensors' own I/O error); None when it is another error."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return str(exc.filename or "")
+        if NO_SPACE.search(str(exc)):
+            return ""
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _run_dir_of(log_path: Path | None) -> Path | None:
+    """The folder a phase writes into, as far as its log says: runs/<run>/ for runs/<run>/logs/X.log."""
+    if log_path is None:
+        return None
+    return log_path.parent.parent if log_path.parent.name == "logs" else log_path.parent
+
+
+def disk_full_message(name: str, path: str | None, fallback: Path | None, needs: int | None = None) -> str:
+    """One line: the phase, the path it was writing (or the folder it writes into) and what is free there."""
+    where = Path(path) if path else fallback
+    free = ""
+    probe = where
+    while probe is not None and not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe is not None and probe.exists():
+        free = f", {_size(shutil.disk_usage(probe).free)} free there"
+    needed = f" (it needs about {_size(needs)})" if needs else ""
+    return (
+        f"{name}: no space left on the device writing {where or 'its output'}{free}{needed}; free space (or point "
+        "--runs-dir at a larger file system with the run moved there) and rerun the same command to resume"
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -457,8 +515,10 @@ def _child_main(conn, driver_pid: int, env: dict[str, str], log_path, fn, args, 
         conn.send(("ok", fn(*args)))
     except UserError as e:
         conn.send(("user_error", str(e)))
-    except BaseException:  # noqa: BLE001 - everything goes back to the parent
-        conn.send(("error", traceback.format_exc()[-4000:]))
+    except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
+        traceback.print_exc()  # the whole story stays in the phase's log
+        path = no_space(e)
+        conn.send(("disk_full", path) if path is not None else ("error", traceback.format_exc()[-4000:]))
     finally:
         conn.close()
 
@@ -553,6 +613,8 @@ def call_in_child(
     status, payload = message
     if status == "user_error":
         raise UserError(payload)
+    if status == "disk_full":
+        raise DiskFull(name, payload, _run_dir_of(log_path))
     if status == "error":
         raise PhaseError(f"{name} failed in its process{where}:\n{payload}")
     return payload, result
@@ -608,6 +670,8 @@ def run_command(
         raise PhaseError(f"{name}: still running after {timeout:.0f} s (plan.phase_timeout); stopped{where}")
     if proc.returncode != 0:
         cause = root_cause(log_path)
+        if cause and NO_SPACE.search(cause):
+            raise DiskFull(name, None, _run_dir_of(log_path))
         raise PhaseError(
             f"{name} failed (exit code {proc.returncode})"
             + (f": {cause}" if cause else "")
