@@ -410,8 +410,9 @@ class RunConfig(Section):
     profile: str = Field(DEFAULT_PROFILE, description="The profile the run was built from (recorded).")
     generation_cache: str = Field(
         "",
-        description="SQLite file caching every teacher answer by (teacher fingerprint, prompt, sampling, sample); "
-        "shared by all runs that name it. Default: <runs_dir>/generation-cache.sqlite.",
+        description="Folder caching every teacher answer by (teacher fingerprint, prompt, sampling, sample), one "
+        "file each; shared by all runs that name it, on any host (safe on NFS/Lustre). Default: "
+        "<runs_dir>/generation-cache (an older <folder>.sqlite cache is imported).",
     )
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -442,9 +443,7 @@ class RunConfig(Section):
         return {"llm2llm": self.loop.iterations, "plain": 0}.get(self.loop.method, 1)
 
     def cache_path(self) -> Path:
-        return (
-            Path(self.generation_cache) if self.generation_cache else Path(self.runs_dir) / "generation-cache.sqlite"
-        )
+        return Path(self.generation_cache) if self.generation_cache else Path(self.runs_dir) / "generation-cache"
 
 
 def deepspeed_config_path(name: str) -> Path:

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,44 @@ def test_generation_cache_keeps_finish_reasons_and_opens_an_older_cache(tmp_path
     assert GenerationCache(old).get_many(["k1"]) == {
         "k1": ("1. cut off at", "length")
     }  # reopened: no second migration
+    assert (tmp_path / "old").is_dir() and len(GenerationCache(tmp_path / "old")) == 2  # one file per answer
+
+
+WRITER = """
+import random, sys
+from llm2llm.gencache import GenerationCache
+cache, me = GenerationCache(sys.argv[1]), int(sys.argv[2])
+keys = [f"k{i}" for i in range(5000)]
+random.Random(me).shuffle(keys)  # every writer stores every key, each in its own order
+for key in keys:
+    cache.put_many([{"key": key, "output": f"answer to {key}", "teacher": "t", "finish_reason": "stop", "by": me}])
+"""
+
+
+def test_generation_cache_with_concurrent_writers_killed_at_random(tmp_path):
+    """Six real processes write the same 5,000 answers into one cache folder at once, two of them
+    SIGKILLed mid-write and started again: every answer is there once, whole, written by one of
+    them; a killed writer leaves at most temporary files, which no reader takes for an answer."""
+    import signal
+    import subprocess
+    import sys
+
+    from llm2llm.gencache import GenerationCache
+
+    cache = tmp_path / "cache"
+    start = lambda me: subprocess.Popen([sys.executable, "-c", WRITER, str(cache), str(me)])  # noqa: E731
+    writers = {me: start(me) for me in range(6)}
+    for me, after in ((0, 500), (1, 2500)):  # killed once that many answers are stored
+        while sum(1 for _ in cache.glob("??/*.json")) < after:
+            time.sleep(0.01)
+        writers[me].send_signal(signal.SIGKILL)
+        assert writers[me].wait() == -signal.SIGKILL, "the writer had finished before the kill"
+        writers[me] = start(me)  # the rerun
+    assert all(w.wait(timeout=300) == 0 for w in writers.values())
+    files = sorted(cache.glob("??/*.json"))
+    assert len(files) == 5000 == len(GenerationCache(cache))
+    stored = GenerationCache(cache).get_many([f"k{i}" for i in range(5000)])
+    assert stored == {f"k{i}": (f"answer to k{i}", "stop") for i in range(5000)}
+    owners = {json.loads(f.read_text())["request"]["by"] for f in files}
+    assert owners <= set(range(6))
+    assert all(f.name.endswith(".tmp") for f in cache.rglob(".*"))  # what a killed writer may leave
