@@ -6,7 +6,10 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import os
 import shutil
+import socket
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +19,21 @@ from llm2llm.errors import UserError
 from llm2llm.store import RecordLog, atomic_write_json, atomic_write_text, read_json
 
 LOCK_WAIT_SECONDS = 30
+CLAIM_FILE = ".lock.json"
+log = logging.getLogger(__name__)
+
+
+def lease_seconds() -> float:
+    """How long a claim on a run stays good without being renewed (its holder renews it every
+    quarter of that). LLM2LLM_LOCK_LEASE_SECONDS, default 60: on a shared file system whose clocks
+    or attribute caches lag, a longer lease."""
+    return float(os.environ.get("LLM2LLM_LOCK_LEASE_SECONDS", "60"))
+
+
+def this_host() -> str:
+    """The name this process's claims carry (LLM2LLM_HOSTNAME, else the host name): two containers
+    that share a host name on different nodes set it apart."""
+    return os.environ.get("LLM2LLM_HOSTNAME") or socket.gethostname()
 
 
 class RunDir:
@@ -28,6 +46,7 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.path / ".lock", "a")
         self._log = None
+        self._renewing: threading.Event | None = None
         try:
             self._open()
         except BaseException:
@@ -61,6 +80,13 @@ class RunDir:
             logging.getLogger().removeHandler(self._log)
             self._log.close()
             self._log = None
+        if self._renewing is not None:  # our claim ends with us
+            self._renewing.set()
+            self._renewer.join(timeout=10)  # not renewing while we remove it
+            self._renewing = None
+            claim = self._read_claim()
+            if claim and claim.get("host") == this_host() and claim.get("pid") == os.getpid():
+                (self.path / CLAIM_FILE).unlink(missing_ok=True)
         self._lock.close()  # closing the file releases its flock
 
     def __enter__(self) -> RunDir:
@@ -70,19 +96,78 @@ class RunDir:
         self.close()
 
     def _acquire_lock(self) -> None:
-        """One process per run. The training launcher holds the lock too, so a rerun right after a
-        kill -9 waits (briefly) for the last phase processes of the killed run to exit."""
+        """One process per run. On one host the flock decides (the training launcher holds it too,
+        so a rerun right after a kill -9 waits, briefly, for the last phase processes of the killed
+        run to exit). flock does not reach every process on a shared file system (NFS without a
+        lock manager, Lustre mounted with localflock), so the holder also keeps a claim in
+        .lock.json (host, pid, Slurm job, renewed every quarter lease): a claim from another host
+        renewed within the lease is a live run there, and a requeued job on another node waits
+        for a dying holder's claim to lapse (one lease) before it takes the run over."""
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        remote_deadline = time.monotonic() + 1.5 * lease_seconds()  # a dying holder's claim lapses within one
         while True:
             try:
                 fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
+            except BlockingIOError:  # another process of this host (or one the file system's locks reach)
                 if time.monotonic() > deadline:
                     raise UserError(
                         f"run {self.path} is in use by another llm2llm process; wait for it or pick another RUN"
                     ) from None
                 time.sleep(0.2)
+                continue
+            holder = self._live_claim_elsewhere()
+            if holder is None:
+                self._claim()
+                return
+            fcntl.flock(self._lock, fcntl.LOCK_UN)  # a live run on another host: wait for its claim to lapse
+            if time.monotonic() > remote_deadline:
+                job = f", Slurm job {holder['slurm_job']}" if holder.get("slurm_job") else ""
+                raise UserError(
+                    f"run {self.path} is in use on host {holder['host']} (pid {holder['pid']}{job}; its claim in "
+                    f"{CLAIM_FILE} was renewed {time.time() - holder['renewed']:.0f} s ago); wait for that run to "
+                    f"stop (a claim not renewed for {lease_seconds():.0f} s is taken over) or pick another RUN"
+                )
+            time.sleep(0.5)
+
+    def _read_claim(self) -> dict | None:
+        try:
+            claim = json.loads((self.path / CLAIM_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return claim if isinstance(claim, dict) else None
+
+    def _live_claim_elsewhere(self) -> dict | None:
+        """The claim of a run alive on another host, or None. A claim of this host whose flock we
+        now hold is a dead process's; a claim not renewed within the lease, a dead host's."""
+        claim = self._read_claim()
+        if not claim or claim.get("host") == this_host():
+            return None
+        if time.time() - float(claim.get("renewed", 0)) > lease_seconds():
+            return None
+        return claim
+
+    def _claim(self) -> None:
+        """Write our claim and renew it from a thread until close()."""
+        claim = {
+            "host": this_host(),
+            "pid": os.getpid(),
+            "slurm_job": os.environ.get("SLURM_JOB_ID"),
+            "started": time.time(),
+        }
+        stop = self._renewing = threading.Event()
+
+        def renew() -> None:
+            while True:
+                try:
+                    atomic_write_json(self.path / CLAIM_FILE, {**claim, "renewed": time.time()})
+                except OSError as e:  # a full or vanished file system: the run's own writes will say so
+                    log.warning("could not renew the claim on %s: %s", self.path, e)
+                if stop.wait(lease_seconds() / 4):
+                    return
+
+        atomic_write_json(self.path / CLAIM_FILE, {**claim, "renewed": time.time()})
+        self._renewer = threading.Thread(target=renew, daemon=True, name="run-claim")
+        self._renewer.start()
 
     def pin_models(self, models: dict[str, dict]) -> None:
         """models.json: each role's name, folder and fingerprint, recorded on first use. A rerun whose

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -241,3 +242,78 @@ def test_generation_cache_with_concurrent_writers_killed_at_random(tmp_path):
     owners = {json.loads(f.read_text())["request"]["by"] for f in files}
     assert owners <= set(range(6))
     assert all(f.name.endswith(".tmp") for f in cache.rglob(".*"))  # what a killed writer may leave
+
+
+HOLDER = """
+import sys, time
+from llm2llm.config import resolve_config
+from llm2llm.rundir import RunDir
+run = RunDir(resolve_config("tiny", {"runs_dir": sys.argv[1], "run": "shared"}))
+print("holding", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_run_held_on_another_host_is_waited_for_then_taken_over_when_its_claim_lapses(tmp_path, monkeypatch):
+    """Two hosts sharing runs/ (told apart by LLM2LLM_HOSTNAME; flock cannot see across hosts on
+    NFS without a lock manager): while node-a's claim is renewed, node-b waits and is refused with
+    the holder named; node-a SIGKILLed (its job requeued on node-b while it dies), node-b takes the
+    run over once the claim lapses, not before."""
+    import signal
+    import subprocess
+    import sys
+
+    import llm2llm.rundir as rundir
+
+    lease = 2.0
+    env = {**os.environ, "LLM2LLM_HOSTNAME": "node-a", "LLM2LLM_LOCK_LEASE_SECONDS": str(lease), "SLURM_JOB_ID": "41"}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "holding"
+    claim_file = tmp_path / "shared" / rundir.CLAIM_FILE
+    claim = json.loads(claim_file.read_text())
+    assert claim["host"] == "node-a" and claim["pid"] == holder.pid and claim["slurm_job"] == "41"
+
+    monkeypatch.setenv("LLM2LLM_HOSTNAME", "node-b")
+    monkeypatch.setenv("LLM2LLM_LOCK_LEASE_SECONDS", str(lease))
+    monkeypatch.setattr(rundir, "LOCK_WAIT_SECONDS", 0)
+    config = resolve_config("tiny", {"runs_dir": str(tmp_path), "run": "shared"})
+    # What node-b sees of node-a on a shared file system: the claim, renewed, and no flock. (Here both
+    # are on one host, so node-a's flock would refuse node-b first: the claim is copied to a run
+    # folder of its own that node-a holds no flock on, and kept renewed as node-a renews its own.)
+    copied = tmp_path / "elsewhere"
+    copied.mkdir()
+    stop = time.monotonic() + 30
+
+    import threading
+
+    def mirror():
+        while time.monotonic() < stop and holder.poll() is None:
+            (copied / rundir.CLAIM_FILE).write_text(claim_file.read_text())
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=mirror, daemon=True)
+    thread.start()
+    while not (copied / rundir.CLAIM_FILE).exists():
+        time.sleep(0.05)
+    other = resolve_config("tiny", {"runs_dir": str(tmp_path), "run": "elsewhere"})
+    start = time.monotonic()
+    with pytest.raises(
+        UserError, match=r"is in use on host node-a \(pid \d+, Slurm job 41; its claim in \.lock\.json"
+    ):
+        rundir.RunDir(other)
+    assert time.monotonic() - start >= lease  # it waited (1.5 leases) before refusing
+
+    holder.send_signal(signal.SIGKILL)  # node-a dies; its last claim stays behind
+    holder.wait()
+    thread.join()
+    killed_at = time.time()
+    with rundir.RunDir(other):  # waits for the dead holder's claim to lapse, then takes over
+        assert time.time() - json.loads(claim_file.read_text())["renewed"] > lease
+        mine = json.loads((copied / rundir.CLAIM_FILE).read_text())
+        assert mine["host"] == "node-b" and mine["pid"] == os.getpid()
+        assert time.time() - killed_at <= lease + 2
+    assert not (copied / rundir.CLAIM_FILE).exists()  # released with the run
+    with rundir.RunDir(config):  # node-a's own run folder: its claim lapsed too, and its flock died with it
+        pass
