@@ -55,8 +55,7 @@ class RunDir:
 
     def _open(self) -> None:
         config = self.config
-        self._acquire_lock()
-        self._remove_leftovers()
+        self._acquire_lock()  # also sweeps a killed process's temporary files, before our claim writes its own
         config_path = self.path / "config.yaml"
         if config_path.exists():
             stored = config_from_file(config_path).model_dump(mode="json")
@@ -117,6 +116,7 @@ class RunDir:
                 continue
             holder = self._live_claim_elsewhere()
             if holder is None:
+                self._remove_leftovers()
                 self._claim()
                 return
             fcntl.flock(self._lock, fcntl.LOCK_UN)  # a live run on another host: wait for its claim to lapse
@@ -157,13 +157,11 @@ class RunDir:
         stop = self._renewing = threading.Event()
 
         def renew() -> None:
-            while True:
+            while not stop.wait(lease_seconds() / 4):
                 try:
                     atomic_write_json(self.path / CLAIM_FILE, {**claim, "renewed": time.time()})
                 except OSError as e:  # a full or vanished file system: the run's own writes will say so
                     log.warning("could not renew the claim on %s: %s", self.path, e)
-                if stop.wait(lease_seconds() / 4):
-                    return
 
         atomic_write_json(self.path / CLAIM_FILE, {**claim, "renewed": time.time()})
         self._renewer = threading.Thread(target=renew, daemon=True, name="run-claim")

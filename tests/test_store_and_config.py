@@ -254,6 +254,31 @@ time.sleep(600)
 """
 
 
+def test_opening_a_run_sweeps_leftovers_without_touching_its_own_claim(tmp_path, monkeypatch, caplog):
+    """A killed process's temporary files are swept when the run is reopened; the claim renewed
+    every quarter lease writes temporary files of the same form, and the sweep must not take them
+    (it did: "could not renew the claim ... No such file or directory" on the first renewal)."""
+    import threading
+
+    import llm2llm.rundir as rundir
+
+    monkeypatch.setenv("LLM2LLM_LOCK_LEASE_SECONDS", "0.004")  # renewed every millisecond
+    fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (time.sleep(0.02), fsync(fd)))  # a slow disk: each write's temp file lives 20 ms
+    start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda self: (start(self), time.sleep(0.005)))  # a busy node: the renewer runs first
+    run = tmp_path / "swept"
+    (run / "iter_000").mkdir(parents=True)
+    for i in range(400):  # what a killed process leaves behind
+        (run / "iter_000" / f".train.jsonl.{i}.tmp").write_text("half")
+    config = resolve_config("tiny", {"runs_dir": str(tmp_path), "run": "swept"})
+    with caplog.at_level(logging.WARNING, logger="llm2llm.rundir"), rundir.RunDir(config):
+        time.sleep(0.2)
+        assert json.loads((run / rundir.CLAIM_FILE).read_text())["pid"] == os.getpid()
+    assert "could not renew" not in caplog.text
+    assert not list((run / "iter_000").iterdir())
+
+
 def test_a_run_held_on_another_host_is_waited_for_then_taken_over_when_its_claim_lapses(tmp_path, monkeypatch):
     """Two hosts sharing runs/ (told apart by LLM2LLM_HOSTNAME; flock cannot see across hosts on
     NFS without a lock manager): while node-a's claim is renewed, node-b waits and is refused with
