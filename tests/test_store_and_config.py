@@ -264,9 +264,10 @@ def test_opening_a_run_sweeps_leftovers_without_touching_its_own_claim(tmp_path,
 
     monkeypatch.setenv("LLM2LLM_LOCK_LEASE_SECONDS", "0.004")  # renewed every millisecond
     fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (time.sleep(0.02), fsync(fd)))  # a slow disk: each write's temp file lives 20 ms
+    # a slow disk (each write's temp file lives 20 ms) and a busy node (the renewer runs first)
+    monkeypatch.setattr(os, "fsync", lambda fd: (time.sleep(0.02), fsync(fd)))
     start = threading.Thread.start
-    monkeypatch.setattr(threading.Thread, "start", lambda self: (start(self), time.sleep(0.005)))  # a busy node: the renewer runs first
+    monkeypatch.setattr(threading.Thread, "start", lambda self: (start(self), time.sleep(0.005)))
     run = tmp_path / "swept"
     (run / "iter_000").mkdir(parents=True)
     for i in range(400):  # what a killed process leaves behind
