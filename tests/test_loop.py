@@ -347,6 +347,66 @@ def test_random_kill_inside_a_phase_then_reruns_match_uninterrupted(finished_run
     assert result["identical"], result
 
 
+def cache_answers(cache: Path) -> dict[str, str]:
+    """{key: answer} of a generation cache folder; every file whole and named by its key's hash."""
+    import hashlib
+
+    answers = {}
+    for path in cache.glob("*/*.json"):
+        record = json.loads(path.read_text())
+        assert path.parent.name + path.stem == hashlib.sha256(record["key"].encode()).hexdigest(), path
+        answers[record["key"]] = record["output"]
+    return answers
+
+
+def test_four_boosts_sharing_runs_killed_and_rerun_each_match_a_run_made_alone(finished_run, tmp_path, data_dir):
+    """Issue 18: four boosts at once in one runs/ (one generation cache, asked the same prompts at the
+    same moments), each SIGKILLed at its own random moment and all rerun at once until done: each run
+    then holds what the run made alone holds, and the shared cache holds the solo run's answers,
+    each once and whole, and no temporary file."""
+    runs = tmp_path / "runs"
+    names = [f"c{i}" for i in range(4)]
+    solo_seconds = json.loads((finished_run / "metrics.json").read_text())["wall_seconds"]
+    rng = random.Random(18)
+    kill_after = {name: rng.uniform(0.1, 2.0) * solo_seconds for name in names}  # four at once run slower
+
+    def start(name):
+        return subprocess.Popen(
+            [sys.executable, "-m", "launcher.cli", *boost_args(tmp_path, data_dir, name)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    started = time.monotonic()
+    procs = {name: start(name) for name in names}
+    while any(p.poll() is None for p in procs.values()):
+        for name, proc in procs.items():
+            if proc.poll() is None and time.monotonic() - started >= kill_after[name]:
+                proc.send_signal(signal.SIGKILL)
+        time.sleep(0.05)
+    killed = [name for name, proc in procs.items() if proc.returncode == -signal.SIGKILL]
+    assert len(killed) >= 2, kill_after  # most were killed mid-run (the rest finished first)
+    for _ in range(4):  # rerun the unfinished ones, all at once, until each finishes
+        todo = [n for n in names if not (runs / n / "metrics.json").exists()
+                or not json.loads((runs / n / "metrics.json").read_text())["complete"]]  # fmt: skip
+        if not todo:
+            break
+        for proc in [start(name) for name in todo]:
+            proc.wait()
+    alone = comparable(finished_run)
+    for name in names:
+        got = comparable(runs / name)
+        assert got["metrics"].pop("run") == name
+        assert got == {**alone, "metrics": {k: v for k, v in alone["metrics"].items() if k != "run"}}, name
+        assert [p for p in (runs / name).rglob(".*") if p.name != ".lock"] == []
+    shared = runs / "generation-cache"
+    outputs = finished_run.glob("iter_*/teacher_outputs.jsonl")
+    asked = {r["key"]: r["output"] for path in outputs for r in read_jsonl(path)}
+    assert cache_answers(shared) == asked  # the solo run's answers, each once
+    assert not [p for p in shared.rglob("*.tmp")]
+
+
 def test_lora_and_continued_training(tmp_path, data_dir, tiny_model):
     cli_in_process(
         *boost_args(
