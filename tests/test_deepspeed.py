@@ -2,12 +2,15 @@
 same launcher code a GPU node uses; the trained student evaluates through the normal path."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 from conftest import REPO, cli_in_process, read_jsonl, tiny_boost_args
 from safetensors import safe_open
 
+from bench.gpu_check import results_entry, run_figures
+from bench.table import render
 from llm2llm.config import DEEPSPEED_DIR, deepspeed_config_path
 
 pytest.importorskip("deepspeed")
@@ -28,6 +31,10 @@ def ds_boost(tmp_path, data_dir, run, *extra):
 def tensors(folder: Path) -> dict[str, tuple]:
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+
+
+def parameters(folder: Path) -> int:
+    return sum(math.prod(shape) for shape in tensors(folder).values())
 
 
 def assert_complete_model(student: Path, base: Path) -> None:
@@ -85,6 +92,16 @@ def test_zero2_boost_with_two_processes(tmp_path, data_dir, tiny_model):
     assert all(p["exit_code"] == 0 and p["checked"] == "processes" and p["leftovers_killed"] == [] for p in phases)
     assert all(p["switch_seconds"] is not None for p in phases[1:])
     assert "sequential" in (run / "plan.txt").read_text() and "ZeRO-2 (zero2), gloo" in (run / "plan.txt").read_text()
+    # what the GPU acceptance check (bench/gpu_check.py) reads off a run, here on the CPU
+    figures = run_figures(run, "CPU")
+    assert figures["complete"] and figures["release_checks"] == ["processes"]
+    assert [t["iteration"] for t in figures["training"]] == ["iter_000", "iter_001"]
+    for t in figures["training"]:
+        assert t["parameters"] == parameters(tiny_model) and t["world_size"] == 2 and t["deepspeed"] == "zero2"
+        assert t["tokens"] > 10 * t["examples"] and t["tokens_per_s_per_gpu"] > 0 and t["mfu"] is None  # no peak
+    assert figures["generation"][0]["completion_tokens"] > 0 and figures["phase_switch_seconds"]["max"] >= 0
+    row = render({"gpu_zero2": {**results_entry(figures, "CPU", "zero2"), "measured": "now"}}).splitlines()[-1]
+    assert row.startswith("| gpu_zero2 | ") and "training tokens/s/GPU" in row and "release processes" in row
 
 
 def test_zero3_with_gradient_checkpointing_is_gathered_and_evaluates(tmp_path, data_dir, tiny_model):
@@ -104,6 +121,7 @@ def test_zero3_with_gradient_checkpointing_is_gathered_and_evaluates(tmp_path, d
     assert_complete_model(student, tiny_model)
     log = json.loads((student / "train_log.json").read_text())
     assert log["world_size"] == 2 and log["gradient_checkpointing"]
+    assert log["parameters"] == parameters(tiny_model)  # counted in full from ZeRO-3's partitions
     scores = json.loads((student.parent / "scores.json").read_text())
     # 20 test, 20 validation (as many as test by default) and the 14 seed examples, one answer each
     assert scores["test"]["total"] == 20 and scores["validation"]["total"] == 20
