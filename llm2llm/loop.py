@@ -17,6 +17,7 @@ evaluate and generate each run in their own processes on the devices the GPU pla
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 from functools import partial
@@ -102,10 +103,15 @@ def run_phase(ctx: RunContext, it: int, name: str, compute: Callable):
     marker = PHASE_MARKERS[name] and ctx.run.path / PHASE_MARKERS[name].format(it=it, next=it + 1)
     if marker and marker.exists():
         return read_jsonl(marker) if marker.suffix == ".jsonl" else read_json(marker)
-    with ctx.run.phase(it, name):
-        result = compute()
-        if marker:
-            (atomic_write_jsonl if marker.suffix == ".jsonl" else atomic_write_json)(marker, result)
+    try:
+        with ctx.run.phase(it, name):
+            result = compute()
+            if marker:
+                (atomic_write_jsonl if marker.suffix == ".jsonl" else atomic_write_json)(marker, result)
+    except OSError as e:  # the driver's own writes in this phase (records, markers) on a full disk: one line
+        if e.errno != errno.ENOSPC:
+            raise
+        raise DiskFull(f"{name} iter_{it:03d}", e.filename, ctx.run.path) from e
     return result
 
 

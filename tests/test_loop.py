@@ -543,3 +543,53 @@ find {disk}/runs/full -name '.*' ! -name .lock > {tmp_path}/hidden2
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["complete"] and len(metrics["iterations"]) == 2
     assert (tmp_path / "hidden2").read_text() == ""  # the killed attempt's temp files are gone
+
+
+def test_a_disk_that_fills_during_evaluation_or_generation_is_one_line_and_the_rerun_finishes(tmp_path, data_dir):
+    """The disk fills up (a filler file written to the last byte) right after training, then, on the
+    rerun, right after evaluation: each attempt stops with one error line saying no space is left
+    and how to resume, leaves no partial record that a rerun takes for finished, and the third
+    attempt, with the space freed, finishes the run with every record once."""
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare -m for a size-limited tmpfs")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    run = disk / "runs" / "fills"
+    boost = " ".join([sys.executable, "-m", "launcher.cli", *boost_args(disk, data_dir, "fills", "--iterations", "1")])
+    script = f"""
+mount -t tmpfs -o size=64m tmpfs {disk} || exit 90
+cd {REPO}
+fill_after() {{  # once phase slot $1 is recorded, write a file until the disk is full
+  while kill -0 $2 2>/dev/null && ! grep -qs '"key": "'$1'"' {run}/timings.jsonl; do sleep 0.01; done
+  dd if=/dev/zero of={disk}/filler bs=1M 2>/dev/null; echo $1 >> {tmp_path}/filled
+}}
+{boost} > {tmp_path}/out1 2> {tmp_path}/err1 & pid=$!; fill_after 0/train $pid; wait $pid; echo $? > {tmp_path}/rc1
+rm -f {disk}/filler
+{boost} > {tmp_path}/out2 2> {tmp_path}/err2 & pid=$!; fill_after 0/evaluate $pid; wait $pid; echo $? > {tmp_path}/rc2
+rm -f {disk}/filler
+{boost} > {tmp_path}/out3 2> {tmp_path}/err3; echo $? > {tmp_path}/rc3
+cp -r {run} {tmp_path}/run
+"""
+    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], timeout=600)
+    if proc.returncode == 90:
+        pytest.skip("no tmpfs mount here")
+    assert (tmp_path / "filled").read_text().split() == ["0/train", "0/evaluate"]
+    for attempt, phase in ((1, "evaluate"), (2, "generate")):
+        err = (tmp_path / f"err{attempt}").read_text()
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert (tmp_path / f"rc{attempt}").read_text().strip() == "1" and len(errors) == 1, err[-3000:]
+        assert errors[0].startswith(f"error: {phase} iter_000: no space left on the device writing {run}"), errors[0]
+        assert " MiB free there" in errors[0], errors[0]
+        assert errors[0].endswith("rerun the same command to resume"), errors[0]
+    timings = read_jsonl(tmp_path / "run" / "timings.jsonl")
+    assert (tmp_path / "rc3").read_text().strip() == "0", (tmp_path / "err3").read_text()[-3000:]
+    slots = [t["key"] for t in timings]
+    assert len(slots) == len(set(slots)) and {"0/evaluate", "0/generate", "1/evaluate"} <= set(slots)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["complete"] and len(metrics["iterations"]) == 2
+    for name in ("predictions.jsonl", "teacher_outputs.jsonl"):
+        keys = [r["key"] for r in read_jsonl(tmp_path / "run" / "iter_000" / name)]
+        assert keys and len(keys) == len(set(keys)), name  # every record once, none torn
+    assert [p for p in (tmp_path / "run").rglob(".*") if p.name != ".lock"] == []
