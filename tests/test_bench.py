@@ -52,12 +52,13 @@ def test_memory_entry_finds_the_largest_seed_size_at_the_measured_slope(monkeypa
 
 def test_gpu_check_dry_run_names_what_is_missing_and_plans_for_an_h200(tmp_path, smollm2):
     """bench/gpu_check.sh --dry-run on this CPU machine: one line per precondition (here the staged
-    folder is empty: wheels, model shape and data missing, no GPU), the commands it would run, and
-    the gpu-check profile planned for the GPU it is for."""
+    folder is empty: wheels, model shape and data missing; no GPU; a free-space need no disk meets), the
+    commands it would run, and the gpu-check profile planned for the GPU it is for."""
     proc = subprocess.run(
         [str(REPO / "bench" / "gpu_check.sh"), "--dry-run", "--workdir", str(tmp_path / "work")],
         cwd=REPO,
-        env={**os.environ, "GPU_CHECK_STAGE": str(tmp_path / "stage")},
+        # the free-space need is set past any disk so the line does not depend on the machine running the test
+        env={**os.environ, "GPU_CHECK_STAGE": str(tmp_path / "stage"), "GPU_CHECK_MIN_FREE_GIB": "1e9"},
         capture_output=True,
         text=True,
     )
@@ -68,4 +69,5 @@ def test_gpu_check_dry_run_names_what_is_missing_and_plans_for_an_h200(tmp_path,
     assert any(line.startswith("ok       deepspeed:") for line in lines)
     assert sum(line.startswith("would run (boost-zero") for line in lines) == 2
     assert "train.deepspeed=zero3" in proc.stdout and "ZeRO-2 (zero2)" in proc.stdout
-    assert lines[-1] == "dry run: not ready: wheels, model shape, data; plan for 1xH200:141 ok"
+    assert any(line.startswith("missing  disk:") and "(needs 1e+09)" in line for line in lines)
+    assert lines[-1] == "dry run: not ready: wheels, model shape, data, disk; plan for 1xH200:141 ok"
