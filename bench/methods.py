@@ -2,7 +2,12 @@
 LLM2LLM on each data set, one run per RNG seed, then `llm2llm compare` over all of them.
 
     python bench/methods.py [--datasets snips trec] [--seeds 0 1 2] [--profile cpu-compare]
-                            [--seed-sizes 14 35] [--set K=V]
+                            [--seed-sizes 14 35] [--set K=V] [--tag NAME]
+
+The paper's ablations are runs of the same kind: `--methods one-shot` asks the teacher, once, for
+as many examples as the same seed's finished llm2llm run asked for in all its iterations (read
+from its metrics.json; without one, teacher.per_wrong x loop.iterations per wrong example), and
+`--set loop.continue_training=true --tag continued` trains each iteration from the last student.
 
 Every run is an ordinary `llm2llm boost`, so rerunning this script resumes unfinished runs and
 skips finished ones. Runs go seed by seed (all methods for seed 0 first), so a stopped sweep
@@ -12,27 +17,42 @@ still compares every method on the same seeds.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-METHODS = ("plain", "eda", "auggpt", "llm2llm")
+METHODS = ("plain", "eda", "auggpt", "llm2llm")  # the default comparison
+ABLATIONS = ("one-shot",)
 
 
-def run_name(dataset: str, profile: str, method: str, seed: int, size: int) -> str:
+def run_name(dataset: str, profile: str, method: str, seed: int, size: int | None, tag: str = "") -> str:
+    """boost's own default name (<dataset>-<profile>[-<method>][-seed<N>]), with the seed size and a
+    tag after the profile when given, so each cell has its own runs."""
     return (
-        f"{dataset}-{profile}-n{size}"
+        f"{dataset}-{profile}"
+        + (f"-n{size}" if size else "")
+        + (f"-{tag}" if tag else "")
         + ("" if method == "llm2llm" else f"-{method}")
         + (f"-seed{seed}" if seed else "")
     )
+
+
+def llm2llm_budget(run: Path) -> int | None:
+    """Examples a finished llm2llm run asked the teacher for, over all its iterations (None if unfinished)."""
+    path = run / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.exists() else {}
+    if not metrics.get("complete"):
+        return None
+    return sum(it["generated"] or 0 for it in metrics["iterations"])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["snips", "trec"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + ABLATIONS)
     parser.add_argument("--profile", default="cpu-compare")
     parser.add_argument("--runs-dir", default="runs/methods")
     parser.add_argument(
@@ -50,6 +70,7 @@ def main() -> int:
         default=[None],
         help="Seed examples per run (default: the profile's); several sizes make one cell each.",
     )
+    parser.add_argument("--tag", default="", help="Put in every run's name, e.g. 'continued' for an ablation's --set.")
     args = parser.parse_args()
     llm2llm = [sys.executable, "-m", "launcher.cli"]
     for dataset in args.datasets:
@@ -71,13 +92,15 @@ def main() -> int:
                         args.runs_dir,
                     ]
                     command += [arg for item in args.sets for arg in ("--set", item)]
-                    if size:  # the default run name does not say the size: give each size its own
-                        command += [
-                            "--seed-size",
-                            str(size),
-                            "--run",
-                            run_name(dataset, args.profile, method, seed, size),
-                        ]
+                    if size:
+                        command += ["--seed-size", str(size)]
+                    command += ["--run", run_name(dataset, args.profile, method, seed, size, args.tag)]
+                    if method == "one-shot":  # the same teacher budget as this seed's llm2llm run
+                        base = Path(args.runs_dir) / run_name(dataset, args.profile, "llm2llm", seed, size)
+                        budget = llm2llm_budget(base)
+                        if budget:
+                            command += ["--set", f"baselines.one_shot_total={budget}"]
+                        print(f"one-shot budget: {budget or 'teacher.per_wrong x loop.iterations'} ({base})")
                     print("+", " ".join(command[2:]), flush=True)
                     subprocess.run(command, cwd=REPO, check=True)
     return subprocess.run(

@@ -8,6 +8,7 @@ import subprocess
 
 from bench.boost import memory_entry
 from bench.common import REPO, RESULTS
+from bench.methods import llm2llm_budget, run_name
 from bench.table import ORDER, render
 
 EXPECTED = {"teacher", "evaluate", "dedup", "overhead", "boost", "memory", "crash_resume"}
@@ -71,3 +72,24 @@ def test_gpu_check_dry_run_names_what_is_missing_and_plans_for_an_h200(tmp_path,
     assert "train.deepspeed=zero3" in proc.stdout and "ZeRO-2 (zero2)" in proc.stdout
     assert any(line.startswith("missing  disk:") and "(needs 1e+09)" in line for line in lines)
     assert lines[-1] == "dry run: not ready: wheels, model shape, data, disk; plan for 1xH200:141 ok"
+
+
+def test_method_runs_are_named_as_boost_names_them_and_one_shot_takes_llm2llm_budget(tmp_path):
+    """bench/methods.py names a run as boost would by default (so a sweep without a seed size resumes
+    boost's own runs), adds the size and an ablation's tag, and gives one-shot the teacher budget of
+    the same seed's finished llm2llm run: every example it asked for, over all its iterations."""
+    from llm2llm.config import resolve_config
+
+    for method, seed in (("llm2llm", 0), ("eda", 2), ("one-shot", 1)):
+        overrides = {"data": {"dataset": "snips", "seed": seed}, "loop": {"method": method}}
+        assert run_name("snips", "tiny", method, seed, None) == resolve_config("tiny", overrides).run
+    named = run_name("snips", "cpu-qwen", "one-shot", 2, 35, "continued")
+    assert named == "snips-cpu-qwen-n35-continued-one-shot-seed2"
+    run = tmp_path / "snips-cpu-qwen"
+    run.mkdir()
+    assert llm2llm_budget(run) is None  # no metrics yet
+    iterations = [{"generated": 27}, {"generated": 12}, {"generated": None}]  # the last iteration asks nothing
+    (run / "metrics.json").write_text(json.dumps({"complete": False, "iterations": iterations[:2]}))
+    assert llm2llm_budget(run) is None  # an unfinished run's budget is not its final one
+    (run / "metrics.json").write_text(json.dumps({"complete": True, "iterations": iterations}))
+    assert llm2llm_budget(run) == 39
