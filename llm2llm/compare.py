@@ -39,8 +39,14 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return runs
 
 
+def method_label(m: dict) -> str:
+    """The method, with the ablation switches a run had on (metrics.json `variant`): 'llm2llm (continued)'."""
+    method, variant = m.get("method", "llm2llm"), m.get("variant") or []
+    return f"{method} ({', '.join(variant)})" if variant else method
+
+
 def cell_key(m: dict) -> tuple:
-    return (m["task"], m.get("method", "llm2llm"), m["seed_size"], m["student"], m["teacher"])
+    return (m["task"], method_label(m), m["seed_size"], m["student"], m["teacher"])
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -70,11 +76,15 @@ def group_runs(runs: list[Path]) -> tuple[dict[tuple, list[dict]], list[str]]:
             raise UserError(
                 f"two runs of {key[0]} / {key[1]} have the same data seed "
                 f"({', '.join(m['_path'] for m in cells[key])}); "
-                "compare one run per seed"
+                "compare one run per seed (runs that differ only in a setting compare does not tell apart, "
+                "e.g. teacher.per_wrong, go in separate compare calls)"
             )
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
     return dict(
-        sorted(cells.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99), kv[0][4], kv[0][2:4]))
+        sorted(
+            cells.items(),
+            key=lambda kv: (kv[0][0], order.get(kv[0][1].split(" (")[0], 99), kv[0][1], kv[0][4], kv[0][2:4]),
+        )
     ), skipped
 
 

@@ -55,6 +55,12 @@ def seed_evaluation(config) -> str:
     return how + f", {seed_eval.samples} answers per seed example, wrong if {seed_eval.wrong_if} of them are wrong"
 
 
+def recipe_variant(config) -> list[str]:
+    """The loop's ablation switches that are on: `llm2llm compare` gives such runs a cell of their own."""
+    switches = {"continued": config.loop.continue_training, "augment synthetic": config.loop.augment_synthetic}
+    return [name for name, on in switches.items() if on]
+
+
 def collect_metrics(run, task, notes: list[str]) -> dict:
     config = run.config
     models = read_json(run.path / "models.json") if (run.path / "models.json").exists() else {}
@@ -108,6 +114,7 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
         "seed_evaluation": seed_evaluation(config),
         "seed_size": len(read_json(run.path / "seed_ids.json")),
         "method": config.loop.method,
+        "variant": recipe_variant(config),
         "data_seed": config.data.seed,
         "iterations_planned": config.planned_iterations(),
         "complete": len(iterations) == config.planned_iterations() + 1,

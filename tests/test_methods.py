@@ -218,6 +218,24 @@ def test_ablation_augmenting_all_wrong_examples_also_asks_about_synthetic_ones(t
     wrong = set(scores["seed"]["wrong_ids"])
     parents = {r["parent_id"] for r in read_jsonl(it1 / "teacher_outputs.jsonl")}
     assert parents == wrong and any(p.startswith("gen0-") for p in parents)
+    assert metrics(tmp_path / "runs" / "all-wrong")["variant"] == ["augment synthetic"]  # compare's own cell
+
+
+def test_compare_gives_an_ablation_its_own_row_and_refuses_runs_it_cannot_tell_apart(runs, tmp_path):
+    """The same method and seeds with an ablation switch on (metrics.json `variant`, e.g. continued
+    training) is a row of its own; the same seeds with nothing to tell them apart are refused."""
+    base = metrics(runs / "snips-tiny-one-shot")
+    assert base["variant"] == []
+    for name, variant in (("from-base", []), ("continued", ["continued"])):
+        (tmp_path / "ab" / name).mkdir(parents=True)
+        (tmp_path / "ab" / name / "metrics.json").write_text(json.dumps({**base, "variant": variant}))
+    cli_in_process("compare", str(tmp_path / "ab"), "--output", str(tmp_path / "cmp"), cwd=REPO)
+    rows = [line.split("|")[2].strip() for line in (tmp_path / "cmp" / "compare.md").read_text().splitlines()
+            if line.startswith("| snips |")]  # fmt: skip
+    assert rows == ["one-shot", "one-shot (continued)"]
+    (tmp_path / "ab" / "continued" / "metrics.json").write_text(json.dumps(base))
+    proc = cli_in_process("compare", str(tmp_path / "ab"), cwd=REPO, check=False)
+    assert proc.returncode == 2 and "have the same data seed" in proc.stderr and "teacher.per_wrong" in proc.stderr
 
 
 def test_one_shot_can_match_a_total_teacher_budget(tmp_path, data_dir, tiny_model):
