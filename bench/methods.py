@@ -1,5 +1,5 @@
 """The method comparison behind BENCHMARKS.md's "Methods" table: plain fine-tuning, EDA, AugGPT and
-LLM2LLM on each data set, one run per RNG seed, then `llm2llm compare` over all of them.
+LLM2LLM on each data set, one run per RNG seed, then `llm2llm compare` over the runs it made.
 
     python bench/methods.py [--datasets snips trec] [--seeds 0 1 2] [--profile cpu-compare]
                             [--seed-sizes 14 35] [--set K=V] [--tag NAME]
@@ -73,6 +73,7 @@ def main() -> int:
     parser.add_argument("--tag", default="", help="Put in every run's name, e.g. 'continued' for an ablation's --set.")
     args = parser.parse_args()
     llm2llm = [sys.executable, "-m", "launcher.cli"]
+    made = []  # compared at the end; other runs in the folder (other recipes, sizes) may not go in one table
     for dataset in args.datasets:
         for size in args.seed_sizes:
             for seed in args.seeds:
@@ -94,7 +95,9 @@ def main() -> int:
                     command += [arg for item in args.sets for arg in ("--set", item)]
                     if size:
                         command += ["--seed-size", str(size)]
-                    command += ["--run", run_name(dataset, args.profile, method, seed, size, args.tag)]
+                    name = run_name(dataset, args.profile, method, seed, size, args.tag)
+                    command += ["--run", name]
+                    made.append(f"{args.runs_dir}/{name}")
                     if method == "one-shot":  # the same teacher budget as this seed's llm2llm run
                         base = Path(args.runs_dir) / run_name(dataset, args.profile, "llm2llm", seed, size)
                         budget = llm2llm_budget(base)
@@ -103,9 +106,7 @@ def main() -> int:
                         print(f"one-shot budget: {budget or 'teacher.per_wrong x loop.iterations'} ({base})")
                     print("+", " ".join(command[2:]), flush=True)
                     subprocess.run(command, cwd=REPO, check=True)
-    return subprocess.run(
-        [*llm2llm, "compare", args.runs_dir, "--output", f"{args.runs_dir}/compare"], cwd=REPO
-    ).returncode
+    return subprocess.run([*llm2llm, "compare", *made, "--output", f"{args.runs_dir}/compare"], cwd=REPO).returncode
 
 
 if __name__ == "__main__":
