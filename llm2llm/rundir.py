@@ -58,8 +58,10 @@ class RunDir:
         self._acquire_lock()  # also sweeps a killed process's temporary files, before our claim writes its own
         config_path = self.path / "config.yaml"
         if config_path.exists():
-            stored = config_from_file(config_path).model_dump(mode="json")
-            wanted = config.model_dump(mode="json")
+            # runs_dir is where the folder was reached from, not what it holds: runs/boost and
+            # /abs/path/runs/boost open the same run, and so does a run folder moved elsewhere
+            stored = config_from_file(config_path).model_dump(mode="json", exclude={"runs_dir"})
+            wanted = config.model_dump(mode="json", exclude={"runs_dir"})
             if stored != wanted:
                 key = first_difference(stored, wanted)
                 raise UserError(

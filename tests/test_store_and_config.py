@@ -46,6 +46,19 @@ def test_profiles_resolve_and_overrides_apply():
     assert resolve_config("tiny").student.model == "tiny-llama"
 
 
+def test_a_run_reached_by_another_spelling_of_its_folder_resumes(tmp_path, monkeypatch):
+    import llm2llm.rundir as rundir
+
+    (tmp_path / "runs").mkdir()
+    with rundir.RunDir(resolve_config("tiny", {"runs_dir": str(tmp_path / "runs"), "run": "r"})):
+        pass
+    monkeypatch.chdir(tmp_path)
+    with rundir.RunDir(resolve_config("tiny", {"runs_dir": "runs", "run": "r"})) as again:  # relative, same folder
+        assert again.path.resolve() == (tmp_path / "runs" / "r")
+    with pytest.raises(UserError, match=r"different config \(data\.seed: 0 in the run, 5 now\)"):
+        rundir.RunDir(resolve_config("tiny", {"runs_dir": "runs", "run": "r", "data": {"seed": 5}}))
+
+
 @pytest.mark.parametrize(
     "profile", sorted(p.stem for p in (Path(__file__).parent.parent / "configs" / "profiles").glob("*.yaml"))
 )
