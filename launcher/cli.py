@@ -249,13 +249,27 @@ def export(run_dir, out_dir, lora, no_model, iteration):
     show_default=True,
     help="Folder for compare.md, compare.png and compare.html.",
 )
-def compare(run_dirs, out_dir):
-    """Compare runs (methods x datasets, mean ± std over RNG seeds): a markdown table, a plot of the
-    per-iteration curves and an HTML page linking each run's report.html, from the run directories
-    alone. Give run directories or folders of them."""
+@click.option(
+    "--reference",
+    default=None,
+    help="A method every other is paired against (e.g. auggpt, or 'llm2llm (contrast)'), beside plain fine-tuning.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["test", "validation"]),
+    default="test",
+    show_default=True,
+    help="The split of the paired differences: choose recipes on validation, report them on test.",
+)
+def compare(run_dirs, out_dir, reference, split):
+    """Compare runs (methods x datasets, mean ± std over RNG seeds): a markdown table, the paired
+    differences of each method against plain fine-tuning and a reference method (per seed and with a
+    95 % bootstrap interval, beside the teacher's output tokens), a plot of the per-iteration curves and
+    an HTML page linking each run's report.html, from the run directories alone. Give run directories
+    or folders of them."""
     from llm2llm.compare import compare as run_compare
 
-    path, markdown = run_compare(list(run_dirs), out_dir)
+    path, markdown = run_compare(list(run_dirs), out_dir, reference, split)
     click.echo(markdown)
     click.echo(f"wrote {path}, {path.with_name('compare.png')} and {path.with_name('compare.html')}")
 

@@ -16,6 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from llm2llm.errors import UserError
+from llm2llm.paired import Paired, bootstrap, evaluation_ids, seed_pair, wrong_ids
 from llm2llm.report import selected_student
 from llm2llm.report_html import render_compare_html
 from llm2llm.store import read_json
@@ -125,7 +126,13 @@ def _selected(runs: list[dict], method: str) -> str:
     )
 
 
-def render_markdown(cells: dict[tuple, list[dict]], skipped: list[str], png_name: str) -> str:
+def render_markdown(
+    cells: dict[tuple, list[dict]],
+    skipped: list[str],
+    png_name: str,
+    reference: str | None = None,
+    split: str = "test",
+) -> str:
     evaluations = sorted({m["evaluation"] for runs in cells.values() for m in runs})
     several_teachers = len({k[4] for k in cells}) > 1
     lines = [
@@ -156,6 +163,7 @@ def render_markdown(cells: dict[tuple, list[dict]], skipped: list[str], png_name
             f"{_pm([m.get('wall_seconds', 0) for m in runs], 1 / 60)} | "
             f"{_validation(runs, method)} | {_selected(runs, method)} |"
         )
+    lines += render_paired(cells, reference, split)
     tasks = sorted({k[0] for k in cells})
     rows = list(dict.fromkeys(_row_key(k, cells) for k in cells))
     lines += [
@@ -179,6 +187,102 @@ def render_markdown(cells: dict[tuple, list[dict]], skipped: list[str], png_name
     if skipped:
         lines += ["", "Left out:"] + [f"- {s}" for s in skipped]
     return "\n".join(lines + ["", f"![test accuracy per iteration]({png_name})", ""])
+
+
+def output_tokens(m: dict) -> int:
+    """Tokens the teacher wrote for a run (its answers, not the prompts): the budget methods are matched on."""
+    return sum((it.get("teacher_requests") or {}).get("completion_tokens", 0) for it in m["iterations"])
+
+
+def _pair_runs(method_run: dict, reference_run: dict | None, split: str):
+    """(method, reference) wrong ids on the split for one seed: the method's last iteration against the
+    reference run's last iteration, or against its own iteration 0 (plain fine-tuning) without one."""
+    run = Path(method_run["_path"])
+    last = method_run["iterations"][-1]["iteration"]
+    if reference_run is None:
+        return wrong_ids(run, last, split), wrong_ids(run, 0, split)
+    other = Path(reference_run["_path"])
+    if evaluation_ids(run, split) != evaluation_ids(other, split):
+        raise UserError(
+            f"{run} and {other} (seed {method_run.get('data_seed', 0)}) were scored on different {split} samples; "
+            "pair runs made with the same data.test_size / data.validation_size"
+        )
+    return wrong_ids(run, last, split), wrong_ids(other, reference_run["iterations"][-1]["iteration"], split)
+
+
+def paired(runs: list[dict], reference: list[dict] | None, split: str) -> Paired | None:
+    """The paired difference of a cell's runs against plain fine-tuning (reference None) or against the
+    reference method's runs on the same seeds; None where no seed has both scored."""
+    by_seed = {m.get("data_seed", 0): m for m in reference or []}
+    pairs = []
+    for m in runs:
+        seed = m.get("data_seed", 0)
+        if reference is not None and seed not in by_seed:
+            continue
+        mine, theirs = _pair_runs(m, by_seed.get(seed) if reference is not None else None, split)
+        if mine is None or theirs is None:
+            continue
+        try:
+            pairs.append(seed_pair(seed, mine, theirs))
+        except ValueError as e:
+            raise UserError(f"{m['_path']}: {e}") from None
+    return bootstrap(pairs) if pairs else None
+
+
+def _difference(result: Paired | None) -> str:
+    if result is None:
+        return "- | - | - | -"
+    per_seed = ", ".join(f"{100 * p.difference:+.1f}" for p in result.seeds)
+    return (
+        f"{100 * result.mean:+.1f} | [{100 * result.low:+.1f}, {100 * result.high:+.1f}] | "
+        f"{result.wins}/{len(result.seeds)} | {per_seed}"
+    )
+
+
+def _diversity(runs: list[dict], name: str) -> str:
+    """Mean over runs of a diversity figure of the examples the last augmentation kept (metrics.json)."""
+    last = [next((it["diversity"] for it in reversed(m["iterations"]) if it.get("diversity")), {}) for m in runs]
+    values = [d.get(name) for d in last]
+    values = [v for v in values if v is not None]
+    return f"{statistics.fmean(values):.3f}" if values else "-"
+
+
+def render_paired(cells: dict[tuple, list[dict]], reference: str | None, split: str) -> list[str]:
+    """The paired table: each method against plain fine-tuning and against the reference method, per
+    seed and overall with a 95 % interval, and the teacher's output tokens against the reference's."""
+    ref_label = reference or "-"
+    lines = [
+        "",
+        f"## Paired differences on {split} (points; last iteration)",
+        "",
+        "Each method against plain fine-tuning (iteration 0 of the same runs) and against "
+        f"{'`' + reference + '`' if reference else 'no reference method (--reference)'}, on the same seeds and "
+        f"the same {split} examples: mean of the per-seed differences, its 95 % interval (bootstrap over seeds, "
+        "then examples within each seed, 10,000 draws; llm2llm/paired.py), the seeds on which the method is "
+        "ahead, and each seed's difference. Teacher output tokens are the answers the teacher wrote (mean per "
+        "run); equal budget means within 10 % of the reference's.",
+        "",
+        f"| dataset | method | seeds | vs plain FT | 95 % CI | wins | per seed | vs {ref_label} | 95 % CI | wins | "
+        f"per seed | teacher output tokens | vs {ref_label} tokens | kept: distinct-2 | kept: pairwise ROUGE-L |",
+        "|---" * 15 + "|",
+    ]
+    for key, runs in cells.items():
+        task, method, seed_size, student, teacher = key
+        ref_runs = cells.get((task, reference, seed_size, student, teacher)) if reference else None
+        tokens = statistics.fmean(output_tokens(m) for m in runs)
+        if ref_runs and method != reference:
+            ref_tokens = statistics.fmean(output_tokens(m) for m in ref_runs)
+            ratio = tokens / ref_tokens if ref_tokens else None
+            budget = "-" if ratio is None else f"{ratio:.2f}x" + (" (equal)" if abs(ratio - 1) <= 0.10 else "")
+            against = _difference(paired(runs, ref_runs, split))
+        else:
+            budget, against = "-", "- | - | - | -"
+        plain = "- | - | - | -" if method == "plain" else _difference(paired(runs, None, split))
+        lines.append(
+            f"| {task} | {method} | {len(runs)} | {plain} | {against} | {tokens:.0f} | {budget} | "
+            f"{_diversity(runs, 'distinct_2')} | {_diversity(runs, 'pairwise_rouge_l')} |"
+        )
+    return lines
 
 
 def plot(cells: dict[tuple, list[dict]]) -> bytes:
@@ -226,13 +330,16 @@ def plot(cells: dict[tuple, list[dict]]) -> bytes:
     return buffer.getvalue()
 
 
-def compare(paths: list[Path], out_dir: Path) -> tuple[Path, str]:
+def compare(paths: list[Path], out_dir: Path, reference: str | None = None, split: str = "test") -> tuple[Path, str]:
     from llm2llm.store import atomic_write_bytes
 
     cells, skipped = group_runs(find_runs(paths))
     if not cells:
         raise UserError("no finished runs to compare" + (f": {'; '.join(skipped)}" if skipped else ""))
-    markdown = render_markdown(cells, skipped, "compare.png")
+    methods = sorted({k[1] for k in cells})
+    if reference and reference not in methods:
+        raise UserError(f"--reference {reference}: no such method among the runs; they have {', '.join(methods)}")
+    markdown = render_markdown(cells, skipped, "compare.png", reference, split)
     png = plot(cells)
     runs = [
         {

@@ -205,6 +205,31 @@ class TeacherConfig(ModelSource):
         "chat models).",
     )
     per_wrong: int = Field(1, ge=1, description="New examples requested per wrong seed example per iteration (K).")
+    contrast: bool = Field(
+        False,
+        description="chat style: the request also says what the student answered (its most frequent wrong answer "
+        "in the seed evaluation) and asks for examples whose right answer cannot be mistaken for it (learning "
+        "from errors by contrast, LLMs-as-Instructors 2024).",
+    )
+    diversity: bool = Field(
+        False,
+        description="chat style: the request asks for examples that differ from each other and from the wrong one "
+        "(wording, structure, length, entities) and lists those already kept for it in earlier iterations as "
+        "'do not repeat these'.",
+    )
+    label_check: bool = Field(
+        False,
+        description="The teacher answers each new example as the student is asked (greedy); an example whose "
+        "answer is not its intended one is dropped (filter reason label_mismatch). Its answers count in the "
+        "teacher's tokens.",
+    )
+    coverage: int = Field(
+        0,
+        ge=0,
+        description="The first augmentation also asks for this many new examples for every seed example the "
+        "student got right (wrong ones get per_wrong); later iterations target the wrong ones only. 0 = off "
+        "(the paper: wrong ones only).",
+    )
     shots: int = Field(4, ge=0, description="continuation style: same-label seed examples shown before the wrong one.")
     batch_size: int = Field(16, ge=1)
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.8, top_p=0.95))
@@ -310,6 +335,12 @@ class LoopConfig(Section):
         description="Keep every iteration's student; by default only the last one and the one selected on "
         "validation stay on disk.",
     )
+    share_iteration0: bool = Field(
+        True,
+        description="Reuse iteration 0 (plain fine-tuning and its scores) from another run with the same student, "
+        "seed examples, training recipe and evaluation settings (iteration0_cache), and publish this run's for "
+        "others; iter_000/shared.json says which.",
+    )
     near_duplicate_rouge_l: float = Field(
         0.95,
         gt=0,
@@ -414,6 +445,11 @@ class RunConfig(Section):
         "file each; shared by all runs that name it, on any host (safe on NFS/Lustre). Default: "
         "<runs_dir>/generation-cache (an older <folder>.sqlite cache is imported).",
     )
+    iteration0_cache: str = Field(
+        "",
+        description="Folder of shared iterations 0, one per hash of what they depend on (loop.share_iteration0). "
+        "Default: <runs_dir>/iteration0-cache.",
+    )
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
@@ -431,6 +467,12 @@ class RunConfig(Section):
             raise ValueError(f"data.seed_size {size} is neither a whole count nor a fraction below 1")
         if self.train.deepspeed:
             deepspeed_config_path(self.train.deepspeed)
+        chat_only = [name for name in ("contrast", "diversity") if getattr(self.teacher, name)]
+        if chat_only and self.teacher.style != "chat":
+            raise ValueError(
+                f"teacher.{chat_only[0]} adds to the chat request; set teacher.style=chat or turn "
+                f"teacher.{chat_only[0]} off"
+            )
         if self.teacher.engine == "openai" and not self.teacher.url:
             raise ValueError(
                 "teacher.engine openai needs teacher.url (the server's base URL, e.g. http://127.0.0.1:8000/v1)"
@@ -444,6 +486,9 @@ class RunConfig(Section):
 
     def cache_path(self) -> Path:
         return Path(self.generation_cache) if self.generation_cache else Path(self.runs_dir) / "generation-cache"
+
+    def iteration0_cache_path(self) -> Path:
+        return Path(self.iteration0_cache) if self.iteration0_cache else Path(self.runs_dir) / "iteration0-cache"
 
 
 def deepspeed_config_path(name: str) -> Path:

@@ -1,6 +1,7 @@
 """Filters for teacher-written examples, each decision with its reason:
 unparsable -> truncated (the last example of an answer cut by the token limit) -> invalid (task
-check) -> duplicate (exact, normalised, of the training set or a kept one) -> test_overlap (exact
+check) -> label_mismatch (teacher.label_check: the teacher's own answer to it is not its intended
+one) -> duplicate (exact, normalised, of the training set or a kept one) -> test_overlap (exact
 or ROUGE-L against the test split) -> near_duplicate (ROUGE-L F1 above the threshold against the
 training set, as the official code).
 
@@ -132,8 +133,11 @@ def filter_examples(
             )
         else:
             problem = task.generated_problem({"id": candidate["key"], **example})
+            check = candidate.get("label_check")
             if problem is not None:
                 reason = "invalid"
+            elif check is not None and not check["agrees"]:
+                reason, problem = "label_mismatch", f"the teacher answers it with {check['answer']!r}"
             else:
                 text = task.key_text(example)
                 reason = "duplicate" if normalise(text) in seen else None

@@ -29,6 +29,7 @@ from llm2llm.context import RunContext
 from llm2llm.data import load_task_data, sample, sample_count
 from llm2llm.evaluation import evaluate
 from llm2llm.filtering import filter_examples
+from llm2llm.iteration0 import shared_iteration0
 from llm2llm.limits import check_context_limits
 from llm2llm.methods import augment, check_method
 from llm2llm.models import checked_model, fingerprint
@@ -73,14 +74,16 @@ def boost(config: RunConfig) -> Path:
         for it in range(ctx.iterations + 1):
             train_set = read_jsonl(ctx.iteration_dir(it) / "train.jsonl")
 
-            # 1. Fine-tune the student on the training set (from the base checkpoint, or the last student).
-            run_phase(ctx, it, "train", lambda: train(ctx, it, train_set))
-            prune_students(ctx, newest=it, scored=it)
-
-            # 2. Evaluate it on the test (and validation) split, and on the seed examples to find its mistakes.
             pool = train_set if config.loop.augment_synthetic else ctx.seed
             splits = {"test": ctx.test, **({"validation": ctx.validation} if ctx.validation else {}), "seed": pool}
-            scores = run_phase(ctx, it, "evaluate", lambda: evaluate(ctx, it, splits))
+            # Iteration 0 (plain fine-tuning) comes from another run with the same inputs when one made it.
+            with shared_iteration0(ctx, it):
+                # 1. Fine-tune the student on the training set (from the base checkpoint, or the last student).
+                run_phase(ctx, it, "train", lambda: train(ctx, it, train_set))
+                prune_students(ctx, newest=it, scored=it)
+
+                # 2. Evaluate it on the test (and validation) split, and on the seed examples to find its mistakes.
+                scores = run_phase(ctx, it, "evaluate", lambda: evaluate(ctx, it, splits))
 
             if it < ctx.iterations:
                 # 3. The teacher writes new examples for each wrong seed example (a baseline: its own).

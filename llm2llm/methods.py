@@ -2,6 +2,7 @@
 the other steps; plain fine-tuning stops after iteration 0.
 
   llm2llm    the teacher writes teacher.per_wrong examples like each seed example the student got wrong
+             (teacher.coverage: the first time also a few for each one it got right)
   one-shot   the same, once, with the whole budget at once (baselines.one_shot_*)
   auggpt     the teacher paraphrases every seed example (baselines.auggpt_per_example)
   eda        EDA's word operations on every seed example (baselines.eda_*; WordNet, no model)
@@ -39,6 +40,10 @@ def augment(ctx: RunContext, it: int, wrong: list[dict]) -> list[dict]:
         return eda_candidates(ctx, it)
     if method == "auggpt":
         return teacher_generate(ctx, it, seed, "paraphrase", [baselines.auggpt_per_example] * len(seed))
+    if method == "llm2llm" and config.teacher.coverage and it == 0:  # every seed example once, the wrong ones K
+        wrong_ids = {ex["id"] for ex in wrong}
+        counts = [config.teacher.per_wrong if ex["id"] in wrong_ids else config.teacher.coverage for ex in seed]
+        return teacher_generate(ctx, it, seed, "similar", counts)
     if method == "llm2llm":
         counts = [config.teacher.per_wrong] * len(wrong)
     elif baselines.one_shot_total:  # a total (e.g. what an llm2llm run generated), spread evenly

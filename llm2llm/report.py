@@ -6,13 +6,14 @@ import resource
 from collections import Counter
 
 from llm2llm.errors import UserError
+from llm2llm.filtering import RougeIndex, rouge_tokens
 from llm2llm.intervals import wilson_interval
 from llm2llm.report_html import render_report_html
 from llm2llm.selection import select_iteration, split_accuracy
 from llm2llm.store import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, read_jsonl
 
 PHASES = ("train", "evaluate", "generate", "filter", "merge", "report")
-DROP_REASONS = ("unparsable", "truncated", "invalid", "duplicate", "near_duplicate", "test_overlap")
+DROP_REASONS = ("unparsable", "truncated", "invalid", "label_mismatch", "duplicate", "near_duplicate", "test_overlap")
 
 
 def engine_seconds(it_dir) -> dict[str, float]:
@@ -56,9 +57,33 @@ def seed_evaluation(config) -> str:
 
 
 def recipe_variant(config) -> list[str]:
-    """The loop's ablation switches that are on: `llm2llm compare` gives such runs a cell of their own."""
-    switches = {"continued": config.loop.continue_training, "augment synthetic": config.loop.augment_synthetic}
+    """The loop's ablation switches and the teacher's options that are on: `llm2llm compare` gives such
+    runs a cell of their own."""
+    teacher = config.teacher
+    switches = {
+        "continued": config.loop.continue_training,
+        "augment synthetic": config.loop.augment_synthetic,
+        "contrast": teacher.contrast and config.loop.method in ("llm2llm", "one-shot"),
+        "diversity": teacher.diversity and config.loop.method in ("llm2llm", "one-shot"),
+        "label check": teacher.label_check and config.loop.method in ("llm2llm", "one-shot", "auggpt"),
+        f"coverage {teacher.coverage}": bool(teacher.coverage) and config.loop.method == "llm2llm",
+    }
     return [name for name, on in switches.items() if on]
+
+
+def diversity(texts: list[str]) -> dict | None:
+    """How varied a set of new examples is: distinct-2 (distinct word bigrams over all bigrams; Li et al.
+    2016) and the mean ROUGE-L F1 over all pairs (lower = more varied); None for fewer than 2 texts."""
+    if len(texts) < 2:
+        return None
+    bigrams = [tuple(t[i : i + 2]) for t in map(rouge_tokens, texts) for i in range(len(t) - 1)]
+    index = RougeIndex(texts)
+    matrix = index.f1_matrix(index.pool)
+    pairs = len(texts) * (len(texts) - 1)
+    return {
+        "distinct_2": round(len(set(bigrams)) / len(bigrams), 4) if bigrams else None,
+        "pairwise_rouge_l": round(float((matrix.sum() - matrix.trace()) / pairs), 4),
+    }
 
 
 def collect_metrics(run, task, notes: list[str]) -> dict:
@@ -97,6 +122,7 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
             decisions = read_jsonl(it_dir / "filter_decisions.jsonl")
             reasons = Counter(d["reason"] for d in decisions)
             entry.update(generated=len(decisions), kept=reasons["kept"], dropped={r: reasons[r] for r in DROP_REASONS})
+            entry["diversity"] = diversity([task.key_text(d["example"]) for d in decisions if d["kept"]])
         iterations.append(entry)
     return {
         "run": config.run,
@@ -129,6 +155,10 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
         "notes": notes,
         "iterations": iterations,
         "selected": selected_student(iterations),
+        # iteration 0 reused from another run with the same inputs, or computed here (llm2llm/iteration0.py)
+        "iteration0": read_json(run.path / "iter_000" / "shared.json")
+        if (run.path / "iter_000" / "shared.json").exists()
+        else None,
         "training": {"deepspeed": config.train.deepspeed, "lora": config.train.lora, "plan_mode": config.plan.mode},
         # each phase process: how long it ran, how its memory release was checked and how long that
         # took, and the switch time from the previous phase's release to its start
@@ -217,6 +247,13 @@ def _selected_line(selected: dict | None) -> list[str]:
     ]
 
 
+def _iteration0_line(shared: dict | None) -> list[str]:
+    if not shared:
+        return []
+    how = f"reused from run `{shared['source_run']}`" if shared["reused"] else "computed by this run"
+    return [f"- iteration 0 (plain fine-tuning): {how}; shared iteration 0 {shared['key']}"]
+
+
 def render_markdown(metrics: dict) -> str:
     lines = [
         f"# LLM2LLM run `{metrics['run']}`",
@@ -234,14 +271,15 @@ def render_markdown(metrics: dict) -> str:
         f"({len(metrics['iterations'])} of {metrics['iterations_planned'] + 1} iterations)",
         *[f"- note: {note}" for note in metrics["notes"]],
         *_selected_line(metrics.get("selected")),
+        *_iteration0_line(metrics.get("iteration0")),
         "",
         "Iteration 0 is plain fine-tuning on the seed (the baseline).",
         "",
         f"- seed evaluation: {metrics.get('seed_evaluation', 'greedy')}",
         "",
         "| iteration | train size | seed acc | seed wrong | generated | kept | dropped "
-        "(unparsable/truncated/invalid/dup/near-dup/test) | validation acc | test acc | test invalid | vs plain FT "
-        "| selected |",
+        "(unparsable/truncated/invalid/label/dup/near-dup/test) | validation acc | test acc | test invalid "
+        "| vs plain FT | selected |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = metrics["iterations"][0]["test_accuracy"] if metrics["iterations"] else 0

@@ -45,7 +45,7 @@ class Task:
 
     def text(self, key: str, **values: Any) -> str:
         """A template from the spec (falling back to the type's default) filled with values."""
-        template = self.spec.get("templates", {}).get(key, DEFAULT_TEMPLATES[self.type][key])
+        template = self.spec.get("templates", {}).get(key) or DEFAULT_TEMPLATES[self.type].get(key) or NOTES[key]
         try:
             return template.format(**values)
         except (KeyError, IndexError, ValueError) as e:
@@ -101,6 +101,24 @@ class Task:
 
     def teacher_chat(self, wrong: dict, count: int) -> str:
         raise NotImplementedError
+
+    def gold_answer(self, example: dict) -> str:
+        """The right answer in the form the student's answers are scored in (a label, a number, a letter)."""
+        return self.score(self.target(example), example).prediction or self.target(example)
+
+    def teacher_notes(self, wrong: dict, answer: str | None = None, earlier: list[dict] | None = None) -> str:
+        """What the options append to a chat request: the student's wrong answer, to tell the right one
+        from (teacher.contrast; None = off), and a request for variety listing what was already kept for
+        this example (teacher.diversity; None = off)."""
+        notes = []
+        if answer is not None:
+            notes.append(self.text("contrast_note", answer=answer, label=self.gold_answer(wrong)))
+        if earlier is not None:
+            notes.append(self.text("diversity_note"))
+            if earlier:
+                listed = "".join(f"- {self.key_text(ex)}\n" for ex in earlier)
+                notes.append(self.text("diversity_earlier", examples=listed).rstrip())
+        return "".join(f"\n\n{note}" for note in notes)
 
     def teacher_paraphrase(self, example: dict, style: str, count: int) -> str:
         """AugGPT: ask for paraphrases of an example (one per completion in continuation style)."""
@@ -427,6 +445,16 @@ class MultipleChoiceTask(Task):
 
 TASK_TYPES: dict[str, type[Task]] = {
     t.type: t for t in (ClassificationTask, NumericTask, MultipleChoiceTask, FreeTextTask)
+}
+
+# The teacher options' additions to a chat request (teacher.contrast, teacher.diversity), for every type
+# unless DEFAULT_TEMPLATES or a spec's `templates:` has its own.
+NOTES = {
+    "contrast_note": 'The student answered "{answer}" instead of "{label}". Write the new examples so that the '
+    'right answer is clearly "{label}" and could not be mistaken for "{answer}".',
+    "diversity_note": "Make the new examples differ from each other and from the one above: vary the wording, the "
+    "sentence structure, the length and the names, places, numbers and things they mention.",
+    "diversity_earlier": "Already written for this example (do not repeat or imitate these):\n{examples}",
 }
 
 # Defaults per type; a spec's `templates:` mapping overrides any of them.

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import os
 import random
+from collections import Counter
 from dataclasses import asdict
 from functools import partial
 
+from llm2llm.config import SamplingConfig
 from llm2llm.context import RunContext
 from llm2llm.engines import EngineSpec, load_tokenizer, render_chat
 from llm2llm.generation import generate_cached, request_key
 from llm2llm.models import fingerprint
-from llm2llm.store import RecordLog, atomic_write_json
+from llm2llm.store import RecordLog, atomic_write_json, read_jsonl
 from llm2llm.vllm_server import start_vllm_server
 
 
@@ -58,6 +60,8 @@ def teacher_generate(ctx: RunContext, it: int, sources: list[dict], kind: str, c
     tokenizer = load_tokenizer(ctx.teacher_path, teacher.trust_remote_code)
     requests = []
     count_of = {ex["id"]: count for ex, count in zip(sources, counts)}
+    answers = wrong_answers(ctx, it) if teacher.contrast and kind == "similar" else {}
+    kept = kept_children(ctx, it) if teacher.diversity else {}
     for ex, count in zip(sources, counts):
         if count == 0:
             continue
@@ -70,6 +74,10 @@ def teacher_generate(ctx: RunContext, it: int, sources: list[dict], kind: str, c
                 prompt = task.teacher_continuation(ex, rng.sample(same, min(teacher.shots, len(same))))
             else:
                 prompt = task.teacher_chat(ex, count)
+                if kind == "similar":  # the options' notes (teacher.contrast, teacher.diversity)
+                    prompt += task.teacher_notes(
+                        ex, answers.get(ex["id"]), kept.get(ex["id"], []) if teacher.diversity else None
+                    )
             if teacher.style == "chat":
                 prompt = render_chat(tokenizer, prompt)
             for draw in range(sampling.n):
@@ -89,8 +97,9 @@ def teacher_generate(ctx: RunContext, it: int, sources: list[dict], kind: str, c
                         "teacher_fingerprint": identity,
                     }
                 )
+    engine = teacher_engine(ctx, it)
     outputs, stats = generate_cached(
-        teacher_engine(ctx, it),
+        engine,
         requests,
         it_dir / "teacher_outputs.jsonl",
         sampling,
@@ -106,7 +115,18 @@ def teacher_generate(ctx: RunContext, it: int, sources: list[dict], kind: str, c
             len(tokenizer(outputs[r["key"]], add_special_tokens=False)["input_ids"]) for r in requests
         ),
     }
+    candidates = parse_candidates(ctx, it, requests, outputs, count_of, sources, identity)
+    if teacher.label_check:
+        checks = label_check(ctx, it, engine, tokenizer, identity, candidates)
+        tokens = {name: tokens[name] + checks[name] for name in tokens} | {"label_check": checks}
     atomic_write_json(it_dir / "teacher_stats.json", {**asdict(stats), **tokens})
+    return candidates
+
+
+def parse_candidates(ctx, it, requests, outputs, count_of, sources, identity) -> list[dict]:
+    """The teacher's answers parsed into candidate examples, in request order; an answer the token
+    limit cut off marks its last example truncated."""
+    teacher, task, it_dir = ctx.config.teacher, ctx.task, ctx.iteration_dir(it)
     finish = {
         key: record.get("finish_reason") for key, record in RecordLog(it_dir / "teacher_outputs.jsonl").records.items()
     }
@@ -133,3 +153,67 @@ def teacher_generate(ctx: RunContext, it: int, sources: list[dict], kind: str, c
                 {"key": f"{request['key']}:{j}", "example": example, "truncated": cut and j == len(parsed) - 1}
             )
     return candidates
+
+
+def wrong_answers(ctx: RunContext, it: int) -> dict[str, str]:
+    """For each seed example the student got wrong in iteration `it`'s evaluation, its most frequent
+    wrong answer that is a valid answer (an invalid output gives nothing to contrast with)."""
+    task, by_id = ctx.task, {ex["id"]: ex for ex in ctx.seed}
+    tally: dict[str, Counter] = {}
+    for record in RecordLog(ctx.iteration_dir(it) / "predictions.jsonl").records.values():
+        if record.get("split") != "seed" or record["id"] not in by_id:
+            continue
+        score = task.score(record["output"], by_id[record["id"]])
+        if score.prediction is not None and not score.correct:
+            tally.setdefault(record["id"], Counter())[score.prediction] += 1
+    # most frequent first; a tie goes to the answer that sorts first, so reruns ask the same
+    return {i: min(c, key=lambda a: (-c[a], a)) for i, c in tally.items()}
+
+
+def kept_children(ctx: RunContext, it: int) -> dict[str, list[dict]]:
+    """The new examples kept in iterations before `it`, by the seed example they were written for."""
+    children: dict[str, list[dict]] = {}
+    for j in range(it):
+        path = ctx.iteration_dir(j) / "filter_decisions.jsonl"
+        if path.exists():
+            for decision in read_jsonl(path):
+                if decision["kept"]:
+                    children.setdefault(decision["example"]["parent_id"], []).append(decision["example"])
+    return children
+
+
+def label_check(
+    ctx: RunContext, it: int, engine: EngineSpec, tokenizer, identity: str, candidates: list[dict]
+) -> dict:
+    """The teacher answers each parsed candidate with the student's own prompt, greedily (answers in
+    iter_NNN/label_checks.jsonl, cached like every teacher answer); each candidate gets
+    label_check = {answer, agrees}. Returns the tokens it took."""
+    task, teacher, it_dir = ctx.task, ctx.config.teacher, ctx.iteration_dir(it)
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=task.max_answer_tokens(tokenizer))
+    checked = [c for c in candidates if c["example"] is not None]
+    requests = {}
+    for c in checked:
+        prompt = render_chat(tokenizer, task.prompt(c["example"]))
+        key = request_key(identity, prompt, sampling.model_dump_json(), "label-check")
+        requests[key] = {"key": key, "prompt": prompt, "teacher": teacher.model, "teacher_fingerprint": identity}
+        c["check_key"] = key
+    outputs, _ = generate_cached(
+        engine,
+        list(requests.values()),
+        it_dir / "label_checks.jsonl",
+        sampling,
+        teacher.batch_size,
+        f"label check {it_dir.name}",
+        cache_path=ctx.config.cache_path(),
+        runner=ctx.runner,
+        phase="generate",
+    )
+    for c in checked:
+        score = task.score(outputs[c.pop("check_key")], c["example"])
+        c["label_check"] = {"answer": score.prediction, "agrees": score.correct}
+    return {
+        "prompt_tokens": sum(
+            len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]) for r in requests.values()
+        ),
+        "completion_tokens": sum(len(tokenizer(outputs[k], add_special_tokens=False)["input_ids"]) for k in requests),
+    }
