@@ -245,3 +245,32 @@ def test_one_shot_can_match_a_total_teacher_budget(tmp_path, data_dir, tiny_mode
     requests = read_jsonl(it0 / "teacher_outputs.jsonl")
     per_parent = sorted((sum(r["parent_id"] == w for r in requests) for w in wrong), reverse=True)
     assert len(requests) == 17 and per_parent[0] - per_parent[-1] <= 1  # spread evenly over the wrong examples
+
+
+def test_compare_pairs_each_method_with_plain_fine_tuning_and_a_reference_on_the_same_examples(runs, tmp_path):
+    out = tmp_path / "paired"
+    table = cli_in_process("compare", str(runs), "--output", str(out), "--reference", "auggpt", cwd=REPO).stdout
+    section = table.split("## Paired differences on test")[1].split("\n## ")[0]
+    rows = {c[1]: c for c in ([x.strip() for x in line.strip("|").split("|")] for line in section.splitlines()
+                              if line.startswith("| snips |"))}  # fmt: skip
+    assert list(rows) == ["plain", "eda", "auggpt", "one-shot"]
+
+    def acc(name, iteration=-1):
+        return 100 * metrics(runs / name)["iterations"][iteration]["test_accuracy"]
+
+    eda, auggpt = rows["eda"], rows["auggpt"]
+    # against plain fine-tuning: iteration 0 of the same run, on the same examples
+    assert float(eda[6]) == pytest.approx(acc("snips-tiny-eda") - acc("snips-tiny-eda", 0), abs=0.051)
+    # against the reference: auggpt's run on the same seed
+    assert float(eda[10]) == pytest.approx(acc("snips-tiny-eda") - acc("snips-tiny-auggpt"), abs=0.051)
+    assert eda[7] == eda[10] and eda[9] in ("0/1", "1/1")  # one seed: the mean is its difference
+    assert auggpt[7] == "-" and rows["plain"][3] == "-"  # the reference is not paired with itself
+    asked = [
+        it["teacher_requests"]
+        for it in metrics(runs / "snips-tiny-auggpt")["iterations"]
+        if it.get("teacher_requests")
+    ]
+    tokens = sum(t["completion_tokens"] for t in asked)
+    assert auggpt[11] == str(tokens) and eda[11] == "0"
+    proc = cli_in_process("compare", str(runs), "--reference", "nope", cwd=REPO, check=False)
+    assert proc.returncode == 2 and "--reference nope: no such method among the runs" in proc.stderr

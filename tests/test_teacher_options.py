@@ -1,0 +1,130 @@
+"""The teacher options beyond the paper (teacher.contrast, diversity, label_check, coverage): a real tiny
+boost with all of them on through the CLI, and the parts whose outcome a random-init model cannot
+show (a valid wrong answer to contrast with, a teacher that disagrees with a label) on real records."""
+
+import json
+import re
+from types import SimpleNamespace
+
+import pytest
+from conftest import REPO, cli_in_process, read_jsonl, tiny_boost_args
+
+from llm2llm.config import DataConfig
+from llm2llm.data import load_task_data
+from llm2llm.filtering import filter_examples
+from llm2llm.report import diversity
+from llm2llm.store import atomic_write_jsonl
+from llm2llm.teacher import kept_children, wrong_answers
+
+OPTIONS = ["--set", "teacher.style=chat", "--set", "teacher.contrast=true", "--set", "teacher.diversity=true",
+           "--set", "teacher.label_check=true", "--set", "teacher.coverage=1"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data_dir, tiny_model):
+    tmp = tmp_path_factory.mktemp("options")
+    cli_in_process(*tiny_boost_args(tmp, data_dir, "options", "--iterations", "2", *OPTIONS), cwd=REPO)
+    return tmp / "runs" / "options"
+
+
+def test_coverage_asks_about_every_seed_example_first_and_then_only_the_wrong_ones(run):
+    seed = read_jsonl(run / "iter_000" / "train.jsonl")
+    for it, per_wrong in ((0, 2), (1, 2)):
+        wrong = set(json.loads((run / f"iter_{it:03d}" / "scores.json").read_text())["seed"]["wrong_ids"])
+        requests = read_jsonl(run / f"iter_{it:03d}" / "teacher_outputs.jsonl")
+        asked = {r["parent_id"]: int(re.search(r"Write (\d+) new", r["prompt"]).group(1)) for r in requests}
+        if it == 0:  # every seed example: K for the wrong ones, teacher.coverage for the others
+            assert asked == {ex["id"]: per_wrong if ex["id"] in wrong else 1 for ex in seed}
+        else:
+            assert asked == {i: per_wrong for i in wrong}
+
+
+def test_every_request_asks_for_variety_and_every_parsed_example_is_label_checked(run):
+    for it in (0, 1):
+        it_dir = run / f"iter_{it:03d}"
+        assert all("Make the new examples differ from each other" in r["prompt"]
+                   for r in read_jsonl(it_dir / "teacher_outputs.jsonl"))  # fmt: skip
+        candidates = read_jsonl(it_dir / "candidates.jsonl")
+        parsed = [c for c in candidates if c["example"] is not None]
+        assert parsed and all(set(c["label_check"]) == {"answer", "agrees"} for c in parsed)
+        checks = read_jsonl(it_dir / "label_checks.jsonl")
+        # one greedy answer per distinct parsed example, asked with the student's prompt
+        assert len(checks) == len({c["example"]["text"] for c in parsed})
+        assert all("Classify the intent of the user request" in r["prompt"] for r in checks)
+        stats = json.loads((it_dir / "teacher_stats.json").read_text())
+        assert stats["label_check"]["completion_tokens"] > 0
+        assert stats["completion_tokens"] > stats["label_check"]["completion_tokens"]  # counted in the budget
+        for c, d in zip(candidates, read_jsonl(it_dir / "filter_decisions.jsonl")):
+            if (
+                c["example"] is not None
+                and not c["label_check"]["agrees"]
+                and d["reason"] not in ("truncated", "invalid")
+            ):
+                assert d["reason"] == "label_mismatch"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["variant"] == ["contrast", "diversity", "label check", "coverage 1"]
+    assert "label_mismatch" in metrics["iterations"][0]["dropped"]
+
+
+def test_contrast_and_earlier_examples_reach_the_request(tmp_path, data_dir):
+    """wrong_answers reads the seed evaluation's records; the request then names the wrong answer,
+    and with diversity lists what was kept for the same seed example before."""
+    task = load_task_data(DataConfig(dataset="snips", data_dir=str(data_dir))).task
+    seed = [{"id": "s1", "text": "add this song to my road trip list", "label": "AddToPlaylist"},
+            {"id": "s2", "text": "will it rain in paris", "label": "GetWeather"}]  # fmt: skip
+    (tmp_path / "iter_000").mkdir()
+    atomic_write_jsonl(
+        tmp_path / "iter_000" / "predictions.jsonl",
+        [
+            {"key": "seed/s1", "split": "seed", "id": "s1", "output": "PlayMusic"},
+            {"key": "seed/s1/1", "split": "seed", "id": "s1", "output": "PlayMusic"},
+            {"key": "seed/s1/2", "split": "seed", "id": "s1", "output": "RateBook"},
+            {"key": "seed/s1/3", "split": "seed", "id": "s1", "output": "AddToPlaylist"},
+            {"key": "seed/s2", "split": "seed", "id": "s2", "output": "not a label"},
+            {"key": "test/s1", "split": "test", "id": "s1", "output": "RateBook"},
+        ],
+    )
+    atomic_write_jsonl(
+        tmp_path / "iter_000" / "filter_decisions.jsonl",
+        [{"kept": True, "example": {"text": "put jazz on my list", "label": "AddToPlaylist", "parent_id": "s1"}},
+         {"kept": False, "example": {"text": "dropped one", "label": "AddToPlaylist", "parent_id": "s1"}}],
+    )  # fmt: skip
+    ctx = SimpleNamespace(task=task, seed=seed, iteration_dir=lambda it: tmp_path / f"iter_{it:03d}")
+    answers = wrong_answers(ctx, 0)
+    assert answers == {"s1": "PlayMusic"}  # the most frequent valid wrong answer; an invalid one gives none
+    earlier = kept_children(ctx, 1)
+    assert [ex["text"] for ex in earlier["s1"]] == ["put jazz on my list"]
+    notes = task.teacher_notes(seed[0], answers["s1"], earlier["s1"])
+    assert 'The student answered "PlayMusic" instead of "AddToPlaylist"' in notes
+    assert "do not repeat or imitate these):\n- put jazz on my list" in notes
+    assert task.teacher_notes(seed[1], None, None) == ""
+
+
+def test_a_label_the_teacher_disagrees_with_is_dropped_with_its_own_reason(data_dir):
+    task = load_task_data(DataConfig(dataset="snips", data_dir=str(data_dir))).task
+    candidates = [
+        {"key": "a", "example": {"text": "play some jazz please", "label": "PlayMusic"},
+         "label_check": {"answer": "PlayMusic", "agrees": True}},
+        {"key": "b", "example": {"text": "is it going to snow tomorrow", "label": "PlayMusic"},
+         "label_check": {"answer": "GetWeather", "agrees": False}},
+    ]  # fmt: skip
+    decisions = filter_examples(candidates, task, [], [], 0.95)
+    assert [d["reason"] for d in decisions] == ["kept", "label_mismatch"]
+    assert decisions[1]["detail"] == "the teacher answers it with 'GetWeather'"
+
+
+def test_options_that_add_to_a_chat_request_refuse_continuation_style(tmp_path, data_dir):
+    proc = cli_in_process(
+        *tiny_boost_args(tmp_path, data_dir, "bad", "--set", "teacher.contrast=true"), cwd=REPO, check=False
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "teacher.contrast adds to the chat request; set teacher.style=chat" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_diversity_figures_tell_copies_from_varied_texts():
+    copies = diversity(["add drake to the playlist"] * 3)
+    varied = diversity(["add drake to the playlist", "what is the weather in oslo", "book a table for two tonight"])
+    assert copies == {"distinct_2": round(4 / 12, 4), "pairwise_rouge_l": 1.0}
+    assert varied["distinct_2"] == 1.0 and varied["pairwise_rouge_l"] < 0.3
+    assert diversity(["one text only"]) is None
