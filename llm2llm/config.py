@@ -578,10 +578,27 @@ def parse_set_option(item: str) -> dict:
     return value
 
 
+def task_seed_eval(dataset: str) -> dict:
+    """A task spec's own seed_eval settings (docs/data-format.md), {} when it has none. A spec that does
+    not read is left to the data loader, which says what is wrong with it."""
+    path = CONFIG_DIR / "tasks" / f"{dataset}.yaml"
+    if not path.is_file():
+        path = Path(dataset)
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8")) if path.suffix in (".yaml", ".yml") else None
+    except (OSError, yaml.YAMLError):
+        return {}
+    seed_eval = spec.get("seed_eval") if isinstance(spec, dict) else None
+    return seed_eval if isinstance(seed_eval, dict) else {}
+
+
 def resolve_config(profile: str = DEFAULT_PROFILE, overrides: dict | None = None) -> RunConfig:
+    """profile YAML <- the task spec's seed_eval <- CLI options and --set overrides."""
     path = profile_path(profile)
     values = load_profile(path)
     values = deep_merge(values, {"profile": profile})
+    dataset = deep_merge(values, overrides or {}).get("data", {}).get("dataset", DataConfig().dataset)
+    values = deep_merge(values, {"seed_eval": task_seed_eval(str(dataset))})
     if overrides:
         values = deep_merge(values, overrides)
     try:

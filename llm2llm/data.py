@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from llm2llm.config import CONFIG_DIR, REPO_ROOT, DataConfig, Section, load_yaml
 from llm2llm.errors import UserError
-from llm2llm.tasks import DEFAULT_TEMPLATES, TASK_TYPES, Task
+from llm2llm.tasks import DEFAULT_TEMPLATES, NOTES, TASK_TYPES, Task
 
 TASK_SPEC_DIR = CONFIG_DIR / "tasks"
 READERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -65,6 +65,11 @@ class TaskSpec(Section):
         [],
         description="Steps that bring a teacher-written text to the data's surface style, in order (classification).",
     )
+    seed_eval: dict | None = Field(
+        None,
+        description="How this task's seed examples are judged (the seed_eval keys), over the profile's and under "
+        "--set: e.g. long reasoning answers need a lower temperature than a label.",
+    )
 
     @model_validator(mode="after")
     def _keys_fit_the_type(self):
@@ -75,10 +80,9 @@ class TaskSpec(Section):
                     f"fields.{key} is not a field of a {self.type} task (its fields: {', '.join(canonical)})"
                 )
         for key, template in self.templates.items():
-            if key not in DEFAULT_TEMPLATES[self.type]:
-                raise ValueError(
-                    f"templates.{key} is not a {self.type} template (known: {', '.join(DEFAULT_TEMPLATES[self.type])})"
-                )
+            known = [*DEFAULT_TEMPLATES[self.type], *NOTES]
+            if key not in known:
+                raise ValueError(f"templates.{key} is not a {self.type} template (known: {', '.join(known)})")
             allowed = _placeholders(DEFAULT_TEMPLATES[self.type][key])
             try:
                 used = _placeholders(template)
