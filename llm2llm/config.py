@@ -249,6 +249,18 @@ class SeedEvalConfig(Section):
         "any",
         description="With several samples: a seed example is wrong if any sample is wrong, or if at least half are.",
     )
+    rank_by: Literal["errors", "confidence"] = Field(
+        "errors",
+        description="Which seed examples the teacher is asked about: errors = those answered wrong (wrong_if); "
+        "confidence = the `weakest` ones by the student's log-probability of the right answer (from the "
+        "evaluation engine), right or wrong, so a student that answers everything right still has its least "
+        "certain examples targeted.",
+    )
+    weakest: float = Field(
+        0.5,
+        gt=0,
+        description="rank_by confidence: how many seed examples to target, a count (>= 1) or a fraction (< 1).",
+    )
 
     @model_validator(mode="after")
     def _samples_need_sampling(self):

@@ -39,6 +39,13 @@ class Generator(Protocol):
     def close(self) -> None: ...
 
 
+class Scorer(Protocol):
+    """An engine that can also score given answers (transformers, vllm): the student's log-probability of
+    the right answer, for seed_eval.rank_by=confidence."""
+
+    def score(self, prompts: list[str], targets: list[str]) -> list[float]: ...
+
+
 @dataclass
 class EngineSpec:
     """What a phase's process needs to build its engine (picklable)."""
@@ -75,6 +82,11 @@ def encode(tokenizer, text: str) -> list[int]:
     """Token ids for a prompt, with the BOS token the model expects exactly once."""
     has_bos = bool(tokenizer.bos_token) and text.startswith(tokenizer.bos_token)
     return tokenizer(text, add_special_tokens=not has_bos)["input_ids"]
+
+
+def target_token_ids(tokenizer, target: str) -> list[int]:
+    """An answer's token ids as training appends them to the prompt (llm2llm/training.py), EOS left out."""
+    return tokenizer(target, add_special_tokens=False)["input_ids"]
 
 
 def cut_at_stop(text: str, stop: list[str]) -> str:
@@ -140,6 +152,18 @@ class TransformersGenerator:
             )
             for text, row in zip(texts, generated)
         ]
+
+    def score(self, prompts: list[str], targets: list[str]) -> list[float]:
+        """The log-probability of each target right after its prompt (the sum over its tokens)."""
+        torch, scores = self.torch, []
+        with torch.inference_mode():
+            for prompt, target in zip(prompts, targets):
+                prompt_ids, target_ids = encode(self.tokenizer, prompt), target_token_ids(self.tokenizer, target)
+                ids = torch.tensor([prompt_ids + target_ids], device=self.device)
+                logits = self.model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()
+                picked = torch.log_softmax(logits, dim=-1).gather(1, ids[0, len(prompt_ids) :, None])
+                scores.append(float(picked.sum()))
+        return scores
 
     def close(self) -> None:
         del self.model
@@ -208,6 +232,21 @@ class VLLMGenerator:
         return [
             Completion(cut_at_stop(o.outputs[0].text, sampling.stop), o.outputs[0].finish_reason or "stop")
             for o in outputs
+        ]
+
+    def score(self, prompts: list[str], targets: list[str]) -> list[float]:
+        """The log-probability of each target right after its prompt, from vLLM's prompt log-probabilities
+        (the prompt token's own log-probability is always among them)."""
+        from vllm import SamplingParams
+
+        prompt_ids = [encode(self.tokenizer, p) for p in prompts]
+        target_ids = [target_token_ids(self.tokenizer, t) for t in targets]
+        inputs = [{"prompt_token_ids": p + t} for p, t in zip(prompt_ids, target_ids)]
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        outputs = self.llm.generate(inputs, params, lora_request=self.lora, use_tqdm=False)
+        return [
+            sum(o.prompt_logprobs[len(p) + i][token].logprob for i, token in enumerate(t))
+            for o, p, t in zip(outputs, prompt_ids, target_ids)
         ]
 
     def close(self) -> None:

@@ -19,7 +19,8 @@ def evaluate(ctx: RunContext, it: int, splits: dict[str, list[dict]]) -> dict:
     (iter_NNN/predictions.jsonl): the scored splits greedily (student.eval_temperature), the seed
     examples as seed_eval says (greedy, or several sampled answers each). Returns per split: total,
     correct, invalid, wrong_ids; for a sampled split also how many answers there were and how many
-    were right."""
+    were right. With seed_eval.rank_by confidence, the seed split also gets each example's
+    log-probability of its right answer (`confidence`), and its wrong_ids are the least confident."""
     config, task, it_dir = ctx.config, ctx.task, ctx.iteration_dir(it)
     student, base = ctx.student(it), ctx.student_base
     tokenizer = load_tokenizer(student if student.exists() else base, config.student.trust_remote_code)
@@ -53,6 +54,18 @@ def evaluate(ctx: RunContext, it: int, splits: dict[str, list[dict]]) -> dict:
         for ex in examples
         for s in range(samples[split])
     ]
+    if seed_eval.rank_by == "confidence":  # the log-probability of the right answer of each seed example
+        sampling["confidence"] = SamplingConfig(temperature=0.0, max_new_tokens=1)
+        requests += [
+            {
+                "key": f"confidence/{ex['id']}",
+                "split": "confidence",
+                "id": ex["id"],
+                "prompt": render_chat(tokenizer, task.prompt(ex)),
+                "target": task.target(ex),
+            }
+            for ex in splits["seed"]
+        ]
     engine = student_engine(ctx, student)
     outputs, stats = generate_cached(
         engine,
@@ -84,6 +97,10 @@ def evaluate(ctx: RunContext, it: int, splits: dict[str, list[dict]]) -> dict:
                 answer = results[ex["id"]][0].prediction or ""
                 row[answer] = row.get(answer, 0) + 1
             summary[split]["confusion"] = confusion
+        if split == "seed" and seed_eval.rank_by == "confidence":
+            confidence = {ex["id"]: float(outputs[f"confidence/{ex['id']}"]) for ex in examples}
+            summary[split]["confidence"] = confidence
+            summary[split]["wrong_ids"] = weakest(confidence, seed_eval.weakest)
         if n > 1:
             summary[split].update(
                 samples=n,
@@ -91,6 +108,13 @@ def evaluate(ctx: RunContext, it: int, splits: dict[str, list[dict]]) -> dict:
                 sampled_correct=sum(r.correct for rs in results.values() for r in rs),
             )
     return summary
+
+
+def weakest(confidence: dict[str, float], how_many: float) -> list[str]:
+    """The ids of the least confident examples: a count (>= 1) or a fraction (< 1) of them, lowest
+    log-probability first (ties: by id, so reruns target the same ones)."""
+    count = int(how_many) if how_many >= 1 else max(1, round(how_many * len(confidence)))
+    return sorted(confidence, key=lambda i: (confidence[i], i))[:count]
 
 
 def student_engine(ctx: RunContext, student: Path) -> EngineSpec:

@@ -1,8 +1,10 @@
 """Answering a list of generation requests, resumably and without asking twice.
 
-Each request is {key, prompt, ...}. An answer is looked up, in order, in the run's own record
-log (iter_NNN/*.jsonl), then in the shared content-addressed cache (teacher requests only), and
-only then asked of an engine, which runs in the phase's own child process. Every batch the
+Each request is {key, prompt, ...}; one with a `target` asks for that answer's log-probability
+instead (the engine's `score`; the output is the number as text). An answer is looked up, in
+order, in the run's own record log (iter_NNN/*.jsonl), then in the shared content-addressed
+cache (teacher requests only), and only then asked of an engine, which runs in the phase's own
+child process. Every batch the
 engine answers is written to the cache and the record log before the next batch starts, so a
 kill -9 loses at most the batch in flight; when a teacher server fails for good (TeacherError),
 the answers of the batch it did send are stored before the error goes up.
@@ -77,6 +79,10 @@ def _generate_batches(
             for sampling, batch in tqdm(batches, desc=desc, unit="batch"):
                 if hasattr(engine, "generate_each"):  # a seed per request: a batch's missing part is enough
                     batch = [r for r in batch if r["key"] not in records]
+                if "target" in batch[0]:  # a request to score a given answer: its log-probability is the output
+                    scores = engine.score([r["prompt"] for r in batch], [r["target"] for r in batch])
+                    store([{**r, "output": repr(v), "finish_reason": "score"} for r, v in zip(batch, scores)])
+                    continue
                 done = []
                 try:
                     for i, completion in generate_each(

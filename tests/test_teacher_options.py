@@ -128,3 +128,21 @@ def test_diversity_figures_tell_copies_from_varied_texts():
     assert copies == {"distinct_2": round(4 / 12, 4), "pairwise_rouge_l": 1.0}
     assert varied["distinct_2"] == 1.0 and varied["pairwise_rouge_l"] < 0.3
     assert diversity(["one text only"]) is None
+
+
+def test_ranking_by_confidence_targets_the_least_sure_seed_examples(tmp_path, data_dir, tiny_model):
+    cli_in_process(
+        *tiny_boost_args(tmp_path, data_dir, "sure", "--iterations", "1", "--set", "seed_eval.rank_by=confidence",
+                         "--set", "seed_eval.weakest=3"),
+        cwd=REPO,
+    )  # fmt: skip
+    it0 = tmp_path / "runs" / "sure" / "iter_000"
+    seed = json.loads((it0 / "scores.json").read_text())["seed"]
+    confidence = seed["confidence"]
+    assert set(confidence) == set(json.loads((tmp_path / "runs" / "sure" / "seed_ids.json").read_text()))
+    assert all(v < 0 for v in confidence.values())
+    lowest = sorted(confidence, key=lambda i: (confidence[i], i))[:3]
+    assert seed["wrong_ids"] == lowest
+    assert {r["parent_id"] for r in read_jsonl(it0 / "teacher_outputs.jsonl")} == set(lowest)
+    records = [r for r in read_jsonl(it0 / "predictions.jsonl") if r["split"] == "confidence"]
+    assert len(records) == 14 and all(r["finish_reason"] == "score" and r["target"] for r in records)

@@ -322,3 +322,29 @@ def test_boost_on_vllm_split_mode_survives_kill_9_in_generation(tiny_model, data
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["complete"] and metrics["engines"] == {"student": "transformers", "teacher": "vllm"}
     assert "engines: student evaluation on transformers, teacher on vllm" in (run / "report.md").read_text()
+
+
+def test_vllm_and_transformers_score_an_answer_with_the_same_log_probability(tiny_model, teacher_requests, tmp_path):
+    """seed_eval.rank_by=confidence: both student engines give the log-probability of a given answer,
+    and agree on it; a likelier answer (the model's own greedy one) scores higher than a random label."""
+    greedy = SamplingConfig(max_new_tokens=4)
+    requests = teacher_requests[:6]
+    own, _ = generate_cached(
+        EngineSpec("transformers", tiny_model), requests, tmp_path / "own.jsonl", greedy, 8, "own"
+    )
+    scored = [
+        {**r, "key": f"{r['key']}/{kind}", "target": own[r["key"]] if kind == "own" else " PlayMusic"}
+        for r in requests
+        for kind in ("own", "label")
+    ]
+    once = SamplingConfig(max_new_tokens=1)
+    hf, _ = generate_cached(EngineSpec("transformers", tiny_model), scored, tmp_path / "hf.jsonl", once, 4, "hf")
+    vl, _ = generate_cached(
+        EngineSpec("vllm", tiny_model, vllm=OPTIONS), scored, tmp_path / "vl.jsonl", once, 4, "vllm"
+    )
+    assert all(read_jsonl(tmp_path / "vl.jsonl")[i]["finish_reason"] == "score" for i in range(len(scored)))
+    for r in scored:
+        assert float(vl[r["key"]]) == pytest.approx(float(hf[r["key"]]), rel=1e-3, abs=1e-3)
+        assert float(hf[r["key"]]) < 0
+    for r in requests:  # a greedy continuation is the likeliest there is, token by token
+        assert float(hf[f"{r['key']}/own"]) > float(hf[f"{r['key']}/label"])
