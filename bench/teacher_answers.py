@@ -1,7 +1,7 @@
 """Record a teacher's real answers to the loop's chat requests, as test fixtures for the parsers.
 
     python bench/teacher_answers.py --task gsm8k [--teacher qwen2.5-coder-1.5b-instruct] [--examples 5]
-                                    [--count 2] [--output tests/fixtures/teacher_answers/gsm8k-qwen.jsonl]
+                                    [--count 2] --output tests/fixtures/teacher_answers/gsm8k-qwen2.5-coder-1.5b.jsonl
 
 The first `--examples` seed examples (data seed 0) are taken as wrong and the teacher is asked, as the
 loop asks it (the task's chat template, the teacher's chat template, T 0.8, top_p 0.95, the chat
@@ -46,17 +46,29 @@ def main() -> int:
         temperature=0.8, top_p=0.95, seed=0, max_new_tokens=task.teacher_token_budget("chat", args.count)
     )
     requests = [
-        {"key": f"{args.task}/{ex['id']}", "prompt": render_chat(tokenizer, task.teacher_chat(ex, args.count)), "ex": ex}
+        {
+            "key": f"{args.task}/{ex['id']}",
+            "prompt": render_chat(tokenizer, task.teacher_chat(ex, args.count)),
+            "ex": ex,
+        }
         for ex in seed
     ]
     spec = EngineSpec("vllm", teacher, vllm={**VLLMConfig().model_dump(), "trust_remote_code": False})
     with tempfile.TemporaryDirectory() as tmp:
-        outputs, stats = generate_cached(spec, requests, Path(tmp) / "answers.jsonl", sampling, len(requests), "teacher")
+        outputs, stats = generate_cached(
+            spec, requests, Path(tmp) / "answers.jsonl", sampling, len(requests), "teacher"
+        )
     atomic_write_jsonl(
         args.output,
         [
-            {"task": args.task, "teacher": args.teacher, "count": args.count, "example": r["ex"], "prompt": r["prompt"],
-             "output": outputs[r["key"]]}
+            {
+                "task": args.task,
+                "teacher": args.teacher,
+                "count": args.count,
+                "example": r["ex"],
+                "prompt": r["prompt"],
+                "output": outputs[r["key"]],
+            }
             for r in requests
         ],  # fmt: skip
     )

@@ -242,6 +242,39 @@ def numbers_equal(a: str, b: str) -> bool:
         return False
 
 
+# LaTeX an instruct teacher puts in a worked answer, as plain text ("\\( 3 \\times 4 = 12 \\)" -> "3 * 4 = 12").
+LATEX = [
+    (r"\\[()\[\]]", ""),
+    (r"\\(?:times|cdot)", "*"),
+    (r"\\div", "/"),
+    (r"\\d?frac\{([^{}]*)\}\{([^{}]*)\}", r"(\1)/(\2)"),
+    (r"\\(?:text|textbf|mathrm|boxed)\{([^{}]*)\}", r"\1"),
+    (r"\\[,;! ]", " "),
+    (r"\\\$", "$"),
+    (r"\$([^$\n]*)\$", r"\1"),
+]
+
+
+def plain_text(text: str, labels: tuple[str, str]) -> str:
+    """A chat teacher's markdown made plain before the pair parser reads it: bold and italic markers
+    and headings ("### Problem 1:") dropped, "Question 2:" / "**Answer:**" brought to the labels'
+    form, LaTeX turned to plain arithmetic. A "#### <number>" line is an answer, not a heading."""
+    first, second = labels
+    text = text.replace("**", "").replace("__", "")
+    lines = []
+    for line in text.splitlines():
+        heading = re.match(r"\s*#+\s*(.*)", line)
+        if heading and not re.match(rf"[-$\\\d.]|{first}\b", heading.group(1)):
+            continue  # a heading: "### Problem 1:", "## Solution"
+        line = re.sub(rf"^(\s*(?:\d+[.)]\s*)?)(?:#+\s*)?{first}\s*\d*\s*[:.]", rf"\1{first}:", line)
+        line = re.sub(rf"^(\s*)(?:{second}|Solution)\s*\d*\s*:", rf"\1{second}:", line)
+        lines.append(line)
+    text = "\n".join(lines)
+    for pattern, replacement in LATEX:
+        text = re.sub(pattern, replacement, text)
+    return text
+
+
 class PairTeacher:
     """The teacher side of a task whose example is an input and an answer (numeric, free text):
     blocks of "<In>: ...\n<Out>: ..." to continue, or a chat request for `count` such pairs,
@@ -266,6 +299,7 @@ class PairTeacher:
         in_label = self.pair_labels[0]
         if style == "continuation":
             text = f"{in_label}: " + text
+        text = plain_text(text, self.pair_labels)
         blocks = re.split(rf"(?m)^\s*(?:\d+[.)]\s*)?{in_label}:\s*", text)[1:]
         return [example for example in map(self.parse_pair, blocks) if example]
 

@@ -43,7 +43,9 @@ def test_casehold_is_split_deterministically_and_disjointly(data_dir):
     a, b = load("casehold", data_dir=str(data_dir)), load("casehold", data_dir=str(data_dir))
     assert [x["id"] for x in a.train] == [x["id"] for x in b.train]
     assert not {x["id"] for x in a.train} & {x["id"] for x in a.test}
-    assert len(a.train) + len(a.test) == 1000 and "no train split" in a.notes[0]
+    assert not {x["id"] for x in a.validation} & {x["id"] for x in a.train + a.test}
+    assert len(a.train) + len(a.validation) + len(a.test) == 1000 and len(a.validation) == 100
+    assert "no train split" in a.notes[0]
 
 
 def test_user_csv_with_own_columns_quotes_and_crlf(tmp_path):
