@@ -5,8 +5,8 @@ instead (the engine's `score`; the output is the number as text). An answer is l
 order, in the run's own record log (iter_NNN/*.jsonl), then in the shared content-addressed
 cache (teacher requests only), and only then asked of an engine, which runs in the phase's own
 child process. Every batch the engine answers is written to the cache and the record log before
-the next batch starts, so a kill -9 loses at most the batch in flight; when a teacher server fails for good (TeacherError),
-the answers of the batch it did send are stored before the error goes up.
+the next batch starts, so a kill -9 loses at most the batch in flight; when a teacher server fails
+for good (TeacherError), the answers of the batch it did send are stored before the error goes up.
 
 Batches are cut from the full, ordered request list and every request carries its own seed
 derived from its key, so a rerun after a crash regenerates exactly the missing batches with the

