@@ -7,9 +7,11 @@ import sys
 
 from conftest import REPO, cli_in_process, read_jsonl, tiny_boost_args
 
+SHARE = ("--set", "loop.share_iteration0=true")  # the tiny profile leaves it off for the other tests
+
 
 def boost(tmp_path, data_dir, run, *extra):
-    return cli_in_process(*tiny_boost_args(tmp_path, data_dir, run, "--iterations", "1", *extra), cwd=REPO)
+    return cli_in_process(*tiny_boost_args(tmp_path, data_dir, run, "--iterations", "1", *SHARE, *extra), cwd=REPO)
 
 
 def iteration0(tmp_path, run):
@@ -23,7 +25,7 @@ def iteration0(tmp_path, run):
 def test_a_second_method_on_the_same_seed_reuses_iteration_0_with_the_same_numbers(tmp_path, data_dir, tiny_model):
     boost(tmp_path, data_dir, "first")
     boost(tmp_path, data_dir, "second", "--method", "auggpt", "--set", "teacher.per_wrong=1")
-    boost(tmp_path, data_dir, "fresh", "--method", "auggpt", "--set", "loop.share_iteration0=false")
+    boost(tmp_path, data_dir, "fresh", "--method", "auggpt", "--set", "loop.share_iteration0=false")  # last wins
     first, first_scores, first_trained = iteration0(tmp_path, "first")
     second, second_scores, second_trained = iteration0(tmp_path, "second")
     assert first["reused"] is False and first["published"] is True and len(first_trained) == 1
@@ -60,7 +62,9 @@ def test_concurrent_runs_with_one_iteration_0_train_it_once(tmp_path, data_dir, 
                 sys.executable,
                 "-m",
                 "launcher.cli",
-                *tiny_boost_args(tmp_path, data_dir, run, "--iterations", "1", "--set", f"teacher.per_wrong={k}"),
+                *tiny_boost_args(
+                    tmp_path, data_dir, run, "--iterations", "1", *SHARE, "--set", f"teacher.per_wrong={k}"
+                ),
             ],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
