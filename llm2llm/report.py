@@ -260,7 +260,8 @@ def render_markdown(metrics: dict) -> str:
         "",
         f"- task: **{metrics['task']}** ({metrics['task_type']}), {metrics['seed_size']} seed examples (data seed "
         f"{metrics['data_seed']})",
-        f"- method: **{metrics['method']}**",
+        f"- method: **{metrics['method']}**; options: "
+        + (", ".join(metrics.get("variant") or []) or "none (the paper's recipe)"),
         f"- student: `{metrics['student']}`; teacher: `{metrics['teacher']}` ({metrics['teacher_style']} prompts"
         + (f", fingerprint {metrics['teacher_fingerprint']}" if metrics.get("teacher_fingerprint") else "")
         + ")",

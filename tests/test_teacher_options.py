@@ -63,6 +63,8 @@ def test_every_request_asks_for_variety_and_every_parsed_example_is_label_checke
                 assert d["reason"] == "label_mismatch"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["variant"] == ["contrast", "diversity", "label check", "coverage 1"]
+    for page in ("report.md", "report.html"):  # the report names the options that were on
+        assert "options: contrast, diversity, label check, coverage 1" in (run / page).read_text()
     assert "label_mismatch" in metrics["iterations"][0]["dropped"]
 
 
