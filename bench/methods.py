@@ -71,6 +71,9 @@ def main() -> int:
         help="Seed examples per run (default: the profile's); several sizes make one cell each.",
     )
     parser.add_argument("--tag", default="", help="Put in every run's name, e.g. 'continued' for an ablation's --set.")
+    parser.add_argument(
+        "--reference", default=None, help="compare --reference: the method the others are paired with (e.g. auggpt)."
+    )
     args = parser.parse_args()
     llm2llm = [sys.executable, "-m", "launcher.cli"]
     made = []  # compared at the end; other runs in the folder (other recipes, sizes) may not go in one table
@@ -106,7 +109,9 @@ def main() -> int:
                         print(f"one-shot budget: {budget or 'teacher.per_wrong x loop.iterations'} ({base})")
                     print("+", " ".join(command[2:]), flush=True)
                     subprocess.run(command, cwd=REPO, check=True)
-    return subprocess.run([*llm2llm, "compare", *made, "--output", f"{args.runs_dir}/compare"], cwd=REPO).returncode
+    reference = ["--reference", args.reference] if args.reference else []
+    compare = [*llm2llm, "compare", *made, "--output", f"{args.runs_dir}/compare", *reference]
+    return subprocess.run(compare, cwd=REPO).returncode
 
 
 if __name__ == "__main__":

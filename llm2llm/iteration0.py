@@ -110,15 +110,17 @@ class Iteration0Store:
         if self.has(key) or not (it_dir / "student").is_dir():
             return False
         tmp = self.path / f".{key}.{os.getpid()}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        _copy(it_dir, tmp)
-        atomic_write_json(tmp / "source.json", {"key": key, "run": run, "published": time.time()})
-        fsync_tree(tmp)
         try:
-            os.rename(tmp, self.entry(key))
-        except OSError:  # another process published it first (the folder exists and is not empty)
             shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            _copy(it_dir, tmp)
+            atomic_write_json(tmp / "source.json", {"key": key, "run": run, "published": time.time()})
+            fsync_tree(tmp)
+            os.rename(tmp, self.entry(key))
+        except OSError as e:  # published first by another process, or no room: the run goes on unshared
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not self.has(key):
+                log.warning("iteration 0 not published to %s: %s", self.path, e)
             return False
         return True
 
