@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1  # raise when what an entry holds, or how scores are computed, changes
 # What an iteration 0 leaves in iter_000 (the training set, the seed, is written by every run itself).
-FILES = ("train_log.json", "scores.json", "predictions.jsonl", "eval_stats.json")
+# In the order they are copied: the phase markers (train_log.json, scores.json) last, so that a copy cut
+# short (a full disk, a kill) leaves markers only for what is whole.
+FILES = ("predictions.jsonl", "eval_stats.json", "train_log.json", "scores.json")
 RECORD = "shared.json"
 
 
@@ -69,12 +71,17 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def _copy(src: Path, dst: Path) -> None:
-    """iter_000's files and student folder, from src into dst (files linked where possible)."""
+    """iter_000's student folder, then its files, from src into dst (linked where possible). The student
+    appears by one rename (its temporary name is one RunDir sweeps), the markers after it."""
+    if (src / "student").is_dir() and not (dst / "student").exists():
+        tmp = dst / ".student.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src / "student", tmp, copy_function=_link_or_copy)
+        os.rename(tmp, dst / "student")
     for name in FILES:
         if (src / name).exists():
+            (dst / name).unlink(missing_ok=True)
             _link_or_copy(str(src / name), str(dst / name))
-    if (src / "student").is_dir():
-        shutil.copytree(src / "student", dst / "student", copy_function=_link_or_copy, dirs_exist_ok=True)
 
 
 class Iteration0Store:
@@ -140,7 +147,8 @@ def shared_iteration0(ctx, it: int) -> Iterator[None]:
         yield
         return
     with store.locked(key, config.run):
-        if not done and store.has(key) and not (it_dir / "train_log.json").exists():
+        started = (it_dir / "train_log.json").exists() or (it_dir / "student").exists()  # its own, kept
+        if not done and not started and store.has(key):
             source = store.copy_into(key, it_dir)
             atomic_write_json(record, {"key": key, "reused": True, "source_run": source["run"]})
             log.info("iteration 0 reused from run %s (shared iteration 0 %s)", source["run"], key)
