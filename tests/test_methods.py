@@ -161,7 +161,7 @@ def test_compare_renders_table_and_plot_from_the_run_dirs_alone(runs, tmp_path):
         cells[1]: cells
         for cells in (
             [c.strip() for c in line.strip("|").split("|")]
-            for line in table.splitlines()
+            for line in table.split("## Paired differences")[0].splitlines()  # the main table
             if line.startswith("| snips |")
         )
     }
@@ -230,8 +230,8 @@ def test_compare_gives_an_ablation_its_own_row_and_refuses_runs_it_cannot_tell_a
         (tmp_path / "ab" / name).mkdir(parents=True)
         (tmp_path / "ab" / name / "metrics.json").write_text(json.dumps({**base, "variant": variant}))
     cli_in_process("compare", str(tmp_path / "ab"), "--output", str(tmp_path / "cmp"), cwd=REPO)
-    rows = [line.split("|")[2].strip() for line in (tmp_path / "cmp" / "compare.md").read_text().splitlines()
-            if line.startswith("| snips |")]  # fmt: skip
+    table = (tmp_path / "cmp" / "compare.md").read_text().split("## Paired differences")[0]
+    rows = [line.split("|")[2].strip() for line in table.splitlines() if line.startswith("| snips |")]
     assert rows == ["one-shot", "one-shot (continued)"]
     (tmp_path / "ab" / "continued" / "metrics.json").write_text(json.dumps(base))
     proc = cli_in_process("compare", str(tmp_path / "ab"), cwd=REPO, check=False)
