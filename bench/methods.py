@@ -8,6 +8,8 @@ The paper's ablations are runs of the same kind: `--methods one-shot` asks the t
 as many examples as the same seed's finished llm2llm run asked for in all its iterations (read
 from its metrics.json; without one, teacher.per_wrong x loop.iterations per wrong example), and
 `--set loop.continue_training=true --tag continued` trains each iteration from the last student.
+`--methods auggpt --match-budget` sets AugGPT's paraphrases per seed example the same way, from the
+examples the same seed's llm2llm run asked for, so both spend about the same teacher output tokens.
 
 Every run is an ordinary `llm2llm boost`, so rerunning this script resumes unfinished runs and
 skips finished ones. Runs go seed by seed (all methods for seed 0 first), so a stopped sweep
@@ -48,6 +50,10 @@ def llm2llm_budget(run: Path) -> int | None:
     return sum(it["generated"] or 0 for it in metrics["iterations"])
 
 
+def seed_size(run: Path) -> int:
+    return len(json.loads((run / "seed_ids.json").read_text()))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["snips", "trec"])
@@ -71,6 +77,12 @@ def main() -> int:
         help="Seed examples per run (default: the profile's); several sizes make one cell each.",
     )
     parser.add_argument("--tag", default="", help="Put in every run's name, e.g. 'continued' for an ablation's --set.")
+    parser.add_argument(
+        "--match-budget",
+        action="store_true",
+        help="auggpt: paraphrases per seed example = the examples the same seed's finished llm2llm run asked the "
+        "teacher for, divided by the seed size (rounded): about its teacher output tokens.",
+    )
     parser.add_argument(
         "--reference", default=None, help="compare --reference: the method the others are paired with (e.g. auggpt)."
     )
@@ -101,6 +113,14 @@ def main() -> int:
                     name = run_name(dataset, args.profile, method, seed, size, args.tag)
                     command += ["--run", name]
                     made.append(f"{args.runs_dir}/{name}")
+                    if method == "auggpt" and args.match_budget:  # as many new examples as llm2llm asked for
+                        base = Path(args.runs_dir) / run_name(dataset, args.profile, "llm2llm", seed, size)
+                        budget = llm2llm_budget(base)
+                        if budget is None:
+                            sys.exit(f"--match-budget: {base} has not finished; run --methods llm2llm first")
+                        per_example = max(1, round(budget / seed_size(base)))
+                        command += ["--set", f"baselines.auggpt_per_example={per_example}"]
+                        print(f"auggpt: {per_example} paraphrases per seed example for {budget} asked by {base}")
                     if method == "one-shot":  # the same teacher budget as this seed's llm2llm run
                         base = Path(args.runs_dir) / run_name(dataset, args.profile, "llm2llm", seed, size)
                         budget = llm2llm_budget(base)
