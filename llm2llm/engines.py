@@ -5,7 +5,9 @@ prompt. Every engine sees the same token ids (`encode`), so engines agree on gre
   transformers  batched HF `generate` (the fallback; seeds the batch with its first request's seed)
   vllm          an offline vLLM engine (`LLM`), a seed per request, base + LoRA adapter for students
   openai        an OpenAI-compatible completions server (vLLM's), a seed per request
-`open_engine` builds one from an EngineSpec; generation.py runs it in the phase's own process.
+`open_engine` builds one from an EngineSpec; generation.py runs it in the phase's own process. The
+student's engines (transformers, vllm) also `score` given answers: their log-probability after the
+prompt (seed_eval.rank_by=confidence).
 """
 
 from __future__ import annotations
@@ -37,13 +39,6 @@ class Generator(Protocol):
     def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[Completion]: ...
 
     def close(self) -> None: ...
-
-
-class Scorer(Protocol):
-    """An engine that can also score given answers (transformers, vllm): the student's log-probability of
-    the right answer, for seed_eval.rank_by=confidence."""
-
-    def score(self, prompts: list[str], targets: list[str]) -> list[float]: ...
 
 
 @dataclass
