@@ -457,6 +457,12 @@ class RunConfig(Section):
         "file each; shared by all runs that name it, on any host (safe on NFS/Lustre). Default: "
         "<runs_dir>/generation-cache (an older <folder>.sqlite cache is imported).",
     )
+    cache_group: bool = Field(
+        False,
+        description="Share the generation cache with its folder's group: the folder 2770 (setgid), entries 0660, "
+        "signed with a key in the folder the group can read, so a read trusts what any group member wrote. Off: the "
+        "cache is yours alone (0700), signed with your own key (~/.config/llm2llm/cache-key).",
+    )
     iteration0_cache: str = Field(
         "",
         description="Folder of shared iterations 0, one per hash of what they depend on (loop.share_iteration0). "

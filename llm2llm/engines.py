@@ -50,6 +50,7 @@ class EngineSpec:
     adapter: Path | None = None  # a LoRA adapter folder on top of `model`
     vllm: dict = field(default_factory=dict)  # VLLMConfig fields + the model's loading opt-ins (ModelSource.loading)
     url: str | None = None  # openai: the server's base URL
+    socket: Path | None = None  # openai: a Unix socket the URL is reached through (a server llm2llm started)
     api_key: str | None = None  # openai: the key (from the environment, never stored)
     served_model: str | None = None
     server_log: Path | None = None  # vllm-server: where the server's output goes
@@ -255,15 +256,49 @@ class OpenAIGenerator:
     (vllm.request_timeout) and retries with exponential backoff (vllm.max_retries) for connection
     errors, timeouts, 429 and 5xx answers; what still fails becomes one TeacherError."""
 
-    def __init__(self, url: str, api_key: str, model_path: Path, served_model: str | None, options: dict):
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        model_path: Path,
+        served_model: str | None,
+        options: dict,
+        socket: Path | None = None,
+    ):
+        import httpx
         from openai import OpenAI
 
-        self.name = url
+        self.name = f"unix:{socket}" if socket else url
         self.tokenizer = load_tokenizer(model_path, bool(options.get("trust_remote_code")))
         self.timeout, self.retries = options.get("request_timeout", 600), options.get("max_retries", 3)
-        self.client = OpenAI(base_url=url, api_key=api_key, timeout=self.timeout, max_retries=self.retries)
+        # the openai client's own retries and timeouts apply on either transport
+        http_client = httpx.Client(transport=httpx.HTTPTransport(uds=str(socket))) if socket else None
+        self.client = OpenAI(
+            base_url=url, api_key=api_key, timeout=self.timeout, max_retries=self.retries, http_client=http_client
+        )
         self.pool = ThreadPoolExecutor(options.get("concurrency", 32))
-        self.model = served_model or self._call(lambda: self.client.models.list().data[0].id)
+        self.model = self._check_served(model_path, served_model)
+
+    def _check_served(self, model_path: Path, served_model: str | None) -> str:
+        """The served model's name, checked against the local folder whose fingerprint keys the cache:
+        the server must list it and, where it says what it loaded (vLLM's `root`), have loaded a folder
+        of the same name. Otherwise another model's answers would be cached as this one's."""
+        served = self._call(lambda: list(self.client.models.list().data))
+        names = [m.id for m in served]
+        chosen = next((m for m in served if m.id == served_model), None) if served_model else (served or [None])[0]
+        if chosen is None:
+            raise TeacherError(
+                f"the teacher server {self.name} serves no model named {served_model!r} (it serves {names}); "
+                f"set teacher.served_model to one of them"
+            )
+        root = (chosen.model_extra or {}).get("root")
+        if root and Path(root).name != model_path.name and Path(root).resolve() != model_path.resolve():
+            raise TeacherError(
+                f"the teacher server {self.name} serves {chosen.id!r} loaded from {root}, but teacher.model is "
+                f"{model_path}, whose fingerprint keys the generation cache; point teacher.model at a copy of "
+                f"the folder the server loaded"
+            )
+        return chosen.id
 
     def _call(self, request):
         import openai
@@ -364,11 +399,13 @@ def open_engine(spec: EngineSpec, workload: tuple[list[str], int] | None = None)
     elif spec.kind == "vllm":
         engine = VLLMGenerator(spec.model, spec.adapter, spec.vllm, workload)
     elif spec.kind == "openai":
-        engine = OpenAIGenerator(spec.url, spec.api_key, spec.model, spec.served_model, spec.vllm)
+        engine = OpenAIGenerator(spec.url, spec.api_key, spec.model, spec.served_model, spec.vllm, spec.socket)
     elif spec.kind == "vllm-server":
         with VLLMServer(spec.model, spec.vllm, spec.server_log) as server:
             try:
-                engine = OpenAIGenerator(server.url, server.api_key, spec.model, server.served_model, spec.vllm)
+                engine = OpenAIGenerator(
+                    server.url, server.api_key, spec.model, server.served_model, spec.vllm, server.socket
+                )
                 try:
                     yield engine
                 finally:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from llm2llm.config import SamplingConfig
 from llm2llm.engines import EngineSpec, generate_each, open_engine
 from llm2llm.errors import TeacherError
-from llm2llm.gencache import GenerationCache
+from llm2llm.gencache import GenerationCache, writer
 from llm2llm.runtime.phases import run_in_child
 from llm2llm.store import RecordLog
 
@@ -63,12 +63,18 @@ def _generate_batches(
     """Runs in the phase's child process: open the engine, answer the batches (each with its own
     sampling), store each."""
     records = RecordLog(log_path)
-    cache = GenerationCache(cache_path) if cache_path else None
+    cache = GenerationCache(cache_path, writer(spec)) if cache_path else None
+
+    cache_error = None
 
     def store(done: list[dict]) -> None:
-        if cache is not None:
-            cache.put_many(done)
-        records.append(done)
+        nonlocal cache, cache_error
+        records.append(done)  # the run's own record first: the cache is a convenience
+        if cache is not None and done:
+            try:
+                cache.put_many(done)
+            except OSError as e:  # a cache folder we may not write, a full quota: this phase goes on without it
+                cache_error, cache = f"{type(e).__name__}: {e}", None
 
     try:
         largest = max((batch for _, batch in batches), key=len, default=[])
@@ -103,7 +109,11 @@ def _generate_batches(
     finally:
         if cache is not None:
             cache.close()
-    return {"engine_start_seconds": round(ready - spawned_at, 2), "generate_seconds": round(finished - ready, 2)}
+    return {
+        "engine_start_seconds": round(ready - spawned_at, 2),
+        "generate_seconds": round(finished - ready, 2),
+        "cache_error": cache_error,
+    }
 
 
 def _batches(
@@ -146,6 +156,14 @@ def generate_cached(
             cache = GenerationCache(cache_path)
             hits = cache.get_many([r["key"] for r in missing])
             cache.close()
+            if cache.rejected:
+                log.warning(
+                    "%s: %d entries of the generation cache %s failed verification (written with another key, "
+                    "altered, or from before entries were signed); asked again",
+                    desc,
+                    cache.rejected,
+                    cache.path,
+                )
             records.append(
                 {**r, "output": hits[r["key"]][0], "finish_reason": hits[r["key"]][1]}
                 for r in missing
@@ -158,6 +176,14 @@ def generate_cached(
         args = (_generate_batches, spec, todo, log_path, cache_path, desc, time.time())
         timing = runner.call(desc, phase, *args) if runner else run_in_child(desc, *args)
         stats.engine_start_seconds, stats.generate_seconds = timing["engine_start_seconds"], timing["generate_seconds"]
+        if timing["cache_error"]:
+            log.warning(
+                "%s: the generation cache %s took no more answers after %s; they are in %s",
+                desc,
+                cache_path,
+                timing["cache_error"],
+                log_path,
+            )
         stats.engine_seconds = round(time.monotonic() - start, 2)
         records = RecordLog(log_path)
         stats.generated = stats.requests - stats.from_run - stats.from_cache

@@ -33,8 +33,9 @@ from llm2llm.iteration0 import shared_iteration0
 from llm2llm.limits import check_context_limits
 from llm2llm.methods import augment, check_method
 from llm2llm.models import checked_model, fingerprint
+from llm2llm.private import make_private, private_folder
 from llm2llm.report import write_report
-from llm2llm.rundir import RunDir
+from llm2llm.rundir import RunDir, check_folders
 from llm2llm.runtime.gpu_plan import plan_for_run
 from llm2llm.runtime.phases import DiskFull, preload_phase_modules
 from llm2llm.runtime.runner import PhaseRunner
@@ -68,6 +69,7 @@ PHASE_MODULES = [
 
 def boost(config: RunConfig) -> Path:
     """Run (or resume) the loop; returns the run directory."""
+    make_private()  # what the run and its phases write is the user's alone
     preload_phase_modules(PHASE_MODULES)  # the forkserver imports them beside the pre-flight
     ctx = prepare(config)
     with ctx.run, PhaseRunner(ctx.run.path, ctx.plan, config, ctx.run.lock_fd) as ctx.runner:
@@ -138,6 +140,10 @@ def prepare(config: RunConfig) -> RunContext:
     elif validation_size and data.validation:
         sample_count(len(data.validation), validation_size)
 
+    check_folders(config)  # the run's folders are this user's alone (or the cache its group's)
+    private_folder(config.cache_path(), "generation cache", group=config.cache_group)
+    if config.loop.share_iteration0:
+        private_folder(config.iteration0_cache_path(), "iteration-0 cache")
     run = RunDir(config)
     try:
         return _open_run(config, data, run, plan, student_base, teacher_path, validation_size)

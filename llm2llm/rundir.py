@@ -16,6 +16,7 @@ from pathlib import Path
 
 from llm2llm.config import RunConfig, config_from_file, config_to_yaml
 from llm2llm.errors import UserError
+from llm2llm.private import folder_problem, private_folder
 from llm2llm.store import RecordLog, atomic_write_json, atomic_write_text, read_json
 
 LOCK_WAIT_SECONDS = 30
@@ -36,14 +37,28 @@ def this_host() -> str:
     return os.environ.get("LLM2LLM_HOSTNAME") or socket.gethostname()
 
 
+def check_folders(config: RunConfig) -> None:
+    """Refuse, before anything is written, a folder the run would write into that is not this user's
+    alone (llm2llm.private): the runs folder, the run's folder and the two caches, where they exist."""
+    run_path = Path(config.runs_dir) / config.run
+    checks = [
+        (Path(config.runs_dir), "runs folder", False, True),
+        (run_path, "run folder", False, False),
+        (config.cache_path(), "generation cache", config.cache_group, False),
+        (config.iteration0_cache_path(), "iteration-0 cache", False, False),
+    ]
+    for path, what, group, sticky_ok in checks:
+        if path.is_dir() and (problem := folder_problem(path, what, group, sticky_ok)):
+            raise UserError(problem)
+
+
 class RunDir:
     """An open run directory: holds the run's lock and logs to its log.txt until closed (`with
     RunDir(...)`, or close()), so that one Python process can run several boosts one after another."""
 
     def __init__(self, config: RunConfig):
         self.config = config
-        self.path = Path(config.runs_dir) / config.run
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path = private_folder(Path(config.runs_dir) / config.run, "run folder")
         self._lock = open(self.path / ".lock", "a")
         self._log = None
         self._renewing: threading.Event | None = None

@@ -3,11 +3,14 @@
 Every file that marks a phase as done is written whole to a temporary name, fsynced and renamed,
 so a reader sees the old file or the new one, never half of one. Streams of records that are
 produced slowly (teacher answers, predictions) go to an append-only JSONL log keyed by record;
-a torn last line left by kill -9 is dropped when the log is opened again.
+a torn last line left by kill -9 is dropped when the log is opened again. No open here follows a
+symbolic link at the file's own name (O_NOFOLLOW): a link planted in a run folder is an error, not a
+truncate or an append to whatever it points at.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -16,15 +19,26 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+from llm2llm.errors import UserError
+from llm2llm.private import current_umask
 
 
-# mkstemp creates 0600 files; run files should get the permissions a plain open() would give.
-FILE_MODE = 0o666 & ~_current_umask()
+def file_mode() -> int:
+    """What a plain open() would give a new file now (mkstemp makes 0600 whatever the umask)."""
+    return 0o666 & ~current_umask()
+
+
+def open_nofollow(path: Path, flags: int) -> int:
+    """os.open that refuses a symbolic link at `path` with a one-line error."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UserError(
+                f"{path} is a symbolic link; llm2llm does not follow links it did not make in a run folder "
+                f"(someone may have planted it): remove it and rerun"
+            ) from None
+        raise
 
 
 def fsync_dir(path: Path) -> None:
@@ -61,7 +75,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, FILE_MODE)
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -122,8 +136,8 @@ class RecordLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.records: dict[str, dict] = {}
         good_bytes = 0
-        if self.path.exists():
-            with open(self.path, "rb") as f:
+        if os.path.lexists(self.path):
+            with os.fdopen(open_nofollow(self.path, os.O_RDONLY), "rb") as f:
                 for raw in f:
                     if not raw.endswith(b"\n"):
                         break  # torn write from a killed process
@@ -133,8 +147,9 @@ class RecordLog:
                         break
                     self.records.setdefault(record["key"], record)
                     good_bytes += len(raw)
-            if good_bytes != self.path.stat().st_size:
-                with open(self.path, "r+b") as f:
+                size = os.fstat(f.fileno()).st_size
+            if good_bytes != size:
+                with os.fdopen(open_nofollow(self.path, os.O_RDWR), "r+b") as f:
                     f.truncate(good_bytes)
 
     def __contains__(self, key: str) -> bool:
@@ -149,7 +164,7 @@ class RecordLog:
             lines.append(json.dumps(record, ensure_ascii=False) + "\n")
         if not lines:
             return
-        with open(self.path, "a", encoding="utf-8") as f:
+        with os.fdopen(open_nofollow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a", encoding="utf-8") as f:
             f.write("".join(lines))
             f.flush()
             os.fsync(f.fileno())

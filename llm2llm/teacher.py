@@ -23,13 +23,14 @@ def teacher_engine(ctx: RunContext, it: int) -> EngineSpec:
     config, teacher, runner = ctx.config, ctx.config.teacher, ctx.runner
     options = {**config.vllm.model_dump(), **teacher.loading(), **runner.plan.vllm_options("generate")}
     if config.plan.mode == "split" and teacher.engine in ("vllm", "vllm-server"):
-        # started once (127.0.0.1, a random key), stopped when the loop ends
+        # started once (a private Unix socket, a random key), stopped when the loop ends
         server = runner.kept_server("generate", partial(start_vllm_server, ctx.teacher_path, options))
         return EngineSpec(
             "openai",
             ctx.teacher_path,
             vllm=options,
             url=server.url,
+            socket=server.socket,
             api_key=server.api_key,
             served_model=server.served_model,
         )

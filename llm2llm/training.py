@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import shutil
 import sys
 import time
@@ -21,15 +20,16 @@ from pathlib import Path
 
 from llm2llm.config import TrainConfig, deepspeed_config_path
 from llm2llm.engines import encode, load_tokenizer, render_chat
-from llm2llm.store import fsync_dir, fsync_tree
-from llm2llm.tasks import Task
+from llm2llm.store import atomic_write_json, fsync_dir, fsync_tree, read_json
+from llm2llm.tasks import TASK_TYPES, Task
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainRequest:
-    """What the parent hands the training processes (pickled into the iteration folder)."""
+    """What the parent hands the training processes: a JSON file beside the iteration folder (no pickle, which
+    would run code for anyone able to write there)."""
 
     base_path: Path
     examples: list[dict]
@@ -154,6 +154,9 @@ def train_student(request: TrainRequest) -> Path:
     trainer.save_model(str(tmp))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(tmp)
+        # The Trainer pickles its arguments beside the weights (torch.save); a run folder holds no pickle:
+        # they go in train_log.json instead.
+        (tmp / "training_args.bin").unlink(missing_ok=True)
         if request.tb_dir is not None and (tmp / "trainer" / "tb").exists():
             # the finished attempt's log replaces a killed attempt's: one TensorBoard run per iteration
             request.tb_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -175,6 +178,7 @@ def train_student(request: TrainRequest) -> Path:
                     "deepspeed": cfg.deepspeed,
                     "lora": cfg.lora,
                     "gradient_checkpointing": args.gradient_checkpointing,
+                    "training_args": json.loads(args.to_json_string()),
                     "base_model": str(request.base_path),
                     "init_from": str(request.init_path) if request.init_path else None,
                     # where rank 0's time went: imports, process group, model load and tokenization; the
@@ -222,18 +226,49 @@ def _process_start() -> float:
     return psutil.Process().create_time()
 
 
+def _optional_path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
 def write_request(request: TrainRequest, path: Path) -> None:
-    path.write_bytes(pickle.dumps(request))
+    """The request as JSON: paths as strings, the task as its type, name, spec and labels, the config as its fields."""
+    task = request.task
+    payload = {
+        "base_path": str(request.base_path),
+        "examples": request.examples,
+        "task": {"type": task.type, "name": task.name, "spec": task.spec, "labels": list(task.labels)},
+        "config": request.config.model_dump(mode="json"),
+        "out_dir": str(request.out_dir),
+        "init_path": None if request.init_path is None else str(request.init_path),
+        "loading": request.loading,
+        "tb_dir": None if request.tb_dir is None else str(request.tb_dir),
+    }
+    atomic_write_json(path, payload)
+
+
+def read_request(path: Path) -> TrainRequest:
+    payload = read_json(path)
+    task = payload["task"]
+    return TrainRequest(
+        base_path=Path(payload["base_path"]),
+        examples=payload["examples"],
+        task=TASK_TYPES[task["type"]](name=task["name"], spec=task["spec"], labels=task["labels"]),
+        config=TrainConfig(**payload["config"]),
+        out_dir=Path(payload["out_dir"]),
+        init_path=_optional_path(payload["init_path"]),
+        loading=payload["loading"],
+        tb_dir=_optional_path(payload["tb_dir"]),
+    )
 
 
 def train_from_file(path: Path) -> Path:
     """Train what a request file (write_request) asks for: a training rank's work, or the whole
     training in one phase process (PhaseRunner.train's train_here)."""
-    return train_student(pickle.loads(Path(path).read_bytes()))
+    return train_student(read_request(Path(path)))
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of every training rank: `python -m llm2llm.training REQUEST.pkl`."""
+    """Entry point of every training rank: `python -m llm2llm.training REQUEST.json`."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     train_from_file(Path(argv[0]))
     import torch.distributed as dist

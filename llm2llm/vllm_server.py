@@ -1,30 +1,79 @@
 """A vLLM OpenAI-compatible server that llm2llm starts for a phase and stops after it.
 
-Secure by default: it listens on 127.0.0.1 only and requires a random API key that never leaves
-this process tree. It is health-checked with a timeout; its output goes to a log file in the run
-directory, whose tail is quoted if it fails to start. It dies with the process that started it.
+Reachable by its run only: it listens on a Unix socket in a fresh 0700 folder (mkdtemp: a name nobody
+can guess or take first), not on a TCP port that any local user could connect to or bind before it.
+Another user can neither connect to it (the folder's mode), nor serve in its place, so no route is
+open to them, including those vLLM does not guard with the key (/tokenize, /metrics, /invocations).
+The random API key never leaves this process tree; vLLM's development routes are forced off
+whatever the environment says. It is health-checked with a timeout; its output goes to a log file in
+the run directory, whose tail is quoted if it fails to start. It dies with the process that started it.
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import secrets
+import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from llm2llm.errors import UserError
-from llm2llm.runtime.phases import die_with_parent, free_port, loopback_problem, sweep_group, tail
+from llm2llm.runtime.phases import die_with_parent, sweep_group, tail
+from llm2llm.store import open_nofollow
 from llm2llm.vllm_args import configure_vllm_env, cuda_available, vllm_engine_args
 
 SERVED_MODEL = "teacher"
+# The HTTP host name the client sends; the connection itself goes to the socket.
+SOCKET_URL = "http://localhost/v1"
+SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 
 
-def server_command(model: Path, options: dict, host: str, port: int) -> list[str]:
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket (the health check; the teacher's requests go through httpx)."""
+
+    def __init__(self, path: str, timeout: float = 5):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+def private_socket_path() -> Path:
+    """A socket path in a new folder only this user can enter (mkdtemp creates it 0700 under a random
+    name, failing rather than reusing an existing one). The temporary folder unless its path is too
+    long for a socket, then /tmp."""
+    for base in (tempfile.gettempdir(), "/tmp"):
+        folder = Path(tempfile.mkdtemp(prefix="llm2llm-teacher-", dir=base))
+        path = folder / "vllm.sock"
+        if len(os.fsencode(path)) <= SOCKET_PATH_MAX:
+            return path
+        folder.rmdir()
+    raise UserError("no temporary folder with a path short enough for a Unix socket; set TMPDIR=/tmp")
+
+
+def socket_problem(path: Path) -> str | None:
+    """Why the socket at `path` may not be the server this process started, or None: it must be a
+    socket owned by this user in a folder owned by this user with no access for anyone else."""
+    folder = path.parent.stat()
+    if folder.st_uid != os.getuid() or stat.S_IMODE(folder.st_mode) & 0o077:
+        return f"the teacher's socket folder {path.parent} is not private to this user (mode {folder.st_mode:o})"
+    info = path.lstat()
+    if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.getuid():
+        return f"{path} is not a socket owned by this user"
+    return None
+
+
+def server_command(model: Path, options: dict, socket_path: Path) -> list[str]:
     """The server's command line. It holds no secret: any user on the node can read a process's
     command line (ps, /proc/PID/cmdline); the API key goes in the environment (VLLM_API_KEY), which
     only the same user can read (/proc/PID/environ is mode 0400)."""
@@ -33,10 +82,8 @@ def server_command(model: Path, options: dict, host: str, port: int) -> list[str
         sys.executable,
         "-m",
         "vllm.entrypoints.openai.api_server",
-        "--host",
-        host,
-        "--port",
-        str(port),
+        "--uds",
+        str(socket_path),
         "--served-model-name",
         SERVED_MODEL,
         "--disable-uvicorn-access-log",
@@ -55,12 +102,15 @@ def server_command(model: Path, options: dict, host: str, port: int) -> list[str
 
 
 class VLLMServer:
-    def __init__(self, model: Path, options: dict, log_path: Path, host: str = "127.0.0.1", env: dict | None = None):
-        self.model, self.options, self.log_path, self.host = model, options, Path(log_path), host
+    """A server on a private Unix socket: .socket and .url (its base URL over that socket) and
+    .api_key are what a client needs (EngineSpec's socket, url and api_key)."""
+
+    def __init__(self, model: Path, options: dict, log_path: Path, env: dict | None = None):
+        self.model, self.options, self.log_path = model, options, Path(log_path)
         self.env = env or {}
         self.api_key = secrets.token_urlsafe(24)
-        self.port = free_port(host)
-        self.url = f"http://{host}:{self.port}/v1"
+        self.socket: Path | None = None
+        self.url = SOCKET_URL
         self.served_model = SERVED_MODEL
         self.proc: subprocess.Popen | None = None
 
@@ -72,14 +122,13 @@ class VLLMServer:
         self.stop()
 
     def start(self) -> None:
-        if problem := loopback_problem(self.host):
-            raise UserError(problem)
         configure_vllm_env(self.options)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = server_command(self.model, self.options, self.host, self.port)
-        with open(self.log_path, "ab") as log:
+        self.socket = private_socket_path()
+        cmd = server_command(self.model, self.options, self.socket)
+        with os.fdopen(open_nofollow(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab") as log:
             log.write(
-                f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting vLLM server on {self.host}:{self.port} for "
+                f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting vLLM server on unix:{self.socket} for "
                 f"{self.model}\n".encode()
             )
             log.flush()
@@ -88,7 +137,15 @@ class VLLMServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env, "VLLM_API_KEY": self.api_key},
+                env={
+                    **os.environ,
+                    **self.env,
+                    "VLLM_API_KEY": self.api_key,
+                    # dev mode adds unguarded routes (/sleep, /collective_rpc, ...): off whatever the environment says
+                    "VLLM_SERVER_DEV_MODE": "0",
+                    # the engine's own ZMQ sockets (API server <-> engine core) go in the private folder too
+                    "VLLM_RPC_BASE_PATH": str(self.socket.parent),
+                },
                 start_new_session=True,
                 preexec_fn=die_with_parent,
             )
@@ -98,16 +155,17 @@ class VLLMServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.stop()
                 raise UserError(
                     f"the vLLM server for {self.model} exited with code {self.proc.returncode} while starting; "
                     f"see {self.log_path}. Last lines: {tail(self.log_path, 3)!r}"
                 )
-            try:
-                with urllib.request.urlopen(f"http://{self.host}:{self.port}/health", timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                pass
+            if self.socket.exists():
+                if problem := socket_problem(self.socket):
+                    self.stop()
+                    raise UserError(problem)
+                if self._health() == 200:
+                    return
             time.sleep(1)
         self.stop()
         raise UserError(
@@ -115,9 +173,23 @@ class VLLMServer:
             f"(vllm.start_timeout); see {self.log_path}"
         )
 
+    def _health(self) -> int | None:
+        connection = UnixHTTPConnection(str(self.socket))
+        try:
+            connection.request("GET", "/health")
+            return connection.getresponse().status
+        except (ConnectionError, TimeoutError, OSError, http.client.HTTPException):
+            return None
+        finally:
+            connection.close()
+
     def stop(self) -> None:
-        if self.proc is None:
-            return
+        if self.proc is not None:
+            self._stop_process()
+        if self.socket is not None:
+            shutil.rmtree(self.socket.parent, ignore_errors=True)
+
+    def _stop_process(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)  # vLLM shuts its engine down on SIGTERM
             try:

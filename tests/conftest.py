@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,8 @@ _pin_xdist_worker()
 # Every process this test session starts carries this mark in its environment: a test that looks
 # for leftover processes (tests/test_vllm.py) counts only its own session's, not another worker's.
 os.environ["LLM2LLM_TEST_SESSION"] = str(os.getpid())
+# The generation cache's signing key (~/.config/llm2llm/cache-key) of this session's own, not the user's.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="llm2llm-test-config-")
 
 from llm2llm.offline import go_offline  # noqa: E402
 

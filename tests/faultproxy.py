@@ -1,7 +1,9 @@
 """A misbehaving teacher server for the fault tests: a real HTTP process in front of a real vLLM
 server that forwards requests or, as its control file says, fails them.
 
-    python tests/faultproxy.py UPSTREAM_URL PORT CONTROL_JSON REQUEST_LOG
+    python tests/faultproxy.py UPSTREAM_SOCKET PORT CONTROL_JSON REQUEST_LOG
+
+UPSTREAM_SOCKET is the Unix socket of the vLLM server llm2llm started (its base URL is /v1 on it).
 
 The control file is read on every request: {"mode": ..., "first": N, "after": N}
   ok        forward to the vLLM server
@@ -19,11 +21,11 @@ import os
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-UPSTREAM, PORT, CONTROL, REQUEST_LOG = sys.argv[1].rstrip("/"), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+from llm2llm.vllm_server import UnixHTTPConnection
+
+UPSTREAM, PORT, CONTROL, REQUEST_LOG = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 counter = {"completions": 0}
 lock = threading.Lock()
 
@@ -47,17 +49,14 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _forward(self, body: bytes | None) -> tuple[int, bytes]:
-        request = urllib.request.Request(
-            UPSTREAM + self.path.removeprefix("/v1"),
-            data=body,
-            method=self.command,
-            headers={k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")},
-        )
+        connection = UnixHTTPConnection(UPSTREAM, timeout=600)
+        headers = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")}
         try:
-            with urllib.request.urlopen(request, timeout=600) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
+            connection.request(self.command, self.path, body=body, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
 
     def do_GET(self):
         self._reply(*self._forward(None))

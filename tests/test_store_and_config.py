@@ -252,7 +252,7 @@ def test_generation_cache_with_concurrent_writers_killed_at_random(tmp_path):
     assert len(files) == 5000 == len(GenerationCache(cache))
     stored = GenerationCache(cache).get_many([f"k{i}" for i in range(5000)])
     assert stored == {f"k{i}": (f"answer to k{i}", "stop") for i in range(5000)}
-    owners = {json.loads(f.read_text())["request"]["by"] for f in files}
+    owners = {json.loads(f.read_text())["entry"]["request"]["by"] for f in files}
     assert owners <= set(range(6))
     assert all(f.name.endswith(".tmp") for f in cache.rglob(".*"))  # what a killed writer may leave
 

@@ -76,7 +76,7 @@ class FaultProxy:
 
 @pytest.fixture
 def proxy(teacher, tmp_path):
-    proxy = FaultProxy(teacher.url, tmp_path)
+    proxy = FaultProxy(str(teacher.socket), tmp_path)
     yield proxy
     proxy.stop()
 
@@ -93,7 +93,7 @@ def requests(data_dir):
 @pytest.fixture(scope="module")
 def expected(teacher, tiny_model, requests, tmp_path_factory):
     """The answers of the server itself, asked directly."""
-    spec = EngineSpec("openai", tiny_model, vllm=FAST, url=teacher.url, api_key=teacher.api_key)
+    spec = EngineSpec("openai", tiny_model, vllm=FAST, url=teacher.url, socket=teacher.socket, api_key=teacher.api_key)
     answers, _ = generate_cached(
         spec, requests, tmp_path_factory.mktemp("direct") / "answers.jsonl", SAMPLED, 5, "direct"
     )

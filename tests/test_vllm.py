@@ -2,14 +2,14 @@
 an existing OpenAI-compatible endpoint, the generation cache, kill -9 during generation, and
 student evaluation agreeing with transformers."""
 
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.error
-import urllib.request
 
 import psutil
 import pytest
@@ -18,9 +18,10 @@ from conftest import REPO, read_jsonl, run_cli
 from llm2llm.config import DataConfig, SamplingConfig, VLLMConfig
 from llm2llm.data import load_task_data
 from llm2llm.engines import EngineSpec, load_tokenizer, render_chat
+from llm2llm.errors import UserError
 from llm2llm.generation import generate_cached, request_key, request_seed
 from llm2llm.vllm_args import cpu_kv_cache_bytes, kv_bytes_per_token, model_context
-from llm2llm.vllm_server import VLLMServer
+from llm2llm.vllm_server import UnixHTTPConnection, VLLMServer
 
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.vllm
@@ -141,44 +142,96 @@ def _session_of(process: psutil.Process) -> str | None:
         return None
 
 
-def _post(url, api_key=None):
-    request = urllib.request.Request(
-        f"{url}/completions",
-        method="POST",
-        data=json.dumps({"model": "teacher", "prompt": "hi", "max_tokens": 2}).encode(),
-        headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})},
-    )
+def _call(socket_path, method, path, api_key=None):
+    """The HTTP status a request to the server's Unix socket gets."""
+    connection = UnixHTTPConnection(str(socket_path), timeout=60)
+    body = json.dumps({"model": "teacher", "prompt": "hi", "max_tokens": 2}) if method == "POST" else None
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status
-    except urllib.error.HTTPError as e:
-        return e.code
+        connection.request(method, path, body=body, headers=headers)
+        return connection.getresponse().status
+    finally:
+        connection.close()
 
 
-def test_server_starts_answers_rejects_without_key_and_stops(tiny_model, teacher_requests, offline, tmp_path):
+# Run as another user (nobody): what a second local user can do to the server's socket.
+INTRUDER = """
+import json, os, socket, sys
+folder, path = sys.argv[1], sys.argv[2]
+tried = {}
+for name, act in (
+    ("connect", lambda s: s.connect(path)),
+    ("bind_in_folder", lambda s: s.bind(os.path.join(folder, "other.sock"))),
+    ("list_folder", lambda s: os.listdir(folder)),
+):
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            act(s)
+            tried[name] = "allowed"
+        except PermissionError:
+            tried[name] = "refused"
+print(json.dumps(tried))
+"""
+
+
+def _as_nobody(*argv):
+    def drop():
+        os.setgid(65534)
+        os.setuid(65534)
+
+    # the system's interpreter: the venv's may lie where nobody cannot read
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    done = subprocess.run([python, "-c", INTRUDER, *argv], capture_output=True, text=True, preexec_fn=drop, cwd="/")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_server_is_reachable_by_its_run_only_and_stops(tiny_model, teacher_requests, offline, tmp_path, monkeypatch):
     log_path = tmp_path / "server.log"
+    monkeypatch.setenv("VLLM_SERVER_DEV_MODE", "1")  # a user's environment cannot open the development routes
     with VLLMServer(tiny_model, OPTIONS, log_path) as server:
-        assert server.url.startswith("http://127.0.0.1:")
-        listening = {
-            c.laddr.ip for c in psutil.net_connections("tcp") if c.laddr.port == server.port and c.status == "LISTEN"
-        }
-        assert listening == {"127.0.0.1"}
-        assert _post(server.url) == 401 and _post(server.url, "wrong-key") == 401
-        assert _post(server.url, server.api_key) == 200
-        # An existing endpoint (engine "openai"): per-request seeds give the offline engine's samples.
-        spec = EngineSpec("openai", tiny_model, vllm=OPTIONS, url=server.url, api_key=server.api_key)
+        folder = server.socket.parent
+        assert folder.stat().st_uid == os.getuid() and folder.stat().st_mode & 0o777 == 0o700
+        tree = [server.proc.pid] + [p.pid for p in psutil.Process(server.proc.pid).children(recursive=True)]
+        # the API server has no TCP port to connect to or to take first: the only way in is the socket,
+        # and the engine's own Unix sockets lie in the same private folder
+        api = psutil.Process(server.proc.pid)
+        assert [c for c in api.net_connections("inet") if c.status == "LISTEN"] == []
+        unix = {c.laddr or c.raddr for pid in tree for c in psutil.Process(pid).net_connections("unix")} - {""}
+        assert str(server.socket) in unix and all(path.startswith(f"{folder}/") for path in unix)
+        # the key guards /v1; the routes vLLM leaves unguarded answer only through the private socket
+        assert _call(server.socket, "POST", "/v1/completions") == 401
+        assert _call(server.socket, "POST", "/v1/completions", "wrong-key") == 401
+        assert _call(server.socket, "POST", "/v1/completions", server.api_key) == 200
+        assert _call(server.socket, "GET", "/metrics") == 200
+        for dev_route in ("/server_info", "/is_sleeping"):
+            assert _call(server.socket, "GET", dev_route, server.api_key) == 404
+        if os.getuid() == 0:  # another user can neither connect, nor serve in the folder, nor list it
+            assert _as_nobody(str(folder), str(server.socket)) == dict.fromkeys(
+                ("connect", "bind_in_folder", "list_folder"), "refused"
+            )
+        # An existing endpoint (engine "openai") over the socket: per-request seeds give the offline engine's samples.
+        spec = EngineSpec(
+            "openai", tiny_model, vllm=OPTIONS, url=server.url, socket=server.socket, api_key=server.api_key
+        )
         served, stats = generate_cached(spec, teacher_requests, tmp_path / "served.jsonl", SAMPLED, 6, "t")
         assert served == offline[0] and stats.generated == len(teacher_requests)
-        tree = [server.proc.pid] + [p.pid for p in psutil.Process(server.proc.pid).children(recursive=True)]
+        # a teacher.model other than the folder the server loaded would key the cache with the wrong fingerprint
+        other = tmp_path / "another-teacher"
+        shutil.copytree(tiny_model, other)
+        elsewhere = dataclasses.replace(spec, model=other)
+        with pytest.raises(UserError, match=r"loaded from .*tiny-llama.*but teacher\.model is .*another-teacher"):
+            generate_cached(elsewhere, teacher_requests[:1], tmp_path / "x.jsonl", SAMPLED, 6, "t")
         # the key is in no command line of the server's processes (any user can read those), nor in its log
         cmdlines = ["\0".join(psutil.Process(pid).cmdline()) for pid in tree]
         assert len(cmdlines) > 1 and not [c for c in cmdlines if server.api_key in c]
         assert server.api_key not in log_path.read_text()
+    assert not folder.exists()  # the socket's folder goes with the server
     deadline = time.monotonic() + 30
     while any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in tree):
         assert time.monotonic() < deadline, "server processes left behind"
         time.sleep(0.5)
-    assert "starting vLLM server" in log_path.read_text()
+    assert "starting vLLM server on unix:" in log_path.read_text()
 
 
 def test_llm2llm_started_server_as_teacher_engine(tiny_model, teacher_requests, offline, tmp_path):

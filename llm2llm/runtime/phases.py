@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm2llm.errors import UserError
+from llm2llm.store import open_nofollow
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
@@ -418,7 +419,7 @@ def _open_log(path: Path | None, name: str):
     if path is None:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "ab")
+    f = os.fdopen(open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
     f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {name}\n".encode())
     f.flush()
     return f
@@ -505,7 +506,7 @@ def _child_main(conn, driver_pid: int, env: dict[str, str], log_path, fn, args, 
     signal.signal(signal.SIGTERM, _kill_own_group)
     _watch_driver(driver_pid)
     if log_path is not None:
-        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = open_nofollow(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)

@@ -178,7 +178,7 @@ class PhaseRunner:
         (llm2llm.training's request file); it must leave out_dir/train_log.json. One process without
         DeepSpeed: train_here(path) in a phase process like evaluate's (from the forkserver, no
         torchrun); else torchrun (or srun / the deepspeed launcher) and its ranks."""
-        request_path = out_dir.parent / ".train-request.pkl.tmp"  # removed on success; swept as a leftover otherwise
+        request_path = out_dir.parent / ".train-request.json.tmp"  # removed on success; swept as a leftover otherwise
         write_request(request_path)
         one_process = self.plan.train_nodes == 1 and self.plan.train_processes_per_node == 1
         started = time.time()
