@@ -141,7 +141,7 @@ class VLLMConfig(Section):
 Engine = Literal["transformers", "vllm", "vllm-server", "openai"]
 ENGINE_HELP = (
     "transformers: batched HF generate (the fallback); vllm: an offline vLLM engine in the phase's process; "
-    "vllm-server: llm2llm starts a vLLM OpenAI server on 127.0.0.1 with a random API key for the phase; "
+    "vllm-server: llm2llm starts a vLLM OpenAI server on a private Unix socket with a random API key for the phase; "
     "openai: an OpenAI-compatible server that is already running (teacher.url)."
 )
 
