@@ -15,7 +15,7 @@ from llm2llm.config import config_reference, config_to_yaml, explain
 from llm2llm.errors import UserError
 from llm2llm.offline import go_offline
 from llm2llm.private import make_private
-from llm2llm.runtime.phases import PhaseError, disk_full_message
+from llm2llm.runtime.phases import FULL_ERRNOS, PhaseError, disk_full_message
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -352,10 +352,10 @@ def run(argv: list[str] | None = None) -> int:
     except PhaseError as e:
         click.echo(f"error: {e}", err=True)
         return 1
-    except OSError as e:  # the driver's own writes (records, reports) on a full disk
-        if e.errno != errno.ENOSPC:
+    except OSError as e:  # the driver's own writes (records, reports) on a full disk or past the quota
+        if e.errno not in FULL_ERRNOS:
             raise
-        click.echo(f"error: {disk_full_message('llm2llm', e.filename, None)}", err=True)
+        click.echo(f"error: {disk_full_message('llm2llm', e.filename, None, quota=e.errno == errno.EDQUOT)}", err=True)
         return 1
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

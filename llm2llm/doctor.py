@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -121,6 +122,39 @@ def checkpoint_bytes(cfg, student: Path) -> int:
     return weights * kept
 
 
+def mount_of(path: Path) -> tuple[str, str, str]:
+    """(device, mount point, file system type) of the mount holding `path`, from /proc/mounts."""
+    best = ("", "/", "")
+    for line in Path("/proc/mounts").read_text().splitlines():
+        device, point, fstype = line.split()[:3]
+        point = point.replace("\\040", " ")
+        if (str(path) == point or str(path).startswith(point.rstrip("/") + "/")) and len(point) >= len(best[1]):
+            best = (device, point, fstype)
+    return best
+
+
+def quota_kib(path: Path) -> tuple[int, int] | None:
+    """(used, hard limit) in KiB of this user's block quota on the file system holding `path`, from
+    `lfs quota` on Lustre or `quota` elsewhere; None where neither tool is here or there is no limit."""
+    device, point, fstype = mount_of(path)
+    if fstype == "lustre" and shutil.which("lfs"):
+        argv, match = ["lfs", "quota", "-q", "-u", str(os.getuid()), point], point
+    elif shutil.which("quota"):
+        argv, match = ["quota", "-w", "-p", "-u", str(os.getuid())], device
+    else:
+        return None
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[0] == match:
+            used, limit = (int(v.rstrip("*")) for v in (fields[1], fields[3]))
+            return (used, limit) if limit > 0 else None
+    return None
+
+
 def _disk(cfg, state: dict) -> str:
     runs = Path(cfg.runs_dir).resolve()
     existing = next(p for p in (runs, *runs.parents) if p.exists())
@@ -131,7 +165,18 @@ def _disk(cfg, state: dict) -> str:
             f"{existing} has {free / GIB:.1f} GiB free, the run needs about {need / GIB:.1f} GiB for student "
             f"checkpoints; free space or set --runs-dir to a larger disk"
         )
-    return f"{free / GIB:.1f} GiB free at {existing}, about {need / GIB:.1f} GiB needed"
+    line = f"{free / GIB:.1f} GiB free at {existing}, about {need / GIB:.1f} GiB needed"
+    quota = quota_kib(existing)
+    if quota is None:
+        return line
+    left = (quota[1] - quota[0]) * 1024
+    if left < need:
+        raise UserError(
+            f"your disk quota on {mount_of(existing)[1]} leaves {max(left, 0) / GIB:.1f} GiB "
+            f"(of {quota[1] / 2**20:.1f} GiB), the run needs about {need / GIB:.1f} GiB for student checkpoints; "
+            f"free space within your quota or set --runs-dir to a file system where you have room"
+        )
+    return f"{line}; your quota there leaves {left / GIB:.1f} GiB"
 
 
 def _plan(cfg, state: dict) -> str:

@@ -37,7 +37,7 @@ from llm2llm.private import make_private, private_folder
 from llm2llm.report import write_report
 from llm2llm.rundir import RunDir, check_folders
 from llm2llm.runtime.gpu_plan import plan_for_run
-from llm2llm.runtime.phases import DiskFull, preload_phase_modules
+from llm2llm.runtime.phases import FULL_ERRNOS, DiskFull, preload_phase_modules
 from llm2llm.runtime.runner import PhaseRunner
 from llm2llm.selection import select_iteration, split_accuracy
 from llm2llm.store import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_json, read_jsonl
@@ -114,9 +114,9 @@ def run_phase(ctx: RunContext, it: int, name: str, compute: Callable):
             if marker:
                 (atomic_write_jsonl if marker.suffix == ".jsonl" else atomic_write_json)(marker, result)
     except OSError as e:  # the driver's own writes in this phase (records, markers) on a full disk: one line
-        if e.errno != errno.ENOSPC:
+        if e.errno not in FULL_ERRNOS:
             raise
-        raise DiskFull(f"{name} iter_{it:03d}", e.filename, ctx.run.path) from e
+        raise DiskFull(f"{name} iter_{it:03d}", e.filename, ctx.run.path, quota=e.errno == errno.EDQUOT) from e
     return result
 
 

@@ -10,6 +10,7 @@ candidate with its filter decision and reason. Text from the models is escaped (
 from __future__ import annotations
 
 import base64
+import html
 from collections import defaultdict
 from pathlib import Path
 
@@ -165,5 +166,12 @@ def render_compare_html(markdown_text: str, png: bytes, runs: list[dict]) -> str
     """compare.html: the comparison table, its plot, and a link to each run's report.html."""
     import markdown
 
-    body = markdown.markdown(markdown_text.split("\n![", 1)[0], extensions=["tables"])
+    # The table holds task, run and teacher names that anyone who can name a run chooses: HTML in them is
+    # escaped, and Markdown makes no links or images of them (the plot is embedded below, the runs listed).
+    converter = markdown.Markdown(extensions=["tables"])
+    for pattern in ("link", "reference", "image_link", "image_reference", "short_reference", "short_image_ref"):
+        converter.inlinePatterns.deregister(pattern, strict=False)
+    for pattern in ("autolink", "automail", "html"):
+        converter.inlinePatterns.deregister(pattern, strict=False)
+    body = converter.convert(html.escape(markdown_text.split("\n![", 1)[0], quote=False))
     return environment().get_template("compare.html.j2").render(body=body, plot=png_data_uri(png), runs=runs)

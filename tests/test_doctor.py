@@ -285,3 +285,33 @@ def test_settings_beyond_a_models_context_are_refused_before_anything_runs(tmp_p
         boost = cli_in_process("boost", "--profile", "tiny", *runs, "--set", setting, cwd=REPO, check=False)
         assert boost.returncode == 2 and boost.stderr.count("\n") == 1 and message in boost.stderr, boost.stderr
         assert not (tmp_path / "runs").exists()
+
+
+# `quota -w -p -u UID` as quota(1) prints it (there is no quota tool or quota-enabled file system here)
+FAKE_QUOTA = """#!/bin/sh
+echo "Disk quotas for user me (uid $4):"
+echo "     Filesystem  blocks   quota   limit   grace   files   quota   limit   grace"
+echo "{device} {used} 0 {limit} 0 12 0 0 0"
+"""
+
+
+@pytest.mark.parametrize("limit_gib, verdict", [(100, "ok"), (1, "FAIL")])
+def test_the_doctor_reports_the_quota_and_refuses_one_too_small(tmp_path, data_dir, limit_gib, verdict):
+    from llm2llm.doctor import mount_of
+
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    device = mount_of((tmp_path / "runs").resolve().parent)[0]
+    used = 2**20  # 1 GiB used, in KiB
+    (tools / "quota").write_text(FAKE_QUOTA.format(device=device, used=used, limit=limit_gib * 2**20))
+    (tools / "quota").chmod(0o755)
+    proc = doctor(
+        "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(data_dir),
+        env={"PATH": f"{tools}:{os.environ['PATH']}"},
+    )  # fmt: skip
+    disk = next(line for line in proc.stdout.splitlines() if line.split(":")[0].endswith("disk"))
+    if verdict == "ok":
+        assert disk.startswith("ok") and f"your quota there leaves {limit_gib - 1:.1f} GiB" in disk
+    else:
+        assert disk.startswith("FAIL") and "your disk quota on" in disk and "leaves 0.0 GiB (of 1.0 GiB)" in disk
+        assert proc.returncode == 2

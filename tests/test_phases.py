@@ -2,6 +2,7 @@
 a phase's whole process group, leftovers named and killed, the memory-release check, the
 training launch commands, and the sbatch script."""
 
+import errno
 import os
 import signal
 import subprocess
@@ -17,7 +18,15 @@ from llm2llm.config import resolve_config
 from llm2llm.errors import UserError
 from llm2llm.runtime.gpu_plan import Inventory, Plan, parse_node
 from llm2llm.runtime.memory import NVML, ReleaseCheck
-from llm2llm.runtime.phases import PhaseError, call_in_child, group_members, run_command, run_in_child
+from llm2llm.runtime.phases import (
+    DiskFull,
+    PhaseError,
+    call_in_child,
+    disk_full_message,
+    group_members,
+    run_command,
+    run_in_child,
+)
 from llm2llm.runtime.runner import training_command
 
 
@@ -35,6 +44,11 @@ def _user_error():
 
 def _die():
     os._exit(7)
+
+
+def _over_quota(path):
+    # what a write past the user's quota raises (no file system here enforces quotas: tmpfs has none on this kernel)
+    raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), path)
 
 
 def _sleep_with_grandchild(marker):
@@ -72,6 +86,18 @@ def test_failures_carry_their_cause(tmp_path):
         run_in_child("user", _user_error)
     with pytest.raises(PhaseError, match=r"died \(exit code 7\)"):
         run_in_child("dies", _die)
+
+
+def test_a_write_past_the_quota_is_one_line_like_a_full_disk(tmp_path):
+    target = tmp_path / "runs" / "r" / "iter_001" / "student" / "model.safetensors"
+    with pytest.raises(DiskFull) as failure:
+        run_in_child("train iter_001", _over_quota, str(target), log_path=tmp_path / "runs" / "r" / "logs" / "t.log")
+    message = str(failure.value)
+    assert failure.value.quota and "\n" not in message
+    assert message.startswith(f"train iter_001: your disk quota is exceeded writing {target}")
+    assert "quota -s" in message and "rerun the same command" in message
+    # the driver's own writes: the command line turns EDQUOT into the same kind of line
+    assert "your disk quota is exceeded" in disk_full_message("llm2llm", str(target), None, quota=True)
 
 
 def test_timeout_stops_the_whole_group(tmp_path):

@@ -213,3 +213,19 @@ def test_a_cache_that_takes_no_writes_is_a_warning_and_the_answers_are_kept(tmp_
     assert stats.generated == 3 and set(answers) == {r["key"] for r in requests}
     assert len(RecordLog(tmp_path / "out.jsonl").records) == 3  # the run's own record came first
     assert f"the generation cache {cache} took no more answers after" in caplog.text
+
+
+def test_compare_html_escapes_every_name():
+    from llm2llm.report_html import render_compare_html
+
+    table = (
+        "# Methods on <b>task</b>\n\n| run | test acc |\n|---|---|\n"
+        "| <script>alert(1)</script> | 50.0 |\n| [x](javascript:alert(1)) <https://example.org> | 60.0 |\n"
+        "\n![test accuracy per iteration](compare.png)\n"
+    )
+    runs = [{"name": "<img src=x onerror=alert(1)>", "href": None, "method": "m<i>", "seed": 0}]
+    page = render_compare_html(table, b"\x89PNG", runs)
+    assert "<script>" not in page and "<img src=x" not in page and "<b>task" not in page and "<i>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert 'href="javascript:' not in page and 'href="https://example.org' not in page
+    assert "<table>" in page and "<td>50.0</td>" in page  # the table itself still renders

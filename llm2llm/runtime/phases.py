@@ -76,30 +76,34 @@ class PhaseError(RuntimeError):
 
 
 class DiskFull(PhaseError):
-    """A phase ran out of space (ENOSPC); one line naming where, what is free there and the fix."""
+    """A phase ran out of space (ENOSPC) or of the user's quota (EDQUOT); one line naming where,
+    what is free there and the fix."""
 
-    def __init__(self, name: str, path: str | None, fallback: Path | None, needs: int | None = None):
-        self.name, self.path, self.fallback = name, path, fallback
-        super().__init__(disk_full_message(name, path, fallback, needs))
+    def __init__(self, name: str, path: str | None, fallback: Path | None, needs: int | None = None, quota=False):
+        self.name, self.path, self.fallback, self.quota = name, path, fallback, quota
+        super().__init__(disk_full_message(name, path, fallback, needs, quota))
 
     def needing(self, needs: int) -> "DiskFull":
         """The same error, saying how much the write needs (the caller knows, e.g. a checkpoint's size)."""
-        return DiskFull(self.name, self.path, self.fallback, needs)
+        return DiskFull(self.name, self.path, self.fallback, needs, self.quota)
 
 
-NO_SPACE = re.compile(r"No space left on device|os error 28|Errno 28")
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # the device is full; the user's quota on it is
+QUOTA = re.compile(r"Disk quota exceeded|os error 122|Errno 122")
+NO_SPACE = re.compile(r"No space left on device|os error 28|Errno 28|" + QUOTA.pattern)
 
 
-def no_space(exc: BaseException) -> str | None:
-    """The path being written when `exc` (or what caused it) is ENOSPC: the file, or "" when the
-    error does not say (safetensors' own I/O error); None when it is another error."""
+def no_space(exc: BaseException) -> tuple[str, bool] | None:
+    """(the path being written, whether it was the quota) when `exc` (or what caused it) is ENOSPC or
+    EDQUOT: the path is "" when the error does not say (safetensors' own I/O error); None when it is
+    another error."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            return str(exc.filename or "")
+        if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:
+            return str(exc.filename or ""), exc.errno == errno.EDQUOT
         if NO_SPACE.search(str(exc)):
-            return ""
+            return "", bool(QUOTA.search(str(exc)))
         exc = exc.__cause__ or exc.__context__
     return None
 
@@ -115,16 +119,24 @@ def _run_dir_of(log_path: Path | None) -> Path | None:
     return log_path.parent.parent if log_path.parent.name == "logs" else log_path.parent
 
 
-def disk_full_message(name: str, path: str | None, fallback: Path | None, needs: int | None = None) -> str:
+def disk_full_message(
+    name: str, path: str | None, fallback: Path | None, needs: int | None = None, quota: bool = False
+) -> str:
     """One line: the phase, the path it was writing (or the folder it writes into) and what is free there."""
     where = Path(path) if path else fallback
     free = ""
     probe = where
     while probe is not None and not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    if probe is not None and probe.exists():
+    if probe is not None and probe.exists() and not quota:
         free = f", {_size(shutil.disk_usage(probe).free)} free there"
     needed = f" (it needs about {_size(needs)})" if needs else ""
+    if quota:
+        return (
+            f"{name}: your disk quota is exceeded writing {where or 'its output'}{needed}; free space within it "
+            "(`quota -s`; on Lustre `lfs quota -h -u $USER <mount>`) or point --runs-dir at a file system where "
+            "you have room with the run moved there, and rerun the same command to resume"
+        )
     return (
         f"{name}: no space left on the device writing {where or 'its output'}{free}{needed}; free space (or point "
         "--runs-dir at a larger file system with the run moved there) and rerun the same command to resume"
@@ -518,8 +530,8 @@ def _child_main(conn, driver_pid: int, env: dict[str, str], log_path, fn, args, 
         conn.send(("user_error", str(e)))
     except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
         traceback.print_exc()  # the whole story stays in the phase's log
-        path = no_space(e)
-        conn.send(("disk_full", path) if path is not None else ("error", traceback.format_exc()[-4000:]))
+        full = no_space(e)
+        conn.send(("disk_full", full) if full is not None else ("error", traceback.format_exc()[-4000:]))
     finally:
         conn.close()
 
@@ -615,7 +627,8 @@ def call_in_child(
     if status == "user_error":
         raise UserError(payload)
     if status == "disk_full":
-        raise DiskFull(name, payload, _run_dir_of(log_path))
+        path, quota = payload
+        raise DiskFull(name, path, _run_dir_of(log_path), quota=quota)
     if status == "error":
         raise PhaseError(f"{name} failed in its process{where}:\n{payload}")
     return payload, result
@@ -672,7 +685,7 @@ def run_command(
     if proc.returncode != 0:
         cause = root_cause(log_path)
         if cause and NO_SPACE.search(cause):
-            raise DiskFull(name, None, _run_dir_of(log_path))
+            raise DiskFull(name, None, _run_dir_of(log_path), quota=bool(QUOTA.search(cause)))
         raise PhaseError(
             f"{name} failed (exit code {proc.returncode})"
             + (f": {cause}" if cause else "")
