@@ -108,6 +108,7 @@ def run_phase(ctx: RunContext, it: int, name: str, compute: Callable):
     marker = PHASE_MARKERS[name] and ctx.run.path / PHASE_MARKERS[name].format(it=it, next=it + 1)
     if marker and marker.exists():
         return read_jsonl(marker) if marker.suffix == ".jsonl" else read_json(marker)
+    ctx.run.claim.check()  # still ours: a holder stopped past its lease finds the run taken over and stops
     try:
         with ctx.run.phase(it, name):
             result = compute()

@@ -8,33 +8,24 @@ import json
 import logging
 import os
 import shutil
-import socket
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from llm2llm.claim import CLAIM_FILE, Claim, holder_text, lease_seconds, this_host
 from llm2llm.config import RunConfig, config_from_file, config_to_yaml
 from llm2llm.errors import UserError
 from llm2llm.private import folder_problem, private_folder
 from llm2llm.store import RecordLog, atomic_write_json, atomic_write_text, read_json
 
 LOCK_WAIT_SECONDS = 30
-CLAIM_FILE = ".lock.json"
 log = logging.getLogger(__name__)
 
 
-def lease_seconds() -> float:
-    """How long a claim on a run stays good without being renewed (its holder renews it every
-    quarter of that). LLM2LLM_LOCK_LEASE_SECONDS, default 60: on a shared file system whose clocks
-    or attribute caches lag, a longer lease."""
-    return float(os.environ.get("LLM2LLM_LOCK_LEASE_SECONDS", "60"))
-
-
-def this_host() -> str:
-    """The name this process's claims carry (LLM2LLM_HOSTNAME, else the host name): two containers
-    that share a host name on different nodes set it apart."""
-    return os.environ.get("LLM2LLM_HOSTNAME") or socket.gethostname()
+def flock_used() -> bool:
+    """LLM2LLM_LOCK=claim: the claim alone decides (a file system whose flock fails or reaches only
+    this host, e.g. NFS without a lock manager, where flock may even say ENOLCK)."""
+    return os.environ.get("LLM2LLM_LOCK", "flock") != "claim"
 
 
 def check_folders(config: RunConfig) -> None:
@@ -61,7 +52,7 @@ class RunDir:
         self.path = private_folder(Path(config.runs_dir) / config.run, "run folder")
         self._lock = open(self.path / ".lock", "a")
         self._log = None
-        self._renewing: threading.Event | None = None
+        self.claim = Claim(self.path)
         try:
             self._open()
         except BaseException:
@@ -96,13 +87,7 @@ class RunDir:
             logging.getLogger().removeHandler(self._log)
             self._log.close()
             self._log = None
-        if self._renewing is not None:  # our claim ends with us
-            self._renewing.set()
-            self._renewer.join(timeout=10)  # not renewing while we remove it
-            self._renewing = None
-            claim = self._read_claim()
-            if claim and claim.get("host") == this_host() and claim.get("pid") == os.getpid():
-                (self.path / CLAIM_FILE).unlink(missing_ok=True)
+        self.claim.release()  # our claim ends with us
         self._lock.close()  # closing the file releases its flock
 
     def __enter__(self) -> RunDir:
@@ -114,75 +99,64 @@ class RunDir:
     def _acquire_lock(self) -> None:
         """One process per run. On one host the flock decides (the training launcher holds it too,
         so a rerun right after a kill -9 waits, briefly, for the last phase processes of the killed
-        run to exit). flock does not reach every process on a shared file system (NFS without a
-        lock manager, Lustre mounted with localflock), so the holder also keeps a claim in
-        .lock.json (host, pid, Slurm job, renewed every quarter lease): a claim from another host
-        renewed within the lease is a live run there, and a requeued job on another node waits
-        for a dying holder's claim to lapse (one lease) before it takes the run over."""
+        run to exit). Across hosts the claim decides (llm2llm/claim.py): a claim whose holder's
+        heartbeat changes is a live run elsewhere; one that has not changed for a lease, watched
+        from here, is a dead or stopped holder's, and is taken over."""
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
         remote_deadline = time.monotonic() + 1.5 * lease_seconds()  # a dying holder's claim lapses within one
+        seen, changed_at = None, time.monotonic()
         while True:
-            try:
-                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # another process of this host (or one the file system's locks reach)
-                if time.monotonic() > deadline:
-                    raise UserError(
-                        f"run {self.path} is in use by another llm2llm process; wait for it or pick another RUN"
-                    ) from None
-                time.sleep(0.2)
-                continue
-            holder = self._live_claim_elsewhere()
-            if holder is None:
-                self._remove_leftovers()
-                self._claim()
+            if flock_used():
+                try:
+                    fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # another process of this host (or one the file system's locks reach)
+                    if time.monotonic() > deadline:
+                        raise UserError(
+                            f"run {self.path} is in use by another llm2llm process; wait for it or pick another RUN"
+                        ) from None
+                    time.sleep(0.2)
+                    continue
+            if self._remove_leftovers_and_claim():
                 return
-            fcntl.flock(self._lock, fcntl.LOCK_UN)  # a live run on another host: wait for its claim to lapse
+            claim = self.claim.current() or {}
+            state = self.claim.state(claim)
+            if state != seen:
+                seen, changed_at = state, time.monotonic()
+            if time.monotonic() - changed_at > lease_seconds() or self._dead_here(claim):
+                if self.claim.take_over(claim):
+                    log.info("took over the run from %s, whose claim had lapsed", holder_text(claim))
+                    return
+            if flock_used():
+                fcntl.flock(self._lock, fcntl.LOCK_UN)  # a live run on another host: wait for its claim to lapse
             if time.monotonic() > remote_deadline:
-                job = f", Slurm job {holder['slurm_job']}" if holder.get("slurm_job") else ""
                 raise UserError(
-                    f"run {self.path} is in use on host {holder['host']} (pid {holder['pid']}{job}; its claim in "
-                    f"{CLAIM_FILE} was renewed {time.time() - holder['renewed']:.0f} s ago); wait for that run to "
-                    f"stop (a claim not renewed for {lease_seconds():.0f} s is taken over) or pick another RUN"
+                    f"run {self.path} is in use on {holder_text(claim)}; its claim in {CLAIM_FILE} changed "
+                    f"{time.monotonic() - changed_at:.0f} s ago as seen from here; wait for that run to stop (a "
+                    f"claim unchanged for {lease_seconds():.0f} s is taken over) or pick another RUN"
                 )
             time.sleep(0.5)
 
-    def _read_claim(self) -> dict | None:
+    def _remove_leftovers_and_claim(self) -> bool:
+        """Where nobody claims the run: sweep a killed process's temporary files, then create our claim."""
+        if self.claim.current() is not None:
+            return False
+        self._remove_leftovers()
+        return self.claim.create()
+
+    def _dead_here(self, claim: dict) -> bool:
+        """A claim of this host whose holder is gone: with flock, we now hold the lock it held; without,
+        its pid is no longer alive. Taken over at once, without waiting for the lease."""
+        if claim.get("host") != this_host():
+            return False
+        if flock_used():
+            return True
         try:
-            claim = json.loads((self.path / CLAIM_FILE).read_text())
-        except (OSError, ValueError):
-            return None
-        return claim if isinstance(claim, dict) else None
-
-    def _live_claim_elsewhere(self) -> dict | None:
-        """The claim of a run alive on another host, or None. A claim of this host whose flock we
-        now hold is a dead process's; a claim not renewed within the lease, a dead host's."""
-        claim = self._read_claim()
-        if not claim or claim.get("host") == this_host():
-            return None
-        if time.time() - float(claim.get("renewed", 0)) > lease_seconds():
-            return None
-        return claim
-
-    def _claim(self) -> None:
-        """Write our claim and renew it from a thread until close()."""
-        claim = {
-            "host": this_host(),
-            "pid": os.getpid(),
-            "slurm_job": os.environ.get("SLURM_JOB_ID"),
-            "started": time.time(),
-        }
-        stop = self._renewing = threading.Event()
-
-        def renew() -> None:
-            while not stop.wait(lease_seconds() / 4):
-                try:
-                    atomic_write_json(self.path / CLAIM_FILE, {**claim, "renewed": time.time()})
-                except OSError as e:  # a full or vanished file system: the run's own writes will say so
-                    log.warning("could not renew the claim on %s: %s", self.path, e)
-
-        atomic_write_json(self.path / CLAIM_FILE, {**claim, "renewed": time.time()})
-        self._renewer = threading.Thread(target=renew, daemon=True, name="run-claim")
-        self._renewer.start()
+            os.kill(int(claim.get("pid", 0)), 0)
+        except (ProcessLookupError, ValueError):
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return int(claim.get("pid", 0)) == 0
 
     def pin_models(self, models: dict[str, dict]) -> None:
         """models.json: each role's name, folder and fingerprint, recorded on first use. A rerun whose

@@ -260,10 +260,17 @@ def test_generation_cache_with_concurrent_writers_killed_at_random(tmp_path):
 HOLDER = """
 import sys, time
 from llm2llm.config import resolve_config
+from llm2llm.errors import UserError
 from llm2llm.rundir import RunDir
 run = RunDir(resolve_config("tiny", {"runs_dir": sys.argv[1], "run": "shared"}))
 print("holding", flush=True)
-time.sleep(600)
+while True:  # what the loop does before each phase
+    try:
+        run.claim.check()
+    except UserError as e:
+        print(f"stopped: {e}", flush=True)
+        sys.exit(3)
+    time.sleep(0.1)
 """
 
 
@@ -286,18 +293,19 @@ def test_opening_a_run_sweeps_leftovers_without_touching_its_own_claim(tmp_path,
     for i in range(400):  # what a killed process leaves behind
         (run / "iter_000" / f".train.jsonl.{i}.tmp").write_text("half")
     config = resolve_config("tiny", {"runs_dir": str(tmp_path), "run": "swept"})
-    with caplog.at_level(logging.WARNING, logger="llm2llm.rundir"), rundir.RunDir(config):
+    with caplog.at_level(logging.WARNING, logger="llm2llm"), rundir.RunDir(config):
         time.sleep(0.2)
         assert json.loads((run / rundir.CLAIM_FILE).read_text())["pid"] == os.getpid()
     assert "could not renew" not in caplog.text
     assert not list((run / "iter_000").iterdir())
 
 
-def test_a_run_held_on_another_host_is_waited_for_then_taken_over_when_its_claim_lapses(tmp_path, monkeypatch):
-    """Two hosts sharing runs/ (told apart by LLM2LLM_HOSTNAME; flock cannot see across hosts on
-    NFS without a lock manager): while node-a's claim is renewed, node-b waits and is refused with
-    the holder named; node-a SIGKILLed (its job requeued on node-b while it dies), node-b takes the
-    run over once the claim lapses, not before."""
+def test_one_holder_across_hosts_a_stopped_holder_is_taken_over_and_stops_when_it_wakes(tmp_path, monkeypatch):
+    """Two hosts sharing runs/ (told apart by LLM2LLM_HOSTNAME; LLM2LLM_LOCK=claim: no flock, as on NFS
+    without a lock manager): while node-a's heartbeat changes, node-b waits and is refused with the
+    holder named; node-a stopped (SIGSTOP) past its lease is taken over, judged on node-b's own clock;
+    node-a woken finds the run taken and stops without writing the claim; of two hosts that find the
+    same lapsed claim, one takes the run."""
     import signal
     import subprocess
     import sys
@@ -305,54 +313,55 @@ def test_a_run_held_on_another_host_is_waited_for_then_taken_over_when_its_claim
     import llm2llm.rundir as rundir
 
     lease = 2.0
-    env = {**os.environ, "LLM2LLM_HOSTNAME": "node-a", "LLM2LLM_LOCK_LEASE_SECONDS": str(lease), "SLURM_JOB_ID": "41"}
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(tmp_path)], env=env, stdout=subprocess.PIPE, text=True
-    )
+    shared = {"LLM2LLM_LOCK": "claim", "LLM2LLM_LOCK_LEASE_SECONDS": str(lease)}
+    env = {**os.environ, **shared, "LLM2LLM_HOSTNAME": "node-a", "SLURM_JOB_ID": "41"}
+    argv = [sys.executable, "-c", HOLDER, str(tmp_path)]
+    holder = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "holding"
     claim_file = tmp_path / "shared" / rundir.CLAIM_FILE
     claim = json.loads(claim_file.read_text())
     assert claim["host"] == "node-a" and claim["pid"] == holder.pid and claim["slurm_job"] == "41"
 
-    monkeypatch.setenv("LLM2LLM_HOSTNAME", "node-b")
-    monkeypatch.setenv("LLM2LLM_LOCK_LEASE_SECONDS", str(lease))
-    monkeypatch.setattr(rundir, "LOCK_WAIT_SECONDS", 0)
+    for name, value in {**shared, "LLM2LLM_HOSTNAME": "node-b"}.items():
+        monkeypatch.setenv(name, value)
     config = resolve_config("tiny", {"runs_dir": str(tmp_path), "run": "shared"})
-    # What node-b sees of node-a on a shared file system: the claim, renewed, and no flock. (Here both
-    # are on one host, so node-a's flock would refuse node-b first: the claim is copied to a run
-    # folder of its own that node-a holds no flock on, and kept renewed as node-a renews its own.)
-    copied = tmp_path / "elsewhere"
-    copied.mkdir()
-    stop = time.monotonic() + 30
-
-    import threading
-
-    def mirror():
-        while time.monotonic() < stop and holder.poll() is None:
-            (copied / rundir.CLAIM_FILE).write_text(claim_file.read_text())
-            time.sleep(0.1)
-
-    thread = threading.Thread(target=mirror, daemon=True)
-    thread.start()
-    while not (copied / rundir.CLAIM_FILE).exists():
-        time.sleep(0.05)
-    other = resolve_config("tiny", {"runs_dir": str(tmp_path), "run": "elsewhere"})
     start = time.monotonic()
-    with pytest.raises(
-        UserError, match=r"is in use on host node-a \(pid \d+, Slurm job 41; its claim in \.lock\.json"
-    ):
-        rundir.RunDir(other)
-    assert time.monotonic() - start >= lease  # it waited (1.5 leases) before refusing
+    in_use = r"is in use on host node-a \(pid \d+, Slurm job 41\); its claim in \.lock\.json"
+    with pytest.raises(UserError, match=in_use):
+        rundir.RunDir(config)
+    assert time.monotonic() - start >= 1.5 * lease  # it waited while the heartbeat went on
 
-    holder.send_signal(signal.SIGKILL)  # node-a dies; its last claim stays behind
-    holder.wait()
-    thread.join()
-    killed_at = time.time()
-    with rundir.RunDir(other):  # waits for the dead holder's claim to lapse, then takes over
-        assert time.time() - json.loads(claim_file.read_text())["renewed"] > lease
-        mine = json.loads((copied / rundir.CLAIM_FILE).read_text())
+    holder.send_signal(signal.SIGSTOP)  # suspended (a frozen node, a debugger): its heartbeat stops
+    start = time.monotonic()
+    with rundir.RunDir(config) as run:  # waits one lease of no change, then takes the run over
+        assert lease <= time.monotonic() - start <= lease + 3
+        mine = json.loads(claim_file.read_text())
         assert mine["host"] == "node-b" and mine["pid"] == os.getpid()
-        assert time.time() - killed_at <= lease + 2
-    assert not (copied / rundir.CLAIM_FILE).exists()  # released with the run
-    with rundir.RunDir(config):  # node-a's own run folder: its claim lapsed too, and its flock died with it
-        pass
+        holder.send_signal(signal.SIGCONT)  # node-a wakes up: it must stop, not write on
+        assert holder.wait(timeout=30) == 3
+        out = holder.stdout.read()
+        assert "stopped: run" in out and "was taken over by host node-b" in out
+        assert json.loads(claim_file.read_text()) == mine  # node-a never rewrote the claim
+        run.claim.check()  # still ours
+    assert not claim_file.exists()  # released with the run
+
+    # a claim left by a dead holder, found by two hosts at once: exactly one of them takes the run
+    claim_file.write_text(json.dumps({"nonce": "dead", "host": "node-z", "pid": 1}))
+    racers = [
+        subprocess.Popen(
+            argv,
+            env={**os.environ, **shared, "LLM2LLM_HOSTNAME": f"node-{n}"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in ("c", "d")
+    ]
+    time.sleep(lease * 4)
+    alive = [r for r in racers if r.poll() is None]
+    assert len(alive) == 1  # the winner holds the run
+    loser = next(r for r in racers if r is not alive[0])
+    assert loser.returncode == 1 and "is in use on host node-" in loser.stderr.read()
+    assert json.loads(claim_file.read_text())["pid"] == alive[0].pid
+    alive[0].kill()
+    alive[0].wait()
