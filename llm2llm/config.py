@@ -296,6 +296,16 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, ~30 % more compute."
     )
+    checkpoint_minutes: float = Field(
+        30,
+        ge=0,
+        description="Save a resumable checkpoint of a training phase (weights, optimizer, scheduler, RNG states; the "
+        "last one kept, in iter_NNN/student-checkpoints/) at most this often, so that a preempted, requeued or killed "
+        "phase resumes from it when the command is rerun; 0 = by time never.",
+    )
+    checkpoint_steps: int = Field(
+        0, ge=0, description="Also save a resumable checkpoint every N optimizer steps (0 = by steps never)."
+    )
     tensorboard: bool = Field(
         True,
         description="TensorBoard logs under runs/<run>/tb/: training loss and learning rate per iteration "

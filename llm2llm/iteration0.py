@@ -48,7 +48,9 @@ def iteration0_key(ctx) -> str:
         "format": FORMAT,
         "student": fingerprint(ctx.student_base),
         "student_config": config.student.model_dump(mode="json", exclude={"model"}),
-        "train": config.train.model_dump(mode="json", exclude={"tensorboard", "ddp_timeout"}),
+        "train": config.train.model_dump(
+            mode="json", exclude={"tensorboard", "ddp_timeout", "checkpoint_minutes", "checkpoint_steps"}
+        ),
         "seed_eval": config.seed_eval.model_dump(mode="json"),
         "vllm": config.vllm.model_dump(
             mode="json", exclude={"start_timeout", "request_timeout", "max_retries", "concurrency"}

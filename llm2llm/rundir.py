@@ -19,6 +19,8 @@ from llm2llm.private import folder_problem, private_folder
 from llm2llm.store import RecordLog, atomic_write_json, atomic_write_text, read_json
 
 LOCK_WAIT_SECONDS = 30
+# Settings a rerun may change without changing what the run computes.
+RERUN_MAY_CHANGE = {"runs_dir": True, "train": {"checkpoint_minutes": True, "checkpoint_steps": True}}
 log = logging.getLogger(__name__)
 
 
@@ -65,9 +67,10 @@ class RunDir:
         config_path = self.path / "config.yaml"
         if config_path.exists():
             # runs_dir is where the folder was reached from, not what it holds: runs/boost and
-            # /abs/path/runs/boost open the same run, and so does a run folder moved elsewhere
-            stored = config_from_file(config_path).model_dump(mode="json", exclude={"runs_dir"})
-            wanted = config.model_dump(mode="json", exclude={"runs_dir"})
+            # /abs/path/runs/boost open the same run, and so does a run folder moved elsewhere; how
+            # often training saves a resumable checkpoint may change on a rerun (after a preemption)
+            stored = config_from_file(config_path).model_dump(mode="json", exclude=RERUN_MAY_CHANGE)
+            wanted = config.model_dump(mode="json", exclude=RERUN_MAY_CHANGE)
             if stored != wanted:
                 key = first_difference(stored, wanted)
                 raise UserError(

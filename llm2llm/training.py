@@ -9,6 +9,7 @@ save), or a LoRA adapter folder whose base is recorded in adapter_config.json.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -94,6 +95,7 @@ def train_student(request: TrainRequest) -> Path:
     set_seed(cfg.seed)
     on_gpu = torch.cuda.is_available()
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    checkpoints = out_dir.with_name(f"{out_dir.name}-checkpoints")  # not a .tmp: a rerun resumes from it
     if cfg.deepspeed:
         # DeepSpeed's own process group must exist before ZeRO-3 partitions the weights at load time
         # (accelerate starts it on GPUs, not with use_cpu); a no-op when it is already up.
@@ -107,7 +109,7 @@ def train_student(request: TrainRequest) -> Path:
     # The arguments come first: with ZeRO-3 they make from_pretrained load the weights partitioned
     # (zero.Init) instead of a full copy per rank. They also start the process group.
     args = TrainingArguments(
-        output_dir=str(tmp / "trainer"),
+        output_dir=str(checkpoints),  # where the resumable checkpoints go (save_total_limit: the last one)
         num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
@@ -116,7 +118,10 @@ def train_student(request: TrainRequest) -> Path:
         warmup_steps=cfg.warmup_ratio,  # a float < 1 is a fraction of the steps
         weight_decay=cfg.weight_decay,
         logging_steps=1,
-        save_strategy="no",
+        save_strategy="steps" if cfg.checkpoint_steps else "no",  # by time: CheckpointByTime
+        save_steps=cfg.checkpoint_steps or 500,
+        save_total_limit=1,
+        save_only_model=False,
         report_to=[],
         seed=cfg.seed,
         data_seed=cfg.seed,
@@ -140,15 +145,19 @@ def train_student(request: TrainRequest) -> Path:
     dataset = Dataset.from_list(
         [tokenize_example(tokenizer, request.task, ex, cfg.max_length) for ex in request.examples]
     )
+    callbacks = _tensorboard(request, tmp / "trainer" / "tb") if args.process_index == 0 else []
+    checkpointing = checkpoint_callback(cfg.checkpoint_minutes * 60)
+    callbacks.append(checkpointing)
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=dataset,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-        callbacks=_tensorboard(request, tmp / "trainer" / "tb") if args.process_index == 0 else None,
+        callbacks=callbacks,
     )
+    resume = last_checkpoint(checkpoints, request, args)
     loop_start = time.time()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     loop_end = time.time()
     # Collective under ZeRO-3 (the shards are gathered); only the main process writes.
     trainer.save_model(str(tmp))
@@ -179,6 +188,8 @@ def train_student(request: TrainRequest) -> Path:
                     "lora": cfg.lora,
                     "gradient_checkpointing": args.gradient_checkpointing,
                     "training_args": json.loads(args.to_json_string()),
+                    "resumed_from_step": int(resume.name.split("-")[-1]) if resume else None,
+                    "steps_this_attempt": checkpointing.steps,
                     "base_model": str(request.base_path),
                     "init_from": str(request.init_path) if request.init_path else None,
                     # where rank 0's time went: imports, process group, model load and tokenization; the
@@ -197,6 +208,7 @@ def train_student(request: TrainRequest) -> Path:
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
         fsync_dir(out_dir.parent)
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the phase is done: nothing left to resume
         log.info(
             "trained on %d examples with %d process(es): loss %.4f",
             len(dataset),
@@ -205,6 +217,72 @@ def train_student(request: TrainRequest) -> Path:
         )
     trainer.accelerator.wait_for_everyone()
     return out_dir
+
+
+def request_digest(request: TrainRequest) -> str:
+    """What a resumable checkpoint belongs to: the examples, the recipe, the starting weights."""
+    payload = {
+        "examples": request.examples,
+        "config": request.config.model_dump(mode="json", exclude={"checkpoint_minutes", "checkpoint_steps"}),
+        "base": str(request.base_path),
+        "init": str(request.init_path),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def last_checkpoint(folder: Path, request: TrainRequest, args) -> Path | None:
+    """The newest complete checkpoint of this very training in `folder`, or None. A folder made for
+    another training (other examples or recipe, e.g. data edited between a kill and the rerun) is cleared."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    digest, stamp = request_digest(request), folder / "request.sha256"
+    with args.main_process_first(desc="check the resumable checkpoints"):
+        if args.process_index == 0:
+            if folder.is_dir() and (not stamp.exists() or stamp.read_text().strip() != digest):
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(digest + "\n")
+    # a checkpoint is complete once its trainer_state.json is written (the Trainer writes it last)
+    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if last and (Path(last) / "trainer_state.json").exists():
+        log.info("resuming the training from %s", last)
+        return Path(last)
+    return None
+
+
+def checkpoint_callback(seconds: float):
+    """A TrainerCallback that asks for a resumable checkpoint once `seconds` (0: never) have passed
+    since the last one, and deletes the pickled training_args.bin the Trainer puts in each (nothing
+    reads it on resume). Rank 0's clock decides for every rank: saving is collective under ZeRO-3."""
+    from transformers import TrainerCallback
+
+    class CheckpointByTime(TrainerCallback):
+        def __init__(self):
+            self.last = time.monotonic()
+            self.steps = 0  # optimizer steps taken by this process (after a resume: only the remaining ones)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            import torch
+            import torch.distributed as dist
+
+            self.steps += 1
+            due = bool(seconds) and time.monotonic() - self.last >= seconds
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                flag = torch.tensor([int(due)], device=args.device)
+                dist.broadcast(flag, src=0)
+                due = bool(flag.item())
+            if due:
+                control.should_save = True
+            return control
+
+        def on_save(self, args, state, control, **kwargs):
+            self.last = time.monotonic()
+            if state.is_world_process_zero:
+                for stale in Path(args.output_dir).glob("checkpoint-*/training_args.bin"):
+                    stale.unlink(missing_ok=True)
+            return control
+
+    return CheckpointByTime()
 
 
 def _tensorboard(request: TrainRequest, log_dir: Path) -> list:
