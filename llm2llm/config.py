@@ -45,7 +45,9 @@ class DataConfig(Section):
     test_size: int = Field(
         0, ge=0, description="Evaluate on a fixed random sample of this many test examples; 0 = the whole test split."
     )
-    seed: int = Field(0, description="RNG seed for the seed sample and the test sample.")
+    seed: int = Field(
+        0, ge=0, lt=2**32, description="RNG seed for the seed sample and the test sample (0 to 2**32 - 1)."
+    )
     validation_size: int | None = Field(
         None,
         ge=0,
@@ -287,7 +289,7 @@ class TrainConfig(Section):
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     lora_target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    seed: int = Field(0)
+    seed: int = Field(0, ge=0, lt=2**32, description="RNG seed (numpy accepts 0 to 2**32 - 1).")
     deepspeed: str | None = Field(
         None,
         description="DeepSpeed ZeRO config: a preset from configs/deepspeed/ (zero2, zero3, zero3_offload) or a JSON "

@@ -7,10 +7,12 @@ line (or row) and field.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
-from collections import defaultdict
+import re
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -56,6 +58,11 @@ class TaskSpec(Section):
     data: DataFilesSpec = Field(default_factory=DataFilesSpec)
     fields: dict[str, str] = {}
     labels: list[str | int] | None = Field(None, min_length=2)
+    label_names: dict[str | int, str] | None = Field(
+        None,
+        description="Words for labels stored as codes (e.g. {0: negative, 1: positive}): the student and teacher read "
+        "and write the words; `labels`, if given, may list either.",
+    )
     templates: dict[str, str] = {}
     num_choices: int | None = Field(None, ge=2, le=26)
     match: Literal["normalised", "exact"] | None = None
@@ -121,9 +128,31 @@ def load_spec(path: Path) -> dict:
             f"{path}: {where + ': ' if where else ''}{message}; fix the spec (docs/data-format.md)"
         ) from None
     values = spec.model_dump(exclude_none=True)
+    names = {_label_text(k): v for k, v in (spec.label_names or {}).items()}
+    if spec.label_names:
+        values["label_names"] = names
     if spec.labels:
-        values["labels"] = [str(label) for label in spec.labels]
+        values["labels"] = [names.get(_label_text(label), _label_text(label)) for label in spec.labels]
     return values
+
+
+def _label_text(value) -> str:
+    """A label as text: 1 and 1.0 (a CSV read as floats, a parquet column) and "1" are one label."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def numeric_labels_problem(labels: list[str], spec_path: Path) -> str | None:
+    """Labels that are all numbers give the student and teacher no word to learn or write."""
+    if labels and all(re.fullmatch(r"-?\d+(\.\d+)?", label) for label in labels):
+        shown = ", ".join(labels[:4]) + (", ..." if len(labels) > 4 else "")
+        pairs = ", ".join(f"{label}: <word>" for label in labels[:2])
+        return (
+            f"{spec_path}: the labels ({shown}) are numbers, which the student cannot learn as classes nor the "
+            f"teacher write examples for; name them in the spec, e.g. label_names: {{{pairs}}} (docs/data-format.md)"
+        )
+    return None
 
 
 @dataclass
@@ -234,7 +263,11 @@ def _check_json_lines(path: Path) -> None:
 
 
 def _to_canonical(task: Task, row: dict) -> dict:
-    return {name: row.get(task.source_field(name)) for name in task.canonical_fields}
+    example = {name: row.get(task.source_field(name)) for name in task.canonical_fields}
+    if task.type == "classification" and example.get("label") is not None:
+        label = _label_text(example["label"])  # an int64 parquet column, a bool, a float CSV cell: text
+        example["label"] = task.spec.get("label_names", {}).get(label, label)
+    return example
 
 
 def _validated(task: Task, rows: list[dict], path: Path) -> list[dict]:
@@ -297,6 +330,8 @@ def load_task_data(config: DataConfig) -> TaskData:
         rows = read_rows(path)
         if task.type == "classification":
             task.labels = spec.get("labels") or sorted({str(_to_canonical(task, r)["label"]) for r in rows})
+            if problem := numeric_labels_problem(task.labels, spec_path):
+                raise UserError(problem)
         examples = _validated(task, rows, path)
         fraction = float(data_spec["holdout"].get("test_fraction", 0.5))
         order = sorted(examples, key=lambda e: e["id"])
@@ -315,6 +350,8 @@ def load_task_data(config: DataConfig) -> TaskData:
         train_rows, test_rows = read_rows(train_path), read_rows(test_path)
         if task.type == "classification":
             task.labels = spec.get("labels") or sorted({str(_to_canonical(task, r)["label"]) for r in train_rows})
+            if problem := numeric_labels_problem(task.labels, spec_path):
+                raise UserError(problem)
         train, test = _validated(task, train_rows, train_path), _validated(task, test_rows, test_path)
     validation = []
     if data_spec.get("validation"):
@@ -342,6 +379,34 @@ def sample_count(available: int, size: float) -> int:
     return count
 
 
+def check_sample_sizes(data: "TaskData", config) -> None:
+    """Refuse, before anything runs, seed and test sizes the data cannot give (config: DataConfig): more
+    than a split holds, fewer seed examples than a classification task has labels, or a stratified seed
+    that asks a label for more examples than the train split has of it."""
+    count = sample_count(len(data.train), config.seed_size)
+    if config.test_size:
+        sample_count(len(data.test), config.test_size)
+    task = data.task
+    if task.type != "classification":
+        return
+    if count < len(task.labels):
+        raise UserError(
+            f"data.seed_size {count} is fewer than the task's {len(task.labels)} labels: some label would have no "
+            f"seed example to learn from or to be augmented; use at least {len(task.labels)}"
+        )
+    if config.stratified:
+        sizes = Counter(ex["label"] for ex in data.train)
+        per, extra = divmod(count, len(task.labels))
+        for i, label in enumerate(sorted(sizes)):
+            want = per + (1 if i < extra else 0)
+            if sizes[label] < want:
+                most = min(sizes[label] for label in sizes) * len(sizes)
+                raise UserError(
+                    f"data.seed_size {count} asks {want} seed examples of label '{label}', which has {sizes[label]} "
+                    f"in the train split; use at most {most}, or data.stratified=false to draw without balancing"
+                )
+
+
 def sample(
     examples: list[dict], size: float, seed: int, task: Task | None = None, stratified: bool = False
 ) -> list[dict]:
@@ -360,3 +425,19 @@ def sample(
         want = per + (1 if i < extra else 0)
         chosen.extend(rng.sample(groups[stratum], min(want, len(groups[stratum]))))
     return chosen
+
+
+def data_fingerprints(data: TaskData) -> dict[str, str]:
+    """A hash of each split's examples (as validated, so a re-saved file with the same rows is the same) and of
+    the task spec: what a run pins on first use (data.json) to refuse a rerun over changed data."""
+
+    def digest(value) -> str:
+        text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    return {
+        "task spec": digest(data.task.spec),
+        "train": digest(data.train),
+        "test": digest(data.test),
+        "validation": digest(data.validation),
+    }

@@ -62,10 +62,10 @@ def diagnose(build_config) -> Doctor:
 
     def data():
         from llm2llm.data import load_task_data
-        from llm2llm.methods import check_method
+        from llm2llm.methods import check_inputs
 
         state["data"] = loaded = load_task_data(cfg.data)
-        check_method(loaded.task, cfg)
+        check_inputs(loaded, cfg)
         return (
             f"{loaded.task.name} ({loaded.task.type}), {len(loaded.train)} train / {len(loaded.test)} test rows valid"
         )
@@ -89,7 +89,7 @@ def _context(cfg, state: dict) -> str:
 
 
 def _model(cfg, role: str, state: dict) -> str:
-    from llm2llm.models import checked_model, fingerprint, loading_problem
+    from llm2llm.models import chat_template_problem, checked_model, fingerprint, loading_problem
 
     source = getattr(cfg, role)
     name = source.model
@@ -105,6 +105,8 @@ def _model(cfg, role: str, state: dict) -> str:
         raise UserError(
             f"{path}: the tokenizer does not load ({type(e).__name__}: {str(e)[:200]}); copy its tokenizer files again"
         ) from None
+    if role == "teacher" and cfg.teacher.style == "chat" and (problem := chat_template_problem(path, "teacher")):
+        raise UserError(problem)
     state[role] = path
     size = sum(f.stat().st_size for f in path.glob("*.safetensors"))
     return f"{name} -> {path} ({size / GIB:.2f} GiB safetensors, fingerprint {fingerprint(path)})"
@@ -250,20 +252,24 @@ def _offline(cfg) -> str:
 def _run_dir(cfg, state: dict) -> str:
     """A run that exists must resume with the same config and the same model folders."""
     from llm2llm.config import config_from_file
+    from llm2llm.data import data_fingerprints
     from llm2llm.models import fingerprint
-    from llm2llm.rundir import first_difference
+    from llm2llm.rundir import RERUN_MAY_CHANGE, check_data, check_folders, first_difference
     from llm2llm.store import read_json
 
+    check_folders(cfg)  # folders another user owns or can write are refused, as boost refuses them
     path = Path(cfg.runs_dir) / cfg.run
     if not (path / "config.yaml").exists():
         return f"{path} is new"
-    stored = config_from_file(path / "config.yaml").model_dump(mode="json")
-    wanted = cfg.model_dump(mode="json")
+    stored = config_from_file(path / "config.yaml").model_dump(mode="json", exclude=RERUN_MAY_CHANGE)
+    wanted = cfg.model_dump(mode="json", exclude=RERUN_MAY_CHANGE)
     if stored != wanted:
         raise UserError(
             f"{path} exists with a different config ({first_difference(stored, wanted)}); rerun with the "
             f"same options to resume, or pick another RUN"
         )
+    if "data" in state:
+        check_data(cfg, data_fingerprints(state["data"]))
     if (path / "models.json").exists():
         for role, record in read_json(path / "models.json").items():
             if role in state and record.get("fingerprint") != fingerprint(state[role]):

@@ -26,16 +26,17 @@ from typing import Callable
 
 from llm2llm.config import RunConfig
 from llm2llm.context import RunContext
-from llm2llm.data import load_task_data, sample, sample_count
+from llm2llm.data import data_fingerprints, load_task_data, sample, sample_count
+from llm2llm.errors import UserError
 from llm2llm.evaluation import evaluate
 from llm2llm.filtering import filter_examples
 from llm2llm.iteration0 import shared_iteration0
 from llm2llm.limits import check_context_limits
-from llm2llm.methods import augment, check_method
-from llm2llm.models import checked_model, fingerprint
+from llm2llm.methods import augment, check_inputs
+from llm2llm.models import chat_template_problem, checked_model, fingerprint
 from llm2llm.private import make_private, private_folder
 from llm2llm.report import write_report
-from llm2llm.rundir import RunDir, check_folders
+from llm2llm.rundir import RunDir, check_data, check_folders
 from llm2llm.runtime.gpu_plan import plan_for_run
 from llm2llm.runtime.phases import FULL_ERRNOS, DiskFull, preload_phase_modules
 from llm2llm.runtime.runner import PhaseRunner
@@ -126,15 +127,14 @@ def prepare(config: RunConfig) -> RunContext:
     run directory: the config and models pinned, the seed and evaluation samples fixed, iteration
     0's training set (the seed)."""
     data = load_task_data(config.data)
-    check_method(data.task, config)
+    check_inputs(data, config)
     student_base = checked_model(config.student.model, **config.student.loading())
     teacher_path = checked_model(config.teacher.model, **config.teacher.loading())
+    if config.teacher.style == "chat" and (problem := chat_template_problem(teacher_path, "teacher")):
+        raise UserError(problem)
     check_context_limits(config, student_base, teacher_path)  # config.json only, like the plan
     plan = plan_for_run(config, teacher_path, student_base)  # reads config.json files only
     plan.raise_if_impossible()
-    sample_count(len(data.train), config.data.seed_size)  # before the run directory exists: a bad size leaves nothing
-    if config.data.test_size:
-        sample_count(len(data.test), config.data.test_size)
     validation_size = config.data.validation_size
     if validation_size is None:  # as many as test (capped by the split), or the whole split with the whole test
         validation_size = min(config.data.test_size, len(data.validation)) if config.data.test_size else 0
@@ -142,6 +142,7 @@ def prepare(config: RunConfig) -> RunContext:
         sample_count(len(data.validation), validation_size)
 
     check_folders(config)  # the run's folders are this user's alone (or the cache its group's)
+    check_data(config, data_fingerprints(data))  # a rerun reads the data the run was started with
     private_folder(config.cache_path(), "generation cache", group=config.cache_group)
     if config.loop.share_iteration0:
         private_folder(config.iteration0_cache_path(), "iteration-0 cache")
@@ -156,6 +157,7 @@ def prepare(config: RunConfig) -> RunContext:
 def _open_run(config, data, run, plan, student_base, teacher_path, validation_size) -> RunContext:
     """The run directory's state: the plan, the seed and evaluation samples fixed, the models pinned,
     iteration 0's training set (the seed)."""
+    run.pin_data(data_fingerprints(data))
     plan_file = run.path / "plan.txt"
     if not plan_file.exists() or plan_file.read_text() != plan.table() + "\n":
         atomic_write_text(plan_file, plan.table() + "\n")

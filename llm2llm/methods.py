@@ -10,14 +10,29 @@ the other steps; plain fine-tuning stops after iteration 0.
 
 from __future__ import annotations
 
+import os
 import random
 
 from llm2llm.config import RunConfig
 from llm2llm.context import RunContext
+from llm2llm.data import TaskData, check_sample_sizes
 from llm2llm.eda import EDA, load_wordnet, wordnet_check
 from llm2llm.errors import UserError
 from llm2llm.tasks import Task
 from llm2llm.teacher import teacher_generate
+
+
+def check_inputs(data: TaskData, config: RunConfig) -> None:
+    """What boost, doctor and validate refuse about a run's data and environment before anything runs."""
+    check_method(data.task, config)
+    check_sample_sizes(data, config.data)
+    teacher = config.teacher
+    asks_teacher = config.loop.method in ("llm2llm", "one-shot", "auggpt") or config.teacher.label_check
+    if asks_teacher and teacher.engine == "openai" and not os.environ.get(teacher.api_key_env):
+        raise UserError(
+            f"teacher.engine openai sends the API key from ${teacher.api_key_env}, which is not set; export it (any "
+            f"value for a server without a key), or name the variable that holds it in teacher.api_key_env"
+        )
 
 
 def check_method(task: Task, config: RunConfig) -> None:

@@ -82,7 +82,10 @@ def model_problem(path: Path, allow_pickle_weights: bool = False) -> str | None:
         return f"model folder {path} has no tokenizer (none of {', '.join(TOKENIZER_FILES)})"
     index = path / "model.safetensors.index.json"
     if index.exists():
-        shards = set(json.loads(index.read_text())["weight_map"].values())
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            return f"{index} is not a valid shard index ({type(e).__name__}: {e}); copy it again"
         missing = sorted(s for s in shards if not (path / s).exists())
         if missing:
             return f"model folder {path} is missing weight shards: {', '.join(missing)}"
@@ -127,13 +130,17 @@ def loading_problem(path: Path, trust_remote_code: bool = False) -> str | None:
         config = json.loads(config_file.read_text())
     except ValueError as e:
         return f"{config_file} is not valid JSON ({e}); copy it again"
-    if config.get("auto_map"):
-        if trust_remote_code:
-            return None
-        return (
-            f"{config_file} needs the Python code in its folder (auto_map: {', '.join(config['auto_map'])}); read it, "
-            f"then set student/teacher.trust_remote_code=true, or use a model whose architecture transformers ships"
-        )
+    for name in ("config.json", "tokenizer_config.json", "generation_config.json", "processor_config.json"):
+        file = path / name
+        try:
+            auto_map = json.loads(file.read_text()).get("auto_map") if file.exists() else None
+        except (ValueError, AttributeError) as e:
+            return f"{file} is not valid JSON ({e}); copy it again"
+        if auto_map and not trust_remote_code:
+            return (
+                f"{file} needs the Python code in its folder (auto_map: {', '.join(auto_map)}); read it, then set "
+                f"student/teacher.trust_remote_code=true, or use a model whose architecture transformers ships"
+            )
     from transformers import CONFIG_MAPPING
 
     if config.get("model_type") not in CONFIG_MAPPING:
@@ -153,6 +160,22 @@ def checked_model(name_or_path: str, trust_remote_code: bool = False, allow_pick
     if problem:
         raise UserError(problem)
     return path
+
+
+def chat_template_problem(path: Path, role: str) -> str | None:
+    """A model asked to answer chat-style prompts whose tokenizer has no chat template: its prompts would
+    silently fall back to plain text, which is not what it was trained to follow."""
+    config = path / "tokenizer_config.json"
+    try:
+        in_config = bool(json.loads(config.read_text()).get("chat_template")) if config.exists() else False
+    except (ValueError, AttributeError):
+        in_config = False
+    if in_config or (path / "chat_template.jinja").exists() or (path / "chat_template.json").exists():
+        return None
+    return (
+        f"{role}.style chat needs a chat template, and the tokenizer in {path} has none (no chat_template in "
+        f"tokenizer_config.json, no chat_template.jinja); use {role}.style=continuation or an instruct model"
+    )
 
 
 def fix_hint(name_or_path: str, path: Path) -> str:

@@ -45,6 +45,21 @@ def check_folders(config: RunConfig) -> None:
             raise UserError(problem)
 
 
+def check_data(config: RunConfig, fingerprints: dict[str, str]) -> None:
+    """Refuse a rerun over data other than the run was started with (its data.json): its earlier
+    predictions would be scored against the new labels, and its pinned seed ids may be gone."""
+    path = Path(config.runs_dir) / config.run / "data.json"
+    if not path.exists():
+        return
+    stored = read_json(path)
+    changed = [part for part, value in fingerprints.items() if stored.get(part, value) != value]
+    if changed:
+        raise UserError(
+            f"run {path.parent}: the {' and '.join(changed)} of {config.data.dataset} changed since the run started "
+            f"(data.json); restore the files the run was started with, or start a new RUN for the new data"
+        )
+
+
 class RunDir:
     """An open run directory: holds the run's lock and logs to its log.txt until closed (`with
     RunDir(...)`, or close()), so that one Python process can run several boosts one after another."""
@@ -160,6 +175,12 @@ class RunDir:
         except PermissionError:  # alive, another user's
             return False
         return int(claim.get("pid", 0)) == 0
+
+    def pin_data(self, fingerprints: dict[str, str]) -> None:
+        """data.json: a hash of each split and of the task spec, recorded on first use (check_data refuses a
+        rerun over other data before the run is opened)."""
+        if not (self.path / "data.json").exists():
+            atomic_write_json(self.path / "data.json", fingerprints)
 
     def pin_models(self, models: dict[str, dict]) -> None:
         """models.json: each role's name, folder and fingerprint, recorded on first use. A rerun whose

@@ -388,6 +388,82 @@ CASES = [
         r"student/teacher.trust_remote_code=true",
     ),
     ("model-not-a-folder", None, ["--teacher", "/no/such/teacher"], r"model folder /no/such/teacher does not exist"),
+    # --- what passed before and failed late or silently (issue 28) ---
+    (
+        "labels-are-numbers",
+        lambda task, tmp: (
+            data_edit("train.jsonl", lines(*[{**r, "queue": LABELS.index(r["queue"])} for r in rows()]))(task, tmp),
+            data_edit("test.jsonl", lines(*[{**r, "queue": LABELS.index(r["queue"])} for r in rows(2, "x")]))(
+                task, tmp
+            ),
+            spec_edit(lambda s: s.update(labels=[0, 1, 2]))(task, tmp),
+        ),
+        [],
+        r"tickets\.yaml: the labels \(0, 1, 2\) are numbers, .* label_names: \{0: <word>, 1: <word>\}",
+    ),
+    (
+        "seed-fewer-than-labels",
+        None,
+        ["--seed-size", "2"],
+        r"data\.seed_size 2 is fewer than the task's 3 labels: .* use at least 3",
+    ),
+    (
+        "seed-beyond-the-smallest-label",
+        data_edit("train.jsonl", lines(*[r for r in rows() if r["queue"] != "bug" or r["ticket_id"] < "t2"])),
+        ["--seed-size", "12"],
+        r"data\.seed_size 12 asks 4 seed examples of label 'bug', which has 2 in the train split; use at most 6, or "
+        r"data\.stratified=false",
+    ),
+    (
+        "config-seed-beyond-numpy",
+        None,
+        ["--set", "train.seed=99999999999"],
+        r"train\.seed: Input should be less than 4294967296",
+    ),
+    (
+        "model-index-not-json",
+        None,
+        model_copy(lambda f: (f / "model.safetensors.index.json").write_text("{not json")),
+        r"model\.safetensors\.index\.json is not a valid shard index \(JSONDecodeError",
+    ),
+    (
+        "model-tokenizer-remote-code",
+        None,
+        model_copy(
+            lambda f: (f / "tokenizer_config.json").write_text(
+                json.dumps(
+                    {
+                        **json.loads((f / "tokenizer_config.json").read_text()),
+                        "auto_map": {"AutoTokenizer": ["x.T", None]},
+                    }
+                )
+            )
+        ),
+        r"tokenizer_config\.json needs the Python code in its folder \(auto_map: AutoTokenizer\)",
+    ),
+    (
+        "teacher-chat-without-a-template",
+        None,
+        lambda tmp, tiny: [
+            "--teacher",
+            model_copy(lambda f: (f / "chat_template.jinja").unlink())(tmp, tiny)[1],
+            "--set",
+            "teacher.style=chat",
+        ],  # fmt: skip
+        r"teacher\.style chat needs a chat template, and the tokenizer in .*broken-model has none",
+    ),
+    (
+        "openai-key-unset",
+        None,
+        ["--set", "teacher.engine=openai", "--set", "teacher.url=http://127.0.0.1:9/v1"],
+        r"teacher\.engine openai sends the API key from \$LLM2LLM_TEACHER_API_KEY, which is not set",
+    ),
+    (
+        "data-changed-since-the-run-started",
+        data_edit("test.jsonl", lines(*rows(2, "x"), {"ticket_id": "new", "body": "a new test row", "queue": "bug"})),
+        [],
+        r"run .*runs/existing: the test of .*tickets\.yaml changed since the run started \(data\.json\); restore",
+    ),
     # --- CLI use ---
     ("cli-unknown-option", None, ["--datset", "snips"], r"No such option '--datset'.*; see `llm2llm boost --help`"),
     ("cli-bad-choice", None, ["--method", "magic"], r"Invalid value for '--method': 'magic' is not one of"),
@@ -425,7 +501,8 @@ def test_the_corpus_is_large_and_its_cases_distinct():
 
 
 @pytest.mark.parametrize("case, change, extra, message", CASES, ids=[c[0] for c in CASES])
-def test_bad_input(case, change, extra, message, task, tmp_path, tiny_model, capsys):
+def test_bad_input(case, change, extra, message, task, tmp_path, tiny_model, capsys, monkeypatch):
+    monkeypatch.delenv("LLM2LLM_TEACHER_API_KEY", raising=False)
     import re
 
     runs = tmp_path / "runs"
@@ -463,6 +540,11 @@ def test_bad_input(case, change, extra, message, task, tmp_path, tiny_model, cap
     )
     write_jsonl(existing / "iter_000" / "train.jsonl", rows(1))
     (existing / ".lock").touch()  # as a run left it
+    from llm2llm.config import DataConfig
+    from llm2llm.data import data_fingerprints, load_task_data
+
+    data = load_task_data(DataConfig(dataset=str(task / "tickets.yaml"), seed_size=6))
+    (existing / "data.json").write_text(json.dumps(data_fingerprints(data)))  # the data it was started with
     before = snapshot(runs)
 
     if change:

@@ -353,7 +353,7 @@ def cache_answers(cache: Path) -> dict[str, str]:
 
     answers = {}
     for path in cache.glob("*/*.json"):
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text())["entry"]  # {"mac": ..., "entry": ...}
         assert path.parent.name + path.stem == hashlib.sha256(record["key"].encode()).hexdigest(), path
         answers[record["key"]] = record["output"]
     return answers

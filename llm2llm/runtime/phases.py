@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm2llm.errors import UserError
+from llm2llm.private import current_umask
 from llm2llm.store import open_nofollow
 
 log = logging.getLogger(__name__)
@@ -503,10 +504,12 @@ def _release_forkserver() -> None:
         server._forkserver_alive_fd = None
 
 
-def _child_main(conn, driver_pid: int, env: dict[str, str], log_path, fn, args, kept_fd=None) -> None:
-    # A forked child has the forkserver's environment, from when it started: it gets the driver's
-    # environment of now plus the phase's own (devices), as a spawned child would, before anything
-    # reads it (CUDA reads CUDA_VISIBLE_DEVICES when it initialises).
+def _child_main(conn, driver_pid: int, env: dict[str, str], umask: int, log_path, fn, args, kept_fd=None) -> None:
+    # A forked child has the forkserver's environment and umask, from when it started: it gets the
+    # driver's environment of now plus the phase's own (devices), as a spawned child would, before
+    # anything reads it (CUDA reads CUDA_VISIBLE_DEVICES when it initialises), and the driver's umask
+    # (private: llm2llm/private.py) before it creates a file.
+    os.umask(umask)
     os.environ.clear()
     os.environ.update(env)
     _release_forkserver()
@@ -586,7 +589,7 @@ def call_in_child(
     kept = _InheritedFd(inherit_fd) if inherit_fd is not None else None
     proc = ctx.Process(
         target=_child_main,
-        args=(sender, os.getpid(), {**os.environ, **(env or {})}, log_path, fn, args, kept),
+        args=(sender, os.getpid(), {**os.environ, **(env or {})}, current_umask(), log_path, fn, args, kept),
         name=f"llm2llm-{name}",
     )
     start = time.monotonic()
