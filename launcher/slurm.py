@@ -28,6 +28,7 @@ class SlurmJob:
     account: str | None = None
     cpus_per_node: int | None = None
     mem: str = "0"
+    max_requeues: int = 50  # a job stopped by its time limit requeues itself this many times at most
 
 
 def _option_flag(key: str) -> str:
@@ -83,7 +84,17 @@ def sbatch_script(config: RunConfig, job: SlurmJob, profile: str, sets: tuple[st
         "# Rerunning the same command resumes the run: a requeued job continues where this one stopped.",
         " ".join(shlex.quote(c) for c in cmd) + " &",
         "boost=$!",
-        "trap 'kill -TERM $boost; wait $boost' TERM",
+        "# SIGTERM (the time limit is near, or the job is preempted): boost stops at once; a training phase",
+        "# resumes from its last checkpoint (train.checkpoint_minutes), so a job whose time limit is shorter",
+        "# than a phase still finishes, one requeue at a time. The requeues are bounded: no progress forever.",
+        "stop() {",
+        "  kill -TERM $boost; wait $boost || true",
+        f'  if [ "${{SLURM_RESTART_COUNT:-0}}" -lt {job.max_requeues} ]; then',
+        '    scontrol requeue "$SLURM_JOB_ID" || true',
+        "  fi",
+        "  exit 0",
+        "}",
+        "trap stop TERM",
         "wait $boost",
     ]
     return "\n".join(lines) + "\n"

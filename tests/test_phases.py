@@ -308,3 +308,26 @@ def test_no_training_rank_survives_a_sigkilled_torchrun(tmp_path, data_dir, tiny
     assert alive == [], "training ranks survived their torchrun"
     killed = next(line for line in stderr.splitlines() if "of the phase still running after it ended, killed" in line)
     assert all(f"{r.pid} (" in killed and "llm2llm.training" in killed for r in ranks), killed
+
+
+@pytest.mark.parametrize("restarts, requeued", [(0, True), (50, False)])
+def test_the_sbatch_script_requeues_itself_when_stopped_by_its_time_limit(tmp_path, restarts, requeued):
+    """SIGTERM before the time limit (--signal=B:TERM@120): boost stops, and the job asks Slurm to requeue
+    it (its training resumes from the last checkpoint), at most max_requeues times."""
+    runs = tmp_path / "runs"
+    run_cli("slurm", "--profile", "tiny", "--runs-dir", str(runs), "--run", "job", cwd=REPO)
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    (tools / "scontrol").chmod(0o755)
+    env = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}", "SLURM_JOB_ID": "7"}
+    env["SLURM_RESTART_COUNT"] = str(restarts)
+    job = subprocess.Popen(["bash", str(runs / "job" / "slurm.sbatch")], env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not (runs / "job" / "log.txt").exists():  # boost is running
+        assert job.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    job.send_signal(signal.SIGTERM)  # what Slurm sends 120 s before the time limit
+    assert job.wait(timeout=120) == 0
+    asked = (tmp_path / "scontrol.log").read_text() if (tmp_path / "scontrol.log").exists() else ""
+    assert asked == ("requeue 7\n" if requeued else "")
