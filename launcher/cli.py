@@ -13,7 +13,7 @@ import click
 from launcher.options import build_config, run_options
 from llm2llm.config import config_reference, config_to_yaml, explain
 from llm2llm.errors import UserError
-from llm2llm.offline import go_offline
+from llm2llm.offline import check_environment, go_offline
 from llm2llm.private import make_private
 from llm2llm.runtime.phases import FULL_ERRNOS, PhaseError, disk_full_message
 
@@ -23,6 +23,7 @@ def cli():
     """llm2llm: iterative data enhancement with a student and a teacher model, fully local."""
     go_offline()
     make_private()  # every file a command writes is the user's alone (llm2llm/private.py)
+    check_environment()
 
 
 @cli.command()

@@ -7,6 +7,7 @@ and written to runs/<run>/config.yaml; rerunning the same command resumes that r
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -455,6 +456,9 @@ class PlanConfig(Section):
     )
 
 
+RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+=@-]{0,199}")
+
+
 class RunConfig(Section):
     run: str = Field(
         "",
@@ -492,6 +496,11 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _seed_size_is_count_or_fraction(self):
+        if self.run and not RUN_NAME.fullmatch(self.run):
+            raise ValueError(
+                f"run {self.run!r}: a run is one folder in runs_dir; name it with letters, digits and . _ - + = @ "
+                "(no /, not starting with . or -, at most 200 characters)"
+            )
         size = self.data.seed_size
         if size >= 1 and size != int(size):
             raise ValueError(f"data.seed_size {size} is neither a whole count nor a fraction below 1")

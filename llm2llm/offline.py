@@ -25,3 +25,31 @@ def go_offline(override: bool = True) -> None:
             os.environ[name] = value
         else:
             os.environ.setdefault(name, value)
+
+
+def check_environment() -> None:
+    """The LLM2LLM_* variables a run reads, checked before anything runs: a typo there would otherwise
+    surface as a traceback mid-run (a lease that is not a number) or as a folder silently not found."""
+    from llm2llm.errors import UserError
+
+    env = os.environ
+    lease = env.get("LLM2LLM_LOCK_LEASE_SECONDS")
+    if lease is not None:
+        try:
+            ok = float(lease) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise UserError(f"LLM2LLM_LOCK_LEASE_SECONDS={lease!r}: give a number of seconds above 0 (default 60)")
+    choices = {"LLM2LLM_LOCK": ("flock", "claim"), "LLM2LLM_PHASE_START": ("forkserver", "spawn")}
+    for name, allowed in choices.items():
+        if name in env and env[name] not in allowed:
+            raise UserError(f"{name}={env[name]!r}: use {' or '.join(allowed)}")
+    for name in ("LLM2LLM_DATA_DIR", "LLM2LLM_MODEL_DIR", "LLM2LLM_WORDNET_DIR"):
+        if env.get(name) and not os.path.isdir(env[name]):
+            raise UserError(f"{name}={env[name]}: no such folder; point it at an existing one or unset it")
+    if env.get("LLM2LLM_MODELS") and not os.path.isfile(env["LLM2LLM_MODELS"]):
+        raise UserError(f"LLM2LLM_MODELS={env['LLM2LLM_MODELS']}: no such file; point it at a registry YAML")
+    host = env.get("LLM2LLM_HOSTNAME")
+    if host is not None and (not host or any(c.isspace() for c in host)):
+        raise UserError(f"LLM2LLM_HOSTNAME={host!r}: give a non-empty name without spaces, or unset it")

@@ -458,6 +458,7 @@ CASES = [
         ["--set", "teacher.engine=openai", "--set", "teacher.url=http://127.0.0.1:9/v1"],
         r"teacher\.engine openai sends the API key from \$LLM2LLM_TEACHER_API_KEY, which is not set",
     ),
+    ("run-name-escapes", None, ["--run", "../escape"], r"run '\.\./escape': a run is one folder in runs_dir"),
     (
         "data-changed-since-the-run-started",
         data_edit("test.jsonl", lines(*rows(2, "x"), {"ticket_id": "new", "body": "a new test row", "queue": "bug"})),
@@ -556,3 +557,26 @@ def test_bad_input(case, change, extra, message, task, tmp_path, tiny_model, cap
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert re.search(message, lines[0]), lines[0]
     assert snapshot(runs) == before, "the existing run directory must be left as it was"
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("LLM2LLM_LOCK_LEASE_SECONDS", "abc", r"LLM2LLM_LOCK_LEASE_SECONDS='abc': give a number of seconds above 0"),
+        ("LLM2LLM_LOCK_LEASE_SECONDS", "0", r"give a number of seconds above 0"),
+        ("LLM2LLM_LOCK", "nfs", r"LLM2LLM_LOCK='nfs': use flock or claim"),
+        ("LLM2LLM_MODELS", "/no/such/models.yaml", r"LLM2LLM_MODELS=/no/such/models\.yaml: no such file"),
+        ("LLM2LLM_WORDNET_DIR", "/no/such/wordnet", r"LLM2LLM_WORDNET_DIR=/no/such/wordnet: no such folder"),
+        ("LLM2LLM_HOSTNAME", "node a", r"LLM2LLM_HOSTNAME='node a': give a non-empty name without spaces"),
+    ],
+)
+def test_a_bad_environment_variable_is_one_line_before_anything_runs(
+    name, value, message, tmp_path, monkeypatch, capsys
+):
+    import re
+
+    monkeypatch.setenv(name, value)
+    code, err = run_main(["boost", "--profile", "tiny", "--runs-dir", str(tmp_path / "runs")], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and re.search(message, lines[0]), err
+    assert not (tmp_path / "runs").exists()
