@@ -34,8 +34,9 @@ def check_folders(config: RunConfig) -> None:
     """Refuse, before anything is written, a folder the run would write into that is not this user's
     alone (llm2llm.private): the runs folder, the run's folder and the two caches, where they exist."""
     run_path = Path(config.runs_dir) / config.run
-    checks = [
-        (Path(config.runs_dir), "runs folder", False, True),
+    checks = [  # (folder, its name, shared with its group, world-writable with the sticky bit allowed)
+        # the runs folder may be a team's (group-writable): each run folder in it is private all the same
+        (Path(config.runs_dir), "runs folder", True, True),
         (run_path, "run folder", False, False),
         (config.cache_path(), "generation cache", config.cache_group, False),
         (config.iteration0_cache_path(), "iteration-0 cache", False, False),

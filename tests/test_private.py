@@ -76,16 +76,16 @@ def test_a_run_and_its_caches_are_private_whatever_the_umask_and_hold_no_pickle(
 
 
 @pytest.mark.parametrize(
-    "folder, mode, named",
+    "folder, mode, named, fix",
     [
-        ("runs/r", 0o777, "run folder"),
-        ("runs/r", 0o770, "run folder"),
-        ("runs", 0o777, "runs folder"),
-        ("runs/generation-cache", 0o757, "generation cache"),
-        ("runs/iteration0-cache", 0o775, "iteration-0 cache"),
+        ("runs/r", 0o777, "run folder", "chmod 700"),
+        ("runs/r", 0o770, "run folder", "chmod 700"),
+        ("runs", 0o777, "runs folder", "chmod o-w"),  # a team's runs folder may be group-writable, not world
+        ("runs/generation-cache", 0o757, "generation cache", "chmod 700"),
+        ("runs/iteration0-cache", 0o775, "iteration-0 cache", "chmod 700"),
     ],
 )
-def test_a_folder_others_can_write_is_refused_before_anything_runs(tmp_path, data_dir, folder, mode, named):
+def test_a_folder_others_can_write_is_refused_before_anything_runs(tmp_path, data_dir, folder, mode, named, fix):
     path = tmp_path / folder
     path.mkdir(parents=True)
     os.chmod(path, mode)
@@ -96,14 +96,15 @@ def test_a_folder_others_can_write_is_refused_before_anything_runs(tmp_path, dat
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {named} {path} is writable by")
-    assert "chmod 700" in lines[0]
+    assert fix in lines[0]
     assert sorted(p.name for p in (tmp_path / "runs").rglob("*")) == before  # nothing created
 
 
-def test_a_world_writable_runs_folder_with_the_sticky_bit_is_fine_and_an_older_run_is_closed(tmp_path, data_dir):
+@pytest.mark.parametrize("mode", [0o1777, 0o2770])  # like /tmp; a team's folder
+def test_a_shared_runs_folder_is_fine_and_an_older_run_in_it_is_closed(tmp_path, data_dir, mode):
     runs = tmp_path / "runs"
     (runs / "r").mkdir(parents=True)
-    os.chmod(runs, 0o1777)  # like /tmp: nobody can rename or remove what another user put there
+    os.chmod(runs, mode)  # /tmp's sticky bit: nobody can rename or remove what another user put there
     os.chmod(runs / "r", 0o755)  # made before runs were private: readable by all, writable by its owner only
     cli_in_process(*tiny_boost_args(tmp_path, data_dir, "r", "--set", "loop.iterations=0"), cwd=tmp_path)
     assert stat.S_IMODE((runs / "r").stat().st_mode) == 0o700
