@@ -88,7 +88,7 @@ def main() -> int:
         for variant in args.variants:
             out = Path(tmp) / variant / "student"
             out.parent.mkdir(parents=True)
-            request_path = out.parent / "request.pkl"
+            request_path = out.parent / "request.json"
             write_request(TrainRequest(base, seed, data.task, config.train, out, None, {}), request_path)
             phases.PeakMemory = VARIANTS[variant]
             before = cpu_seconds()
