@@ -116,8 +116,8 @@ class Claim:
         tmp = self._staged()
         try:
             os.link(tmp, marker)
-        except FileExistsError:  # another process is taking it over
-            tmp.unlink()
+        except (FileExistsError, FileNotFoundError):  # another process is taking it over (and swept our file)
+            tmp.unlink(missing_ok=True)
             return False
         try:
             if self.current() != lapsed:  # it was released or replaced meanwhile: start over

@@ -142,6 +142,7 @@ class RunDir:
             if state != seen:
                 seen, changed_at = state, time.monotonic()
             if time.monotonic() - changed_at > lease_seconds() or self._dead_here(claim):
+                self._remove_leftovers()  # the dead holder's temporary files, before our claim writes its own
                 if self.claim.take_over(claim):
                     log.info("took over the run from %s, whose claim had lapsed", holder_text(claim))
                     return

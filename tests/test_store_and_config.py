@@ -365,3 +365,19 @@ def test_one_holder_across_hosts_a_stopped_holder_is_taken_over_and_stops_when_i
     assert json.loads(claim_file.read_text())["pid"] == alive[0].pid
     alive[0].kill()
     alive[0].wait()
+
+
+def test_a_claim_left_by_a_killed_process_of_this_host_is_taken_over_at_once_and_its_leftovers_swept(tmp_path):
+    import llm2llm.rundir as rundir
+    from llm2llm.claim import this_host
+
+    run = tmp_path / "killed"
+    (run / "iter_000").mkdir(parents=True)
+    (run / rundir.CLAIM_FILE).write_text(json.dumps({"nonce": "dead", "host": this_host(), "pid": 2**22 + 1}))
+    (run / ".lock-dead.json").write_text('{"count": 7}')
+    (run / "iter_000" / ".train.jsonl.x.tmp").write_text("half")
+    start = time.monotonic()
+    with rundir.RunDir(resolve_config("tiny", {"runs_dir": str(tmp_path), "run": "killed"})) as opened:
+        assert time.monotonic() - start < 5  # its flock is free: no lease to wait for
+        assert json.loads((run / rundir.CLAIM_FILE).read_text())["nonce"] == opened.claim.nonce
+        assert not (run / "iter_000" / ".train.jsonl.x.tmp").exists() and not (run / ".lock-dead.json").exists()
