@@ -72,7 +72,10 @@ class SamplingConfig(Section):
     stop: list[str] = Field(default_factory=list, description="Stop strings; the output is cut before the first one.")
     n: int = Field(1, ge=1, description="Completions drawn per prompt, each with its own sample index and seed.")
     seed: int = Field(
-        0, description="Sampling seed; each request derives its own from it and its key, so reruns reproduce answers."
+        0,
+        ge=0,
+        lt=2**32,
+        description="Sampling seed; each request derives its own from it and its key, so reruns reproduce answers.",
     )
 
 

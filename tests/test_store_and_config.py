@@ -381,3 +381,25 @@ def test_a_claim_left_by_a_killed_process_of_this_host_is_taken_over_at_once_and
         assert time.monotonic() - start < 5  # its flock is free: no lease to wait for
         assert json.loads((run / rundir.CLAIM_FILE).read_text())["nonce"] == opened.claim.nonce
         assert not (run / "iter_000" / ".train.jsonl.x.tmp").exists() and not (run / ".lock-dead.json").exists()
+
+
+def test_every_numeric_config_key_has_a_range():
+    """A number a user sets is checked against what the code can take (issue 28: a seed beyond numpy's range
+    passed and failed mid-run); a new numeric key without bounds fails here."""
+    import typing
+
+    from pydantic import BaseModel
+
+    from llm2llm.config import RunConfig
+
+    unbounded = []
+
+    def walk(model, prefix=""):
+        for name, field in model.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                walk(field.annotation, f"{prefix}{name}.")
+            elif {int, float} & set(typing.get_args(field.annotation) or [field.annotation]) and not field.metadata:
+                unbounded.append(prefix + name)
+
+    walk(RunConfig)
+    assert unbounded == []
