@@ -246,6 +246,11 @@ def _check_json_lines(path: Path) -> None:
     try:
         with open(path, encoding="utf-8") as f:
             for number, line in enumerate(f, 1):
+                if number == 1 and line.startswith("\ufeff"):  # what Windows editors and Excel often write
+                    raise UserError(
+                        f"{path}: starts with a UTF-8 byte-order mark, which JSON readers refuse; re-save it as UTF-8 "
+                        f"without one (e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' {path}`)"
+                    )
                 if not line.strip():
                     continue
                 try:

@@ -458,6 +458,12 @@ CASES = [
         ["--set", "teacher.engine=openai", "--set", "teacher.url=http://127.0.0.1:9/v1"],
         r"teacher\.engine openai sends the API key from \$LLM2LLM_TEACHER_API_KEY, which is not set",
     ),
+    (
+        "json-byte-order-mark",
+        data_edit("train.jsonl", b"\xef\xbb\xbf" + lines(GOOD, GOOD | {"ticket_id": "g2"}).encode()),
+        [],
+        r"data/train\.jsonl: starts with a UTF-8 byte-order mark, .* re-save it as UTF-8 without one",
+    ),
     ("run-name-escapes", None, ["--run", "../escape"], r"run '\.\./escape': a run is one folder in runs_dir"),
     (
         "data-changed-since-the-run-started",
