@@ -57,8 +57,8 @@ class TaskSpec(Section):
     type: Literal["classification", "numeric", "multiple_choice", "free_text"]
     data: DataFilesSpec = Field(default_factory=DataFilesSpec)
     fields: dict[str, str] = {}
-    labels: list[str | int] | None = Field(None, min_length=2)
-    label_names: dict[str | int, str] | None = Field(
+    labels: list[bool | str | int] | None = Field(None, min_length=2)
+    label_names: dict[str | int, bool | str] | None = Field(
         None,
         description="Words for labels stored as codes (e.g. {0: negative, 1: positive}): the student and teacher read "
         "and write the words; `labels`, if given, may list either.",
@@ -77,6 +77,21 @@ class TaskSpec(Section):
         description="How this task's seed examples are judged (the seed_eval keys), over the profile's and under "
         "--set: e.g. long reasoning answers need a lower temperature than a label.",
     )
+
+    @model_validator(mode="after")
+    def _no_yaml_booleans(self):
+        """YAML 1.1 reads yes/no/on/off/true/false as booleans: a label named `no` would become False."""
+        found = [("labels", value) for value in self.labels or [] if isinstance(value, bool)]
+        found += [
+            (f"label_names.{key}", value) for key, value in (self.label_names or {}).items() if isinstance(value, bool)
+        ]
+        if found:
+            where, value = found[0]
+            raise ValueError(
+                f"{where}: YAML read a label as the boolean {value} (it does so for yes/no/on/off/true/false); "
+                f'put the label in quotes, e.g. "no"'
+            )
+        return self
 
     @model_validator(mode="after")
     def _keys_fit_the_type(self):
@@ -270,7 +285,7 @@ def _check_json_lines(path: Path) -> None:
 def _to_canonical(task: Task, row: dict) -> dict:
     example = {name: row.get(task.source_field(name)) for name in task.canonical_fields}
     if task.type == "classification" and example.get("label") is not None:
-        label = _label_text(example["label"])  # an int64 parquet column, a bool, a float CSV cell: text
+        label = _label_text(example["label"]).strip()  # an int64 parquet column, a bool, a float, " billing ": text
         example["label"] = task.spec.get("label_names", {}).get(label, label)
     return example
 

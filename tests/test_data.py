@@ -125,3 +125,22 @@ def test_missing_files_and_unknown_dataset(tmp_path, data_dir):
     write_jsonl(tmp_path / "train.jsonl", ROWS)
     with pytest.raises(UserError, match=r"data file .*test.jsonl not found"):
         load(spec(tmp_path))
+
+
+def test_labels_stored_as_codes_are_named_by_the_spec(tmp_path):
+    """An int64 parquet column (and a padded or float label) with the spec's label_names: the models see words."""
+    import datasets
+
+    coded = [{"id": f"r{i}", "text": f"text number {i}", "label": i % 2} for i in range(10)]
+    datasets.Dataset.from_list(coded).to_parquet(str(tmp_path / "train.parquet"))
+    test = [{"id": "t0", "text": "a", "label": " 1 "}, {"id": "t1", "text": "b", "label": 0.0}]
+    write_jsonl(tmp_path / "test.jsonl", test)
+    files = "{train: train.parquet, test: test.jsonl}"
+    with pytest.raises(UserError, match=r"label_names\.0: YAML read a label as the boolean False .* in quotes"):
+        load(spec(tmp_path, data=files, extra="label_names: {0: no, 1: yes}\n"))
+    data = load(spec(tmp_path, data=files, extra="label_names: {0: 'no', 1: 'yes'}\n"))
+    assert data.task.labels == ["no", "yes"]
+    assert Counter(ex["label"] for ex in data.train) == {"no": 5, "yes": 5}
+    assert [ex["label"] for ex in data.test] == ["yes", "no"]
+    with pytest.raises(UserError, match=r"the labels \(0, 1\) are numbers, .* label_names"):
+        load(spec(tmp_path, data=files))
