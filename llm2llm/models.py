@@ -136,7 +136,9 @@ def loading_problem(path: Path, trust_remote_code: bool = False) -> str | None:
             auto_map = json.loads(file.read_text()).get("auto_map") if file.exists() else None
         except (ValueError, AttributeError) as e:
             return f"{file} is not valid JSON ({e}); copy it again"
-        if auto_map and not trust_remote_code:
+        if auto_map and trust_remote_code:
+            return None  # the folder's own code defines the model type
+        if auto_map:
             return (
                 f"{file} needs the Python code in its folder (auto_map: {', '.join(auto_map)}); read it, then set "
                 f"student/teacher.trust_remote_code=true, or use a model whose architecture transformers ships"

@@ -45,9 +45,11 @@ def check_environment() -> None:
     for name, allowed in choices.items():
         if name in env and env[name] not in allowed:
             raise UserError(f"{name}={env[name]!r}: use {' or '.join(allowed)}")
-    for name in ("LLM2LLM_DATA_DIR", "LLM2LLM_MODEL_DIR", "LLM2LLM_WORDNET_DIR"):
-        if env.get(name) and not os.path.isdir(env[name]):
-            raise UserError(f"{name}={env[name]}: no such folder; point it at an existing one or unset it")
+    # (LLM2LLM_MODEL_DIR and LLM2LLM_WORDNET_DIR may not exist yet: provisioning creates them)
+    if env.get("LLM2LLM_DATA_DIR") and not os.path.isdir(env["LLM2LLM_DATA_DIR"]):
+        raise UserError(
+            f"LLM2LLM_DATA_DIR={env['LLM2LLM_DATA_DIR']}: no such folder; point it at the data sets or unset it"
+        )
     if env.get("LLM2LLM_MODELS") and not os.path.isfile(env["LLM2LLM_MODELS"]):
         raise UserError(f"LLM2LLM_MODELS={env['LLM2LLM_MODELS']}: no such file; point it at a registry YAML")
     host = env.get("LLM2LLM_HOSTNAME")

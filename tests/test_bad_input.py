@@ -572,7 +572,7 @@ def test_bad_input(case, change, extra, message, task, tmp_path, tiny_model, cap
         ("LLM2LLM_LOCK_LEASE_SECONDS", "0", r"give a number of seconds above 0"),
         ("LLM2LLM_LOCK", "nfs", r"LLM2LLM_LOCK='nfs': use flock or claim"),
         ("LLM2LLM_MODELS", "/no/such/models.yaml", r"LLM2LLM_MODELS=/no/such/models\.yaml: no such file"),
-        ("LLM2LLM_WORDNET_DIR", "/no/such/wordnet", r"LLM2LLM_WORDNET_DIR=/no/such/wordnet: no such folder"),
+        ("LLM2LLM_DATA_DIR", "/no/such/data", r"LLM2LLM_DATA_DIR=/no/such/data: no such folder"),
         ("LLM2LLM_HOSTNAME", "node a", r"LLM2LLM_HOSTNAME='node a': give a non-empty name without spaces"),
     ],
 )
