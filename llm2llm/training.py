@@ -242,8 +242,16 @@ def last_checkpoint(folder: Path, request: TrainRequest, args) -> Path | None:
                 shutil.rmtree(folder)
             folder.mkdir(parents=True, exist_ok=True)
             stamp.write_text(digest + "\n")
-    # a checkpoint is complete once its trainer_state.json is written (the Trainer writes it last)
-    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    # A checkpoint is complete once its trainer_state.json is written (the Trainer writes it last); one
+    # cut off by the kill is removed, and the newest complete one (save_total_limit keeps it until the
+    # next is whole) is resumed from.
+    with args.main_process_first(desc="drop an incomplete checkpoint"):
+        while (last := get_last_checkpoint(str(folder))) and not (Path(last) / "trainer_state.json").exists():
+            if args.process_index != 0:
+                break
+            log.info("removing %s, cut off while it was saved", last)
+            shutil.rmtree(last)
+    last = get_last_checkpoint(str(folder))
     if last and (Path(last) / "trainer_state.json").exists():
         log.info("resuming the training from %s", last)
         return Path(last)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,6 +52,10 @@ def test_a_training_phase_killed_mid_way_resumes_from_its_last_checkpoint(tmp_pa
     proc.wait()
     kept = sorted(folder.glob("checkpoint-*"))
     assert all(not (p / "training_args.bin").exists() for p in kept)  # no pickled arguments left beside them
+    # a save the kill cut off (its trainer_state.json, written last, missing): dropped, not resumed from
+    cut = folder / f"checkpoint-{STEPS - 1}"
+    shutil.copytree(kept[-1], cut)
+    (cut / "trainer_state.json").unlink()
 
     run_cli(*boost_args(tmp_path, data_dir, "killed"), cwd=tmp_path)  # the same command again
     resumed = tmp_path / "killed" / "runs" / "r" / "iter_000"
@@ -64,3 +69,4 @@ def test_a_training_phase_killed_mid_way_resumes_from_its_last_checkpoint(tmp_pa
     ).read_bytes()
     assert json.loads((resumed / "scores.json").read_text()) == json.loads((whole / "scores.json").read_text())
     assert not (resumed / "student-checkpoints").exists()
+    assert int(kept[-1].name.split("-")[1]) == log["resumed_from_step"]
