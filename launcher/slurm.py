@@ -2,8 +2,9 @@
 
 The loop runs once, on the job's first node; evaluation and generation run there. On several
 nodes each training phase reaches all of them with `srun` + `torchrun` (llm2llm/runtime/runner.py).
-The job asks for SIGTERM before its time limit and may be requeued: llm2llm stops at once, and
-the requeued job reruns the same command, which resumes the run where it stopped.
+The job asks for SIGUSR1 before its time limit and then requeues itself; SIGTERM (scancel, preemption)
+stops it. Either way llm2llm stops at once, and a requeued job reruns the same command, which resumes
+the run where it stopped.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def sbatch_script(config: RunConfig, job: SlurmJob, profile: str, sets: tuple[st
         f"#SBATCH --output={run_dir}/logs/slurm-%j.out",
         "#SBATCH --open-mode=append",
         f"#SBATCH --comment={run_dir}",  # `llm2llm sweep` finds a run's queued job by it
-        "#SBATCH --signal=B:TERM@120",
+        "#SBATCH --signal=B:USR1@120",  # the time limit is near: stop and requeue (TERM: stop, as asked)
         "#SBATCH --requeue",
     ]
     if job.gpus_per_node:
@@ -84,17 +85,22 @@ def sbatch_script(config: RunConfig, job: SlurmJob, profile: str, sets: tuple[st
         "# Rerunning the same command resumes the run: a requeued job continues where this one stopped.",
         " ".join(shlex.quote(c) for c in cmd) + " &",
         "boost=$!",
-        "# SIGTERM (the time limit is near, or the job is preempted): boost stops at once; a training phase",
-        "# resumes from its last checkpoint (train.checkpoint_minutes), so a job whose time limit is shorter",
-        "# than a phase still finishes, one requeue at a time. The requeues are bounded: no progress forever.",
+        "# SIGUSR1, 120 s before the time limit: boost stops at once and the job requeues itself (Slurm does not",
+        "# requeue a job that reaches its limit); a training phase resumes from its last checkpoint",
+        "# (train.checkpoint_minutes), so a job whose limit is shorter than a phase still finishes, a requeue at",
+        "# a time, bounded so that one making no progress does not loop for ever. SIGTERM (scancel, preemption,",
+        "# scontrol requeue): boost stops; Slurm decides what comes next.",
         "stop() {",
         "  kill -TERM $boost; wait $boost || true",
-        f'  if [ "${{SLURM_RESTART_COUNT:-0}}" -lt {job.max_requeues} ]; then',
-        '    scontrol requeue "$SLURM_JOB_ID" || true',
+        '  if [ "${1:-}" = requeue ]; then',
+        f'    if [ "${{SLURM_RESTART_COUNT:-0}}" -lt {job.max_requeues} ]; then',
+        '      scontrol requeue "$SLURM_JOB_ID" || true',
+        "    fi",
         "  fi",
         "  exit 0",
         "}",
-        "trap stop TERM",
+        "trap 'stop requeue' USR1",
+        "trap 'stop' TERM",
         "wait $boost",
     ]
     return "\n".join(lines) + "\n"

@@ -249,7 +249,7 @@ def test_sbatch_script_is_valid_bash_and_asks_for_the_right_resources(tmp_path, 
     subprocess.run(["bash", "-n", str(script)], check=True)
     assert f"#SBATCH --nodes={nodes}\n" in text and "#SBATCH --ntasks-per-node=1\n" in text
     assert "#SBATCH --time=02:00:00\n" in text and "#SBATCH --partition=gpu\n" in text
-    assert "#SBATCH --requeue\n" in text and "#SBATCH --signal=B:TERM@120\n" in text
+    assert "#SBATCH --requeue\n" in text and "#SBATCH --signal=B:USR1@120" in text
     assert ("#SBATCH --gpus-per-node=8\n" in text) == (gpus == 8)
     assert "export HF_HUB_OFFLINE=1" in text
     boost = next(line for line in text.splitlines() if "launcher.cli boost" in line)
@@ -310,10 +310,17 @@ def test_no_training_rank_survives_a_sigkilled_torchrun(tmp_path, data_dir, tiny
     assert all(f"{r.pid} (" in killed and "llm2llm.training" in killed for r in ranks), killed
 
 
-@pytest.mark.parametrize("restarts, requeued", [(0, True), (50, False)])
-def test_the_sbatch_script_requeues_itself_when_stopped_by_its_time_limit(tmp_path, restarts, requeued):
-    """SIGTERM before the time limit (--signal=B:TERM@120): boost stops, and the job asks Slurm to requeue
-    it (its training resumes from the last checkpoint), at most max_requeues times."""
+@pytest.mark.parametrize(
+    "sent, restarts, requeued",
+    [
+        (signal.SIGUSR1, 0, True),  # the time limit is near: stop, then requeue
+        (signal.SIGUSR1, 50, False),  # ... at most max_requeues times
+        (signal.SIGTERM, 0, False),  # scancel or preemption: stop; Slurm decides
+    ],
+)
+def test_the_sbatch_script_requeues_itself_when_its_time_limit_is_near(tmp_path, sent, restarts, requeued):
+    """--signal=B:USR1@120: boost stops, and the job asks Slurm to requeue it (its training resumes from the last
+    checkpoint), at most max_requeues times; SIGTERM (a cancel) stops it without a requeue."""
     runs = tmp_path / "runs"
     run_cli("slurm", "--profile", "tiny", "--runs-dir", str(runs), "--run", "job", cwd=REPO)
     tools = tmp_path / "bin"
@@ -327,7 +334,7 @@ def test_the_sbatch_script_requeues_itself_when_stopped_by_its_time_limit(tmp_pa
     while not (runs / "job" / "log.txt").exists():  # boost is running
         assert job.poll() is None and time.monotonic() < deadline
         time.sleep(0.2)
-    job.send_signal(signal.SIGTERM)  # what Slurm sends 120 s before the time limit
+    job.send_signal(sent)
     assert job.wait(timeout=120) == 0
     asked = (tmp_path / "scontrol.log").read_text() if (tmp_path / "scontrol.log").exists() else ""
     assert asked == ("requeue 7\n" if requeued else "")
