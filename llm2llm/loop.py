@@ -142,22 +142,23 @@ def prepare(config: RunConfig) -> RunContext:
         sample_count(len(data.validation), validation_size)
 
     check_folders(config)  # the run's folders are this user's alone (or the cache its group's)
-    check_data(config, data_fingerprints(data))  # a rerun reads the data the run was started with
+    fingerprints = data_fingerprints(data)  # hashed once: checked here, pinned in the run directory below
+    check_data(config, fingerprints)  # a rerun reads the data the run was started with
     private_folder(config.cache_path(), "generation cache", group=config.cache_group)
     if config.loop.share_iteration0:
         private_folder(config.iteration0_cache_path(), "iteration-0 cache")
     run = RunDir(config)
     try:
-        return _open_run(config, data, run, plan, student_base, teacher_path, validation_size)
+        return _open_run(config, data, run, plan, student_base, teacher_path, validation_size, fingerprints)
     except BaseException:
         run.close()
         raise
 
 
-def _open_run(config, data, run, plan, student_base, teacher_path, validation_size) -> RunContext:
+def _open_run(config, data, run, plan, student_base, teacher_path, validation_size, fingerprints) -> RunContext:
     """The run directory's state: the plan, the seed and evaluation samples fixed, the models pinned,
     iteration 0's training set (the seed)."""
-    run.pin_data(data_fingerprints(data))
+    run.pin_data(fingerprints)
     plan_file = run.path / "plan.txt"
     if not plan_file.exists() or plan_file.read_text() != plan.table() + "\n":
         atomic_write_text(plan_file, plan.table() + "\n")
