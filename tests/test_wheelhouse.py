@@ -92,7 +92,7 @@ def test_install_from_the_wheelhouse_with_no_network(tmp_path, data_dir):
     assert doctor.returncode == 0 and doctor.stdout.splitlines()[-1] == "verdict: ready to run", (
         doctor.stdout + doctor.stderr
     )
-    # The whole loop, the teacher on a vLLM server that llm2llm starts on 127.0.0.1 inside the namespace.
+    # The whole loop, the teacher on a vLLM server that llm2llm starts on a Unix socket inside the namespace.
     boost = subprocess.run(
         [
             *NO_NETWORK,
@@ -121,7 +121,8 @@ def test_install_from_the_wheelhouse_with_no_network(tmp_path, data_dir):
     run = tmp_path / "runs" / "snips-tiny"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["complete"] and len(metrics["iterations"]) == 2 and metrics["iterations"][0]["generated"] > 0
-    assert "starting vLLM server on 127.0.0.1" in (run / "logs" / "generate-server-iter_000.log").read_text()
+    server_log = (run / "logs" / "generate-server-iter_000.log").read_text()
+    assert "starting vLLM server on unix:" in server_log, server_log[-2000:]
     interfaces = subprocess.run([*NO_NETWORK, "ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     assert [line.split(":")[1].strip() for line in interfaces.splitlines()] == ["lo"], interfaces
 
