@@ -110,6 +110,15 @@ def plan(profile, sets, node, **options):
     help="GPUs to ask for on each node (default: this node's count, 0 on a CPU machine).",
 )
 @click.option("--time", "time_limit", default="24:00:00", show_default=True, help="Slurm time limit.")
+@click.option(
+    "--warn",
+    "warn_seconds",
+    type=click.IntRange(1, 65535),
+    default=120,
+    show_default=True,
+    help="Seconds before the time limit at which the job stops and requeues itself (Slurm sends the signal up "
+    "to a minute late: leave the job that long, and a training checkpoint, train.checkpoint_minutes, within it).",
+)
 @click.option("--partition", default=None, help="Slurm partition.")
 @click.option("--account", default=None, help="Slurm account.")
 @click.option("--cpus-per-node", type=int, default=None, help="CPU cores per node (default: 8 per GPU, or 2).")
@@ -121,7 +130,7 @@ def plan(profile, sets, node, **options):
     default=None,
     help="Where to write the script (default: runs/<run>/slurm.sbatch).",
 )
-def slurm(profile, sets, gpus_per_node, time_limit, partition, account, cpus_per_node, mem, out, **options):
+def slurm(profile, sets, gpus_per_node, time_limit, warn_seconds, partition, account, cpus_per_node, mem, out, **options):
     """Write the sbatch script that runs this boost under Slurm, on one node or several; submit it with sbatch."""
     config = build_config(profile, sets, **options)
     from launcher.slurm import SlurmJob, sbatch_script
@@ -133,6 +142,7 @@ def slurm(profile, sets, gpus_per_node, time_limit, partition, account, cpus_per
         nodes=config.plan.nodes,
         gpus_per_node=gpus_per_node,
         time=time_limit,
+        warn_seconds=warn_seconds,
         partition=partition,
         account=account,
         cpus_per_node=cpus_per_node,

@@ -29,6 +29,7 @@ class SlurmJob:
     account: str | None = None
     cpus_per_node: int | None = None
     mem: str = "0"
+    warn_seconds: int = 120  # SIGUSR1 this long before the time limit: stop, then requeue
     max_requeues: int = 50  # a job stopped by its time limit requeues itself this many times at most
 
 
@@ -66,7 +67,7 @@ def sbatch_script(config: RunConfig, job: SlurmJob, profile: str, sets: tuple[st
         f"#SBATCH --output={run_dir}/logs/slurm-%j.out",
         "#SBATCH --open-mode=append",
         f"#SBATCH --comment={run_dir}",  # `llm2llm sweep` finds a run's queued job by it
-        "#SBATCH --signal=B:USR1@120",  # the time limit is near: stop and requeue (TERM: stop, as asked)
+        f"#SBATCH --signal=B:USR1@{job.warn_seconds}",  # the time limit is near: stop and requeue (TERM: stop)
         "#SBATCH --requeue",
     ]
     if job.gpus_per_node:
@@ -85,7 +86,7 @@ def sbatch_script(config: RunConfig, job: SlurmJob, profile: str, sets: tuple[st
         "# Rerunning the same command resumes the run: a requeued job continues where this one stopped.",
         " ".join(shlex.quote(c) for c in cmd) + " &",
         "boost=$!",
-        "# SIGUSR1, 120 s before the time limit: boost stops at once and the job requeues itself (Slurm does not",
+        f"# SIGUSR1, {job.warn_seconds} s before the time limit: boost stops at once and the job requeues itself (Slurm does not",
         "# requeue a job that reaches its limit); a training phase resumes from its last checkpoint",
         "# (train.checkpoint_minutes), so a job whose limit is shorter than a phase still finishes, a requeue at",
         "# a time, bounded so that one making no progress does not loop for ever. SIGTERM (scancel, preemption,",

@@ -151,3 +151,50 @@ def test_sigterm_and_requeue_resume_the_run_with_nothing_duplicated(slurm, tiny_
         {k: v for k, v in it.items() if k not in ("phase_seconds", "teacher_requests", "engine_seconds")}
         for it in expected
     ]
+
+
+def test_a_job_whose_time_limit_is_shorter_than_its_training_phase_finishes_after_requeues(
+    slurm, tmp_path, data_dir, tiny_model
+):
+    """Issue 28: Slurm's warning before the time limit (SIGUSR1) stops the run and the job requeues
+    itself; each attempt resumes the training phase from its last checkpoint, so a phase longer than
+    the job's time limit still ends, with every step trained once after the last checkpoint."""
+    from conftest import tiny_boost_args
+
+    # How many optimizer steps this machine trains in ~100 s now (the tiny student: 2 steps an epoch).
+    probe = tiny_boost_args(tmp_path / "probe", data_dir, "p", "--set", "loop.iterations=0", "--set", "train.epochs=10")
+    run_cli(*probe, cwd=REPO, timeout=600)
+    rate = json.loads((tmp_path / "probe/runs/p/iter_000/student/train_log.json").read_text())["metrics"]
+    steps = max(40, min(6000, int(rate["train_steps_per_second"] * 100))) // 2 * 2
+    every = max(2, steps // 30)
+    args = tiny_boost_args(
+        tmp_path, data_dir, "long",
+        "--set", "loop.iterations=0",
+        "--set", f"train.epochs={steps // 2}",
+        "--set", f"train.checkpoint_steps={every}",
+    )[1:]  # fmt: skip
+    # A 2-minute limit, warned 20 s before it: Slurm sends the warning 20 to 80 s early (its event resolution).
+    run_cli("slurm", *args, "--time", "2", "--warn", "20", cwd=REPO, timeout=300)
+    run = tmp_path / "runs" / "long"
+    submitted = subprocess.run(["sbatch", "--parsable", str(run / "slurm.sbatch")], capture_output=True, text=True)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip().split(";")[0]
+
+    deadline = time.monotonic() + 1500
+    while (job := slurm.job(job_id))["JobState"] != "COMPLETED":
+        assert job["JobState"] in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED"), job
+        assert time.monotonic() < deadline, job
+        if job["JobState"] == "PENDING" and job.get("Reason") == "BeginTime":  # the requeue delay: skipped
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
+        time.sleep(1)
+    assert int(job["Restarts"]) >= 1, f"the phase ended within one attempt ({steps} steps): {job}"
+    logs = "".join(p.read_text() for p in sorted((run / "logs").iterdir()))
+    assert logs.count("resuming the training from") >= 1, logs[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["complete"]
+    log = json.loads((run / "iter_000" / "student" / "train_log.json").read_text())
+    # the last attempt started from a checkpoint and trained only the steps after it
+    assert log["resumed_from_step"] and log["resumed_from_step"] % every == 0
+    assert log["steps_this_attempt"] == steps - log["resumed_from_step"]
+    assert max(entry["step"] for entry in log["log_history"]) == steps
+    assert not (run / "iter_000" / "student-checkpoints").exists()
