@@ -130,7 +130,9 @@ def plan(profile, sets, node, **options):
     default=None,
     help="Where to write the script (default: runs/<run>/slurm.sbatch).",
 )
-def slurm(profile, sets, gpus_per_node, time_limit, warn_seconds, partition, account, cpus_per_node, mem, out, **options):
+def slurm(
+    profile, sets, gpus_per_node, time_limit, warn_seconds, partition, account, cpus_per_node, mem, out, **options
+):
     """Write the sbatch script that runs this boost under Slurm, on one node or several; submit it with sbatch."""
     config = build_config(profile, sets, **options)
     from launcher.slurm import SlurmJob, sbatch_script

@@ -162,7 +162,9 @@ def test_a_job_whose_time_limit_is_shorter_than_its_training_phase_finishes_afte
     from conftest import tiny_boost_args
 
     # How many optimizer steps this machine trains in ~100 s now (the tiny student: 2 steps an epoch).
-    probe = tiny_boost_args(tmp_path / "probe", data_dir, "p", "--set", "loop.iterations=0", "--set", "train.epochs=10")
+    probe = tiny_boost_args(
+        tmp_path / "probe", data_dir, "p", "--set", "loop.iterations=0", "--set", "train.epochs=10"
+    )
     run_cli(*probe, cwd=REPO, timeout=600)
     rate = json.loads((tmp_path / "probe/runs/p/iter_000/student/train_log.json").read_text())["metrics"]
     steps = max(40, min(6000, int(rate["train_steps_per_second"] * 100))) // 2 * 2
