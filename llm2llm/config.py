@@ -307,7 +307,8 @@ class TrainConfig(Section):
         ge=0,
         description="Save a resumable checkpoint of a training phase (weights, optimizer, scheduler, RNG states; the "
         "last one kept, in iter_NNN/student-checkpoints/) at most this often, so that a preempted, requeued or killed "
-        "phase resumes from it when the command is rerun; 0 = by time never.",
+        "phase resumes from it when the command is rerun; 0 = by time never. A SIGTERM (preemption, Slurm's "
+        "time-limit warning) also saves one, at the end of the step it arrives in.",
     )
     checkpoint_steps: int = Field(
         0, ge=0, description="Also save a resumable checkpoint every N optimizer steps (0 = by steps never)."

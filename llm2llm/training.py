@@ -157,7 +157,11 @@ def train_student(request: TrainRequest) -> Path:
     )
     resume = last_checkpoint(checkpoints, request, args)
     loop_start = time.time()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    with checkpointing.on_stop():
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if checkpointing.stopped:  # SIGTERM: the steps so far are in a checkpoint, nothing is handed over
+        log.info("stopped by SIGTERM after step %d, saved in %s for the rerun", trainer.state.global_step, checkpoints)
+        raise SystemExit(143)
     loop_end = time.time()
     # Collective under ZeRO-3 (the shards are gathered); only the main process writes.
     trainer.save_model(str(tmp))
@@ -260,14 +264,31 @@ def last_checkpoint(folder: Path, request: TrainRequest, args) -> Path | None:
 
 def checkpoint_callback(seconds: float):
     """A TrainerCallback that asks for a resumable checkpoint once `seconds` (0: never) have passed
-    since the last one, and deletes the pickled training_args.bin the Trainer puts in each (nothing
-    reads it on resume). Rank 0's clock decides for every rank: saving is collective under ZeRO-3."""
+    since the last one, and at the end of the step during which the phase was sent SIGTERM (a
+    preemption, Slurm's time-limit warning, a Ctrl-C of the run), after which training stops; and
+    deletes the pickled training_args.bin the Trainer puts in each (nothing reads it on resume).
+    Rank 0 decides for every rank: saving is collective under ZeRO-3."""
+    import contextlib
+    import signal
+
     from transformers import TrainerCallback
 
     class CheckpointByTime(TrainerCallback):
         def __init__(self):
             self.last = time.monotonic()
             self.steps = 0  # optimizer steps taken by this process (after a resume: only the remaining ones)
+            self.term = False  # SIGTERM arrived (this process)
+            self.stopped = False  # training stopped for it, after a checkpoint (every rank)
+
+        @contextlib.contextmanager
+        def on_stop(self):
+            """While training, SIGTERM finishes the step, saves and stops instead of ending the process
+            at once (the phase's runner allows a grace period before SIGKILL: phases._terminate)."""
+            previous = signal.signal(signal.SIGTERM, lambda *_: setattr(self, "term", True))
+            try:
+                yield
+            finally:
+                signal.signal(signal.SIGTERM, previous)
 
         def on_step_end(self, args, state, control, **kwargs):
             import torch
@@ -275,12 +296,16 @@ def checkpoint_callback(seconds: float):
 
             self.steps += 1
             due = bool(seconds) and time.monotonic() - self.last >= seconds
+            flags = [int(due), int(self.term)]
             if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-                flag = torch.tensor([int(due)], device=args.device)
-                dist.broadcast(flag, src=0)
-                due = bool(flag.item())
-            if due:
+                shared = torch.tensor(flags, device=args.device)
+                dist.broadcast(shared, src=0)
+                flags = shared.tolist()
+            due, self.stopped = bool(flags[0]), bool(flags[1])
+            if due or self.stopped:
                 control.should_save = True
+            if self.stopped:
+                control.should_training_stop = True
             return control
 
         def on_save(self, args, state, control, **kwargs):
