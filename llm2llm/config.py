@@ -60,6 +60,10 @@ class DataConfig(Section):
 
 
 class SamplingConfig(Section):
+    """How an engine samples: these fields and nothing else. A model folder's generation_config.json
+    (top_k, repetition_penalty, min_p) is not applied by any engine, so the offline engine, a server
+    and the transformers fallback sample alike and share cache entries."""
+
     temperature: float = Field(0.0, ge=0, description="0 = greedy decoding.")
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int | None = Field(
@@ -289,7 +293,7 @@ class TrainConfig(Section):
         256, ge=16, description="Prompt + answer tokens; longer examples are cut from the left of the prompt."
     )
     lora: bool = Field(False, description="Train a LoRA adapter (PEFT) instead of all weights.")
-    lora_r: int = Field(16, ge=1)
+    lora_r: int = Field(16, ge=1, le=512, description="LoRA rank (vLLM serves adapters up to rank 512).")
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     lora_target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])

@@ -24,7 +24,13 @@ from typing import Iterator, NamedTuple, Protocol
 
 from llm2llm.config import SamplingConfig
 from llm2llm.errors import TeacherError
-from llm2llm.vllm_args import configure_vllm_env, cpu_kv_cache_bytes, cuda_available, vllm_engine_args
+from llm2llm.vllm_args import (
+    configure_vllm_env,
+    cpu_kv_cache_bytes,
+    cuda_available,
+    lora_rank_bound,
+    vllm_engine_args,
+)
 from llm2llm.vllm_server import VLLMServer
 
 
@@ -123,18 +129,12 @@ class TransformersGenerator:
         torch.manual_seed(seeds[0])  # one generator for the batch: batches are cut reproducibly
         ids = [encode(self.tokenizer, p) for p in prompts]
         batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(self.device)
-        sample = sampling.temperature > 0
         with torch.inference_mode():
             out = self.model.generate(
                 **batch,
-                max_new_tokens=sampling.max_new_tokens,
-                do_sample=sample,
-                temperature=sampling.temperature if sample else None,
-                top_p=sampling.top_p if sample else None,
-                top_k=None,
+                generation_config=self._generation_config(sampling),
                 stop_strings=sampling.stop or None,
                 tokenizer=self.tokenizer,
-                pad_token_id=self.tokenizer.pad_token_id,
             )
         generated = out[:, batch["input_ids"].shape[1] :]
         texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
@@ -148,6 +148,25 @@ class TransformersGenerator:
             )
             for text, row in zip(texts, generated)
         ]
+
+    def _generation_config(self, sampling: SamplingConfig):
+        """What `generate` samples with: the run's sampling settings and nothing else. The model
+        folder's generation_config.json gives only its special tokens: its top_k, repetition_penalty or
+        min_p would make this engine sample otherwise than vLLM's (engines agree: SamplingConfig)."""
+        from transformers import GenerationConfig
+
+        sample = sampling.temperature > 0
+        own = self.model.generation_config
+        return GenerationConfig(
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=sample,
+            temperature=sampling.temperature if sample else None,
+            top_p=sampling.top_p if sample else None,
+            top_k=0 if sample else None,
+            eos_token_id=own.eos_token_id,
+            bos_token_id=own.bos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
 
     def score(self, prompts: list[str], targets: list[str]) -> list[float]:
         """The log-probability of each target right after its prompt (the sum over its tokens)."""
@@ -176,6 +195,12 @@ def _sampling_kwargs(sampling: SamplingConfig) -> dict:
         "max_tokens": sampling.max_new_tokens,
         "stop": sampling.stop or None,
     }
+
+
+# vLLM's own values for what SamplingConfig leaves out, sent with every request to a server: a
+# server started with --generation-config auto (vLLM's default) fills what a request omits from the
+# model's generation_config.json, which the offline engine never reads.
+SERVER_NEUTRAL = {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}
 
 
 class VLLMGenerator:
@@ -207,7 +232,7 @@ class VLLMGenerator:
             from vllm.lora.request import LoRARequest
 
             rank = json.loads((adapter_path / "adapter_config.json").read_text())["r"]
-            args.update(enable_lora=True, max_loras=1, max_lora_rank=max(8, rank))
+            args.update(enable_lora=True, max_loras=1, max_lora_rank=lora_rank_bound(rank))
             self.lora = LoRARequest("student", 1, str(adapter_path))
         self.prefix_caching = args["enable_prefix_caching"]
         self.llm = LLM(**args)
@@ -330,7 +355,11 @@ class OpenAIGenerator:
     def _one(self, prompt: str, sampling: SamplingConfig, seed: int) -> Completion:
         def request():
             response = self.client.completions.create(
-                model=self.model, prompt=encode(self.tokenizer, prompt), seed=seed, **_sampling_kwargs(sampling)
+                model=self.model,
+                prompt=encode(self.tokenizer, prompt),
+                seed=seed,
+                extra_body=SERVER_NEUTRAL,
+                **_sampling_kwargs(sampling),
             )
             text = response.choices[0].text
             if not isinstance(text, str):

@@ -10,6 +10,15 @@ from pathlib import Path
 from llm2llm.offline import go_offline
 from llm2llm.runtime.gpu_plan import attention_shape
 
+# The LoRA ranks vLLM can serve (vllm.config.lora.MaxLoRARanks): max_lora_rank must be one of them.
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def lora_rank_bound(rank: int) -> int:
+    """vLLM's max_lora_rank for an adapter of rank `rank`: the smallest rank it accepts that is not
+    smaller (an adapter of rank 12 is served under 16). Ranks above 512 are refused by the config check."""
+    return next(r for r in LORA_RANKS if r >= rank)
+
 
 def configure_vllm_env(options: dict) -> None:
     """vLLM reads some settings from the environment only; set them unless the user has."""
@@ -97,6 +106,9 @@ def vllm_engine_args(model: Path, options: dict, on_gpu: bool) -> dict:
         "trust_remote_code": bool(options.get("trust_remote_code")),
         "seed": 0,
         "load_format": "auto" if options.get("allow_pickle_weights") else "safetensors",
+        # Sampling is the run's SamplingConfig alone, offline and served alike: the server does not
+        # fill top_k, repetition_penalty or min_p from the model's generation_config.json.
+        "generation_config": "vllm",
     }
     if (options.get("pipeline_parallel_size") or 1) > 1:
         args["pipeline_parallel_size"] = options["pipeline_parallel_size"]

@@ -235,16 +235,33 @@ def test_server_is_reachable_by_its_run_only_and_stops(tiny_model, teacher_reque
 
 
 def test_llm2llm_started_server_as_teacher_engine(tiny_model, teacher_requests, offline, tmp_path):
+    # The model folder recommends other sampling settings (generation_config.json): a vLLM server
+    # fills what a request leaves out from them by default, the offline engine never reads them.
+    # llm2llm samples by its SamplingConfig alone, on every engine.
+    model = tmp_path / "tiny-llama"
+    shutil.copytree(tiny_model, model)
+    recommended = {"top_k": 2, "repetition_penalty": 1.8, "min_p": 0.3, "temperature": 0.2, "do_sample": True}
+    own = json.loads((model / "generation_config.json").read_text())
+    (model / "generation_config.json").write_text(json.dumps({**own, **recommended}))
     # the default max_model_len (4096) is more than the tiny model's 1024 positions: vLLM refuses
     # that at start-up unless llm2llm lowers it to the model's own
     options = VLLMConfig(cpu_kv_cache_gib=1).model_dump()
-    assert options["max_model_len"] > 1024 == model_context(tiny_model)
-    spec = EngineSpec("vllm-server", tiny_model, vllm=options, server_log=tmp_path / "logs" / "teacher.log")
+    assert options["max_model_len"] > 1024 == model_context(model)
+    spec = EngineSpec("vllm-server", model, vllm=options, server_log=tmp_path / "logs" / "teacher.log")
     started = time.time()
     served, stats = generate_cached(spec, teacher_requests[:6], tmp_path / "s.jsonl", SAMPLED, 3, "t")
     assert served == {
         r["key"]: offline[0][r["key"]] for r in teacher_requests[:6]
-    }  # the same samples offline and served
+    }  # the same samples offline (the folder without the recommendations) and served
+    # the transformers fallback ignores them too: greedy answers as from the folder without them
+    greedy = SamplingConfig(max_new_tokens=8)
+    answers = [
+        generate_cached(
+            EngineSpec("transformers", m), teacher_requests[:4], tmp_path / f"{m.name}.jsonl", greedy, 4, m.name
+        )[0]
+        for m in (tiny_model, model)
+    ]
+    assert list(answers[0].values()) == list(answers[1].values())
     assert "starting vLLM server" in (tmp_path / "logs" / "teacher.log").read_text()
     assert stray_processes(started) == []
 
@@ -286,7 +303,8 @@ def test_lora_student_through_vllm_adapter_matches_merged_transformers(tiny_mode
     torch.manual_seed(0)
     model = get_peft_model(
         AutoModelForCausalLM.from_pretrained(tiny_model),
-        LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+        # rank 12: vLLM serves only ranks 1, 8, 16, 32, ... (max_lora_rank 12 is refused), so this is served under 16
+        LoraConfig(r=12, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
     )
     adapter = tmp_path / "adapter"
     model.save_pretrained(adapter)
