@@ -7,6 +7,7 @@ and written to runs/<run>/config.yaml; rerunning the same command resumes that r
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Literal
@@ -513,7 +514,7 @@ class RunConfig(Section):
         if size >= 1 and size != int(size):
             raise ValueError(f"data.seed_size {size} is neither a whole count nor a fraction below 1")
         if self.train.deepspeed:
-            deepspeed_config_path(self.train.deepspeed)
+            check_deepspeed_config(deepspeed_config_path(self.train.deepspeed))
         chat_only = [name for name in ("contrast", "diversity") if getattr(self.teacher, name)]
         if chat_only and self.teacher.style != "chat":
             raise ValueError(
@@ -547,6 +548,30 @@ def deepspeed_config_path(name: str) -> Path:
         known = ", ".join(sorted(p.stem for p in DEEPSPEED_DIR.glob("*.json")))
         raise ValueError(f"train.deepspeed {name!r}: no {path}; use a preset ({known}) or a JSON file path")
     return path.resolve()
+
+
+def check_deepspeed_config(path: Path) -> None:
+    """What a DeepSpeed JSON must say for this loop, checked before anything runs: valid JSON, a
+    ZeRO stage of 0-3, and under ZeRO-3 the weights gathered into one file when the student is saved
+    (else the Trainer leaves only ZeRO shards, and evaluation fails in vLLM one phase later)."""
+    try:
+        ds = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: train.deepspeed is not valid JSON ({e.msg}); fix that line") from None
+    zero = ds.get("zero_optimization", {}) if isinstance(ds, dict) else None
+    if not isinstance(zero, dict):
+        raise ValueError(f'{path}: zero_optimization must be an object with a stage, e.g. {{"stage": 2}}')
+    stage = zero.get("stage", 0)
+    if stage not in (0, 1, 2, 3):
+        raise ValueError(f"{path}: zero_optimization.stage is {stage!r}; use 0, 1, 2 or 3")
+    gather = zero.get(
+        "stage3_gather_16bit_weights_on_model_save", zero.get("stage3_gather_fp16_weights_on_model_save")
+    )
+    if stage == 3 and gather is not True:
+        raise ValueError(
+            f"{path}: ZeRO-3 without zero_optimization.stage3_gather_16bit_weights_on_model_save: true saves only "
+            "ZeRO shards, which evaluation cannot load; add it (as configs/deepspeed/zero3.json has it)"
+        )
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:

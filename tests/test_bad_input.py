@@ -337,6 +337,25 @@ CASES = [
         r"train\.deepspeed 'zero9': no .*zero9\.json; use a preset",
     ),
     (
+        "config-deepspeed-zero3-without-gather",
+        None,
+        lambda tmp, _tiny: (
+            (tmp / "z3.json").write_text('{"zero_optimization": {"stage": 3, "overlap_comm": true}}'),
+            ["--deepspeed", str(tmp / "z3.json")],
+        )[1],
+        r"z3\.json: ZeRO-3 without zero_optimization\.stage3_gather_16bit_weights_on_model_save: true saves only "
+        r"ZeRO shards, which evaluation cannot load; add it",
+    ),
+    (
+        "config-deepspeed-not-json",
+        None,
+        lambda tmp, _tiny: (
+            (tmp / "ds.json").write_text('{"zero_optimization": {"stage": 2,}}'),
+            ["--deepspeed", str(tmp / "ds.json")],
+        )[1],
+        r"ds\.json:1: train\.deepspeed is not valid JSON \(.*\); fix that line",
+    ),
+    (
         "config-openai-without-url",
         None,
         ["--set", "teacher.engine=openai"],
