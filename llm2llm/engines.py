@@ -111,18 +111,22 @@ class TransformersGenerator:
         trust = options.get("trust_remote_code", False)
         self.tokenizer = load_tokenizer(model_path if adapter_path is None else adapter_path, trust)
         self.tokenizer.padding_side = "left"
+        # On GPUs the layers spread over every GPU the phase was given (the plan gives a large teacher
+        # several; HF generate has no tensor parallel), the first ones filled first.
         model = AutoModelForCausalLM.from_pretrained(
             model_path,
             dtype=dtype,
             trust_remote_code=trust,
             use_safetensors=None if options.get("allow_pickle_weights") else True,
+            device_map="auto" if self.device == "cuda" else None,
         )
         self.model_class = type(model).__name__
         if adapter_path is not None:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
-        self.model = model.to(self.device).eval()
+        self.model = model.eval()
+        self.device = model.device  # where the inputs go: the first layers' GPU, or the CPU
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[Completion]:
         torch = self.torch
@@ -184,7 +188,7 @@ class TransformersGenerator:
         del self.model
         gc.collect()
         if self.torch.cuda.is_available():
-            self.torch.cuda.empty_cache()
+            self.torch.cuda.empty_cache()  # every GPU the layers were spread over
 
 
 def _sampling_kwargs(sampling: SamplingConfig) -> dict:

@@ -50,17 +50,20 @@ def plan(models, node, *args):
         str(models / args[0]),
         "--student",
         str(models / args[1]),
+        "--set",
+        "teacher.engine=vllm",
         *args[2:],
         cwd=REPO,
         check=False,
     )
 
 
-def plan_here(models, node, teacher, student, nodes=1, **overrides):
+def plan_here(models, node, teacher_model, student_model, nodes=1, **overrides):
     """The same plan in this process (no interpreter start per case)."""
     overrides.setdefault("plan", {})["nodes"] = nodes
+    overrides.setdefault("teacher", {}).setdefault("engine", "vllm")  # the tiny profile's is transformers
     config = resolve_config("tiny", overrides)
-    return make_plan(config, parse_node(node, nodes), models / teacher, models / student)
+    return make_plan(config, parse_node(node, nodes), models / teacher_model, models / student_model)
 
 
 def row(out: str, phase: str) -> list[str]:
@@ -146,7 +149,9 @@ def test_teacher_spans_nodes_with_pipeline_parallelism_when_one_node_is_not_enou
     LlamaConfig(**{**SHAPES["llama-70b"], "num_hidden_layers": 160}, torch_dtype="bfloat16").save_pretrained(
         tmp_path / "huge"
     )
-    config = resolve_config("tiny", {"train": {"deepspeed": "zero3"}, "plan": {"nodes": 2}})
+    config = resolve_config(
+        "tiny", {"train": {"deepspeed": "zero3"}, "plan": {"nodes": 2}, "teacher": {"engine": "vllm"}}
+    )
     result = make_plan(config, parse_node("8xA100:40", nodes=2), tmp_path / "huge", models / "llama-7b")
     assert result.ok, result.table()
     assert (result.generate_tp, result.generate_pp) == (8, 2)
@@ -207,3 +212,22 @@ def test_every_profile_resolves_and_plans(profile, tiny_model, smollm2):
     assert result.ok, result.table()
     if config.train.deepspeed:
         assert f"({config.train.deepspeed})" in result.table()
+
+
+def test_a_70b_teacher_on_the_transformers_engine_spreads_its_layers_over_the_node(models):
+    """HF generate has no tensor parallel: the engine loads with device_map over the phase's GPUs, and
+    the plan checks the teacher fits that way before anything runs (not at the first generate phase)."""
+    result = plan_here(
+        models, "8xH100:80", "llama-70b", "llama-7b", teacher={"engine": "transformers"}, train={"deepspeed": "zero3"}
+    )
+    generate = next(r for r in result.rows if r.phase.startswith("generate"))
+    assert generate.phase == "generate (teacher, transformers)" and generate.processes == 8
+    assert generate.parallelism == "layers over 8 GPU(s)" and 17 < generate.need_gib < 30 and generate.fits
+    assert not result.problems
+    small = plan_here(models, "2xL4:24", "llama-70b", "llama-7b", teacher={"engine": "transformers"})
+    assert any("on the transformers engine needs" in p and "over 2 GPU(s)" in p for p in small.problems), (
+        small.problems
+    )
+    assert any("teacher.engine=vllm" in s for s in small.suggestions)
+    with pytest.raises(UserError, match="on the transformers engine needs"):
+        small.raise_if_impossible()

@@ -369,8 +369,30 @@ def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, stude
     plan.train_devices = _ids(inv, student_first, student_count)
     plan.generate_devices = _ids(inv, teacher_first, teacher_gpus)
 
-    # Teacher: tensor parallel inside a node, pipeline parallel across nodes if one is not enough.
-    if uses_gpu_teacher:
+    # Teacher: tensor parallel inside a node, pipeline parallel across nodes if one is not enough. The
+    # transformers engine has neither: it spreads the layers over its GPUs (device_map), on one node.
+    if config.teacher.engine == "transformers":
+        need = _teacher_need(teacher, 1, teacher_gpus, config)
+        plan.rows.append(
+            Row(
+                "generate (teacher, transformers)",
+                _devices_label(inv, 1, teacher_first, teacher_gpus),
+                teacher_gpus,
+                f"layers over {teacher_gpus} GPU(s)",
+                need,
+                inv.memory_gib,
+            )
+        )
+        if need > inv.memory_gib:
+            plan.problems.append(
+                f"the teacher ({teacher.params / 1e9:.1f}B parameters) on the transformers engine needs {need:.1f} "
+                f"GiB per GPU with its layers over {teacher_gpus} GPU(s) of one node; {inv.gpu_name} has "
+                f"{inv.memory_gib:.0f} GiB"
+            )
+            plan.suggestions.append(
+                "use teacher.engine=vllm (tensor and pipeline parallel, across nodes), or a smaller teacher"
+            )
+    elif uses_gpu_teacher:
         valid = valid_tensor_parallel_sizes(teacher, teacher_gpus)
         tp = config.vllm.tensor_parallel_size
         if tp is not None and tp not in valid:
