@@ -105,7 +105,8 @@ class VLLMConfig(Section):
     enforce_eager: bool = Field(
         True,
         description="Skip torch.compile and graph capture: a much faster start (CPU: ~36 s instead of ~140 s) for "
-        "slightly slower decoding.",
+        "slightly slower decoding. The teacher's; the student's evaluation always runs eager (a new model folder "
+        "every iteration would compile again each time).",
     )
     gpu_memory_utilization: float = Field(
         0.9, gt=0, le=1, description="GPU only: fraction of each GPU's memory the engine may take."

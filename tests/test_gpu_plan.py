@@ -231,3 +231,15 @@ def test_a_70b_teacher_on_the_transformers_engine_spreads_its_layers_over_the_no
     assert any("teacher.engine=vllm" in s for s in small.suggestions)
     with pytest.raises(UserError, match="on the transformers engine needs"):
         small.raise_if_impossible()
+
+
+def test_evaluation_runs_eager_even_where_the_teacher_compiles(models):
+    """Each iteration's student is a new folder: vLLM's compile cache (keyed by the model path) would
+    compile it again every iteration, so the evaluate phase's options force eager mode."""
+    result = plan_here(models, "8xH100:80", "llama-70b", "llama-7b", vllm={"enforce_eager": False})
+    config = resolve_config("gpu-zero3")
+    assert config.vllm.enforce_eager is False  # the GPU profile compiles the teacher
+    # what evaluation.student_engine and teacher.py build: the config's options, then the plan's
+    evaluate = {**config.vllm.model_dump(), **result.vllm_options("evaluate")}
+    generate = {**config.vllm.model_dump(), **result.vllm_options("generate")}
+    assert evaluate["enforce_eager"] is True and generate["enforce_eager"] is False

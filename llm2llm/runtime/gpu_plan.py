@@ -278,7 +278,10 @@ class Plan:
             if self.generate_pp > 1:
                 options["distributed_executor_backend"] = "ray"
             return options
-        return {"tensor_parallel_size": self.evaluate_tp, "pipeline_parallel_size": 1}
+        # Evaluation runs eager whatever vllm.enforce_eager says: every iteration's student is a new
+        # folder, and vLLM keys its compile cache by the model path, so CUDA graphs and torch.compile
+        # would be paid again every iteration for a few hundred short answers.
+        return {"tensor_parallel_size": self.evaluate_tp, "pipeline_parallel_size": 1, "enforce_eager": True}
 
     def devices_env(self, phase: str) -> dict[str, str]:
         if not self.inventory.gpus_per_node:
