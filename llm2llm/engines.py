@@ -19,6 +19,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Iterator, NamedTuple, Protocol
 
@@ -71,11 +72,24 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False):
     return tokenizer
 
 
+# The day chat templates that print today's date (strftime_now: Llama 3.x and others) see, whatever the
+# day: the same example renders to the same prompt in training, in evaluation and in cache keys, across
+# midnight and across runs. Llama 3.1's own template falls back to this date where strftime_now is missing.
+TEMPLATE_DATE = datetime(2024, 7, 26)
+
+
+def _template_clock(fmt: str) -> str:
+    return TEMPLATE_DATE.strftime(fmt)
+
+
 def render_chat(tokenizer, user_message: str) -> str:
     """The prompt text for one user turn: the model's chat template if it has one, else plain."""
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(
-            [{"role": "user", "content": user_message}], tokenize=False, add_generation_prompt=True
+            [{"role": "user", "content": user_message}],
+            tokenize=False,
+            add_generation_prompt=True,
+            strftime_now=_template_clock,  # shadows the template global that reads the clock
         )
     return f"{user_message}\nAnswer: "
 

@@ -158,3 +158,30 @@ def test_the_cpu_teachers_real_gsm8k_answers_parse_at_90_percent_or_more(data_di
     valid = [ex for ex in parsed if task.generated_problem({"id": "x", **ex}) is None]
     assert len(records) >= 5 and len(valid) >= 0.9 * asked, f"{len(valid)} of {asked} problems parsed"
     assert all("###" not in ex["question"] and "\\(" not in ex["answer"] for ex in valid)
+
+
+def test_a_chat_template_that_prints_todays_date_renders_the_same_prompt_on_any_day(tiny_model, monkeypatch):
+    """Llama 3.x templates print today's date (strftime_now): unpinned, a prompt would change at
+    midnight, so training and evaluation prompts could differ and cache keys would move every day."""
+    import datetime as dt
+
+    from transformers.utils import chat_template_utils
+
+    from llm2llm.engines import load_tokenizer, render_chat
+
+    tokenizer = load_tokenizer(tiny_model)
+    tokenizer.chat_template = (
+        "{% if strftime_now is defined %}Today Date: {{ strftime_now('%d %b %Y') }}\n{% endif %}"
+        "{{ messages[0]['content'] }}\nAnswer:"
+    )
+    today = render_chat(tokenizer, "play some jazz")
+
+    class Tomorrow(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return dt.datetime(2031, 1, 2, 0, 0, 1)
+
+    monkeypatch.setattr(chat_template_utils, "datetime", Tomorrow)
+    chat_template_utils._compile_jinja_template.cache_clear()  # the compiled template holds the clock
+    assert "02 Jan 2031" in tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False)
+    assert render_chat(tokenizer, "play some jazz") == today == "Today Date: 26 Jul 2024\nplay some jazz\nAnswer:"
