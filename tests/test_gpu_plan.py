@@ -243,3 +243,29 @@ def test_evaluation_runs_eager_even_where_the_teacher_compiles(models):
     evaluate = {**config.vllm.model_dump(), **result.vllm_options("evaluate")}
     generate = {**config.vllm.model_dump(), **result.vllm_options("generate")}
     assert evaluate["enforce_eager"] is True and generate["enforce_eager"] is False
+
+
+def test_host_memory_and_shm_are_planned_where_the_node_says_them(models):
+    """Each training rank reads the whole student into host RAM (fp32) before ZeRO places it; NCCL and
+    vLLM's tensor parallel need /dev/shm. A node that cannot hold them is refused before anything runs."""
+    config = resolve_config("tiny", {"teacher": {"engine": "vllm"}, "train": {"deepspeed": "zero3"}})
+
+    def node(ram, shm):
+        return Inventory(1, 8, "H100", 80.0, [str(i) for i in range(8)], "nvml", ram, shm)
+
+    roomy = make_plan(config, node(2000.0, 64.0), models / "llama-70b", models / "llama-7b")
+    assert roomy.ok, roomy.problems
+    host = next(r for r in roomy.rows if r.phase == "train: host RAM")
+    assert host.processes == 8 and 8 * 24 < host.need_gib < 8 * 26  # 6.7B parameters x 4 bytes, per rank
+    small = make_plan(config, node(128.0, 64.0), models / "llama-70b", models / "llama-7b")
+    assert any("into host RAM once per rank" in p and "for 8 ranks" in p for p in small.problems), small.problems
+    docker = make_plan(config, node(2000.0, 0.0625), models / "llama-70b", models / "llama-7b")
+    assert docker.problems == [
+        "/dev/shm holds 64 MiB; NCCL between this node's GPUs and vLLM's tensor parallel need at least 1 GiB there"
+    ]
+    assert "--shm-size" in docker.suggestions[0]
+    with pytest.raises(UserError, match="/dev/shm holds 64 MiB"):
+        docker.raise_if_impossible()
+    # one GPU: no NCCL, no tensor parallel, no /dev/shm needed
+    one = Inventory(1, 1, "H100", 80.0, ["0"], "nvml", 2000.0, 0.0625)
+    assert not [p for p in make_plan(config, one, models / "llama-7b", models / "llama-7b").problems if "shm" in p]

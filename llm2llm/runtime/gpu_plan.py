@@ -39,6 +39,8 @@ class Inventory:
     memory_gib: float = 0.0
     visible_ids: list[str] = field(default_factory=list)  # what CUDA_VISIBLE_DEVICES names, node 0
     source: str = "cpu"
+    host_memory_gib: float | None = None  # the node's RAM; None where described (--node) and not said
+    shm_gib: float | None = None  # /dev/shm's size (NCCL and vLLM's tensor-parallel queue live there)
 
     @property
     def total_gpus(self) -> int:
@@ -91,6 +93,7 @@ def detect_inventory(nodes: int = 1, gpus: str = "auto") -> Inventory:
             devices[0]["memory_gib"],
             [str(d["index"]) for d in devices],
             "nvml",
+            *_host_memory(),
         )
     if wanted and wanted != ["-1"]:
         source = f"plan.gpus={gpus}" if gpus != "auto" else f"CUDA_VISIBLE_DEVICES={visible}"
@@ -99,6 +102,24 @@ def detect_inventory(nodes: int = 1, gpus: str = "auto") -> Inventory:
             f"unset it to run on the CPU, or describe the node with --node COUNTxNAME:GIB to plan for it"
         )
     return Inventory(nodes, 0)
+
+
+def _host_memory() -> tuple[float | None, float | None]:
+    """(RAM, /dev/shm size) of this node in GiB; None where it cannot be read."""
+    import shutil
+
+    import psutil
+
+    try:
+        shm = shutil.disk_usage("/dev/shm").total / GIB
+    except OSError:
+        shm = None
+    return psutil.virtual_memory().total / GIB, shm
+
+
+# Below this, NCCL between a node's GPUs and vLLM's tensor-parallel message queue fail or hang (a
+# container's default /dev/shm is 64 MiB).
+MIN_SHM_GIB = 1.0
 
 
 @dataclass
@@ -491,7 +512,37 @@ def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, stude
         )
         if eval_need > eval_usable:
             plan.problems.append(f"evaluating the student needs {eval_need:.1f} GiB per GPU even at TP {evaluate_tp}")
+    _check_host(plan, config, student, student_count, teacher_gpus if uses_gpu_teacher else 0)
     return plan
+
+
+def _check_host(plan: Plan, config: RunConfig, student: ModelShape, train_ranks: int, teacher_gpus: int) -> None:
+    """What the GPU plan needs of the node itself: RAM for every training rank's copy of the student
+    (each rank reads the whole checkpoint, in fp32, before ZeRO or DDP places it) and /dev/shm where a
+    phase spans several of the node's GPUs."""
+    inv = plan.inventory
+    if inv.host_memory_gib and train_ranks:
+        per_rank = student.params * 4 / GIB  # fp32 master weights, read whole by each rank
+        need = per_rank * train_ranks
+        capacity = inv.host_memory_gib * 0.9
+        plan.rows.append(Row("train: host RAM", "host", train_ranks, "the whole student per rank", need, capacity))
+        if need > capacity:
+            plan.problems.append(
+                f"training reads the whole student ({student.params / 1e9:.1f}B parameters, {per_rank:.0f} GiB in "
+                f"fp32) into host RAM once per rank: {need:.0f} GiB for {train_ranks} ranks, and this node has "
+                f"{inv.host_memory_gib:.0f} GiB"
+            )
+            plan.suggestions.append(
+                "fewer training GPUs per node (plan.gpus), more nodes (plan.nodes), or LoRA on a smaller student"
+            )
+    if inv.shm_gib is not None and max(train_ranks, teacher_gpus) > 1 and inv.shm_gib < MIN_SHM_GIB:
+        plan.problems.append(
+            f"/dev/shm holds {inv.shm_gib * 1024:.0f} MiB; NCCL between this node's GPUs and vLLM's tensor "
+            f"parallel need at least {MIN_SHM_GIB:.0f} GiB there"
+        )
+        plan.suggestions.append(
+            "start the container with --shm-size=16g (or --ipc=host), or ask for a node with a larger /dev/shm"
+        )
 
 
 def _fewest_teacher_gpus(shape: ModelShape, config: RunConfig, inv: Inventory, usable: float) -> int:
