@@ -29,7 +29,7 @@ RUN_OPTIONS = [
     ("--student", "student.model", str, "Student: " + _help("student", "model")),
     ("--teacher", "teacher.model", str, "Teacher: " + _help("teacher", "model")),
     ("--deepspeed", "train.deepspeed", str, _help("train", "deepspeed")),
-    ("--mode", "plan.mode", click.Choice(["sequential", "split"]), _help("plan", "mode")),
+    ("--mode", "plan.mode", click.Choice(["auto", "sequential", "split"]), _help("plan", "mode")),
     ("--nodes", "plan.nodes", int, _help("plan", "nodes")),
     ("--run", "run", str, _help("", "run")),
     ("--runs-dir", "runs_dir", str, _help("", "runs_dir")),

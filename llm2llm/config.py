@@ -418,11 +418,13 @@ class BaselineConfig(Section):
 
 
 class PlanConfig(Section):
-    mode: Literal["sequential", "split"] = Field(
-        "sequential",
+    mode: Literal["auto", "sequential", "split"] = Field(
+        "auto",
         description="sequential: each phase gets all the node's GPUs and the teacher's process ends before training; "
         "split: the teacher server stays up on its own GPUs for all iterations while the student trains "
-        "on the others.",
+        "on the others (no teacher start per iteration); auto: split where the plan finds it fits (one node of "
+        "several GPUs, a vLLM teacher that fits on some of them and a student that trains on the rest), else "
+        "sequential (always on a CPU machine).",
     )
     gpus: str = Field(
         "auto",

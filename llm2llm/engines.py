@@ -254,24 +254,31 @@ class VLLMGenerator:
             self.lora = LoRARequest("student", 1, str(adapter_path))
         self.prefix_caching = args["enable_prefix_caching"]
         self.llm = LLM(**args)
+        self.block_size = self.llm.llm_engine.vllm_config.cache_config.block_size
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[Completion]:
         from vllm import SamplingParams
 
         inputs = [{"prompt_token_ids": encode(self.tokenizer, p)} for p in prompts]
         params = [SamplingParams(**_sampling_kwargs(sampling), seed=seed) for seed in seeds]
-        # Prefix caching only reuses blocks computed in an earlier step: one request first puts the
-        # shared instructions in the cache, then the rest of the batch skips their prefill.
-        # Per-request seeds make the answers independent of this split.
-        head = 1 if self.prefix_caching and len(inputs) > 1 else 0
-        outputs = (
-            [] if not head else self.llm.generate(inputs[:head], params[:head], lora_request=self.lora, use_tqdm=False)
-        )
-        outputs += self.llm.generate(inputs[head:], params[head:], lora_request=self.lora, use_tqdm=False)
+        self._warm_prefix([i["prompt_token_ids"] for i in inputs])
+        outputs = self.llm.generate(inputs, params, lora_request=self.lora, use_tqdm=False)
         return [
             Completion(cut_at_stop(o.outputs[0].text, sampling.stop), o.outputs[0].finish_reason or "stop")
             for o in outputs
         ]
+
+    def _warm_prefix(self, prompts: list[list[int]]) -> None:
+        """Prefix caching only reuses blocks computed in an earlier engine step, so a batch whose
+        prompts share their instructions would prefill them once per request. One step that prefills
+        just the shared tokens (one token decoded) puts them in the cache first; no request of the
+        batch is decoded alone. Per-request seeds keep the answers independent of it."""
+        from vllm import SamplingParams
+
+        shared = os.path.commonprefix(prompts) if self.prefix_caching and len(prompts) > 1 else []
+        if len(shared) >= self.block_size:  # vLLM caches whole blocks only
+            warm = SamplingParams(max_tokens=1, temperature=0.0)
+            self.llm.generate([{"prompt_token_ids": shared}], warm, lora_request=self.lora, use_tqdm=False)
 
     def score(self, prompts: list[str], targets: list[str]) -> list[float]:
         """The log-probability of each target right after its prompt, from vLLM's prompt log-probabilities

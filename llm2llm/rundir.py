@@ -20,7 +20,13 @@ from llm2llm.store import RecordLog, atomic_write_json, atomic_write_text, read_
 
 LOCK_WAIT_SECONDS = 30
 # Settings a rerun may change without changing what the run computes.
-RERUN_MAY_CHANGE = {"runs_dir": True, "train": {"checkpoint_minutes": True, "checkpoint_steps": True}}
+# What a rerun may change without changing what the run computes: where it is, how often training
+# checkpoints, and where phases run (split or sequential sample alike: engines.SamplingConfig).
+RERUN_MAY_CHANGE = {
+    "runs_dir": True,
+    "train": {"checkpoint_minutes": True, "checkpoint_steps": True},
+    "plan": {"mode": True},
+}
 log = logging.getLogger(__name__)
 
 

@@ -22,7 +22,7 @@ from llm2llm.vllm_server import start_vllm_server
 def teacher_engine(ctx: RunContext, it: int) -> EngineSpec:
     config, teacher, runner = ctx.config, ctx.config.teacher, ctx.runner
     options = {**config.vllm.model_dump(), **teacher.loading(), **runner.plan.vllm_options("generate")}
-    if config.plan.mode == "split" and teacher.engine in ("vllm", "vllm-server"):
+    if runner.plan.mode == "split" and teacher.engine in ("vllm", "vllm-server"):
         # started once (a private Unix socket, a random key), stopped when the loop ends
         server = runner.kept_server("generate", partial(start_vllm_server, ctx.teacher_path, options))
         return EngineSpec(

@@ -80,7 +80,7 @@ def test_shapes_come_from_config_alone(models):
 
 
 def test_8x_h100_sequential_70b_teacher_7b_student_zero3(models):
-    proc = plan(models, "8xH100:80", "llama-70b", "llama-7b", "--deepspeed", "zero3")
+    proc = plan(models, "8xH100:80", "llama-70b", "llama-7b", "--deepspeed", "zero3", "--mode", "sequential")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "plan: sequential on 1 node(s) x 8 H100 80 GiB" in out
@@ -248,7 +248,9 @@ def test_evaluation_runs_eager_even_where_the_teacher_compiles(models):
 def test_host_memory_and_shm_are_planned_where_the_node_says_them(models):
     """Each training rank reads the whole student into host RAM (fp32) before ZeRO places it; NCCL and
     vLLM's tensor parallel need /dev/shm. A node that cannot hold them is refused before anything runs."""
-    config = resolve_config("tiny", {"teacher": {"engine": "vllm"}, "train": {"deepspeed": "zero3"}})
+    config = resolve_config(
+        "tiny", {"teacher": {"engine": "vllm"}, "train": {"deepspeed": "zero3"}, "plan": {"mode": "sequential"}}
+    )
 
     def node(ram, shm):
         return Inventory(1, 8, "H100", 80.0, [str(i) for i in range(8)], "nvml", ram, shm)
@@ -269,3 +271,20 @@ def test_host_memory_and_shm_are_planned_where_the_node_says_them(models):
     # one GPU: no NCCL, no tensor parallel, no /dev/shm needed
     one = Inventory(1, 1, "H100", 80.0, ["0"], "nvml", 2000.0, 0.0625)
     assert not [p for p in make_plan(config, one, models / "llama-7b", models / "llama-7b").problems if "shm" in p]
+
+
+def test_auto_mode_keeps_the_teacher_up_where_the_node_has_room_for_both(models):
+    """plan.mode auto (the default): split where the teacher fits on some GPUs and the student trains
+    on the rest (no teacher start per iteration); sequential where it does not, or on a CPU machine."""
+    roomy = plan_here(models, "8xH100:80", "llama-7b", "llama-7b", train={"deepspeed": "zero3"})
+    assert roomy.ok and roomy.mode == "split"
+    assert roomy.generate_devices == ["0"] and roomy.train_devices == [str(i) for i in range(1, 8)]
+    # a 70B teacher needs all 8 GPUs for its weights and cache: no room for the student beside it
+    full = plan_here(models, "8xA100:40", "llama-70b", "llama-7b", train={"deepspeed": "zero3"})
+    assert full.ok and full.mode == "sequential" and full.generate_tp == 8
+    assert plan_here(models, "1xH100:80", "llama-7b", "llama-7b", train={"lora": True}).mode == "sequential"
+    external = plan_here(
+        models, "8xH100:80", "llama-7b", "llama-7b", teacher={"engine": "openai", "url": "http://x/v1"}
+    )
+    assert external.mode == "sequential"  # nothing of the teacher's to keep up here
+    assert plan_here(models, "cpu", "llama-7b", "llama-7b").mode == "sequential"

@@ -179,7 +179,7 @@ def test_a_run_in_use_is_refused_after_a_short_wait(tmp_path, monkeypatch):
             {"train": {"deepspeed": "zero9"}},
             r"train.deepspeed 'zero9': no .*zero9.json; use a preset \(zero2, zero3, zero3_offload\)",
         ),
-        ({"plan": {"mode": "parallel"}}, r"plan.mode: Input should be 'sequential' or 'split'"),
+        ({"plan": {"mode": "parallel"}}, r"plan.mode: Input should be 'auto', 'sequential' or 'split'"),
         ({"plan": {"nodes": 0}}, r"plan.nodes: Input should be greater than or equal to 1"),
         (
             {"vllm": {"tensor_parallel_size": 0}},

@@ -357,6 +357,8 @@ def _teacher_need(shape: ModelShape, tp: int, pp: int, config: RunConfig) -> flo
 
 
 def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, student_path: Path) -> Plan:
+    if config.plan.mode == "auto":
+        return _auto_plan(config, inventory, teacher_path, student_path)
     plan = Plan(config.plan.mode, inventory)
     if not inventory.gpus_per_node:
         return _cpu_plan(plan, config)
@@ -543,6 +545,20 @@ def _check_host(plan: Plan, config: RunConfig, student: ModelShape, train_ranks:
         plan.suggestions.append(
             "start the container with --shm-size=16g (or --ipc=host), or ask for a node with a larger /dev/shm"
         )
+
+
+def _auto_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, student_path: Path) -> Plan:
+    """plan.mode auto: split where it fits (the teacher server kept up on its own GPUs, never started
+    again), else sequential. Split needs one node with GPUs to share and a vLLM teacher."""
+
+    def plan_in(mode: str) -> Plan:
+        fixed = config.model_copy(update={"plan": config.plan.model_copy(update={"mode": mode})})
+        return make_plan(fixed, inventory, teacher_path, student_path)
+
+    shareable = inventory.nodes == 1 and inventory.gpus_per_node >= 2
+    if shareable and config.teacher.engine in ("vllm", "vllm-server") and (split := plan_in("split")).ok:
+        return split
+    return plan_in("sequential")
 
 
 def _fewest_teacher_gpus(shape: ModelShape, config: RunConfig, inv: Inventory, usable: float) -> int:
