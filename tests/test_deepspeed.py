@@ -3,6 +3,8 @@ same launcher code a GPU node uses; the trained student evaluates through the no
 
 import json
 import math
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -173,3 +175,48 @@ def test_unknown_preset_is_refused_before_anything_runs(tmp_path, data_dir):
     assert proc.returncode == 2
     assert "train.deepspeed 'zero9'" in proc.stderr and "zero2, zero3, zero3_offload" in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+STAND_IN_SRUN = """#!{python}
+# srun as a two-node allocation would run it: its command once per node (here: twice on this host,
+# SLURM_NODEID 0 and 1), waiting for both; its own argument list is kept for the test.
+import json, os, subprocess, sys
+args = sys.argv[1:]
+nodes = int(next(a.split("=", 1)[1] for a in args if a.startswith("--nodes=")))
+command = args[next(i for i, a in enumerate(args) if not a.startswith("--")):]
+with open(os.environ["SRUN_RECORD"], "a") as f:
+    f.write(json.dumps(sys.argv) + "\\n")
+env = lambda n: dict(os.environ, SLURM_NODEID=str(n), SLURM_PROCID=str(n), SLURM_LOCALID="0")
+procs = [subprocess.Popen(command, env=env(n)) for n in range(nodes)]
+sys.exit(max(p.wait() for p in procs))
+"""
+
+
+def test_zero2_trains_across_two_nodes_through_the_slurm_command_line(tmp_path, data_dir, tiny_model, monkeypatch):
+    """plan.nodes=2 inside a Slurm allocation: the training phase's real command line (srun, one torchrun
+    per node, a c10d rendezvous at the first node) runs as two "nodes" on this machine; ZeRO-2 over their
+    ranks (gloo) saves a student that the evaluation phase loads."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(STAND_IN_SRUN.format(python=sys.executable))
+    # the allocation's first node, as `scontrol show hostnames $SLURM_JOB_NODELIST` names it
+    (bin_dir / "scontrol").write_text('#!/bin/sh\n[ "$1 $2" = "show hostnames" ] && echo 127.0.0.1\n')
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "node[01-02]")
+    monkeypatch.setenv("SRUN_RECORD", str(tmp_path / "srun.jsonl"))
+    ds_boost(tmp_path, data_dir, "nodes", "--deepspeed", "zero2", "--set", "train.cpu_processes=1",
+             "--set", "plan.nodes=2", "--iterations", "0")  # fmt: skip
+    run = tmp_path / "runs" / "nodes"
+    [argv] = [json.loads(line) for line in (tmp_path / "srun.jsonl").read_text().splitlines()]
+    assert argv[1:5] == ["--nodes=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "--export=ALL"]
+    assert "--nnodes=2" in argv and "--nproc-per-node=1" in argv and "--rdzv-backend=c10d" in argv
+    assert any(a.startswith("--rdzv-endpoint=127.0.0.1:") for a in argv)
+    log = json.loads((run / "iter_000" / "train_log.json").read_text())
+    assert log["world_size"] == 2 and log["deepspeed"] == "zero2"  # one rank on each "node"
+    assert_complete_model(run / "iter_000" / "student", tiny_model)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["complete"] and metrics["iterations"][0]["test_total"] > 0  # the evaluation loaded it
+    assert "cpu on each of 2 nodes" in (run / "plan.txt").read_text()

@@ -599,10 +599,17 @@ def _cpu_plan(plan: Plan, config: RunConfig) -> Plan:
     what = (f"ZeRO-{zero['stage']} ({config.train.deepspeed}), gloo" if config.train.deepspeed else "gloo") + (
         " + LoRA" if config.train.lora else ""
     )
-    plan.train_processes_per_node = config.train.cpu_processes
+    # Training spans plan.nodes machines (srun + torchrun, or the deepspeed launcher), as on GPUs.
+    plan.train_processes_per_node, plan.train_nodes = config.train.cpu_processes, config.plan.nodes
+    nodes = config.plan.nodes
     plan.rows = [
         Row(f"generate (teacher, {config.teacher.engine})", "cpu", 1, "-"),
-        Row("train (student)", "cpu", config.train.cpu_processes, what),
+        Row(
+            "train (student)",
+            "cpu" + (f" on each of {nodes} nodes" if nodes > 1 else ""),
+            config.train.cpu_processes * nodes,
+            what,
+        ),
         Row(f"evaluate (student, {config.student.engine})", "cpu", 1, "-"),
     ]
     if config.plan.mode == "split":
