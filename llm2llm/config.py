@@ -242,6 +242,15 @@ class TeacherConfig(ModelSource):
         "student got right (wrong ones get per_wrong); later iterations target the wrong ones only. 0 = off "
         "(the paper: wrong ones only).",
     )
+    allocate: Literal["even", "seed_errors", "validation_errors"] = Field(
+        "even",
+        description="How an iteration's budget (per_wrong x the seed examples the student got wrong) is spread: "
+        "even = per_wrong for each wrong one (the paper); seed_errors = in proportion to each seed example's "
+        "wrong sampled answers (seed_eval.samples); validation_errors = over every seed example in proportion "
+        "to its label's error rate on the validation split (classification; S3, 2023): the budget goes to the "
+        "labels the student confuses, which 14 memorised seed examples cannot show. Chat requests ask for at "
+        "most per_wrong examples each; a larger share is asked in several.",
+    )
     shots: int = Field(4, ge=0, description="continuation style: same-label seed examples shown before the wrong one.")
     batch_size: int = Field(16, ge=1)
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.8, top_p=0.95))

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import random
+from collections import Counter
 
 from llm2llm.config import RunConfig
 from llm2llm.context import RunContext
 from llm2llm.data import TaskData, check_sample_sizes
 from llm2llm.eda import EDA, load_wordnet, wordnet_check
 from llm2llm.errors import UserError
+from llm2llm.store import RecordLog
 from llm2llm.tasks import Task
 from llm2llm.teacher import teacher_generate
 
@@ -26,6 +28,11 @@ def check_inputs(data: TaskData, config: RunConfig) -> None:
     """What boost, doctor and validate refuse about a run's data and environment before anything runs."""
     check_method(data.task, config)
     check_sample_sizes(data, config.data)
+    if config.teacher.allocate == "validation_errors" and config.loop.method == "llm2llm" and not data.validation:
+        raise UserError(
+            f"teacher.allocate validation_errors needs a validation split; task '{data.task.name}' has none (give "
+            "it one: validation_from_train in its spec), or use even or seed_errors"
+        )
     teacher = config.teacher
     asks_teacher = config.loop.method in ("llm2llm", "one-shot", "auggpt") or config.teacher.label_check
     if asks_teacher and teacher.engine == "openai" and not os.environ.get(teacher.api_key_env):
@@ -45,6 +52,11 @@ def check_method(task: Task, config: RunConfig) -> None:
         )
     if method == "eda":
         wordnet_check(config.baselines.wordnet_dir)
+    if config.teacher.allocate == "validation_errors" and method == "llm2llm" and task.type != "classification":
+        raise UserError(
+            f"teacher.allocate validation_errors spreads the budget by label; task '{task.name}' is {task.type}: "
+            "use even or seed_errors"
+        )
 
 
 def augment(ctx: RunContext, it: int, wrong: list[dict]) -> list[dict]:
@@ -59,6 +71,10 @@ def augment(ctx: RunContext, it: int, wrong: list[dict]) -> list[dict]:
         wrong_ids = {ex["id"] for ex in wrong}
         counts = [config.teacher.per_wrong if ex["id"] in wrong_ids else config.teacher.coverage for ex in seed]
         return teacher_generate(ctx, it, seed, "similar", counts)
+    if method == "llm2llm" and config.teacher.allocate != "even":
+        budget = config.teacher.per_wrong * len(wrong)  # the paper's budget, spread by the weakness signal
+        weights = allocation_weights(ctx, it, config.teacher.allocate)
+        return teacher_generate(ctx, it, seed, "similar", spread(budget, [weights[ex["id"]] for ex in seed]))
     if method == "llm2llm":
         counts = [config.teacher.per_wrong] * len(wrong)
     elif baselines.one_shot_total:  # a total (e.g. what an llm2llm run generated), spread evenly
@@ -67,6 +83,49 @@ def augment(ctx: RunContext, it: int, wrong: list[dict]) -> list[dict]:
     else:
         counts = [baselines.one_shot_per_wrong or config.teacher.per_wrong * config.loop.iterations] * len(wrong)
     return teacher_generate(ctx, it, wrong, "similar", counts)
+
+
+def allocation_weights(ctx: RunContext, it: int, how: str) -> dict[str, float]:
+    """Each seed example's share of the teacher's budget (teacher.allocate), from iteration `it`'s
+    evaluation: its wrong sampled answers (seed_errors), or its label's error rate on the validation
+    split divided among the seed examples of that label (validation_errors)."""
+    task, seed = ctx.task, ctx.seed
+    predictions = RecordLog(ctx.iteration_dir(it) / "predictions.jsonl").records.values()
+    wrong: Counter = Counter()
+    if how == "seed_errors":
+        by_id = {ex["id"]: ex for ex in seed}
+        for record in predictions:
+            if record.get("split") == "seed" and record["id"] in by_id:
+                wrong[record["id"]] += not task.score(record["output"], by_id[record["id"]]).correct
+        return {ex["id"]: float(wrong[ex["id"]]) for ex in seed}
+    by_id = {ex["id"]: ex for ex in ctx.validation}
+    scored: Counter = Counter()
+    for record in predictions:
+        if record.get("split") == "validation" and record["id"] in by_id:
+            label = task.stratum(by_id[record["id"]])
+            scored[label] += 1
+            wrong[label] += not task.score(record["output"], by_id[record["id"]]).correct
+    per_label = Counter(task.stratum(ex) for ex in seed)
+    return {
+        ex["id"]: wrong[task.stratum(ex)] / scored[task.stratum(ex)] / per_label[task.stratum(ex)]
+        if scored[task.stratum(ex)]
+        else 0.0
+        for ex in seed
+    }
+
+
+def spread(budget: int, weights: list[float]) -> list[int]:
+    """`budget` new examples split in proportion to `weights` (largest remainders; ties to the first),
+    so the counts add up to the budget exactly; all zero weights: nothing is asked."""
+    total = sum(weights)
+    if total <= 0 or budget <= 0:
+        return [0] * len(weights)
+    exact = [budget * w / total for w in weights]
+    counts = [int(x) for x in exact]
+    order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[: budget - sum(counts)]:
+        counts[i] += 1
+    return counts
 
 
 def eda_candidates(ctx: RunContext, it: int) -> list[dict]:

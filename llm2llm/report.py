@@ -67,6 +67,7 @@ def recipe_variant(config) -> list[str]:
         "diversity": teacher.diversity and config.loop.method in ("llm2llm", "one-shot"),
         "label check": teacher.label_check and config.loop.method in ("llm2llm", "one-shot", "auggpt"),
         f"coverage {teacher.coverage}": bool(teacher.coverage) and config.loop.method == "llm2llm",
+        f"allocate {teacher.allocate}": teacher.allocate != "even" and config.loop.method == "llm2llm",
     }
     return [name for name, on in switches.items() if on]
 

@@ -66,7 +66,14 @@ def teacher_generate(ctx: RunContext, it: int, sources: list[dict], kind: str, c
     for ex, count in zip(sources, counts):
         if count == 0:
             continue
-        for sample_index in range(count if teacher.style == "continuation" else 1):
+        # continuation: one example per request; chat: one request for all of them, or, for a share
+        # larger than per_wrong (teacher.allocate), requests of at most per_wrong each
+        split = teacher.style == "chat" and kind == "similar" and teacher.allocate != "even"
+        cap = teacher.per_wrong if split else count
+        parts = (
+            [count] * count if teacher.style == "continuation" else [min(cap, count - i) for i in range(0, count, cap)]
+        )
+        for sample_index, asked in enumerate(parts):
             if kind == "paraphrase":
                 prompt = task.teacher_paraphrase(ex, teacher.style, count)
             elif teacher.style == "continuation":
@@ -74,7 +81,7 @@ def teacher_generate(ctx: RunContext, it: int, sources: list[dict], kind: str, c
                 same = [s for s in ctx.seed if s["id"] != ex["id"] and task.stratum(s) == task.stratum(ex)]
                 prompt = task.teacher_continuation(ex, rng.sample(same, min(teacher.shots, len(same))))
             else:
-                prompt = task.teacher_chat(ex, count)
+                prompt = task.teacher_chat(ex, asked)
                 if kind == "similar":  # the options' notes (teacher.contrast, teacher.diversity)
                     prompt += task.teacher_notes(
                         ex, answers.get(ex["id"]), kept.get(ex["id"], []) if teacher.diversity else None
@@ -93,6 +100,7 @@ def teacher_generate(ctx: RunContext, it: int, sources: list[dict], kind: str, c
                         "parent_id": ex["id"],
                         "sample": sample_index,
                         "draw": draw,
+                        "asked": asked,
                         "prompt": prompt,
                         "teacher": teacher.model,
                         "teacher_fingerprint": identity,
@@ -137,8 +145,9 @@ def parse_candidates(ctx, it, requests, outputs, count_of, sources, identity) ->
         parent = by_id[request["parent_id"]]
         parsed = task.parse_teacher(outputs[request["key"]], parent, teacher.style)
         # An answer the token limit cut off: its last example is unfinished, unless more were written than asked for.
-        cut = finish.get(request["key"]) == "length" and len(parsed) <= count_of[parent["id"]]
-        parsed = parsed[: count_of[parent["id"]]]
+        asked = request.get("asked", count_of[parent["id"]])
+        cut = finish.get(request["key"]) == "length" and len(parsed) <= asked
+        parsed = parsed[:asked]
         if not parsed:
             candidates.append({"key": f"{request['key']}:0", "example": None, "truncated": cut})
         for j, example in enumerate(parsed):

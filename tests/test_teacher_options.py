@@ -148,3 +148,59 @@ def test_ranking_by_confidence_targets_the_least_sure_seed_examples(tmp_path, da
     assert {r["parent_id"] for r in read_jsonl(it0 / "teacher_outputs.jsonl")} == set(lowest)
     records = [r for r in read_jsonl(it0 / "predictions.jsonl") if r["split"] == "confidence"]
     assert len(records) == 14 and all(r["finish_reason"] == "score" and r["target"] for r in records)
+
+
+def test_spread_adds_up_to_the_budget_in_proportion():
+    from llm2llm.methods import spread
+
+    assert spread(12, [1.0, 1.0, 2.0]) == [3, 3, 6]
+    assert spread(7, [0.5, 0.25, 0.25, 0.0]) == [3, 2, 2, 0]  # 3.5, 1.75, 1.75: the largest remainders
+    assert spread(3, [1.0, 1.0]) == [2, 1]  # a tie goes to the first
+    assert sum(spread(84, [0.9, 0.1, 0.33, 0.07, 0.2])) == 84
+    assert spread(10, [0.0, 0.0]) == [0, 0] and spread(0, [1.0]) == [0]
+
+
+@pytest.mark.parametrize("how", ["validation_errors", "seed_errors"])
+def test_allocation_spreads_the_papers_budget_by_the_weakness_signal(tmp_path, data_dir, how):
+    """teacher.allocate: the iteration's budget (per_wrong x wrong seed examples, as the paper asks) goes
+    to the seed examples in proportion to their label's validation error rate, or to their own wrong
+    sampled answers; no chat request asks for more than per_wrong."""
+    from llm2llm.methods import spread
+
+    args = ["--iterations", "1", "--set", "teacher.style=chat", "--set", f"teacher.allocate={how}",
+            "--set", "seed_eval.samples=3", "--set", "seed_eval.temperature=1.0"]  # fmt: skip
+    cli_in_process(*tiny_boost_args(tmp_path, data_dir, "alloc", *args), cwd=REPO)
+    run = tmp_path / "runs" / "alloc"
+    it_dir = run / "iter_000"
+    seed = read_jsonl(it_dir / "train.jsonl")
+    wrong = json.loads((it_dir / "scores.json").read_text())["seed"]["wrong_ids"]
+    task = load_task_data(DataConfig(dataset="snips", data_dir=str(data_dir))).task
+    predictions = read_jsonl(it_dir / "predictions.jsonl")
+    if how == "validation_errors":
+        validation = {
+            ex["id"]: ex for ex in load_task_data(DataConfig(dataset="snips", data_dir=str(data_dir))).validation
+        }
+        rate = {}
+        for label in {ex["label"] for ex in seed}:
+            rows = [p for p in predictions if p["split"] == "validation" and validation[p["id"]]["label"] == label]
+            rate[label] = sum(not task.score(p["output"], validation[p["id"]]).correct for p in rows) / len(rows)
+        per_label = {label: sum(ex["label"] == label for ex in seed) for label in rate}
+        weights = [rate[ex["label"]] / per_label[ex["label"]] for ex in seed]
+    else:
+        weights = [
+            sum(
+                not task.score(p["output"], ex).correct
+                for p in predictions
+                if p["split"] == "seed" and p["id"] == ex["id"]
+            )
+            for ex in seed
+        ]
+    expected = {ex["id"]: n for ex, n in zip(seed, spread(2 * len(wrong), weights)) if n}
+    requests = read_jsonl(it_dir / "teacher_outputs.jsonl")
+    asked: dict[str, int] = {}
+    for r in requests:
+        n = int(re.search(r"Write (\d+) new", r["prompt"]).group(1))
+        assert n <= 2  # teacher.per_wrong of the tiny profile
+        asked[r["parent_id"]] = asked.get(r["parent_id"], 0) + n
+    assert asked == expected and sum(asked.values()) == 2 * len(wrong)
+    assert f"allocate {how}" in json.loads((run / "metrics.json").read_text())["variant"]
