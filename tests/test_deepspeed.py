@@ -4,6 +4,7 @@ same launcher code a GPU node uses; the trained student evaluates through the no
 import json
 import math
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from safetensors import safe_open
 from bench.gpu_check import results_entry, run_figures
 from bench.table import render
 from llm2llm.config import DEEPSPEED_DIR, deepspeed_config_path
+from llm2llm.runtime.phases import free_port
 
 pytest.importorskip("deepspeed")
 
@@ -220,3 +222,28 @@ def test_zero2_trains_across_two_nodes_through_the_slurm_command_line(tmp_path, 
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["complete"] and metrics["iterations"][0]["test_total"] > 0  # the evaluation loaded it
     assert "cpu on each of 2 nodes" in (run / "plan.txt").read_text()
+
+
+def test_the_gpu_checks_training_step_runs_on_the_cpu_and_writes_each_figure(tmp_path):
+    """bench/gpu_train.py, what the GPU check runs per ZeRO stage, through torchrun on this CPU (gloo,
+    fp32, the tiny shape): the training figure with the plan's estimate, then for ZeRO-3 the round trip
+    (greedy answers of the trained student equal those of the folder save_model gathered) and the load."""
+    out = tmp_path / "out"
+    for zero, extra in (("zero2", []), ("zero3", ["--round-trip"])):
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=1", "--nnodes=1",
+             "--master-addr=127.0.0.1", f"--master-port={free_port()}", str(REPO / "bench" / "gpu_train.py"),
+             "--shape", "tiny", "--zero", zero, "--checkpointing", "1", "--steps", "4", "--batch", "2",
+             "--seq", "32", "--out", str(out), *extra],
+            cwd=REPO, env={**os.environ, "DS_ACCELERATOR": "cpu"}, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = [json.loads(line) for line in (out / "figures.jsonl").read_text().splitlines()]
+    assert [(f["figure"], f["config"]) for f in figures] == [
+        ("train", "zero2-ckpt"), ("train", "zero3-ckpt"), ("load", "zero3-ckpt"), ("round_trip", "zero3-ckpt")
+    ]  # fmt: skip
+    for f in figures[:2]:
+        assert f["timed_steps"] == 2 and f["tokens_per_s_per_gpu"] > 0 and f["world_size"] == 1
+        assert f["plan_estimate_gib"] is not None and f["mfu"] is None  # no GPU peak on a CPU
+    assert figures[2]["bytes"] > 4 * figures[0]["parameters"] * 0.9 and figures[2]["gb_per_s"] > 0
+    assert figures[3]["equal"] is True
