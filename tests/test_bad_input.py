@@ -134,6 +134,16 @@ def profile_file(text: str, extra: dict[str, str] | None = None):
     return make
 
 
+def deepspeed_file(name: str, text: str):
+    """--deepspeed with a DeepSpeed JSON of this text."""
+
+    def make(tmp: Path, _tiny: Path) -> list[str]:
+        (tmp / name).write_text(text)
+        return ["--deepspeed", str(tmp / name)]
+
+    return make
+
+
 # (case id, change to the task files or None, extra CLI arguments (list or maker), expected message regex)
 CASES = [
     # --- data files ---
@@ -339,20 +349,14 @@ CASES = [
     (
         "config-deepspeed-zero3-without-gather",
         None,
-        lambda tmp, _tiny: (
-            (tmp / "z3.json").write_text('{"zero_optimization": {"stage": 3, "overlap_comm": true}}'),
-            ["--deepspeed", str(tmp / "z3.json")],
-        )[1],
+        deepspeed_file("z3.json", '{"zero_optimization": {"stage": 3, "overlap_comm": true}}'),
         r"z3\.json: ZeRO-3 without zero_optimization\.stage3_gather_16bit_weights_on_model_save: true saves only "
         r"ZeRO shards, which evaluation cannot load; add it",
     ),
     (
         "config-deepspeed-not-json",
         None,
-        lambda tmp, _tiny: (
-            (tmp / "ds.json").write_text('{"zero_optimization": {"stage": 2,}}'),
-            ["--deepspeed", str(tmp / "ds.json")],
-        )[1],
+        deepspeed_file("ds.json", '{"zero_optimization": {"stage": 2,}}'),
         r"ds\.json:1: train\.deepspeed is not valid JSON \(.*\); fix that line",
     ),
     (
