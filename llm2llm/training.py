@@ -228,8 +228,9 @@ def request_digest(request: TrainRequest) -> str:
     payload = {
         "examples": request.examples,
         "config": request.config.model_dump(mode="json", exclude={"checkpoint_minutes", "checkpoint_steps"}),
-        "base": str(request.base_path),
-        "init": str(request.init_path),
+        # the folders themselves, however the command spelt them (relative, through a symlink)
+        "base": str(Path(request.base_path).resolve()),
+        "init": str(Path(request.init_path).resolve()) if request.init_path else None,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
