@@ -93,6 +93,7 @@ def sbatch_script(config: RunConfig, job: SlurmJob, profile: str, sets: tuple[st
         "# a time, bounded so that one making no progress does not loop for ever. SIGTERM (scancel, preemption,",
         "# scontrol requeue): boost stops; Slurm decides what comes next.",
         "stop() {",
+        "  trap '' TERM USR1  # one stop at a time: the TERM Slurm sends after the requeue must not re-enter it",
         "  kill -TERM $boost; wait $boost || true",
         '  if [ "${1:-}" = requeue ]; then',
         f'    if [ "${{SLURM_RESTART_COUNT:-0}}" -lt {job.max_requeues} ]; then',
