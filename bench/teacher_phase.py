@@ -27,6 +27,7 @@ from llm2llm.engines import EngineSpec, load_tokenizer  # noqa: E402
 from llm2llm.generation import generate_cached  # noqa: E402
 from llm2llm.models import resolve_model  # noqa: E402
 from llm2llm.store import read_jsonl  # noqa: E402
+from llm2llm.teacher import teacher_sampling  # noqa: E402
 
 
 def replay(run: Path, iteration: int, workdir: Path) -> dict:
@@ -35,14 +36,7 @@ def replay(run: Path, iteration: int, workdir: Path) -> dict:
     records = read_jsonl(run / f"iter_{iteration:03d}" / "teacher_outputs.jsonl")
     requests = [{"key": r["key"], "prompt": r["prompt"]} for r in records]
     task = load_task_data(config.data).task
-    # what teacher.teacher_generate asks with (its stop strings and answer budget)
-    counts = max(1, teacher.per_wrong)
-    sampling = teacher.sampling.model_copy(
-        update={
-            "stop": teacher.sampling.stop or task.teacher_stop(teacher.style),
-            "max_new_tokens": teacher.sampling.max_new_tokens or task.teacher_token_budget(teacher.style, counts),
-        }
-    )
+    sampling = teacher_sampling(teacher, task, max(1, teacher.per_wrong))  # as teacher_generate asks
     model = resolve_model(teacher.model)
     spec = EngineSpec(teacher.engine, model, vllm={**config.vllm.model_dump(), **teacher.loading()})
     outputs, stats = generate_cached(

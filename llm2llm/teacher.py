@@ -45,18 +45,22 @@ def teacher_engine(ctx: RunContext, it: int) -> EngineSpec:
     )
 
 
+def teacher_sampling(teacher, task, most: int):
+    """The teacher's sampling with the task's stop strings and an answer budget that fits the most
+    examples one source is asked for (a cut-off last example is dropped)."""
+    return teacher.sampling.model_copy(
+        update={
+            "stop": teacher.sampling.stop or task.teacher_stop(teacher.style),
+            "max_new_tokens": teacher.sampling.max_new_tokens or task.teacher_token_budget(teacher.style, most),
+        }
+    )
+
+
 def teacher_generate(ctx: RunContext, it: int, sources: list[dict], kind: str, counts: list[int]) -> list[dict]:
     """Ask the teacher for counts[i] new examples for sources[i], similar ones (kind "similar":
     LLM2LLM) or paraphrases ("paraphrase": AugGPT); return the parsed candidates in a fixed order."""
     config, task, teacher, it_dir = ctx.config, ctx.task, ctx.config.teacher, ctx.iteration_dir(it)
-    # The answer budget fits the number of examples one request asks for (a cut-off last one is dropped).
-    sampling = teacher.sampling.model_copy(
-        update={
-            "stop": teacher.sampling.stop or task.teacher_stop(teacher.style),
-            "max_new_tokens": teacher.sampling.max_new_tokens
-            or task.teacher_token_budget(teacher.style, max(counts, default=1)),
-        }
-    )
+    sampling = teacher_sampling(teacher, task, max(counts, default=1))
     identity = fingerprint(ctx.teacher_path)
     tokenizer = load_tokenizer(ctx.teacher_path, teacher.trust_remote_code)
     requests = []
