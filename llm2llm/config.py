@@ -210,6 +210,14 @@ class TeacherConfig(ModelSource):
     served_model: str | None = Field(
         None, description="engine openai: the model name at the server; default: the first model it lists."
     )
+    sleep: bool = Field(
+        False,
+        description="engine vllm or vllm-server, plan mode sequential: one teacher server for the whole run, put to "
+        "sleep (vLLM sleep mode level 1: weights to host RAM, KV cache freed) while the student trains and is "
+        "evaluated on the same GPUs, woken for each generate phase, instead of a new engine per phase (no load, "
+        "no compile after the first). Needs vLLM's sleep mode (CUDA, ROCm, XPU); refused before anything runs "
+        "where vLLM reports it unavailable.",
+    )
     style: Literal["continuation", "chat"] = Field(
         "continuation",
         description="continuation: a list of same-label seed examples for the teacher to extend (suits small/base "
@@ -254,6 +262,15 @@ class TeacherConfig(ModelSource):
     shots: int = Field(4, ge=0, description="continuation style: same-label seed examples shown before the wrong one.")
     batch_size: int = Field(16, ge=1)
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.8, top_p=0.95))
+
+    @model_validator(mode="after")
+    def _sleep_needs_a_vllm_server(self):
+        if self.sleep and self.engine not in ("vllm", "vllm-server"):
+            raise ValueError(
+                f"teacher.sleep keeps a vLLM server asleep between generate phases; teacher.engine={self.engine} "
+                "has none: set teacher.engine=vllm (or vllm-server), or teacher.sleep=false"
+            )
+        return self
 
 
 class SeedEvalConfig(Section):
@@ -708,24 +725,30 @@ def config_to_yaml(config: RunConfig) -> str:
 
 
 def config_reference() -> str:
-    """docs/configuration.md: every key with its default and meaning, one table per section (the
-    same fields `explain` lists; `make docs` writes it, tests/test_docs.py checks it is current)."""
+    """docs/configuration.md: every key with the schema's default, the value `make boost` runs with
+    (the default profile, SNIPS) where it differs, and its meaning, one table per section (the same
+    fields `explain` lists; `make docs` writes it, tests/test_docs.py checks it is current)."""
     out = [
         "# Configuration reference",
         "",
         "Generated from llm2llm/config.py by `make docs` (`llm2llm config --explain --markdown`); do not edit.",
-        "Set any key with `--set KEY=VALUE` or in a profile (configs/profiles/).",
+        "Set any key with `--set KEY=VALUE` or in a profile (configs/profiles/). *default*: the schema's, what",
+        f"a profile that leaves the key out gets; *make boost*: what `make boost DATASET=snips` runs (profile "
+        f"`{DEFAULT_PROFILE}`), where it differs.",
         "",
     ]
+    boost_values = dict(line.split("  ", 1)[0].split(" = ", 1) for line in explain(resolve_config()))
     sections: dict[str, list[str]] = {}
     for line in explain():
         key, rest = line.split(" = ", 1)
         default, _, meaning = rest.partition("  ")
         section = key.split(".")[0] if "." in key else "(top level)"
         cell = lambda s: s.replace("|", "\\|")  # noqa: E731 - a pipe would end the table cell
-        sections.setdefault(section, []).append(f"| `{key}` | `{cell(default)}` | {cell(meaning)} |")
+        boost = boost_values.get(key, default)
+        boost = "" if boost == default else f"`{cell(boost)}`"
+        sections.setdefault(section, []).append(f"| `{key}` | `{cell(default)}` | {boost} | {cell(meaning)} |")
     for section, rows in sections.items():
-        out += [f"## {section}", "", "| key | default | meaning |", "|---|---|---|", *rows, ""]
+        out += [f"## {section}", "", "| key | default | make boost | meaning |", "|---|---|---|---|", *rows, ""]
     return "\n".join(out)
 
 

@@ -26,6 +26,7 @@ RERUN_MAY_CHANGE = {
     "runs_dir": True,
     "train": {"checkpoint_minutes": True, "checkpoint_steps": True},
     "plan": {"mode": True},
+    "teacher": {"sleep": True},  # where the teacher waits between phases, not what it answers
 }
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,13 @@ from llm2llm.vllm_server import start_vllm_server
 def teacher_engine(ctx: RunContext, it: int) -> EngineSpec:
     config, teacher, runner = ctx.config, ctx.config.teacher, ctx.runner
     options = {**config.vllm.model_dump(), **teacher.loading(), **runner.plan.vllm_options("generate")}
-    if runner.plan.mode == "split" and teacher.engine in ("vllm", "vllm-server"):
-        # started once (a private Unix socket, a random key), stopped when the loop ends
-        server = runner.kept_server("generate", partial(start_vllm_server, ctx.teacher_path, options))
+    if (runner.plan.mode == "split" or teacher.sleep) and teacher.engine in ("vllm", "vllm-server"):
+        # started once (a private Unix socket, a random key), stopped when the loop ends; in sequential
+        # mode with teacher.sleep, asleep while the student trains and is evaluated
+        sleeps = runner.plan.teacher_sleeps
+        server = runner.kept_server(
+            "generate", partial(start_vllm_server, ctx.teacher_path, options, sleeps=sleeps), sleeps=sleeps
+        )
         return EngineSpec(
             "openai",
             ctx.teacher_path,

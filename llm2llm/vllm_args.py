@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from llm2llm.offline import go_offline
-from llm2llm.runtime.gpu_plan import attention_shape
+from llm2llm.runtime.gpu_plan import SLEEP_WITHOUT_MEMORY, attention_shape
 
 # The LoRA ranks vLLM can serve (vllm.config.lora.MaxLoRARanks): max_lora_rank must be one of them.
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -135,3 +135,8 @@ def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def sleep_flag() -> list[str]:
+    """The server flag that turns sleep mode on (left out in the tests' no-memory mode)."""
+    return [] if os.environ.get(SLEEP_WITHOUT_MEMORY) == "1" else ["--enable-sleep-mode"]

@@ -5,8 +5,10 @@ can guess or take first), not on a TCP port that any local user could connect to
 Another user can neither connect to it (the folder's mode), nor serve in its place, so no route is
 open to them, including those vLLM does not guard with the key (/tokenize, /metrics, /invocations).
 The random API key never leaves this process tree; vLLM's development routes are forced off
-whatever the environment says. It is health-checked with a timeout; its output goes to a log file in
-the run directory, whose tail is quoted if it fails to start. It dies with the process that started it.
+whatever the environment says, except for a server that sleeps (teacher.sleep: /sleep, /wake_up),
+where the socket keeps them to this user like every route. It is health-checked with a timeout; its
+output goes to a log file in the run directory, whose tail is quoted if it fails to start. It dies
+with the process that started it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 from llm2llm.errors import UserError
 from llm2llm.runtime.phases import die_with_parent, sweep_group, tail
 from llm2llm.store import open_nofollow
-from llm2llm.vllm_args import configure_vllm_env, cuda_available, vllm_engine_args
+from llm2llm.vllm_args import configure_vllm_env, cuda_available, sleep_flag, vllm_engine_args
 
 SERVED_MODEL = "teacher"
 # The HTTP host name the client sends; the connection itself goes to the socket.
@@ -73,7 +75,7 @@ def socket_problem(path: Path) -> str | None:
     return None
 
 
-def server_command(model: Path, options: dict, socket_path: Path) -> list[str]:
+def server_command(model: Path, options: dict, socket_path: Path, sleeps: bool = False) -> list[str]:
     """The server's command line. It holds no secret: any user on the node can read a process's
     command line (ps, /proc/PID/cmdline); the API key goes in the environment (VLLM_API_KEY), which
     only the same user can read (/proc/PID/environ is mode 0400)."""
@@ -87,7 +89,7 @@ def server_command(model: Path, options: dict, socket_path: Path) -> list[str]:
         "--served-model-name",
         SERVED_MODEL,
         "--disable-uvicorn-access-log",
-    ]
+    ] + (sleep_flag() if sleeps else [])
     for name, value in vllm_engine_args(model, options, cuda_available()).items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
@@ -103,11 +105,14 @@ def server_command(model: Path, options: dict, socket_path: Path) -> list[str]:
 
 class VLLMServer:
     """A server on a private Unix socket: .socket and .url (its base URL over that socket) and
-    .api_key are what a client needs (EngineSpec's socket, url and api_key)."""
+    .api_key are what a client needs (EngineSpec's socket, url and api_key). With `sleeps`, it can
+    be put to sleep (level 1) and woken: vLLM's development routes are on for that, reachable like
+    every route through the private socket only."""
 
-    def __init__(self, model: Path, options: dict, log_path: Path, env: dict | None = None):
+    def __init__(self, model: Path, options: dict, log_path: Path, env: dict | None = None, sleeps: bool = False):
         self.model, self.options, self.log_path = model, options, Path(log_path)
-        self.env = env or {}
+        self.env, self.sleeps = env or {}, sleeps
+        self.asleep = False
         self.api_key = secrets.token_urlsafe(24)
         self.socket: Path | None = None
         self.url = SOCKET_URL
@@ -125,7 +130,7 @@ class VLLMServer:
         configure_vllm_env(self.options)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.socket = private_socket_path()
-        cmd = server_command(self.model, self.options, self.socket)
+        cmd = server_command(self.model, self.options, self.socket, self.sleeps)
         with os.fdopen(open_nofollow(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab") as log:
             log.write(
                 f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting vLLM server on unix:{self.socket} for "
@@ -141,8 +146,10 @@ class VLLMServer:
                     **os.environ,
                     **self.env,
                     "VLLM_API_KEY": self.api_key,
-                    # dev mode adds unguarded routes (/sleep, /collective_rpc, ...): off whatever the environment says
-                    "VLLM_SERVER_DEV_MODE": "0",
+                    # dev mode adds routes without the key (/sleep, /wake_up, /collective_rpc, ...): on only
+                    # for a server that sleeps, whatever the environment says; the socket's folder keeps
+                    # them to this user
+                    "VLLM_SERVER_DEV_MODE": "1" if self.sleeps else "0",
                     # the engine's own ZMQ sockets (API server <-> engine core) go in the private folder too
                     "VLLM_RPC_BASE_PATH": str(self.socket.parent),
                 },
@@ -183,6 +190,31 @@ class VLLMServer:
         finally:
             connection.close()
 
+    def sleep(self) -> None:
+        """Level 1: the weights go to host RAM, the KV cache is freed (the GPUs keep the CUDA context)."""
+        self._post("/sleep?level=1")
+        self.asleep = True
+
+    def wake_up(self) -> None:
+        self._post("/wake_up")
+        self.asleep = False
+
+    def _post(self, route: str) -> None:
+        connection = UnixHTTPConnection(str(self.socket), timeout=self.options.get("start_timeout", 900))
+        try:
+            connection.request("POST", route, headers={"Authorization": f"Bearer {self.api_key}"})
+            response = connection.getresponse()
+            body = response.read().decode(errors="replace")
+        except (ConnectionError, TimeoutError, OSError, http.client.HTTPException) as e:
+            raise UserError(f"the teacher's vLLM server did not answer POST {route}: {e}; see {self.log_path}") from e
+        finally:
+            connection.close()
+        if response.status != 200:
+            raise UserError(
+                f"the teacher's vLLM server refused POST {route} (HTTP {response.status}: {body[:200]}); see "
+                f"{self.log_path}"
+            )
+
     def stop(self) -> None:
         if self.proc is not None:
             self._stop_process()
@@ -200,8 +232,10 @@ class VLLMServer:
         sweep_group(self.proc.pid, "vLLM server")  # its engine core and workers share its session
 
 
-def start_vllm_server(model: Path, options: dict, log_path: Path, env: dict | None = None) -> VLLMServer:
+def start_vllm_server(
+    model: Path, options: dict, log_path: Path, env: dict | None = None, sleeps: bool = False
+) -> VLLMServer:
     """A started server (what PhaseRunner.kept_server is given, with model and options bound)."""
-    server = VLLMServer(model, options, log_path, env=env)
+    server = VLLMServer(model, options, log_path, env=env, sleeps=sleeps)
     server.start()
     return server

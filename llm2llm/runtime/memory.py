@@ -73,6 +73,18 @@ class ReleaseCheck:
         self.nvml = NVML()
         self.baseline = {i: self.nvml.used_mib(i) for i in range(self.nvml.count)} if self.nvml.available else {}
 
+    def held_now(self, devices: list[int]) -> dict[int, float]:
+        """MiB above the baseline on each of `devices` now (what a sleeping server still holds)."""
+        if not self.nvml.available:
+            return {}
+        return {i: round(max(0.0, self.nvml.used_mib(i) - self.baseline.get(i, 0.0)), 1) for i in devices}
+
+    def add_to_baseline(self, mib: dict[int, float]) -> None:
+        """Move the baseline by `mib` per GPU: up by what a sleeping server holds while it sleeps, so
+        the phases beside it are checked for their own memory; back down (negative) when it wakes."""
+        for i, value in mib.items():
+            self.baseline[i] = self.baseline.get(i, 0.0) + value
+
     def wait_released(self, name: str, pgid: int, devices: list[int]) -> dict:
         """Block until the phase's memory is back; returns what was checked and how long it took."""
         start = time.monotonic()

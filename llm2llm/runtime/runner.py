@@ -5,6 +5,7 @@ log in runs/<run>/logs/, and a proof afterwards that its memory is free (phases.
     runner.train("train iter_001", write_request, out_dir, train_here)
                                       one process: a phase process; else torchrun (or srun / deepspeed) + ranks
     runner.kept_server("generate", start_server)                 a server kept for all iterations
+    runner.kept_server("generate", start_server, sleeps=True)    ... asleep while other phases run
 
 It sits below training and serving: the training request is written, and the server built, by
 callables the loop passes in.
@@ -99,26 +100,67 @@ class PhaseRunner:
         self.last_end: float | None = None
         self.server = None
         self.server_phase: str | None = None
+        self.server_sleeps = False
+        self.held: dict[int, float] = {}  # MiB per GPU a sleeping server still holds
 
     def __enter__(self) -> "PhaseRunner":
         return self
 
     def __exit__(self, *exc) -> None:
         if self.server is not None:
+            self.release.add_to_baseline({i: -mib for i, mib in self.held.items()})
             self.server.stop()
             self.release.wait_released(
                 f"{self.server_phase} server", self.server.proc.pid, self._devices(self.server_phase)
             )
             self.server = None
 
-    def kept_server(self, phase: str, start_server: Callable[[Path, dict[str, str]], Any]):
-        """split mode: one server on the phase's devices for all iterations, started on first use by
-        start_server(log_path, devices_env) (it returns a started server with .stop() and .proc),
-        stopped and checked for released memory when the runner exits."""
+    def kept_server(self, phase: str, start_server: Callable[[Path, dict[str, str]], Any], sleeps: bool = False):
+        """One server on the phase's devices for all iterations, started on first use by
+        start_server(log_path, devices_env) (it returns a started server with .stop(), .proc and, if it
+        sleeps, .sleep(), .wake_up() and .asleep), stopped and checked for released memory when the
+        runner exits. split mode: it has GPUs of its own. sleeps (sequential mode, teacher.sleep): it
+        shares the other phases' GPUs, asleep while they run and woken for its own phase's calls."""
         if self.server is None:
             self.server = start_server(self._log_path(f"{phase}-server"), self.plan.devices_env(phase))
-            self.server_phase = phase
+            self.server_phase, self.server_sleeps = phase, sleeps
         return self.server
+
+    def _make_room(self, name: str, phase: str) -> None:
+        """Before a phase: a sleeping kept server is put to sleep for any other phase and woken for
+        its own. What it still holds asleep (CUDA context, buffers) is measured and added to the
+        release check's baseline while it sleeps, and recorded."""
+        server = self.server
+        if server is None or not self.server_sleeps or (phase == self.server_phase) != server.asleep:
+            return
+        started = time.monotonic()
+        devices = self._devices(self.server_phase)
+        if server.asleep:
+            self.release.add_to_baseline({i: -mib for i, mib in self.held.items()})
+            server.wake_up()
+            self.held = {}
+            key, what = f"wake {self.server_phase} server for {name}", "awake"
+        else:
+            server.sleep()
+            self.held = self.release.held_now(devices)
+            self.release.add_to_baseline(self.held)
+            key, what = f"sleep {self.server_phase} server for {name}", "asleep"
+        seconds = round(time.monotonic() - started, 3)
+        self.record.append(
+            [
+                {
+                    "key": key,
+                    "phase": what,
+                    "pid": server.proc.pid,
+                    "seconds": seconds,
+                    "held_asleep_mib": self.held,
+                    "checked": "nvml" if devices else "-",
+                    "release_seconds": 0.0,
+                    "switch_seconds": None,
+                }
+            ]
+        )
+        log.info("%s in %.1f s%s", key, seconds, f"; it still holds {self.held} MiB" if self.held else "")
 
     def _log_path(self, name: str) -> Path:
         return self.run_path / "logs" / (name.replace(" ", "-") + ".log")
@@ -151,6 +193,7 @@ class PhaseRunner:
         )
 
     def call(self, name: str, phase: str, fn, *args):
+        self._make_room(name, phase)
         started = time.time()
         payload, result = call_in_child(
             name,
@@ -180,6 +223,7 @@ class PhaseRunner:
         torchrun); else torchrun (or srun / the deepspeed launcher) and its ranks."""
         request_path = out_dir.parent / ".train-request.json.tmp"  # removed on success; swept as a leftover otherwise
         write_request(request_path)
+        self._make_room(name, "train")
         one_process = self.plan.train_nodes == 1 and self.plan.train_processes_per_node == 1
         started = time.time()
         if train_here is not None and one_process and not self.config.train.deepspeed:
