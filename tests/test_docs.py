@@ -42,3 +42,59 @@ def test_the_configuration_reference_is_current():
     from llm2llm.config import config_reference
 
     assert (REPO / "docs" / "configuration.md").read_text() == config_reference() + "\n", "run `make docs`"
+
+
+def _schema():
+    from llm2llm.config import RunConfig
+
+    return RunConfig()
+
+
+def _boost():
+    from llm2llm.config import resolve_config
+
+    return resolve_config()  # what `make boost DATASET=snips` runs
+
+
+def _checkpoints_kept() -> int:
+    """How many student checkpoints the doctor's disk estimate counts at once (a 1-byte student)."""
+    import tempfile
+    from pathlib import Path
+
+    from llm2llm.config import resolve_config
+    from llm2llm.doctor import checkpoint_bytes
+
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "model.safetensors").write_bytes(b"x")
+        return checkpoint_bytes(resolve_config("tiny", {"loop": {"iterations": 5}}), Path(folder)) // 2
+
+
+def _sleep_held_gib() -> float:
+    from llm2llm.runtime.gpu_plan import SLEEP_HELD_GIB
+
+    return SLEEP_HELD_GIB
+
+
+# Defaults the docs quote, each against the code: (file, a regex whose group 1 is the quoted value,
+# the value in the code). A doc that drifts from the code fails here.
+QUOTED_DEFAULTS = [
+    ("README.md", r"`baselines\.eda_num_aug` sentences per example: (\d+) in the default profile",
+     lambda: _boost().baselines.eda_num_aug),
+    ("README.md", r"`baselines\.eda_num_aug` sentences per example: \d+ in the default profile, (\d+) in the schema",
+     lambda: _schema().baselines.eda_num_aug),
+    ("docs/loop.md", r"- `(\w+)` \(the schema's default", lambda: _schema().teacher.style),
+    ("docs/loop.md", r"- `(\w+)` \(the default profile `cpu-qwen`'s\)", lambda: _boost().teacher.style),
+    ("docs/loop.md", r"the default profile `([\w-]+)`'s", lambda: _boost().profile),
+    ("docs/batch-runs.md", r"(\d) kept at once: the one selected on validation", _checkpoints_kept),
+    ("docs/gpu-plan.md", r"`SLEEP_HELD_GIB`, ([\d.]+) GiB", _sleep_held_gib),
+]  # fmt: skip
+
+
+def test_the_defaults_the_docs_quote_are_the_code_s():
+    wrong = []
+    for doc, pattern, fact in QUOTED_DEFAULTS:
+        found = re.search(pattern, " ".join((REPO / doc).read_text().split()))
+        assert found, f"{doc}: the claim /{pattern}/ is gone; update QUOTED_DEFAULTS with the doc"
+        if found.group(1) != str(fact()):
+            wrong.append(f"{doc}: says {found.group(1)!r}, the code has {fact()!r} (/{pattern}/)")
+    assert wrong == []
