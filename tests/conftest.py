@@ -39,6 +39,13 @@ from llm2llm.offline import go_offline  # noqa: E402
 
 go_offline()  # as the CLI does, before anything imports the Hugging Face libraries (the doctor checks it)
 
+from skip_policy import (  # noqa: E402, F401 - its hooks, taken as this conftest's
+    pytest_collectreport,
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+)
+
 from llm2llm.data import default_data_dir  # noqa: E402
 from llm2llm.models import model_problem, provision, resolve_model  # noqa: E402
 from llm2llm.store import read_jsonl  # noqa: E402, F401 - the tests import it from here

@@ -1,9 +1,10 @@
 """The house rules, checked: imports point down the layers (pyproject.toml's import-linter
-contract, docs/architecture.md), every module is placed in a layer, and ruff's lint and format
-pass at 119 columns."""
+contract, docs/architecture.md), every module is placed in a layer, ruff's lint and format pass at
+119 columns, and a test skips only for a reason tests/skip_policy.py lists."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -59,3 +60,36 @@ def test_ruff_lint_and_format():
     assert lint.returncode == 0, lint.stdout[-3000:]
     fmt = subprocess.run([BIN / "ruff", "format", "--check", "--quiet", "."], cwd=REPO, capture_output=True, text=True)
     assert fmt.returncode == 0, "run `ruff format .`:\n" + fmt.stdout[-3000:]
+
+
+def _pytest_with_skip_policy(tmp_path: Path, body: str, strict: str = "1") -> subprocess.CompletedProcess:
+    (tmp_path / "test_case.py").write_text(body)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "skip_policy", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO / "tests"), "LLM2LLM_STRICT_SKIPS": strict},
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_a_skip_off_the_list_fails_the_session_and_one_on_it_does_not(tmp_path):
+    """tests/skip_policy.py: a package that does not import (importorskip at module level) or any
+    skip whose reason is not on the list fails the session by name; a GPU-only skip passes."""
+    broken = _pytest_with_skip_policy(tmp_path, 'import pytest\npytest.importorskip("no_such_vllm")\n')
+    assert broken.returncode == 1, broken.stdout
+    assert "skips not on tests/skip_policy.py's list" in broken.stdout
+    assert "could not import 'no_such_vllm'" in broken.stdout
+
+    inside = _pytest_with_skip_policy(
+        tmp_path, "import pytest\n\ndef test_x():\n    pytest.skip('a reason nobody listed')\n"
+    )
+    assert inside.returncode == 1 and "test_case.py::test_x: a reason nobody listed" in inside.stdout
+
+    gpu = _pytest_with_skip_policy(
+        tmp_path, "import pytest\n\ndef test_x():\n    pytest.skip('no NVIDIA driver on this machine')\n"
+    )
+    assert gpu.returncode == 0 and "1 skipped" in gpu.stdout, gpu.stdout
+
+    off = _pytest_with_skip_policy(tmp_path, 'import pytest\npytest.importorskip("no_such_vllm")\n', strict="0")
+    assert off.returncode == 5, off.stdout  # pytest's own "no tests ran", as without the policy
