@@ -26,18 +26,15 @@ from typing import Callable
 
 from llm2llm.config import RunConfig
 from llm2llm.context import RunContext
-from llm2llm.data import data_fingerprints, load_task_data, sample, sample_count
-from llm2llm.errors import UserError
+from llm2llm.data import sample
 from llm2llm.evaluation import evaluate
 from llm2llm.filtering import filter_examples
 from llm2llm.iteration0 import shared_iteration0
-from llm2llm.limits import check_context_limits
-from llm2llm.methods import augment, check_inputs
-from llm2llm.models import chat_template_problem, checked_model, fingerprint
+from llm2llm.methods import augment
+from llm2llm.preflight import Facts, preflight
 from llm2llm.private import make_private, private_folder
 from llm2llm.report import write_report
-from llm2llm.rundir import RunDir, check_data, check_folders
-from llm2llm.runtime.gpu_plan import plan_for_run
+from llm2llm.rundir import RunDir
 from llm2llm.runtime.phases import FULL_ERRNOS, DiskFull, preload_phase_modules
 from llm2llm.runtime.runner import PhaseRunner
 from llm2llm.selection import select_iteration, split_accuracy
@@ -123,42 +120,27 @@ def run_phase(ctx: RunContext, it: int, name: str, compute: Callable):
 
 
 def prepare(config: RunConfig) -> RunContext:
-    """Pre-flight (nothing is written until config, data, models and the GPU plan pass), then the
-    run directory: the config and models pinned, the seed and evaluation samples fixed, iteration
-    0's training set (the seed)."""
-    data = load_task_data(config.data)
-    check_inputs(data, config)
-    student_base = checked_model(config.student.model, **config.student.loading())
-    teacher_path = checked_model(config.teacher.model, **config.teacher.loading())
-    if config.teacher.style == "chat" and (problem := chat_template_problem(teacher_path, "teacher")):
-        raise UserError(problem)
-    check_context_limits(config, student_base, teacher_path)  # config.json only, like the plan
-    plan = plan_for_run(config, teacher_path, student_base)  # reads config.json files only
-    plan.raise_if_impossible()
-    validation_size = config.data.validation_size
-    if validation_size is None:  # as many as test (capped by the split), or the whole split with the whole test
-        validation_size = min(config.data.test_size, len(data.validation)) if config.data.test_size else 0
-    elif validation_size and data.validation:
-        sample_count(len(data.validation), validation_size)
-
-    check_folders(config)  # the run's folders are this user's alone (or the cache its group's)
-    fingerprints = data_fingerprints(data)  # hashed once: checked here, pinned in the run directory below
-    check_data(config, fingerprints)  # a rerun reads the data the run was started with
+    """The pre-flight (llm2llm/preflight.py: nothing is written until config, data, models, the GPU
+    plan and the run directory pass; `doctor` runs the same checks), then the run directory: the
+    config, data and models pinned, the seed and evaluation samples fixed, iteration 0's training set
+    (the seed)."""
+    facts = preflight(config)
     private_folder(config.cache_path(), "generation cache", group=config.cache_group)
     if config.loop.share_iteration0:
         private_folder(config.iteration0_cache_path(), "iteration-0 cache")
     run = RunDir(config)
     try:
-        return _open_run(config, data, run, plan, student_base, teacher_path, validation_size, fingerprints)
+        return _open_run(run, facts)
     except BaseException:
         run.close()
         raise
 
 
-def _open_run(config, data, run, plan, student_base, teacher_path, validation_size, fingerprints) -> RunContext:
+def _open_run(run: RunDir, facts: Facts) -> RunContext:
     """The run directory's state: the plan, the seed and evaluation samples fixed, the models pinned,
     iteration 0's training set (the seed)."""
-    run.pin_data(fingerprints)
+    config, data, plan = facts.config, facts.data, facts.plan
+    run.pin_data(facts.fingerprints)
     plan_file = run.path / "plan.txt"
     if not plan_file.exists() or plan_file.read_text() != plan.table() + "\n":
         atomic_write_text(plan_file, plan.table() + "\n")
@@ -173,7 +155,7 @@ def _open_run(config, data, run, plan, student_base, teacher_path, validation_si
     seed = [by_id[i] for i in seed_ids]
     test = fixed_sample(run, "test_ids.json", data.test, config.data.test_size, config.data.seed)
     # Scored every iteration beside test, to choose recipes and iterations without looking at test.
-    validation = fixed_sample(run, "validation_ids.json", data.validation, validation_size, config.data.seed)
+    validation = fixed_sample(run, "validation_ids.json", data.validation, facts.validation_size, config.data.seed)
     log.info(
         "run %s: %s, %d seed examples, %d test examples, %d validation examples",
         run.path,
@@ -182,19 +164,11 @@ def _open_run(config, data, run, plan, student_base, teacher_path, validation_si
         len(test),
         len(validation),
     )
-    run.pin_models(
-        {
-            role: {"name": name, "path": str(path.resolve()), "fingerprint": fingerprint(path)}
-            for role, name, path in (
-                ("student", config.student.model, student_base),
-                ("teacher", config.teacher.model, teacher_path),
-            )
-        }
-    )
+    run.pin_models(facts.models())
     first_train = run.iteration(0) / "train.jsonl"
     if not first_train.exists():
         atomic_write_jsonl(first_train, seed)
-    return RunContext(config, data, run, plan, student_base, teacher_path, seed, test, validation)
+    return RunContext(config, data, run, plan, facts.student, facts.teacher, seed, test, validation)
 
 
 def fixed_sample(run: RunDir, name: str, examples: list[dict], size: int, seed: int) -> list[dict]:

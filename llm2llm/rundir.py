@@ -68,6 +68,37 @@ def check_data(config: RunConfig, fingerprints: dict[str, str]) -> None:
         )
 
 
+def check_config(config: RunConfig, path: Path | None = None) -> None:
+    """Refuse a rerun with a config that would compute something else than the run's config.yaml.
+    runs_dir is where the folder was reached from, not what it holds (runs/boost and
+    /abs/path/runs/boost open the same run, and so does a moved run folder); RERUN_MAY_CHANGE lists
+    the rest a rerun may change (checkpoint frequency after a preemption, where phases run)."""
+    path = path or Path(config.runs_dir) / config.run
+    if not (path / "config.yaml").exists():
+        return
+    stored = config_from_file(path / "config.yaml").model_dump(mode="json", exclude=RERUN_MAY_CHANGE)
+    wanted = config.model_dump(mode="json", exclude=RERUN_MAY_CHANGE)
+    if stored != wanted:
+        raise UserError(
+            f"run {path} already exists with a different config ({first_difference(stored, wanted)}); "
+            f"rerun with the same options to resume, or pick another RUN / delete the folder"
+        )
+
+
+def check_models(config: RunConfig, models: dict[str, dict]) -> None:
+    """Refuse a rerun whose model folder now holds something else than when the run started (its
+    models.json): its answers would not match the cached ones."""
+    path = Path(config.runs_dir) / config.run / "models.json"
+    stored = read_json(path) if path.exists() else {}
+    for role, record in models.items():
+        before = stored.get(role, {}).get("fingerprint")
+        if before is not None and before != record["fingerprint"]:
+            raise UserError(
+                f"run {path.parent}: the {role} model {record['path']} has changed since the run started "
+                f"(fingerprint {before} -> {record['fingerprint']}); restore that folder, or start a new RUN to use it"
+            )
+
+
 class RunDir:
     """An open run directory: holds the run's lock and logs to its log.txt until closed (`with
     RunDir(...)`, or close()), so that one Python process can run several boosts one after another."""
@@ -89,17 +120,7 @@ class RunDir:
         self._acquire_lock()  # also sweeps a killed process's temporary files, before our claim writes its own
         config_path = self.path / "config.yaml"
         if config_path.exists():
-            # runs_dir is where the folder was reached from, not what it holds: runs/boost and
-            # /abs/path/runs/boost open the same run, and so does a run folder moved elsewhere; how
-            # often training saves a resumable checkpoint may change on a rerun (after a preemption)
-            stored = config_from_file(config_path).model_dump(mode="json", exclude=RERUN_MAY_CHANGE)
-            wanted = config.model_dump(mode="json", exclude=RERUN_MAY_CHANGE)
-            if stored != wanted:
-                key = first_difference(stored, wanted)
-                raise UserError(
-                    f"run {self.path} already exists with a different config ({key}); "
-                    f"rerun with the same options to resume, or pick another RUN / delete the folder"
-                )
+            check_config(config, self.path)  # again under the lock: the pre-flight's may be stale
         else:
             atomic_write_text(config_path, config_to_yaml(config))
         self.timings = RecordLog(self.path / "timings.jsonl")
@@ -197,16 +218,8 @@ class RunDir:
         path = self.path / "models.json"
         if not path.exists():
             atomic_write_json(path, models)
-            return
-        stored = read_json(path)
-        for role, record in models.items():
-            before = stored.get(role, {}).get("fingerprint")
-            if before is not None and before != record["fingerprint"]:
-                raise UserError(
-                    f"run {self.path}: the {role} model {record['path']} has changed since the run started "
-                    f"(fingerprint {before} -> {record['fingerprint']}); restore that folder, or start a new RUN to "
-                    "use it"
-                )
+        else:
+            check_models(self.config, models)
 
     @property
     def lock_fd(self) -> int:

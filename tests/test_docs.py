@@ -62,7 +62,7 @@ def _checkpoints_kept() -> int:
     from pathlib import Path
 
     from llm2llm.config import resolve_config
-    from llm2llm.doctor import checkpoint_bytes
+    from llm2llm.preflight import checkpoint_bytes
 
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "model.safetensors").write_bytes(b"x")

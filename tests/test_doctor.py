@@ -159,7 +159,8 @@ def test_existing_run_with_other_options_or_a_changed_teacher_folder(tmp_path, d
     proc = doctor(*common)
     assert (
         proc.returncode == 2
-        and f"FAIL run dir: {run}: the teacher folder {teacher} changed since the run started" in proc.stdout
+        and f"FAIL run dir: run {run}: the teacher model {teacher.resolve()} has changed since the run started"
+        in proc.stdout
     )
 
 
@@ -186,14 +187,14 @@ def test_package_conflict_is_named(tmp_path, data_dir, tiny_model):
 
 def test_offline_check_fails_when_the_hub_is_reachable(monkeypatch):
     from llm2llm.config import resolve_config
-    from llm2llm.doctor import _offline
     from llm2llm.errors import UserError
+    from llm2llm.preflight import Facts, check_offline
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     with pytest.raises(UserError, match="^HF_HUB_OFFLINE not set to 1"):
-        _offline(resolve_config("tiny"))
+        check_offline(Facts(resolve_config("tiny")))
 
 
 def test_site_registry_adds_models_and_teacher_by_name(tmp_path, data_dir, tiny_model):
@@ -297,7 +298,7 @@ echo "{device} {used} 0 {limit} 0 12 0 0 0"
 
 @pytest.mark.parametrize("limit_gib, verdict", [(100, "ok"), (1, "FAIL")])
 def test_the_doctor_reports_the_quota_and_refuses_one_too_small(tmp_path, data_dir, limit_gib, verdict):
-    from llm2llm.doctor import mount_of
+    from llm2llm.preflight import mount_of
 
     tools = tmp_path / "bin"
     tools.mkdir()
