@@ -380,6 +380,9 @@ def sleep_mode_problem() -> str | None:
 
 
 def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, student_path: Path) -> Plan:
+    """Which GPUs each phase gets and whether each fits, from config.json shapes alone: GPUs to the
+    teacher and the student (the mode), the teacher's parallelism, the student's training and
+    evaluation, then what the node itself must hold."""
     if config.plan.mode == "auto":
         return _auto_plan(config, inventory, teacher_path, student_path)
     plan = Plan(config.plan.mode, inventory)
@@ -389,7 +392,6 @@ def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, stude
         plan.suggestions.append("set teacher.sleep=false (the teacher's engine then starts for each generate phase)")
     if not inventory.gpus_per_node:
         return _cpu_plan(plan, config)
-    p, inv = config.plan, inventory
     teacher = model_shape(str(teacher_path), trust_remote_code=config.teacher.trust_remote_code)
     student = model_shape(
         str(student_path),
@@ -397,155 +399,164 @@ def make_plan(config: RunConfig, inventory: Inventory, teacher_path: Path, stude
         tuple(config.train.lora_target_modules),
         config.student.trust_remote_code,
     )
-    usable = inv.memory_gib * config.vllm.gpu_memory_utilization
-    uses_gpu_teacher = config.teacher.engine not in ("openai",)
+    layout = _layout(plan, config, teacher)
+    if config.teacher.engine == "transformers":
+        _plan_transformers_teacher(plan, config, teacher, layout)
+    elif config.teacher.engine != "openai":
+        _plan_vllm_teacher(plan, config, teacher, layout)
+    else:
+        plan.rows.append(Row("generate (teacher)", "external server", 0, config.teacher.url or "-"))
+    if layout.student_count:
+        _plan_training(plan, config, student, layout)
+        _plan_evaluation(plan, config, student, layout)
+    asleep_gib = teacher.params * (4 if config.vllm.dtype == "float32" else 2) / GIB if plan.teacher_sleeps else 0.0
+    teacher_gpus = layout.teacher_gpus if config.teacher.engine != "openai" else 0
+    _check_host(plan, config, student, layout.student_count, teacher_gpus, asleep_gib)
+    return plan
 
-    # Who gets which GPUs.
-    if p.mode == "split":
+
+@dataclass
+class _Layout:
+    """Who gets which GPUs of a node: the teacher's first and count, the student's, and the nodes
+    the student trains on."""
+
+    teacher_first: int
+    teacher_gpus: int
+    student_first: int
+    student_count: int
+    train_nodes: int
+
+
+def _usable_gib(config: RunConfig, inv: Inventory) -> float:
+    return inv.memory_gib * config.vllm.gpu_memory_utilization
+
+
+def _layout(plan: Plan, config: RunConfig, teacher: ModelShape) -> _Layout:
+    """sequential: every phase gets every GPU; split: the teacher the fewest GPUs that hold it (or
+    plan.teacher_gpus), the student the rest of one node."""
+    inv = plan.inventory
+    if plan.mode == "split":
         if inv.nodes > 1:
             plan.problems.append(f"split mode plans one node; this run has {inv.nodes}")
             plan.suggestions.append(
                 "use plan.mode=sequential across nodes (the teacher then spans nodes only if it must)"
             )
-        teacher_gpus = min(p.teacher_gpus or _fewest_teacher_gpus(teacher, config, inv, usable), inv.gpus_per_node)
-        train_nodes, student_first, student_count = 1, teacher_gpus, inv.gpus_per_node - teacher_gpus
-        if student_count < 1:
+        fewest = config.plan.teacher_gpus or _fewest_teacher_gpus(teacher, config, inv, _usable_gib(config, inv))
+        teacher_gpus = min(fewest, inv.gpus_per_node)
+        layout = _Layout(0, teacher_gpus, teacher_gpus, inv.gpus_per_node - teacher_gpus, 1)
+        if layout.student_count < 1:
             plan.problems.append(
                 f"split mode leaves no GPU for the student: the teacher takes {teacher_gpus} of {inv.gpus_per_node}"
             )
             plan.suggestions.append("use plan.mode=sequential, or a node with more GPUs")
-        teacher_first = 0
     else:
-        teacher_gpus, teacher_first = inv.gpus_per_node, 0
-        train_nodes, student_first, student_count = inv.nodes, 0, inv.gpus_per_node
-    plan.train_nodes, plan.train_processes_per_node = train_nodes, student_count
-    plan.train_devices = _ids(inv, student_first, student_count)
-    plan.generate_devices = _ids(inv, teacher_first, teacher_gpus)
+        layout = _Layout(0, inv.gpus_per_node, 0, inv.gpus_per_node, inv.nodes)
+    plan.train_nodes, plan.train_processes_per_node = layout.train_nodes, layout.student_count
+    plan.train_devices = _ids(inv, layout.student_first, layout.student_count)
+    plan.generate_devices = _ids(inv, layout.teacher_first, layout.teacher_gpus)
+    return layout
 
-    # Teacher: tensor parallel inside a node, pipeline parallel across nodes if one is not enough. The
-    # transformers engine has neither: it spreads the layers over its GPUs (device_map), on one node.
-    if config.teacher.engine == "transformers":
-        need = _teacher_need(teacher, 1, teacher_gpus, config)
-        plan.rows.append(
-            Row(
-                "generate (teacher, transformers)",
-                _devices_label(inv, 1, teacher_first, teacher_gpus),
-                teacher_gpus,
-                f"layers over {teacher_gpus} GPU(s)",
-                need,
-                inv.memory_gib,
-            )
-        )
-        if need > inv.memory_gib:
-            plan.problems.append(
-                f"the teacher ({teacher.params / 1e9:.1f}B parameters) on the transformers engine needs {need:.1f} "
-                f"GiB per GPU with its layers over {teacher_gpus} GPU(s) of one node; {inv.gpu_name} has "
-                f"{inv.memory_gib:.0f} GiB"
-            )
-            plan.suggestions.append(
-                "use teacher.engine=vllm (tensor and pipeline parallel, across nodes), or a smaller teacher"
-            )
-    elif uses_gpu_teacher:
-        valid = valid_tensor_parallel_sizes(teacher, teacher_gpus)
-        tp = config.vllm.tensor_parallel_size
-        if tp is not None and tp not in valid:
-            plan.problems.append(
-                f"vllm.tensor_parallel_size={tp} must divide the teacher's {teacher_gpus} GPUs and its "
-                f"{teacher.heads} attention heads ({teacher.kv_heads} KV heads)"
-            )
-            plan.suggestions.append(f"valid tensor parallel sizes here: {', '.join(map(str, valid))}")
-            tp = max(valid)
-        tp = tp or max(valid)
-        pp = config.vllm.pipeline_parallel_size or 1
-        max_pp = inv.nodes if p.mode == "sequential" else 1
-        if config.vllm.pipeline_parallel_size is None:
-            while _teacher_need(teacher, tp, pp, config) > usable and pp < max_pp:
-                pp += 1
-        plan.generate_tp, plan.generate_pp = tp, pp
-        need = _teacher_need(teacher, tp, pp, config)
-        plan.rows.append(
-            Row(
-                f"generate (teacher, {config.teacher.engine})",
-                _devices_label(inv, pp, teacher_first, tp),
-                tp * pp,
-                f"TP {tp}"
-                + (f" x PP {pp} (Ray)" if pp > 1 else "")
-                + (", asleep between" if plan.teacher_sleeps else ""),
-                need,
-                usable,
-            )
-        )
-        if need > usable:
-            plan.problems.append(
-                f"the teacher ({teacher.params / 1e9:.1f}B parameters) needs {need:.1f} GiB per GPU at TP {tp}"
-                + (f" x PP {pp}" if pp > 1 else "")
-                + f"; {inv.gpu_name} gives {usable:.1f} GiB "
-                f"({inv.memory_gib:.0f} GiB x vllm.gpu_memory_utilization {config.vllm.gpu_memory_utilization})"
-            )
-            weights_gib = teacher.params * (4 if config.vllm.dtype == "float32" else 2) / GIB
-            plan.suggestions.append(
-                f"the teacher's weights alone are {weights_gib:.0f} GiB: use more GPUs or nodes (plan.nodes, "
-                f"pipeline parallel), a smaller teacher, or lower vllm.max_model_len / plan.teacher_kv_cache_gib"
-            )
-    else:
-        plan.rows.append(Row("generate (teacher)", "external server", 0, config.teacher.url or "-"))
 
-    # Student training: data parallel over its GPUs on every training node.
-    if student_count:
-        cfg = config.train
-        need, cpu_need = student_train_gib(
-            student,
-            cfg.deepspeed,
-            student_count,
-            train_nodes,
-            cfg.lora,
-            cfg.batch_size,
-            cfg.max_length,
-            cfg.gradient_checkpointing,
+def _plan_transformers_teacher(plan: Plan, config: RunConfig, teacher: ModelShape, layout: _Layout) -> None:
+    """The transformers engine has no tensor or pipeline parallel: it spreads the layers over its
+    GPUs (device_map), on one node."""
+    inv, gpus = plan.inventory, layout.teacher_gpus
+    need = _teacher_need(teacher, 1, gpus, config)
+    where = _devices_label(inv, 1, layout.teacher_first, gpus)
+    plan.rows.append(
+        Row("generate (teacher, transformers)", where, gpus, f"layers over {gpus} GPU(s)", need, inv.memory_gib)
+    )
+    if need > inv.memory_gib:
+        plan.problems.append(
+            f"the teacher ({teacher.params / 1e9:.1f}B parameters) on the transformers engine needs {need:.1f} "
+            f"GiB per GPU with its layers over {gpus} GPU(s) of one node; {inv.gpu_name} has "
+            f"{inv.memory_gib:.0f} GiB"
         )
-        need += p.overhead_gib + (SLEEP_HELD_GIB if plan.teacher_sleeps else 0.0)
-        zero = zero_settings(cfg.deepspeed)
-        what = (f"ZeRO-{zero['stage']} ({cfg.deepspeed})" if cfg.deepspeed else "DDP") + (
-            " + LoRA" if cfg.lora else ""
+        plan.suggestions.append(
+            "use teacher.engine=vllm (tensor and pipeline parallel, across nodes), or a smaller teacher"
         )
-        plan.rows.append(
-            Row(
-                "train (student)",
-                _devices_label(inv, train_nodes, student_first, student_count),
-                student_count * train_nodes,
-                what + (f", {cpu_need:.0f} GiB CPU/node" if cpu_need >= 1 else ""),
-                need,
-                inv.memory_gib,
-            )
-        )
-        if need > inv.memory_gib:
-            plan.problems.append(
-                f"training the student ({student.params / 1e9:.1f}B parameters, {what}) needs {need:.1f} GiB "
-                f"per GPU on {student_count * train_nodes} GPU(s); each {inv.gpu_name} has {inv.memory_gib:.0f} GiB"
-            )
-            plan.suggestions.append(_student_suggestion(student, config, student_count, train_nodes, inv.memory_gib))
 
-        # Evaluation: the smallest tensor parallel size that fits, on the student's GPUs.
-        eval_usable = usable if config.student.engine == "vllm" else inv.memory_gib
-        choices = valid_tensor_parallel_sizes(student, student_count) or [1]
-        evaluate_tp = next((t for t in choices if _teacher_need(student, t, 1, config) <= eval_usable), choices[-1])
-        eval_need = _teacher_need(student, evaluate_tp, 1, config) + (SLEEP_HELD_GIB if plan.teacher_sleeps else 0.0)
-        plan.evaluate_tp, plan.evaluate_devices = evaluate_tp, _ids(inv, student_first, evaluate_tp)
-        plan.rows.append(
-            Row(
-                f"evaluate (student, {config.student.engine})",
-                _devices_label(inv, 1, student_first, evaluate_tp),
-                evaluate_tp,
-                f"TP {evaluate_tp}",
-                eval_need,
-                eval_usable,
-            )
+
+def _vllm_parallel(plan: Plan, config: RunConfig, teacher: ModelShape, gpus: int) -> tuple[int, int]:
+    """vLLM's tensor parallel size inside a node (the largest that divides the GPUs and the heads,
+    or vllm.tensor_parallel_size) and pipeline parallel size across nodes, if one is not enough."""
+    inv, usable = plan.inventory, _usable_gib(config, plan.inventory)
+    valid = valid_tensor_parallel_sizes(teacher, gpus)
+    tp = config.vllm.tensor_parallel_size
+    if tp is not None and tp not in valid:
+        plan.problems.append(
+            f"vllm.tensor_parallel_size={tp} must divide the teacher's {gpus} GPUs and its "
+            f"{teacher.heads} attention heads ({teacher.kv_heads} KV heads)"
         )
-        if eval_need > eval_usable:
-            plan.problems.append(f"evaluating the student needs {eval_need:.1f} GiB per GPU even at TP {evaluate_tp}")
-    asleep_gib = teacher.params * (4 if config.vllm.dtype == "float32" else 2) / GIB if plan.teacher_sleeps else 0.0
-    _check_host(plan, config, student, student_count, teacher_gpus if uses_gpu_teacher else 0, asleep_gib)
-    return plan
+        plan.suggestions.append(f"valid tensor parallel sizes here: {', '.join(map(str, valid))}")
+        tp = max(valid)
+    tp = tp or max(valid)
+    pp = config.vllm.pipeline_parallel_size or 1
+    max_pp = inv.nodes if plan.mode == "sequential" else 1
+    if config.vllm.pipeline_parallel_size is None:
+        while _teacher_need(teacher, tp, pp, config) > usable and pp < max_pp:
+            pp += 1
+    return tp, pp
+
+
+def _plan_vllm_teacher(plan: Plan, config: RunConfig, teacher: ModelShape, layout: _Layout) -> None:
+    inv, usable = plan.inventory, _usable_gib(config, plan.inventory)
+    tp, pp = _vllm_parallel(plan, config, teacher, layout.teacher_gpus)
+    plan.generate_tp, plan.generate_pp = tp, pp
+    need = _teacher_need(teacher, tp, pp, config)
+    parallelism = (
+        f"TP {tp}" + (f" x PP {pp} (Ray)" if pp > 1 else "") + (", asleep between" if plan.teacher_sleeps else "")
+    )
+    where = _devices_label(inv, pp, layout.teacher_first, tp)
+    plan.rows.append(Row(f"generate (teacher, {config.teacher.engine})", where, tp * pp, parallelism, need, usable))
+    if need > usable:
+        plan.problems.append(
+            f"the teacher ({teacher.params / 1e9:.1f}B parameters) needs {need:.1f} GiB per GPU at TP {tp}"
+            + (f" x PP {pp}" if pp > 1 else "")
+            + f"; {inv.gpu_name} gives {usable:.1f} GiB "
+            f"({inv.memory_gib:.0f} GiB x vllm.gpu_memory_utilization {config.vllm.gpu_memory_utilization})"
+        )
+        weights_gib = teacher.params * (4 if config.vllm.dtype == "float32" else 2) / GIB
+        plan.suggestions.append(
+            f"the teacher's weights alone are {weights_gib:.0f} GiB: use more GPUs or nodes (plan.nodes, "
+            f"pipeline parallel), a smaller teacher, or lower vllm.max_model_len / plan.teacher_kv_cache_gib"
+        )
+
+
+def _plan_training(plan: Plan, config: RunConfig, student: ModelShape, layout: _Layout) -> None:
+    """Data parallel over the student's GPUs on every training node; a sleeping teacher's CUDA
+    context beside it."""
+    inv, cfg, count, nodes = plan.inventory, config.train, layout.student_count, layout.train_nodes
+    need, cpu_need = student_train_gib(
+        student, cfg.deepspeed, count, nodes, cfg.lora, cfg.batch_size, cfg.max_length, cfg.gradient_checkpointing
+    )
+    need += config.plan.overhead_gib + (SLEEP_HELD_GIB if plan.teacher_sleeps else 0.0)
+    zero = zero_settings(cfg.deepspeed)
+    what = (f"ZeRO-{zero['stage']} ({cfg.deepspeed})" if cfg.deepspeed else "DDP") + (" + LoRA" if cfg.lora else "")
+    where = _devices_label(inv, nodes, layout.student_first, count)
+    cpu = f", {cpu_need:.0f} GiB CPU/node" if cpu_need >= 1 else ""
+    plan.rows.append(Row("train (student)", where, count * nodes, what + cpu, need, inv.memory_gib))
+    if need > inv.memory_gib:
+        plan.problems.append(
+            f"training the student ({student.params / 1e9:.1f}B parameters, {what}) needs {need:.1f} GiB "
+            f"per GPU on {count * nodes} GPU(s); each {inv.gpu_name} has {inv.memory_gib:.0f} GiB"
+        )
+        plan.suggestions.append(_student_suggestion(student, config, count, nodes, inv.memory_gib))
+
+
+def _plan_evaluation(plan: Plan, config: RunConfig, student: ModelShape, layout: _Layout) -> None:
+    """The smallest tensor parallel size that fits, on the student's GPUs."""
+    inv = plan.inventory
+    usable = _usable_gib(config, inv) if config.student.engine == "vllm" else inv.memory_gib
+    held = SLEEP_HELD_GIB if plan.teacher_sleeps else 0.0
+    choices = valid_tensor_parallel_sizes(student, layout.student_count) or [1]
+    tp = next((t for t in choices if _teacher_need(student, t, 1, config) <= usable), choices[-1])
+    need = _teacher_need(student, tp, 1, config) + held
+    plan.evaluate_tp, plan.evaluate_devices = tp, _ids(inv, layout.student_first, tp)
+    where = _devices_label(inv, 1, layout.student_first, tp)
+    plan.rows.append(Row(f"evaluate (student, {config.student.engine})", where, tp, f"TP {tp}", need, usable))
+    if need > usable:
+        plan.problems.append(f"evaluating the student needs {need:.1f} GiB per GPU even at TP {tp}")
 
 
 def _check_host(
