@@ -15,7 +15,18 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import RESULTS  # noqa: E402
 
-ORDER = ("teacher", "evaluate", "dedup", "overhead", "boost", "memory", "crash_resume", "gpu_zero2", "gpu_zero3")
+ORDER = (
+    "teacher",
+    "teacher_phase",
+    "evaluate",
+    "dedup",
+    "overhead",
+    "boost",
+    "memory",
+    "crash_resume",
+    "gpu_zero2",
+    "gpu_zero3",
+)
 
 
 def fmt_seconds(side: dict | None) -> str:
@@ -61,7 +72,7 @@ def row(key: str, entry: dict) -> str:
     shown = (
         f"{100 * ratio:.1f} %"
         if key == "overhead"
-        else (f"{ratio:g}x" if key in ("evaluate", "dedup") else f"{ratio:g}")
+        else (f"{ratio:g}x" if key in ("evaluate", "dedup", "teacher_phase") else f"{ratio:g}")
     )
     return (
         f"| {key} | {shown} | {fmt_seconds(entry.get('baseline'))} | {fmt_seconds(entry.get('llm2llm'))} "

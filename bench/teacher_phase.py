@@ -4,7 +4,7 @@ fresh record log and no cache, so the engine answers every request. Prints and r
 start seconds, generate seconds and teacher output tokens per second: run it on two commits (a git
 worktree each) to compare them, with nothing else on the machine.
 
-    .venv/bin/python bench/teacher_phase.py runs/edge/snips-cpu-qwen [--iteration 0] [--repeats 2] [--tag after]
+    .venv/bin/python bench/teacher_phase.py runs/edge/snips-cpu-qwen [--iteration 0] [--repeats 2] [--side before]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import record  # noqa: E402
+from bench.common import RESULTS, record  # noqa: E402
 from llm2llm.config import config_from_file  # noqa: E402
 from llm2llm.data import load_task_data  # noqa: E402
 from llm2llm.engines import EngineSpec, load_tokenizer  # noqa: E402
@@ -60,7 +60,12 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--iteration", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--tag", default="", help="put in the results entry's name, e.g. before / after")
+    parser.add_argument(
+        "--side",
+        choices=("before", "after"),
+        default="after",
+        help="which side of the comparison this checkout is: the results entry keeps one of each",
+    )
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
     rows = []
@@ -68,19 +73,20 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             rows.append(replay(args.run.resolve(), args.iteration, Path(tmp)))
         print(json.dumps(rows[-1]))
-    entry = {
-        "ratio": None,
-        "goal": "teacher output tokens/s of the generate phase, engine start apart",
-        "commit": commit.strip(),
-        "run": str(args.run),
-        "median_generate_s": statistics.median(r["generate_s"] for r in rows),
+    side = {
+        "name": f"{args.side} ({commit.strip()})",
+        "median_s": statistics.median(r["generate_s"] for r in rows),
         "median_engine_start_s": statistics.median(r["engine_start_s"] for r in rows),
         "median_tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows),
         "repeats": rows,
     }
-    record("teacher_phase" + (f"_{args.tag}" if args.tag else ""), entry)
-    print(json.dumps({k: v for k, v in entry.items() if k != "repeats"}))
-
-
-if __name__ == "__main__":
-    main()
+    entry = json.loads(RESULTS.read_text()).get("teacher_phase", {}) if RESULTS.exists() else {}
+    entry[{"before": "baseline", "after": "llm2llm"}[args.side]] = side
+    before, after = entry.get("baseline"), entry.get("llm2llm")
+    entry.update(
+        ratio=round(before["median_s"] / after["median_s"], 3) if before and after else 1.0,
+        goal="generate seconds of a run's teacher phase replayed, before / after a change (> 1: faster)",
+        run=str(args.run),
+    )
+    record("teacher_phase", entry)
+    print(json.dumps({k: v for k, v in side.items() if k != "repeats"}))
