@@ -89,7 +89,7 @@ def train_student(request: TrainRequest) -> Path:
     or the base checkpoint; rank 0 saves the student to `out_dir` in one atomic rename."""
     import torch
     from datasets import Dataset
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
+    from transformers import DataCollatorForSeq2Seq, Trainer, set_seed
 
     cfg, out_dir = request.config, Path(request.out_dir)
     set_seed(cfg.seed)
@@ -97,18 +97,70 @@ def train_student(request: TrainRequest) -> Path:
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     checkpoints = out_dir.with_name(f"{out_dir.name}-checkpoints")  # not a .tmp: a rerun resumes from it
     if cfg.deepspeed:
-        # DeepSpeed's own process group must exist before ZeRO-3 partitions the weights at load time
-        # (accelerate starts it on GPUs, not with use_cpu); a no-op when it is already up.
-        from datetime import timedelta
-
-        import deepspeed
-
-        deepspeed.init_distributed(
-            dist_backend="nccl" if on_gpu else "gloo", timeout=timedelta(seconds=cfg.ddp_timeout)
-        )
+        _init_deepspeed(cfg, on_gpu)
     # The arguments come first: with ZeRO-3 they make from_pretrained load the weights partitioned
     # (zero.Init) instead of a full copy per rank. They also start the process group.
-    args = TrainingArguments(
+    args = training_arguments(cfg, checkpoints, on_gpu)
+    with args.main_process_first(desc="clear the temporary student folder"):
+        if args.process_index == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+    tokenizer = load_tokenizer(request.base_path, request.loading.get("trust_remote_code", False))
+    tokenizer.padding_side = "right"
+    model = _load_model(request, torch.float32)  # fp32 master weights; bf16 compute on GPU (args.bf16)
+    dataset = Dataset.from_list(
+        [tokenize_example(tokenizer, request.task, e, cfg.max_length) for e in request.examples]
+    )
+    callbacks = _tensorboard(request, tmp / "trainer" / "tb") if args.process_index == 0 else []
+    checkpointing = checkpoint_callback(cfg.checkpoint_minutes * 60)
+    callbacks.append(checkpointing)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        callbacks=callbacks,
+    )
+    resume = last_checkpoint(checkpoints, request, args)
+    loop_start = time.time()
+    with checkpointing.on_stop():
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if checkpointing.stopped:  # SIGTERM: the steps so far are in a checkpoint, nothing is handed over
+        log.info("stopped by SIGTERM after step %d, saved in %s for the rerun", trainer.state.global_step, checkpoints)
+        raise SystemExit(143)
+    loop_end = time.time()
+    # Collective under ZeRO-3 (the shards are gathered); only the main process writes.
+    trainer.save_model(str(tmp))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(tmp)
+        _keep_tensorboard(request, tmp)
+        record = train_record(request, trainer, result, dataset, resume, checkpointing.steps)
+        # where rank 0's time went: imports, process group, model load, tokenization; the loop; saving
+        times = (loop_start - _process_start(), loop_end - loop_start, time.time() - loop_end)
+        record["seconds"] = dict(zip(("before_training", "training", "saving"), (round(t, 2) for t in times)))
+        (tmp / "train_log.json").write_text(json.dumps(record, indent=2))
+        _hand_over(tmp, out_dir, checkpoints)
+        loss = result.metrics.get("train_loss", float("nan"))
+        log.info("trained on %d examples with %d process(es): loss %.4f", len(dataset), args.world_size, loss)
+    trainer.accelerator.wait_for_everyone()
+    return out_dir
+
+
+def _init_deepspeed(cfg: TrainConfig, on_gpu: bool) -> None:
+    """DeepSpeed's own process group must exist before ZeRO-3 partitions the weights at load time
+    (accelerate starts it on GPUs, not with use_cpu); a no-op when it is already up."""
+    from datetime import timedelta
+
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", timeout=timedelta(seconds=cfg.ddp_timeout))
+
+
+def training_arguments(cfg: TrainConfig, checkpoints: Path, on_gpu: bool):
+    """The Trainer's arguments from the run's train section."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
         output_dir=str(checkpoints),  # where the resumable checkpoints go (save_total_limit: the last one)
         num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size,
@@ -135,92 +187,53 @@ def train_student(request: TrainRequest) -> Path:
         ddp_find_unused_parameters=False,  # every trainable parameter is used in a causal LM's forward
         dataloader_num_workers=0,
     )
-    with args.main_process_first(desc="clear the temporary student folder"):
-        if args.process_index == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-    tokenizer = load_tokenizer(request.base_path, request.loading.get("trust_remote_code", False))
-    tokenizer.padding_side = "right"
-    model = _load_model(request, torch.float32)  # fp32 master weights; bf16 compute on GPU (args.bf16)
-    dataset = Dataset.from_list(
-        [tokenize_example(tokenizer, request.task, ex, cfg.max_length) for ex in request.examples]
-    )
-    callbacks = _tensorboard(request, tmp / "trainer" / "tb") if args.process_index == 0 else []
-    checkpointing = checkpoint_callback(cfg.checkpoint_minutes * 60)
-    callbacks.append(checkpointing)
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-        callbacks=callbacks,
-    )
-    resume = last_checkpoint(checkpoints, request, args)
-    loop_start = time.time()
-    with checkpointing.on_stop():
-        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    if checkpointing.stopped:  # SIGTERM: the steps so far are in a checkpoint, nothing is handed over
-        log.info("stopped by SIGTERM after step %d, saved in %s for the rerun", trainer.state.global_step, checkpoints)
-        raise SystemExit(143)
-    loop_end = time.time()
-    # Collective under ZeRO-3 (the shards are gathered); only the main process writes.
-    trainer.save_model(str(tmp))
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(tmp)
-        # The Trainer pickles its arguments beside the weights (torch.save); a run folder holds no pickle:
-        # they go in train_log.json instead.
-        (tmp / "training_args.bin").unlink(missing_ok=True)
-        if request.tb_dir is not None and (tmp / "trainer" / "tb").exists():
-            # the finished attempt's log replaces a killed attempt's: one TensorBoard run per iteration
-            request.tb_dir.parent.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(request.tb_dir, ignore_errors=True)
-            os.replace(tmp / "trainer" / "tb", request.tb_dir)
-        shutil.rmtree(tmp / "trainer", ignore_errors=True)
-        (tmp / "train_log.json").write_text(
-            json.dumps(
-                {
-                    "metrics": result.metrics,
-                    "log_history": trainer.state.log_history,
-                    "examples": len(dataset),
-                    # for throughput and MFU (bench/gpu_check.py), counted after the loop: tokens without
-                    # padding, all parameters (ZeRO-3 keeps each one's full size in ds_numel)
-                    "tokens_per_epoch": sum(len(ids) for ids in dataset["input_ids"]),
-                    "parameters": sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters()),
-                    "world_size": args.world_size,
-                    "bf16": args.bf16,
-                    "deepspeed": cfg.deepspeed,
-                    "lora": cfg.lora,
-                    "gradient_checkpointing": args.gradient_checkpointing,
-                    "training_args": json.loads(args.to_json_string()),
-                    "resumed_from_step": int(resume.name.split("-")[-1]) if resume else None,
-                    "steps_this_attempt": checkpointing.steps,
-                    "base_model": str(request.base_path),
-                    "init_from": str(request.init_path) if request.init_path else None,
-                    # where rank 0's time went: imports, process group, model load and tokenization; the
-                    # training loop; writing the checkpoint (report.md, bench/boost.py)
-                    "seconds": {
-                        "before_training": round(loop_start - _process_start(), 2),
-                        "training": round(loop_end - loop_start, 2),
-                        "saving": round(time.time() - loop_end, 2),
-                    },
-                },
-                indent=2,
-            )
-        )
-        fsync_tree(tmp)  # durable before it is renamed into place (and its cost lands in this phase)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-        fsync_dir(out_dir.parent)
-        shutil.rmtree(checkpoints, ignore_errors=True)  # the phase is done: nothing left to resume
-        log.info(
-            "trained on %d examples with %d process(es): loss %.4f",
-            len(dataset),
-            args.world_size,
-            result.metrics.get("train_loss", float("nan")),
-        )
-    trainer.accelerator.wait_for_everyone()
-    return out_dir
+
+
+def _keep_tensorboard(request: TrainRequest, tmp: Path) -> None:
+    """The Trainer pickles its arguments beside the weights (torch.save); a run folder holds no
+    pickle: they go in train_log.json instead. The finished attempt's TensorBoard log replaces a
+    killed attempt's: one TensorBoard run per iteration."""
+    (tmp / "training_args.bin").unlink(missing_ok=True)
+    if request.tb_dir is not None and (tmp / "trainer" / "tb").exists():
+        request.tb_dir.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(request.tb_dir, ignore_errors=True)
+        os.replace(tmp / "trainer" / "tb", request.tb_dir)
+    shutil.rmtree(tmp / "trainer", ignore_errors=True)
+
+
+def train_record(request: TrainRequest, trainer, result, dataset, resume: Path | None, steps: int) -> dict:
+    """train_log.json: the Trainer's metrics and log, and what throughput and MFU need (bench/gpu_check.py),
+    counted after the loop: tokens without padding, all parameters (ZeRO-3 keeps each one's full size
+    in ds_numel)."""
+    args, cfg = trainer.args, request.config
+    return {
+        "metrics": result.metrics,
+        "log_history": trainer.state.log_history,
+        "examples": len(dataset),
+        "tokens_per_epoch": sum(len(ids) for ids in dataset["input_ids"]),
+        "parameters": sum(getattr(p, "ds_numel", p.numel()) for p in trainer.model.parameters()),
+        "world_size": args.world_size,
+        "bf16": args.bf16,
+        "deepspeed": cfg.deepspeed,
+        "lora": cfg.lora,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "training_args": json.loads(args.to_json_string()),
+        "resumed_from_step": int(resume.name.split("-")[-1]) if resume else None,
+        "steps_this_attempt": steps,
+        "base_model": str(request.base_path),
+        "init_from": str(request.init_path) if request.init_path else None,
+    }
+
+
+def _hand_over(tmp: Path, out_dir: Path, checkpoints: Path) -> None:
+    """The saved student becomes out_dir in one rename, durable first (its cost lands in this
+    phase); the resumable checkpoints go, since nothing is left to resume."""
+    fsync_tree(tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    fsync_dir(out_dir.parent)
+    shutil.rmtree(checkpoints, ignore_errors=True)
 
 
 def request_digest(request: TrainRequest) -> str:
