@@ -22,53 +22,27 @@ def evaluate(ctx: RunContext, it: int, splits: dict[str, list[dict]]) -> dict:
     were right. With seed_eval.rank_by confidence, the seed split also gets each example's
     log-probability of its right answer (`confidence`), and its wrong_ids are the least confident."""
     config, task, it_dir = ctx.config, ctx.task, ctx.iteration_dir(it)
-    student, base = ctx.student(it), ctx.student_base
-    tokenizer = load_tokenizer(student if student.exists() else base, config.student.trust_remote_code)
+    student = ctx.student(it)
+    tokenizer = load_tokenizer(student if student.exists() else ctx.student_base, config.student.trust_remote_code)
     budget = config.student.eval_max_new_tokens or task.max_answer_tokens(tokenizer)
-    seed_eval = config.seed_eval
-    sampling = {
-        split: SamplingConfig(
-            temperature=config.student.eval_temperature, top_p=1.0, seed=config.train.seed, max_new_tokens=budget
-        )
-        for split in splits
-    }
-    sampling["seed"] = SamplingConfig(
-        temperature=seed_eval.temperature, top_p=seed_eval.top_p, seed=config.train.seed, max_new_tokens=budget
-    )
-    samples = {split: seed_eval.samples if split == "seed" else 1 for split in splits}
-
-    def key(
-        split: str, ex: dict, s: int
-    ) -> str:  # sample s > 0 of a seed example has a key (and so a seed) of its own
-        return f"{split}/{ex['id']}" + (f"/{s}" if s else "")
-
+    sampling = _sampling(config, splits, budget)
+    samples = {split: config.seed_eval.samples if split == "seed" else 1 for split in splits}
     requests = [
-        {
-            "key": key(split, ex, s),
-            "split": split,
-            "id": ex["id"],
-            "sample": s,
-            "prompt": render_chat(tokenizer, task.prompt(ex)),
-        }
+        {"key": answer_key(split, ex, s), "split": split, "id": ex["id"], "sample": s, "prompt": prompt}
         for split, examples in splits.items()
         for ex in examples
+        for prompt in [render_chat(tokenizer, task.prompt(ex))]
         for s in range(samples[split])
     ]
-    if seed_eval.rank_by == "confidence":  # the log-probability of the right answer of each seed example
+    if config.seed_eval.rank_by == "confidence":  # the log-probability of the right answer of each seed example
         sampling["confidence"] = SamplingConfig(temperature=0.0, max_new_tokens=1)
         requests += [
-            {
-                "key": f"confidence/{ex['id']}",
-                "split": "confidence",
-                "id": ex["id"],
-                "prompt": render_chat(tokenizer, task.prompt(ex)),
-                "target": task.target(ex),
-            }
+            {"key": f"confidence/{ex['id']}", "split": "confidence", "id": ex["id"],
+             "prompt": render_chat(tokenizer, task.prompt(ex)), "target": task.target(ex)}
             for ex in splits["seed"]
-        ]
-    engine = student_engine(ctx, student)
+        ]  # fmt: skip
     outputs, stats = generate_cached(
-        engine,
+        student_engine(ctx, student),
         requests,
         it_dir / "predictions.jsonl",
         sampling,
@@ -78,35 +52,57 @@ def evaluate(ctx: RunContext, it: int, splits: dict[str, list[dict]]) -> dict:
         phase="evaluate",
     )
     atomic_write_json(it_dir / "eval_stats.json", asdict(stats))
-    summary = {}
-    for split, examples in splits.items():
-        n = samples[split]
-        results = {ex["id"]: [task.score(outputs[key(split, ex, s)], ex) for s in range(n)] for ex in examples}
-        wrong = {i: sum(not r.correct for r in rs) for i, rs in results.items()}
-        is_wrong = {i: w * 2 >= n if seed_eval.wrong_if == "majority" and n > 1 else w > 0 for i, w in wrong.items()}
-        summary[split] = {
-            "total": len(results),
-            "correct": sum(not w for w in is_wrong.values()),
-            "invalid": sum(not rs[0].valid for rs in results.values()),
-            "wrong_ids": [i for i, w in is_wrong.items() if w],
-        }
-        if n == 1 and task.type == "classification":  # gold label -> answer -> count ("" = no valid answer)
-            confusion: dict[str, dict[str, int]] = {}
-            for ex in examples:
-                row = confusion.setdefault(ex["label"], {})
-                answer = results[ex["id"]][0].prediction or ""
-                row[answer] = row.get(answer, 0) + 1
-            summary[split]["confusion"] = confusion
-        if split == "seed" and seed_eval.rank_by == "confidence":
-            confidence = {ex["id"]: float(outputs[f"confidence/{ex['id']}"]) for ex in examples}
-            summary[split]["confidence"] = confidence
-            summary[split]["wrong_ids"] = weakest(confidence, seed_eval.weakest)
-        if n > 1:
-            summary[split].update(
-                samples=n,
-                sampled_answers=n * len(results),
-                sampled_correct=sum(r.correct for rs in results.values() for r in rs),
-            )
+    summary = {split: score_split(ctx, split, examples, outputs, samples[split]) for split, examples in splits.items()}
+    if "seed" in splits and config.seed_eval.rank_by == "confidence":
+        confidence = {ex["id"]: float(outputs[f"confidence/{ex['id']}"]) for ex in splits["seed"]}
+        summary["seed"].update(confidence=confidence, wrong_ids=weakest(confidence, config.seed_eval.weakest))
+    return summary
+
+
+def answer_key(split: str, ex: dict, sample: int) -> str:
+    """A stored answer's key: sample s > 0 of a seed example has a key (and so a seed) of its own."""
+    return f"{split}/{ex['id']}" + (f"/{sample}" if sample else "")
+
+
+def _sampling(config, splits: dict[str, list[dict]], budget: int) -> dict[str, SamplingConfig]:
+    """The scored splits at student.eval_temperature, the seed examples as seed_eval says."""
+    temperature, seed = config.student.eval_temperature, config.train.seed
+    sampling = {
+        split: SamplingConfig(temperature=temperature, top_p=1.0, seed=seed, max_new_tokens=budget) for split in splits
+    }
+    seed_eval = config.seed_eval
+    sampling["seed"] = SamplingConfig(
+        temperature=seed_eval.temperature, top_p=seed_eval.top_p, seed=seed, max_new_tokens=budget
+    )
+    return sampling
+
+
+def score_split(ctx: RunContext, split: str, examples: list[dict], outputs: dict[str, str], n: int) -> dict:
+    """One split's summary from its n answers per example: wrong if any answer is (or at least half,
+    seed_eval.wrong_if majority); a classification split's confusion counts; the sampled counts."""
+    task, wrong_if = ctx.task, ctx.config.seed_eval.wrong_if
+    results = {ex["id"]: [task.score(outputs[answer_key(split, ex, s)], ex) for s in range(n)] for ex in examples}
+    wrong = {i: sum(not r.correct for r in rs) for i, rs in results.items()}
+    is_wrong = {i: w * 2 >= n if wrong_if == "majority" and n > 1 else w > 0 for i, w in wrong.items()}
+    summary = {
+        "total": len(results),
+        "correct": sum(not w for w in is_wrong.values()),
+        "invalid": sum(not rs[0].valid for rs in results.values()),
+        "wrong_ids": [i for i, w in is_wrong.items() if w],
+    }
+    if n == 1 and task.type == "classification":  # gold label -> answer -> count ("" = no valid answer)
+        confusion: dict[str, dict[str, int]] = {}
+        for ex in examples:
+            row = confusion.setdefault(ex["label"], {})
+            answer = results[ex["id"]][0].prediction or ""
+            row[answer] = row.get(answer, 0) + 1
+        summary["confusion"] = confusion
+    if n > 1:
+        summary.update(
+            samples=n,
+            sampled_answers=n * len(results),
+            sampled_correct=sum(r.correct for rs in results.values() for r in rs),
+        )
     return summary
 
 
