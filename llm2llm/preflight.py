@@ -43,17 +43,18 @@ class Facts:
     plan: object = None  # runtime.gpu_plan.Plan
     validation_size: int = 0
     fingerprints: dict = field(default_factory=dict)  # the data's, pinned in data.json
-    _models: dict = field(default_factory=dict)
+    model_fingerprints: dict = field(default_factory=dict)  # by role, from the model checks
 
     def models(self) -> dict[str, dict]:
-        """Each role's name, folder and fingerprint (pinned in models.json), computed once."""
-        from llm2llm.models import fingerprint
-
-        if not self._models:
-            for role, path in (("student", self.student), ("teacher", self.teacher)):
-                name = getattr(self.config, role).model
-                self._models[role] = {"name": name, "path": str(path.resolve()), "fingerprint": fingerprint(path)}
-        return self._models
+        """Each role's name, folder and fingerprint, as models.json pins them."""
+        return {
+            role: {
+                "name": getattr(self.config, role).model,
+                "path": str(path.resolve()),
+                "fingerprint": self.model_fingerprints[role],
+            }
+            for role, path in (("student", self.student), ("teacher", self.teacher))
+        }
 
 
 def check_data(facts: Facts) -> str:
@@ -102,8 +103,9 @@ def check_model(facts: Facts, role: str) -> str:
     if role == "teacher" and cfg.teacher.style == "chat" and (problem := chat_template_problem(path, "teacher")):
         raise UserError(problem)
     setattr(facts, role, path)
+    facts.model_fingerprints[role] = fingerprint(path)  # read once: the ok line, the run dir check, models.json
     size = sum(f.stat().st_size for f in path.glob("*.safetensors"))
-    return f"{name} -> {path} ({size / GIB:.2f} GiB safetensors, fingerprint {fingerprint(path)})"
+    return f"{name} -> {path} ({size / GIB:.2f} GiB safetensors, fingerprint {facts.model_fingerprints[role]})"
 
 
 def checkpoint_bytes(cfg, student: Path) -> int:

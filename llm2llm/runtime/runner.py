@@ -154,7 +154,7 @@ class PhaseRunner:
                     "pid": server.proc.pid,
                     "seconds": seconds,
                     "held_asleep_mib": self.held,
-                    "checked": "nvml" if devices else "-",
+                    "checked": "nvml" if devices and self.release.nvml.available else "-",
                     "release_seconds": 0.0,
                     "switch_seconds": None,
                 }
