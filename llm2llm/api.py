@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm2llm.config import DEFAULT_PROFILE, RunConfig, config_from_file, deep_merge, resolve_config
+from llm2llm.config import DEFAULT_PROFILE, RunConfig, config_from_file, deep_merge, nested, resolve_config
 from llm2llm.errors import UserError
 from llm2llm.store import read_json
 
@@ -53,9 +53,10 @@ class Run:
     def accuracy(self, split: str = "test", iteration: int | None = None) -> float | None:
         """An iteration's accuracy on a split (test, validation, seed); default the selected
         iteration, else the last one scored."""
-        iterations = {it["iteration"]: it for it in self.metrics["iterations"]}
+        metrics = self.metrics  # read once
+        iterations = {it["iteration"]: it for it in metrics["iterations"]}
         if iteration is None:
-            iteration = (self.selected or {}).get("iteration", max(iterations))
+            iteration = (metrics.get("selected") or {}).get("iteration", max(iterations))
         if iteration not in iterations:
             raise UserError(f"{self.path}: iteration {iteration} is not scored (scored: {sorted(iterations)})")
         return iterations[iteration].get(f"{split}_accuracy")
@@ -75,21 +76,17 @@ def run_config(profile: str = DEFAULT_PROFILE, sets: dict[str, Any] | None = Non
     like the CLI's --set: an unknown key or a bad value is a one-line UserError."""
     overrides: dict = {}
     for key, value in (sets or {}).items():
-        for part in reversed(key.split(".")):
-            value = {part: value}
-        overrides = deep_merge(overrides, value)
+        overrides = deep_merge(overrides, nested(key, value))
     return resolve_config(profile, overrides)
 
 
 def boost(profile: str | RunConfig = DEFAULT_PROFILE, sets: dict[str, Any] | None = None) -> Run:
     """Run (or resume) the loop for a profile and overrides, or a RunConfig; returns the run."""
     from llm2llm.offline import check_environment, go_offline
-    from llm2llm.private import make_private
 
-    go_offline()
-    make_private()
+    go_offline()  # as the CLI does, before the loop imports the Hugging Face libraries
     check_environment()
-    from llm2llm.loop import boost as run_loop
+    from llm2llm.loop import boost as run_loop  # its boost makes what it writes private (make_private)
 
     resolved = profile if isinstance(profile, RunConfig) else run_config(profile, sets)
     return Run(Path(run_loop(resolved)))

@@ -673,8 +673,12 @@ def parse_set_option(item: str) -> dict:
     if "=" not in item:
         raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
     key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw else ""
-    for part in reversed(key.strip().split(".")):
+    return nested(key.strip(), yaml.safe_load(raw) if raw else "")
+
+
+def nested(key: str, value) -> dict:
+    """'train.epochs', 3 -> {'train': {'epochs': 3}}."""
+    for part in reversed(key.split(".")):
         value = {part: value}
     return value
 
