@@ -25,7 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from llm2llm.loop import PHASE_MARKERS  # noqa: E402
+from llm2llm.rundir import PHASE_MARKERS  # noqa: E402
 from llm2llm.store import read_jsonl  # noqa: E402
 
 PHASES = tuple(PHASE_MARKERS)

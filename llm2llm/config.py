@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -754,6 +754,18 @@ def config_reference() -> str:
     for section, rows in sections.items():
         out += [f"## {section}", "", "| key | default | make boost | meaning |", "|---|---|---|---|", *rows, ""]
     return "\n".join(out)
+
+
+def config_keys(model: type[BaseModel] | None = None, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every config key as (dotted path, its pydantic field), in the schema's order: what the CLI makes
+    a flag of (launcher/options.py) and the reference documents."""
+    keys = []
+    for name, field in (model or RunConfig).model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            keys.extend(config_keys(field.annotation, f"{prefix}{name}."))
+        else:
+            keys.append((f"{prefix}{name}", field))
+    return keys
 
 
 def explain(section: BaseModel | None = None, prefix: str = "") -> list[str]:

@@ -1,5 +1,5 @@
-"""What every step of a boost needs, in one object: the config, the task and its splits, the run
-directory, the pinned models and the phase runner. Built by loop.prepare."""
+"""What the steps of a boost read, in one object: the config, the task and its splits, the run
+directory, the fixed samples and the two roles. Built by loop.prepare."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from pathlib import Path
 
 from llm2llm.config import RunConfig
 from llm2llm.data import TaskData
+from llm2llm.roles import Student, Teacher
 from llm2llm.rundir import RunDir
-from llm2llm.runtime.gpu_plan import Plan
-from llm2llm.runtime.runner import PhaseRunner
 from llm2llm.tasks import Task
 
 
@@ -19,13 +18,11 @@ class RunContext:
     config: RunConfig
     data: TaskData
     run: RunDir
-    plan: Plan
-    student_base: Path  # the student's base checkpoint (every iteration trains from it by default)
-    teacher_path: Path
     seed: list[dict]  # the seed examples, fixed in seed_ids.json
     test: list[dict]  # the scored test sample, fixed in test_ids.json
     validation: list[dict]  # the validation sample (empty if the task has none), validation_ids.json
-    runner: PhaseRunner | None = None  # set while the loop runs
+    student: Student
+    teacher: Teacher
 
     @property
     def task(self) -> Task:
@@ -37,6 +34,3 @@ class RunContext:
 
     def iteration_dir(self, it: int) -> Path:
         return self.run.iteration(it)
-
-    def student(self, it: int) -> Path:
-        return self.run.iteration(it) / "student"

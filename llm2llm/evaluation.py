@@ -5,16 +5,15 @@ engine start, and each split is scored. The seed examples may be answered severa
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 
 from llm2llm.config import SamplingConfig
 from llm2llm.context import RunContext
-from llm2llm.engines import EngineSpec, load_tokenizer, render_chat
-from llm2llm.generation import generate_cached
+from llm2llm.engines import render_chat
+from llm2llm.records import Example, Scores, SplitScores
 from llm2llm.store import atomic_write_json
 
 
-def evaluate(ctx: RunContext, it: int, splits: dict[str, list[dict]]) -> dict:
+def evaluate(ctx: RunContext, it: int, splits: dict[str, list[Example]]) -> Scores:
     """Run iteration `it`'s student over each split, predictions stored as they arrive
     (iter_NNN/predictions.jsonl): the scored splits greedily (student.eval_temperature), the seed
     examples as seed_eval says (greedy, or several sampled answers each). Returns per split: total,
@@ -22,8 +21,7 @@ def evaluate(ctx: RunContext, it: int, splits: dict[str, list[dict]]) -> dict:
     were right. With seed_eval.rank_by confidence, the seed split also gets each example's
     log-probability of its right answer (`confidence`), and its wrong_ids are the least confident."""
     config, task, it_dir = ctx.config, ctx.task, ctx.iteration_dir(it)
-    student = ctx.student(it)
-    tokenizer = load_tokenizer(student if student.exists() else ctx.student_base, config.student.trust_remote_code)
+    tokenizer = ctx.student.tokenizer(it)
     budget = config.student.eval_max_new_tokens or task.max_answer_tokens(tokenizer)
     sampling = _sampling(config, splits, budget)
     samples = {split: config.seed_eval.samples if split == "seed" else 1 for split in splits}
@@ -41,16 +39,7 @@ def evaluate(ctx: RunContext, it: int, splits: dict[str, list[dict]]) -> dict:
              "prompt": render_chat(tokenizer, task.prompt(ex)), "target": task.target(ex)}
             for ex in splits["seed"]
         ]  # fmt: skip
-    outputs, stats = generate_cached(
-        student_engine(ctx, student),
-        requests,
-        it_dir / "predictions.jsonl",
-        sampling,
-        config.student.eval_batch_size,
-        f"evaluate {it_dir.name}",
-        runner=ctx.runner,
-        phase="evaluate",
-    )
+    outputs, stats = ctx.student.answer(it, requests, sampling, f"evaluate {it_dir.name}")
     atomic_write_json(it_dir / "eval_stats.json", asdict(stats))
     summary = {split: score_split(ctx, split, examples, outputs, samples[split]) for split, examples in splits.items()}
     if "seed" in splits and config.seed_eval.rank_by == "confidence":
@@ -77,7 +66,7 @@ def _sampling(config, splits: dict[str, list[dict]], budget: int) -> dict[str, S
     return sampling
 
 
-def score_split(ctx: RunContext, split: str, examples: list[dict], outputs: dict[str, str], n: int) -> dict:
+def score_split(ctx: RunContext, split: str, examples: list[Example], outputs: dict[str, str], n: int) -> SplitScores:
     """One split's summary from its n answers per example: wrong if any answer is (or at least half,
     seed_eval.wrong_if majority); a classification split's confusion counts; the sampled counts."""
     task, wrong_if = ctx.task, ctx.config.seed_eval.wrong_if
@@ -111,16 +100,3 @@ def weakest(confidence: dict[str, float], how_many: float) -> list[str]:
     log-probability first (ties: by id, so reruns target the same ones)."""
     count = int(how_many) if how_many >= 1 else max(1, round(how_many * len(confidence)))
     return sorted(confidence, key=lambda i: (confidence[i], i))[:count]
-
-
-def student_engine(ctx: RunContext, student: Path) -> EngineSpec:
-    """The engine the student is evaluated with: a full model folder, or base + LoRA adapter."""
-    config = ctx.config
-    adapter = (student / "adapter_config.json").exists()
-    options = {
-        **config.vllm.model_dump(),
-        **config.student.loading(),
-        **(ctx.runner.plan.vllm_options("evaluate") if ctx.runner else {}),
-    }
-    base = ctx.student_base
-    return EngineSpec(config.student.engine, base if adapter else student, student if adapter else None, options)

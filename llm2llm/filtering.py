@@ -21,6 +21,8 @@ import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import LCSseq
 
+from llm2llm.records import Candidate, Decision
+
 TOKEN = re.compile(r"[a-z0-9]+")
 BLOCK = 512  # candidates scored per cdist call: bounds memory at BLOCK x pool scores
 
@@ -114,8 +116,8 @@ def ordered_decisions(
 
 
 def filter_examples(
-    candidates: list[dict], task, train_texts: list[str], test_texts: list[str], threshold: float
-) -> list[dict]:
+    candidates: list[Candidate], task, train_texts: list[str], test_texts: list[str], threshold: float
+) -> list[Decision]:
     """candidates: [{key, example | None}] in a fixed order. Returns one decision per candidate:
     {key, kept, reason, example}. Kept examples join the pool, so two near-identical candidates
     do not both get in."""

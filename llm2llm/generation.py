@@ -20,6 +20,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from tqdm import tqdm
 
@@ -139,14 +140,13 @@ def generate_cached(
     batch_size: int,
     desc: str,
     cache_path: Path | None = None,
-    runner=None,
-    phase: str = "evaluate",
+    run: Callable = run_in_child,
 ) -> tuple[dict[str, str], GenerationStats]:
     """Answer every request; returns {key: output} and where the answers came from (each stored
     record also has the engine's finish_reason). `sampling` is one SamplingConfig, or one per
     request["split"] (e.g. greedy test answers and sampled seed answers from one engine start).
-    The engine runs in a phase process: the run's PhaseRunner (devices from the GPU plan, log,
-    release check) or, without one, a plain child process."""
+    The engine runs in a phase process started by run(desc, fn, *args): a plain child process, or
+    (the roles' way, PhaseRunner.on) one on the phase's devices with its log and release check."""
     records = RecordLog(log_path)
     stats = GenerationStats(requests=len(requests))
     stats.from_run = sum(r["key"] in records for r in requests)
@@ -174,7 +174,7 @@ def generate_cached(
     if todo:
         start = time.monotonic()
         args = (_generate_batches, spec, todo, log_path, cache_path, desc, time.time())
-        timing = runner.call(desc, phase, *args) if runner else run_in_child(desc, *args)
+        timing = run(desc, *args)
         stats.engine_start_seconds, stats.generate_seconds = timing["engine_start_seconds"], timing["generate_seconds"]
         if timing["cache_error"]:
             log.warning(

@@ -46,7 +46,7 @@ def iteration0_key(ctx) -> str:
     config = ctx.config
     parts = {
         "format": FORMAT,
-        "student": fingerprint(ctx.student_base),
+        "student": fingerprint(ctx.student.base),
         "student_config": config.student.model_dump(mode="json", exclude={"model"}),
         "train": config.train.model_dump(
             mode="json", exclude={"tensorboard", "ddp_timeout", "checkpoint_minutes", "checkpoint_steps"}
@@ -59,7 +59,7 @@ def iteration0_key(ctx) -> str:
         "seed": ctx.seed,
         "test": ctx.test,
         "validation": ctx.validation,
-        "training_processes": [ctx.plan.train_nodes, ctx.plan.train_processes_per_node],
+        "training_processes": ctx.student.processes,
     }
     blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:24]

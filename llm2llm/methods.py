@@ -19,6 +19,7 @@ from llm2llm.context import RunContext
 from llm2llm.data import TaskData, check_sample_sizes
 from llm2llm.eda import EDA, load_wordnet, wordnet_check
 from llm2llm.errors import UserError
+from llm2llm.records import Candidate, Example
 from llm2llm.store import RecordLog
 from llm2llm.tasks import Task
 from llm2llm.teacher import teacher_generate
@@ -59,7 +60,7 @@ def check_method(task: Task, config: RunConfig) -> None:
         )
 
 
-def augment(ctx: RunContext, it: int, wrong: list[dict]) -> list[dict]:
+def augment(ctx: RunContext, it: int, wrong: list[Example]) -> list[Candidate]:
     """Candidate examples for the next training set, by the run's method, in a fixed order."""
     config, baselines, seed = ctx.config, ctx.config.baselines, ctx.seed
     method = config.loop.method
@@ -128,7 +129,7 @@ def spread(budget: int, weights: list[float]) -> list[int]:
     return counts
 
 
-def eda_candidates(ctx: RunContext, it: int) -> list[dict]:
+def eda_candidates(ctx: RunContext, it: int) -> list[Candidate]:
     config = ctx.config
     eda = EDA(load_wordnet(config.baselines.wordnet_dir), config.baselines.eda_alpha, config.baselines.eda_num_aug)
     candidates = []

@@ -99,6 +99,19 @@ def check_models(config: RunConfig, models: dict[str, dict]) -> None:
             )
 
 
+# A phase of iteration `it` is done when its marker exists (paths in runs/<run>/): a rerun reads the
+# phase's result from it instead of running the phase (PhaseRunner.phase). The report has none: it is
+# redone each time.
+PHASE_MARKERS = {
+    "train": "iter_{it:03d}/train_log.json",  # the student folder beside it may be pruned (loop.prune_students)
+    "evaluate": "iter_{it:03d}/scores.json",
+    "generate": "iter_{it:03d}/candidates.jsonl",
+    "filter": "iter_{it:03d}/filter_decisions.jsonl",
+    "merge": "iter_{next:03d}/train.jsonl",  # the next iteration's training set
+    "report": None,
+}
+
+
 class RunDir:
     """An open run directory: holds the run's lock and logs to its log.txt until closed (`with
     RunDir(...)`, or close()), so that one Python process can run several boosts one after another."""
@@ -246,6 +259,11 @@ class RunDir:
         ids = choose()
         atomic_write_json(path, ids)
         return ids
+
+    def marker(self, iteration: int, name: str) -> Path | None:
+        """The file whose existence says phase `name` of `iteration` is done (None: redone each time)."""
+        pattern = PHASE_MARKERS[name]
+        return self.path / pattern.format(it=iteration, next=iteration + 1) if pattern else None
 
     @contextmanager
     def phase(self, iteration: int, name: str):

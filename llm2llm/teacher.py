@@ -1,52 +1,19 @@
 """Step 3 of the loop for the methods that ask a teacher (llm2llm, one-shot, auggpt): the prompts,
-one cached request per prompt and sample, the engine (an offline engine, a server started for the
-phase, or one kept for all iterations in split mode), and the answers parsed into candidates."""
+one cached request per prompt and sample, the teacher role's answers (roles.Teacher: where its
+engine runs is its business), and the answers parsed into candidates."""
 
 from __future__ import annotations
 
-import os
 import random
 from collections import Counter
 from dataclasses import asdict
-from functools import partial
 
 from llm2llm.config import SamplingConfig
 from llm2llm.context import RunContext
-from llm2llm.engines import EngineSpec, load_tokenizer, render_chat
-from llm2llm.generation import generate_cached, request_key
-from llm2llm.models import fingerprint
+from llm2llm.engines import render_chat
+from llm2llm.generation import request_key
+from llm2llm.records import Candidate, Example
 from llm2llm.store import RecordLog, atomic_write_json, read_jsonl
-from llm2llm.vllm_server import start_vllm_server
-
-
-def teacher_engine(ctx: RunContext, it: int) -> EngineSpec:
-    config, teacher, runner = ctx.config, ctx.config.teacher, ctx.runner
-    options = {**config.vllm.model_dump(), **teacher.loading(), **runner.plan.vllm_options("generate")}
-    if (runner.plan.mode == "split" or teacher.sleep) and teacher.engine in ("vllm", "vllm-server"):
-        # started once (a private Unix socket, a random key), stopped when the loop ends; in sequential
-        # mode with teacher.sleep, asleep while the student trains and is evaluated
-        sleeps = runner.plan.teacher_sleeps
-        server = runner.kept_server(
-            "generate", partial(start_vllm_server, ctx.teacher_path, options, sleeps=sleeps), sleeps=sleeps
-        )
-        return EngineSpec(
-            "openai",
-            ctx.teacher_path,
-            vllm=options,
-            url=server.url,
-            socket=server.socket,
-            api_key=server.api_key,
-            served_model=server.served_model,
-        )
-    return EngineSpec(
-        teacher.engine,
-        ctx.teacher_path,
-        vllm=options,
-        url=teacher.url,
-        api_key=os.environ.get(teacher.api_key_env, "none") if teacher.engine == "openai" else None,
-        served_model=teacher.served_model,
-        server_log=ctx.run.path / "logs" / f"generate-server-{ctx.iteration_dir(it).name}.log",
-    )
 
 
 def teacher_sampling(teacher, task, most: int):
@@ -60,13 +27,14 @@ def teacher_sampling(teacher, task, most: int):
     )
 
 
-def teacher_generate(ctx: RunContext, it: int, sources: list[dict], kind: str, counts: list[int]) -> list[dict]:
+def teacher_generate(
+    ctx: RunContext, it: int, sources: list[Example], kind: str, counts: list[int]
+) -> list[Candidate]:
     """Ask the teacher for counts[i] new examples for sources[i], similar ones (kind "similar":
     LLM2LLM) or paraphrases ("paraphrase": AugGPT); return the parsed candidates in a fixed order."""
     config, task, teacher, it_dir = ctx.config, ctx.task, ctx.config.teacher, ctx.iteration_dir(it)
     sampling = teacher_sampling(teacher, task, max(counts, default=1))
-    identity = fingerprint(ctx.teacher_path)
-    tokenizer = load_tokenizer(ctx.teacher_path, teacher.trust_remote_code)
+    identity, tokenizer = ctx.teacher.identity, ctx.teacher.tokenizer
     requests = []
     count_of = {ex["id"]: count for ex, count in zip(sources, counts)}
     answers = wrong_answers(ctx, it) if teacher.contrast and kind == "similar" else {}
@@ -114,17 +82,8 @@ def teacher_generate(ctx: RunContext, it: int, sources: list[dict], kind: str, c
                         "teacher_fingerprint": identity,
                     }
                 )
-    engine = teacher_engine(ctx, it)
-    outputs, stats = generate_cached(
-        engine,
-        requests,
-        it_dir / "teacher_outputs.jsonl",
-        sampling,
-        teacher.batch_size,
-        f"generate {it_dir.name}",
-        cache_path=config.cache_path(),
-        runner=ctx.runner,
-        phase="generate",
+    outputs, stats = ctx.teacher.generate(
+        it, requests, sampling, it_dir / "teacher_outputs.jsonl", f"generate {it_dir.name}"
     )
     tokens = {
         "prompt_tokens": sum(len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]) for r in requests),
@@ -134,13 +93,13 @@ def teacher_generate(ctx: RunContext, it: int, sources: list[dict], kind: str, c
     }
     candidates = parse_candidates(ctx, it, requests, outputs, count_of, sources, identity)
     if teacher.label_check:
-        checks = label_check(ctx, it, engine, tokenizer, identity, candidates)
+        checks = label_check(ctx, it, candidates)
         tokens = {name: tokens[name] + checks[name] for name in tokens} | {"label_check": checks}
     atomic_write_json(it_dir / "teacher_stats.json", {**asdict(stats), **tokens})
     return candidates
 
 
-def parse_candidates(ctx, it, requests, outputs, count_of, sources, identity) -> list[dict]:
+def parse_candidates(ctx, it, requests, outputs, count_of, sources, identity) -> list[Candidate]:
     """The teacher's answers parsed into candidate examples, in request order; an answer the token
     limit cut off marks its last example truncated."""
     teacher, task, it_dir = ctx.config.teacher, ctx.task, ctx.iteration_dir(it)
@@ -200,13 +159,12 @@ def kept_children(ctx: RunContext, it: int) -> dict[str, list[dict]]:
     return children
 
 
-def label_check(
-    ctx: RunContext, it: int, engine: EngineSpec, tokenizer, identity: str, candidates: list[dict]
-) -> dict:
+def label_check(ctx: RunContext, it: int, candidates: list[Candidate]) -> dict:
     """The teacher answers each parsed candidate with the student's own prompt, greedily (answers in
     iter_NNN/label_checks.jsonl, cached like every teacher answer); each candidate gets
     label_check = {answer, agrees}. Returns the tokens it took."""
     task, teacher, it_dir = ctx.task, ctx.config.teacher, ctx.iteration_dir(it)
+    identity, tokenizer = ctx.teacher.identity, ctx.teacher.tokenizer
     sampling = SamplingConfig(temperature=0.0, max_new_tokens=task.max_answer_tokens(tokenizer))
     checked = [c for c in candidates if c["example"] is not None]
     requests = {}
@@ -215,16 +173,8 @@ def label_check(
         key = request_key(identity, prompt, sampling.model_dump_json(), "label-check")
         requests[key] = {"key": key, "prompt": prompt, "teacher": teacher.model, "teacher_fingerprint": identity}
         c["check_key"] = key
-    outputs, _ = generate_cached(
-        engine,
-        list(requests.values()),
-        it_dir / "label_checks.jsonl",
-        sampling,
-        teacher.batch_size,
-        f"label check {it_dir.name}",
-        cache_path=ctx.config.cache_path(),
-        runner=ctx.runner,
-        phase="generate",
+    outputs, _ = ctx.teacher.generate(
+        it, list(requests.values()), sampling, it_dir / "label_checks.jsonl", f"label check {it_dir.name}"
     )
     for c in checked:
         score = task.score(outputs[c.pop("check_key")], c["example"])

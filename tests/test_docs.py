@@ -98,3 +98,24 @@ def test_the_defaults_the_docs_quote_are_the_code_s():
         if found.group(1) != str(fact()):
             wrong.append(f"{doc}: says {found.group(1)!r}, the code has {fact()!r} (/{pattern}/)")
     assert wrong == []
+
+
+def _documented_keys(line: str) -> set[str]:
+    """The keys a run-directory.md line lists in braces: {a, b: ..., c[, d: {e, f}]} -> {a, b, c, d}."""
+    body = line[line.index("{") + 1 : line.rindex("}")]
+    while re.search(r"\{[^{}]*\}", body):  # nested records are their own type
+        body = re.sub(r"\{[^{}]*\}", "", body)
+    return {part.split(":")[0].strip() for part in body.replace("[", "").replace("]", "").split(",") if part.strip()}
+
+
+def test_the_run_directory_doc_lists_each_record_s_keys_as_its_type_does():
+    """docs/run-directory.md and llm2llm/records.py describe the same records: every key either names
+    is the other's (a new field in the code without a line in the doc fails here)."""
+    from llm2llm.records import FILES, fields
+
+    doc = (REPO / "docs" / "run-directory.md").read_text().splitlines()
+    for name, kind in FILES.items():
+        line = next((line for line in doc if line.strip().startswith(name) and "{" in line), None)
+        assert line is not None, f"docs/run-directory.md has no line for {name}"
+        required, optional = fields(kind)
+        assert _documented_keys(line) == required | optional, name

@@ -14,6 +14,7 @@ import pytest
 from conftest import REPO, cli_in_process, read_jsonl, run_cli, tiny_boost_args
 
 from bench.crash_resume import comparable, reference_of, trial
+from llm2llm.records import FILES, SplitScores, problems
 from llm2llm.report import time_split
 
 
@@ -48,6 +49,12 @@ def test_loop_writes_every_artifact(finished_run):
             if d["kept"]
         ]
         assert train_b == read_jsonl(run / f"iter_{a['iteration']:03d}" / "train.jsonl") + kept
+    # every record the run wrote is the type llm2llm/records.py (and docs/run-directory.md) says it is
+    for name, kind in FILES.items():
+        for path in sorted(run.glob(f"iter_*/{name}")):
+            assert [p for record in read_jsonl(path) for p in problems(record, kind)] == [], path
+    for path in sorted(run.glob("iter_*/scores.json")):
+        assert [p for split in json.loads(path.read_text()).values() for p in problems(split, SplitScores)] == []
     outputs = read_jsonl(run / "iter_000" / "teacher_outputs.jsonl")
     assert all(o["teacher"] == "tiny-llama" and len(o["teacher_fingerprint"]) == 16 for o in outputs)
     seed_ids = json.loads((run / "seed_ids.json").read_text())

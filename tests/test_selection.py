@@ -38,7 +38,7 @@ def _run(tmp_path, validation, keep_checkpoints=False):
     return SimpleNamespace(
         config=SimpleNamespace(loop=SimpleNamespace(keep_checkpoints=keep_checkpoints)),
         iteration_dir=iteration_dir,
-        student=lambda it: iteration_dir(it) / "student",
+        student=SimpleNamespace(checkpoint=lambda it: iteration_dir(it) / "student"),
     )
 
 

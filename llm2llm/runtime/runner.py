@@ -1,11 +1,16 @@
-"""The loop's way to run a phase: in its own process, on the devices the GPU plan gave it, with its
-log in runs/<run>/logs/, and a proof afterwards that its memory is free (phases.jsonl, metrics.json).
+"""The one owner of every phase of a run: its marker (a finished phase is read back, not redone),
+its timing (timings.jsonl), the run's claim, a full disk said in one line; and, for the phases that
+load a model, their own process on the devices the GPU plan gave them, with a log in
+runs/<run>/logs/ and a proof afterwards that its memory is free (phases.jsonl, metrics.json).
 
+    runner.phase(it, "evaluate", compute)     the marker's result, or compute() timed and stored as the marker
     runner.call("evaluate iter_001", "evaluate", fn, *args)    a Python function in a spawned process
+    runner.on("evaluate")                     the same as a callable (name, fn, *args), for generate_cached
     runner.train("train iter_001", write_request, out_dir, train_here)
                                       one process: a phase process; else torchrun (or srun / deepspeed) + ranks
     runner.kept_server("generate", start_server)                 a server kept for all iterations
     runner.kept_server("generate", start_server, sleeps=True)    ... asleep while other phases run
+    runner.stop_server()                                         ... stopped, its memory checked
 
 It sits below training and serving: the training request is written, and the server built, by
 callables the loop passes in.
@@ -13,6 +18,7 @@ callables the loop passes in.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import subprocess
@@ -23,9 +29,12 @@ from typing import Any, Callable
 
 from llm2llm.config import RunConfig
 from llm2llm.errors import UserError
+from llm2llm.rundir import RunDir
 from llm2llm.runtime.gpu_plan import Plan
 from llm2llm.runtime.memory import ReleaseCheck
 from llm2llm.runtime.phases import (
+    FULL_ERRNOS,
+    DiskFull,
     PhaseResult,
     become_subreaper,
     call_in_child,
@@ -33,7 +42,7 @@ from llm2llm.runtime.phases import (
     loopback_problem,
     run_command,
 )
-from llm2llm.store import RecordLog
+from llm2llm.store import RecordLog, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +100,9 @@ def training_command(plan: Plan, config: RunConfig, request_path: Path, port: in
 
 
 class PhaseRunner:
-    def __init__(self, run_path: Path, plan: Plan, config: RunConfig, lock_fd: int | None = None):
-        self.run_path, self.plan, self.config = Path(run_path), plan, config
-        self.lock_fd = lock_fd  # the run's lock, held by torchrun too (see RunDir._acquire_lock)
+    def __init__(self, run: RunDir, plan: Plan, config: RunConfig):
+        self.run, self.run_path, self.plan, self.config = run, run.path, plan, config
+        self.lock_fd = run.lock_fd  # the run's lock, held by torchrun too (see RunDir._acquire_lock)
         self.release = ReleaseCheck(config.plan.release_tolerance_mib, config.plan.release_timeout)
         self.record = RecordLog(self.run_path / "phases.jsonl")
         become_subreaper()  # a phase's orphans (ranks of a killed torchrun) stay below us until swept
@@ -107,13 +116,40 @@ class PhaseRunner:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.stop_server()
+
+    def phase(self, it: int, name: str, compute: Callable):
+        """The phase's stored result if its marker exists (RunDir.marker); else compute(), timed
+        (timings.jsonl) and stored as the marker in one atomic write. A full disk while the driver
+        writes (records, markers) is one line naming the phase and what to free."""
+        marker = self.run.marker(it, name)
+        if marker and marker.exists():
+            return read_jsonl(marker) if marker.suffix == ".jsonl" else read_json(marker)
+        self.run.claim.check()  # still ours: a holder stopped past its lease finds the run taken over and stops
+        try:
+            with self.run.phase(it, name):
+                result = compute()
+                if marker:
+                    (atomic_write_jsonl if marker.suffix == ".jsonl" else atomic_write_json)(marker, result)
+        except OSError as e:
+            if e.errno not in FULL_ERRNOS:
+                raise
+            raise DiskFull(f"{name} iter_{it:03d}", e.filename, self.run_path, quota=e.errno == errno.EDQUOT) from e
+        return result
+
+    def on(self, phase: str) -> Callable:
+        """call() bound to a phase: how generate_cached runs its engine where the plan puts `phase`."""
+        return lambda name, fn, *args: self.call(name, phase, fn, *args)
+
+    def stop_server(self) -> None:
+        """Stop a kept server (if one runs) and check that its GPUs' memory is free again."""
         if self.server is not None:
             self.release.add_to_baseline({i: -mib for i, mib in self.held.items()})
             self.server.stop()
             self.release.wait_released(
                 f"{self.server_phase} server", self.server.proc.pid, self._devices(self.server_phase)
             )
-            self.server = None
+            self.server, self.held = None, {}
 
     def kept_server(self, phase: str, start_server: Callable[[Path, dict[str, str]], Any], sleeps: bool = False):
         """One server on the phase's devices for all iterations, started on first use by
