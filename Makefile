@@ -37,7 +37,7 @@ RUN_ARGS = --profile $(PROFILE) \
 	$(if $(STUDENT),--student $(STUDENT)) $(if $(TEACHER),--teacher $(TEACHER)) \
 	$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(ENGINE),--engine $(ENGINE)) \
 	$(if $(DEEPSPEED),--deepspeed $(DEEPSPEED)) $(if $(METHOD),--method $(METHOD)) \
-	$(if $(SEED),--seed $(SEED)) $(if $(RUNS_DIR),--runs-dir $(RUNS_DIR))
+	$(if $(SEED),--rng-seed $(SEED)) $(if $(RUNS_DIR),--runs-dir $(RUNS_DIR))
 
 .PHONY: install system-packages install-offline wheelhouse docs boost validate doctor plan sweep test test-batch test-all bench crash-resume methods gpu-check-prepare gpu-check models clean-venv help
 

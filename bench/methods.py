@@ -102,7 +102,7 @@ def main() -> int:
                         dataset,
                         "--method",
                         method,
-                        "--seed",
+                        "--rng-seed",
                         str(seed),
                         "--runs-dir",
                         args.runs_dir,

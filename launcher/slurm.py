@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from launcher.options import RUN_OPTIONS
+from launcher.options import RUN_OPTIONS, modern
 from llm2llm.config import RunConfig
 from llm2llm.offline import OFFLINE_ENV
 
@@ -44,7 +44,7 @@ def _option_flag(key: str) -> str:
 def boost_arguments(profile: str, options: dict, sets: tuple[str, ...]) -> list[str]:
     """The `llm2llm boost` arguments that rebuild the same config: profile, run options, --set items."""
     args = ["--profile", profile]
-    for key, value in options.items():
+    for key, value in modern(options).items():
         if value is not None:
             args += [_option_flag(key), str(value)]
     for item in sets:

@@ -54,7 +54,7 @@ class SweepConfig(Section):
         [], description="Registry names or local model folders; empty = the profile's teacher."
     )
     seed_sizes: list[float] = Field([], description="Seed sizes (counts or fractions); empty = the profile's.")
-    seeds: list[int] = Field([0], min_length=1, description="RNG seeds (data.seed): one run each.")
+    seeds: list[int] = Field([0], min_length=1, description="RNG seeds (data.rng_seed): one run each.")
     methods: list[Method] = Field(
         ["llm2llm"], min_length=1, description="Run methods (llm2llm, plain, one-shot, auggpt, eda)."
     )
@@ -139,7 +139,7 @@ def expand(sweep: SweepConfig) -> list[SweepRun]:
                             "data__dataset": dataset,
                             "teacher__model": teacher,
                             "data__seed_size": seed_size,
-                            "data__seed": seed,
+                            "data__rng_seed": seed,
                             "loop__method": method,
                             "run": name,
                             "runs_dir": sweep.runs_dir,
@@ -161,7 +161,7 @@ def preflight(runs: list[SweepRun]) -> None:
             (student.model, lambda name: checked_model(name, **student.loading())),
             (teacher.model, lambda name: checked_model(name, **teacher.loading())),
             (
-                run.config.data.model_dump_json(exclude={"seed", "seed_size"}),
+                run.config.data.model_dump_json(exclude={"rng_seed", "seed_size"}),
                 lambda _: load_task_data(run.config.data),
             ),
         ):

@@ -1,6 +1,6 @@
 """`llm2llm compare`: one table and one plot over many run directories, from their metrics.json
 alone (compare.md, compare.png, and compare.html linking each run's report.html). Runs that
-differ only in the RNG seed (data.seed) are one cell: mean ± std over seeds.
+differ only in the RNG seed (data.rng_seed) are one cell: mean ± std over seeds.
 
 A run's accuracy is its last iteration's test accuracy, and beside it the test accuracy of the
 iteration selected on validation (llm2llm/selection.py); never the iteration best on test: choosing

@@ -8,6 +8,7 @@ and written to runs/<run>/config.yaml; rerunning the same command resumes that r
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llm2llm.errors import UserError
+
+log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -47,9 +50,24 @@ class DataConfig(Section):
     test_size: int = Field(
         0, ge=0, description="Evaluate on a fixed random sample of this many test examples; 0 = the whole test split."
     )
-    seed: int = Field(
-        0, ge=0, lt=2**32, description="RNG seed for the seed sample and the test sample (0 to 2**32 - 1)."
+    rng_seed: int = Field(
+        0,
+        ge=0,
+        lt=2**32,
+        description="RNG seed of the samples drawn from the data: the seed examples, the test and the validation "
+        "sample (0 to 2**32 - 1). Formerly data.seed (still read, with a deprecation message).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_spelling(cls, values):
+        """data.seed, the old name of data.rng_seed (a run's pinned config.yaml may still say it)."""
+        if isinstance(values, dict) and "seed" in values:
+            if "rng_seed" in values:
+                raise ValueError("data.seed is the old name of data.rng_seed; give only data.rng_seed")
+            values = {("rng_seed" if k == "seed" else k): v for k, v in values.items()}
+        return values
+
     validation_size: int | None = Field(
         None,
         ge=0,
@@ -697,10 +715,28 @@ def task_seed_eval(dataset: str) -> dict:
     return seed_eval if isinstance(seed_eval, dict) else {}
 
 
+# Keys renamed, still read: section -> {old name: new name}, with why.
+RENAMED = {"data": {"seed": ("rng_seed", "it is the RNG seed (data.seed_size is the number of seed examples)")}}
+
+
+def old_spellings(values: dict, source: str) -> dict:
+    """`values` with renamed keys under their new names, each with a one-line deprecation message."""
+    for section, names in RENAMED.items():
+        for old, (new, why) in names.items():
+            if isinstance(values.get(section), dict) and old in values[section]:
+                log.warning("%s: %s.%s is deprecated: %s; now %s.%s", source, section, old, why, section, new)
+                part = dict(values[section])
+                part.setdefault(new, part.pop(old))
+                part.pop(old, None)
+                values = {**values, section: part}
+    return values
+
+
 def resolve_config(profile: str = DEFAULT_PROFILE, overrides: dict | None = None) -> RunConfig:
     """profile YAML <- the task spec's seed_eval <- CLI options and --set overrides."""
     path = profile_path(profile)
-    values = load_profile(path)
+    values = old_spellings(load_profile(path), f"profile {path.name}")
+    overrides = old_spellings(overrides or {}, "--set")
     values = deep_merge(values, {"profile": profile})
     dataset = deep_merge(values, overrides or {}).get("data", {}).get("dataset", DataConfig().dataset)
     values = deep_merge(values, {"seed_eval": task_seed_eval(str(dataset))})
@@ -712,7 +748,7 @@ def resolve_config(profile: str = DEFAULT_PROFILE, overrides: dict | None = None
         raise UserError(format_validation_error(e, f"config (profile {path.name} + options)")) from None
     if not config.run:
         method = "" if config.loop.method == "llm2llm" else f"-{config.loop.method}"
-        seed = f"-seed{config.data.seed}" if config.data.seed else ""
+        seed = f"-seed{config.data.rng_seed}" if config.data.rng_seed else ""  # the RNG seed (runs keep this name)
         config.run = f"{Path(config.data.dataset).stem}-{Path(profile).stem}{method}{seed}"
     return config
 
@@ -736,7 +772,11 @@ def config_reference() -> str:
         "# Configuration reference",
         "",
         "Generated from llm2llm/config.py by `make docs` (`llm2llm config --explain --markdown`); do not edit.",
-        "Set any key with `--set KEY=VALUE` or in a profile (configs/profiles/). *default*: the schema's, what",
+        "Set any key with its flag (the key with dashes: `teacher.per_wrong` is `--teacher-per-wrong 6`; the",
+        "keys used most have short ones: `--dataset`, `--data-dir`, `--seed-size`, `--rng-seed`, `--method`,",
+        "`--iterations`, `--student`, `--teacher`, `--deepspeed`, `--mode`, `--nodes`, `--run`, `--runs-dir`), with",
+        "`--set KEY=VALUE`, or in a profile (configs/profiles/); `llm2llm boost --help` lists every flag.",
+        "*default*: the schema's, what",
         f"a profile that leaves the key out gets; *make boost*: what `make boost DATASET=snips` runs (profile "
         f"`{DEFAULT_PROFILE}`), where it differs.",
         "",

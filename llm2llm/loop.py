@@ -29,7 +29,7 @@ from llm2llm.data import sample
 from llm2llm.evaluation import evaluate
 from llm2llm.filtering import filter_examples
 from llm2llm.iteration0 import shared_iteration0
-from llm2llm.methods import augment
+from llm2llm.methods import generate
 from llm2llm.preflight import Facts, preflight
 from llm2llm.private import make_private, private_folder
 from llm2llm.records import Candidate, Decision, Example
@@ -79,7 +79,7 @@ def boost(config: RunConfig) -> Path:
             if it < ctx.iterations:
                 # 3. The teacher writes new examples for each wrong seed example (a baseline: its own).
                 wrong = [ex for ex in pool if ex["id"] in set(scores["seed"]["wrong_ids"])]
-                candidates = runner.phase(it, "generate", lambda: augment(ctx, it, wrong))
+                candidates = runner.phase(it, "generate", lambda: generate(ctx, it, wrong))
 
                 # 4. Filter them; the survivors join the next training set.
                 decisions = runner.phase(it, "filter", lambda: filter_candidates(ctx, candidates, train_set))
@@ -121,13 +121,15 @@ def _open_run(run: RunDir, facts: Facts) -> tuple[RunContext, PhaseRunner]:
         "seed_ids.json",
         lambda: [
             ex["id"]
-            for ex in sample(data.train, config.data.seed_size, config.data.seed, data.task, config.data.stratified)
+            for ex in sample(
+                data.train, config.data.seed_size, config.data.rng_seed, data.task, config.data.stratified
+            )
         ],
     )
     seed = [by_id[i] for i in seed_ids]
-    test = fixed_sample(run, "test_ids.json", data.test, config.data.test_size, config.data.seed)
+    test = fixed_sample(run, "test_ids.json", data.test, config.data.test_size, config.data.rng_seed)
     # Scored every iteration beside test, to choose recipes and iterations without looking at test.
-    validation = fixed_sample(run, "validation_ids.json", data.validation, facts.validation_size, config.data.seed)
+    validation = fixed_sample(run, "validation_ids.json", data.validation, facts.validation_size, config.data.rng_seed)
     log.info(
         "run %s: %s, %d seed examples, %d test examples, %d validation examples",
         run.path,

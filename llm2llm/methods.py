@@ -60,7 +60,7 @@ def check_method(task: Task, config: RunConfig) -> None:
         )
 
 
-def augment(ctx: RunContext, it: int, wrong: list[Example]) -> list[Candidate]:
+def generate(ctx: RunContext, it: int, wrong: list[Example]) -> list[Candidate]:
     """Candidate examples for the next training set, by the run's method, in a fixed order."""
     config, baselines, seed = ctx.config, ctx.config.baselines, ctx.seed
     method = config.loop.method
@@ -134,7 +134,7 @@ def eda_candidates(ctx: RunContext, it: int) -> list[Candidate]:
     eda = EDA(load_wordnet(config.baselines.wordnet_dir), config.baselines.eda_alpha, config.baselines.eda_num_aug)
     candidates = []
     for ex in ctx.seed:
-        rng = random.Random(f"{config.data.seed}/eda/{ex['id']}")
+        rng = random.Random(f"{config.data.rng_seed}/eda/{ex['id']}")
         for j, text in enumerate(eda.augment(ex["text"], rng)):
             example = {
                 "id": f"eda{it}-{ex['id']}-{j}",

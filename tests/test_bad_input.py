@@ -382,9 +382,9 @@ CASES = [
     (
         "config-existing-run-differs",
         None,
-        ["--seed", "5"],
-        r"run .*runs/existing already exists with a different config \(data\.seed: 0 in the run, 5 now\); rerun with "
-        r"the same options",
+        ["--rng-seed", "5"],
+        r"run .*runs/existing already exists with a different config \(data\.rng_seed: 0 in the run, 5 now\); "
+        r"rerun with the same options",
     ),
     # --- model folders ---
     (

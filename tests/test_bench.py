@@ -86,7 +86,7 @@ def test_method_runs_are_named_as_boost_names_them_and_one_shot_takes_llm2llm_bu
     from llm2llm.config import resolve_config
 
     for method, seed in (("llm2llm", 0), ("eda", 2), ("one-shot", 1)):
-        overrides = {"data": {"dataset": "snips", "seed": seed}, "loop": {"method": method}}
+        overrides = {"data": {"dataset": "snips", "rng_seed": seed}, "loop": {"method": method}}
         assert run_name("snips", "tiny", method, seed, None) == resolve_config("tiny", overrides).run
     named = run_name("snips", "cpu-qwen", "one-shot", 2, 35, "continued")
     assert named == "snips-cpu-qwen-n35-continued-one-shot-seed2"

@@ -142,3 +142,68 @@ def test_readme_commands_are_the_make_targets():
         ["make", "-n", "plan", "PROFILE=cpu-zero2"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
     assert "llm2llm plan --profile cpu-zero2" in dry
+
+
+def test_every_config_key_is_a_flag_made_from_the_schema():
+    """Each key of the schema (but `profile`, which --profile names) is a flag of every run command, its
+    type and choices from the field; a generated flag and its --set spelling build the same config."""
+    from launcher.cli import cli
+    from launcher.options import RUN_OPTIONS, build_config
+    from llm2llm.config import config_keys
+
+    keys = {path for path, _ in config_keys()} - {"profile"}
+    for command in ("boost", "config", "doctor", "validate", "plan", "slurm"):
+        params = {p.name for p in cli.commands[command].params}
+        assert {k.replace(".", "__") for k in keys} <= params, command
+    flags = {path: flag for flag, path, _, _ in RUN_OPTIONS}
+    assert flags["teacher.per_wrong"] == "--teacher-per-wrong" and flags["data.rng_seed"] == "--rng-seed"
+    assert len(set(flags.values())) == len(flags) == len(keys)  # one flag per key, no two alike
+    by_flag = build_config(
+        "tiny",
+        (),
+        teacher__per_wrong=7,
+        seed_eval__wrong_if="majority",
+        train__lora_target_modules=["q_proj"],
+        data__validation_size=5,
+    )
+    by_set = build_config(
+        "tiny",
+        ("teacher.per_wrong=7", "seed_eval.wrong_if=majority", "train.lora_target_modules=[q_proj]",
+         "data.validation_size=5"),
+    )  # fmt: skip
+    assert by_flag == by_set and by_flag.teacher.per_wrong == 7
+    # an sbatch script (llm2llm slurm) rebuilds the options with the same flags, old spellings modernised
+    from launcher.slurm import boost_arguments
+
+    args = boost_arguments("tiny", {"teacher__per_wrong": 7, "deprecated_seed": 3, "run": None}, ())
+    assert args == ["--profile", "tiny", "--teacher-per-wrong", "7", "--rng-seed", "3"]
+
+
+def test_generated_flags_parse_and_refuse_as_the_schema_says(tmp_path):
+    out = run_cli(
+        "config", "--profile", "tiny", "--teacher-per-wrong", "5", "--teacher-contrast", "true",
+        "--teacher-style", "chat", "--seed-eval-wrong-if", "majority", "--train-lora-target-modules",
+        "[q_proj, v_proj]", cwd=tmp_path,
+    ).stdout  # fmt: skip
+    assert "per_wrong: 5" in out and "contrast: true" in out and "wrong_if: majority" in out
+    assert "- q_proj\n  - v_proj" in out
+    bad = run_cli("config", "--profile", "tiny", "--seed-eval-wrong-if", "most", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "'most' is not one of 'any', 'majority'" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_the_old_spelling_of_the_rng_seed_still_works_with_a_deprecation_message(tmp_path):
+    """--seed and data.seed were the RNG seed beside --seed-size / data.seed_size (the number of seed
+    examples): now --rng-seed / data.rng_seed; the old ones are read, each with a one-line message."""
+    old = run_cli("config", "--profile", "tiny", "--seed", "4", cwd=tmp_path)
+    assert "rng_seed: 4" in old.stdout and "--seed is deprecated" in old.stderr and "--rng-seed" in old.stderr
+    new = run_cli("config", "--profile", "tiny", "--rng-seed", "4", cwd=tmp_path)
+    assert new.stdout == old.stdout and "deprecated" not in new.stderr
+    via_set = run_cli("config", "--profile", "tiny", "--set", "data.seed=4", cwd=tmp_path)
+    assert via_set.stdout == old.stdout and "data.seed is deprecated" in via_set.stderr
+    # a run folder pinned before the rename (its config.yaml says data.seed) still reads as the same config
+    from llm2llm.config import config_from_file
+
+    pinned = tmp_path / "config.yaml"
+    pinned.write_text(old.stdout.replace("rng_seed: 4", "seed: 4"))
+    assert config_from_file(pinned).data.rng_seed == 4

@@ -153,8 +153,10 @@ def test_existing_run_with_other_options_or_a_changed_teacher_folder(tmp_path, d
     )
     common = ("--runs-dir", str(runs), "--run", "r", "--teacher", str(teacher), "--data-dir", str(data_dir))
     assert "ok   run dir: " in doctor(*common).stdout
-    proc = doctor(*common, "--seed", "3")
-    assert proc.returncode == 2 and "FAIL run dir:" in proc.stdout and "data.seed: 0 in the run, 3 now" in proc.stdout
+    proc = doctor(*common, "--rng-seed", "3")
+    assert (
+        proc.returncode == 2 and "FAIL run dir:" in proc.stdout and "data.rng_seed: 0 in the run, 3 now" in proc.stdout
+    )
     (teacher / "model.safetensors").write_bytes(provisioned_other_weights())
     proc = doctor(*common)
     assert (

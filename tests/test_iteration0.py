@@ -48,7 +48,7 @@ def test_a_second_method_on_the_same_seed_reuses_iteration_0_with_the_same_numbe
     )
     # another training recipe or another seed sample is another iteration 0
     boost(tmp_path, data_dir, "other-lr", "--set", "train.learning_rate=0.002")
-    boost(tmp_path, data_dir, "other-seed", "--seed", "1")
+    boost(tmp_path, data_dir, "other-seed", "--rng-seed", "1")
     keys = {iteration0(tmp_path, run)[0]["key"] for run in ("first", "other-lr", "other-seed")}
     assert len(keys) == 3
     assert all(not iteration0(tmp_path, run)[0]["reused"] for run in ("other-lr", "other-seed"))

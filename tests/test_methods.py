@@ -36,7 +36,7 @@ def runs(tmp_path_factory, data_dir, tiny_model):
     tmp = tmp_path_factory.mktemp("methods")
     for method in ("plain", "one-shot", "auggpt", "eda"):
         boost(tmp, data_dir, method)
-    boost(tmp, data_dir, "plain", "--seed", "1")
+    boost(tmp, data_dir, "plain", "--rng-seed", "1")
     return tmp / "runs"
 
 

@@ -55,8 +55,8 @@ def test_a_run_reached_by_another_spelling_of_its_folder_resumes(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     with rundir.RunDir(resolve_config("tiny", {"runs_dir": "runs", "run": "r"})) as again:  # relative, same folder
         assert again.path.resolve() == (tmp_path / "runs" / "r")
-    with pytest.raises(UserError, match=r"different config \(data\.seed: 0 in the run, 5 now\)"):
-        rundir.RunDir(resolve_config("tiny", {"runs_dir": "runs", "run": "r", "data": {"seed": 5}}))
+    with pytest.raises(UserError, match=r"different config \(data\.rng_seed: 0 in the run, 5 now\)"):
+        rundir.RunDir(resolve_config("tiny", {"runs_dir": "runs", "run": "r", "data": {"rng_seed": 5}}))
 
 
 @pytest.mark.parametrize(
