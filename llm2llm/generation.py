@@ -132,6 +132,28 @@ def _batches(
     return batches
 
 
+def _from_cache(missing: list[dict], records: RecordLog, cache_path: Path, desc: str) -> int:
+    """The answers the shared cache holds for requests the run has not stored, copied into the run's
+    record log; returns how many."""
+    if not missing:
+        return 0
+    cache = GenerationCache(cache_path)
+    hits = cache.get_many([r["key"] for r in missing])
+    cache.close()
+    if cache.rejected:
+        log.warning(
+            "%s: %d entries of the generation cache %s failed verification (written with another key, "
+            "altered, or from before entries were signed); asked again",
+            desc,
+            cache.rejected,
+            cache.path,
+        )
+    records.append(
+        {**r, "output": hits[r["key"]][0], "finish_reason": hits[r["key"]][1]} for r in missing if r["key"] in hits
+    )
+    return len(hits)
+
+
 def generate_cached(
     spec: EngineSpec,
     requests: list[dict],
@@ -151,25 +173,7 @@ def generate_cached(
     stats = GenerationStats(requests=len(requests))
     stats.from_run = sum(r["key"] in records for r in requests)
     if cache_path is not None:
-        missing = [r for r in requests if r["key"] not in records]
-        if missing:
-            cache = GenerationCache(cache_path)
-            hits = cache.get_many([r["key"] for r in missing])
-            cache.close()
-            if cache.rejected:
-                log.warning(
-                    "%s: %d entries of the generation cache %s failed verification (written with another key, "
-                    "altered, or from before entries were signed); asked again",
-                    desc,
-                    cache.rejected,
-                    cache.path,
-                )
-            records.append(
-                {**r, "output": hits[r["key"]][0], "finish_reason": hits[r["key"]][1]}
-                for r in missing
-                if r["key"] in hits
-            )
-            stats.from_cache = len(hits)
+        stats.from_cache = _from_cache([r for r in requests if r["key"] not in records], records, cache_path, desc)
     todo = [(s, b) for s, b in _batches(requests, sampling, batch_size) if any(r["key"] not in records for r in b)]
     if todo:
         start = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 from collections import Counter
+from pathlib import Path
 
 from llm2llm.errors import UserError
 from llm2llm.filtering import RougeIndex, rouge_tokens
@@ -88,43 +89,15 @@ def diversity(texts: list[str]) -> dict | None:
 
 
 def collect_metrics(run, task, notes: list[str]) -> dict:
+    """metrics.json: the run's settings, one entry per scored iteration, the teacher's tokens, the
+    selected iteration, and each phase process's record."""
     config = run.config
     models = read_json(run.path / "models.json") if (run.path / "models.json").exists() else {}
-    iterations = []
-    for it_dir in sorted(run.path.glob("iter_*")):
-        if not (it_dir / "scores.json").exists():
-            continue
-        number = int(it_dir.name.split("_")[1])
-        scores = read_json(it_dir / "scores.json")
-        entry = {
-            "iteration": number,
-            "train_size": len(read_jsonl(it_dir / "train.jsonl")),
-            "seed_accuracy": round(split_accuracy(scores, "seed"), 4),
-            "seed_wrong": len(scores["seed"]["wrong_ids"]),
-            "generated": None,
-            "kept": None,
-            "dropped": None,
-            "test_accuracy": round(split_accuracy(scores, "test"), 4),
-            "test_correct": scores["test"]["correct"],
-            "test_total": scores["test"]["total"],
-            "test_invalid": scores["test"]["invalid"],
-            "validation_accuracy": round(split_accuracy(scores, "validation"), 4) if "validation" in scores else None,
-            "validation_total": scores["validation"]["total"] if "validation" in scores else None,
-            "validation_correct": scores["validation"]["correct"] if "validation" in scores else None,
-            "seed_eval": {
-                k: scores["seed"][k] for k in ("samples", "sampled_answers", "sampled_correct") if k in scores["seed"]
-            },
-            "phase_seconds": run.phase_seconds(number),
-        }
-        if (it_dir / "teacher_stats.json").exists():
-            entry["teacher_requests"] = read_json(it_dir / "teacher_stats.json")
-        entry["engine_seconds"] = engine_seconds(it_dir)
-        if (it_dir / "filter_decisions.jsonl").exists():
-            decisions = read_jsonl(it_dir / "filter_decisions.jsonl")
-            reasons = Counter(d["reason"] for d in decisions)
-            entry.update(generated=len(decisions), kept=reasons["kept"], dropped={r: reasons[r] for r in DROP_REASONS})
-            entry["diversity"] = diversity([task.key_text(d["example"]) for d in decisions if d["kept"]])
-        iterations.append(entry)
+    iterations = [
+        iteration_entry(run, task, it_dir)
+        for it_dir in sorted(run.path.glob("iter_*"))
+        if (it_dir / "scores.json").exists()
+    ]
     return {
         "run": config.run,
         "task": task.name,
@@ -142,7 +115,7 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
         "seed_size": len(read_json(run.path / "seed_ids.json")),
         "method": config.loop.method,
         "variant": recipe_variant(config),
-        "data_seed": config.data.seed,
+        "data_seed": config.data.rng_seed,
         "iterations_planned": config.planned_iterations(),
         "complete": len(iterations) == config.planned_iterations() + 1,
         "teacher_tokens": sum(
@@ -165,6 +138,43 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
         # took, and the switch time from the previous phase's release to its start
         "phases": read_jsonl(run.path / "phases.jsonl") if (run.path / "phases.jsonl").exists() else [],
     }
+
+
+def iteration_entry(run, task, it_dir: Path) -> dict:
+    """One scored iteration of metrics.json: sizes, accuracies per split, the seed evaluation, phase
+    times, the teacher's requests, and what the filter kept and dropped."""
+    number = int(it_dir.name.split("_")[1])
+    scores = read_json(it_dir / "scores.json")
+    validation = scores.get("validation")
+    entry = {
+        "iteration": number,
+        "train_size": len(read_jsonl(it_dir / "train.jsonl")),
+        "seed_accuracy": round(split_accuracy(scores, "seed"), 4),
+        "seed_wrong": len(scores["seed"]["wrong_ids"]),
+        "generated": None,
+        "kept": None,
+        "dropped": None,
+        "test_accuracy": round(split_accuracy(scores, "test"), 4),
+        "test_correct": scores["test"]["correct"],
+        "test_total": scores["test"]["total"],
+        "test_invalid": scores["test"]["invalid"],
+        "validation_accuracy": round(split_accuracy(scores, "validation"), 4) if validation else None,
+        "validation_total": validation["total"] if validation else None,
+        "validation_correct": validation["correct"] if validation else None,
+        "seed_eval": {
+            k: scores["seed"][k] for k in ("samples", "sampled_answers", "sampled_correct") if k in scores["seed"]
+        },
+        "phase_seconds": run.phase_seconds(number),
+    }
+    if (it_dir / "teacher_stats.json").exists():
+        entry["teacher_requests"] = read_json(it_dir / "teacher_stats.json")
+    entry["engine_seconds"] = engine_seconds(it_dir)
+    if (it_dir / "filter_decisions.jsonl").exists():
+        decisions = read_jsonl(it_dir / "filter_decisions.jsonl")
+        reasons = Counter(d["reason"] for d in decisions)
+        entry.update(generated=len(decisions), kept=reasons["kept"], dropped={r: reasons[r] for r in DROP_REASONS})
+        entry["diversity"] = diversity([task.key_text(d["example"]) for d in decisions if d["kept"]])
+    return entry
 
 
 def selected_student(iterations: list[dict]) -> dict | None:
@@ -256,7 +266,17 @@ def _iteration0_line(shared: dict | None) -> list[str]:
 
 
 def render_markdown(metrics: dict) -> str:
-    lines = [
+    """report.md: what the run is, then one table per section (iterations, wall time, teacher
+    requests, phase processes)."""
+    lines = _header(metrics) + _iteration_table(metrics) + _time_table(metrics)
+    lines += _teacher_table(metrics) + _phase_table(metrics)
+    lines += ["", "![validation and test accuracy by iteration, 95 % intervals](accuracy.png)", ""]
+    lines += ["report.html: the same with the teacher's prompts and outputs and every filter decision.", ""]
+    return "\n".join(lines)
+
+
+def _header(metrics: dict) -> list[str]:
+    return [
         f"# LLM2LLM run `{metrics['run']}`",
         "",
         f"- task: **{metrics['task']}** ({metrics['task_type']}), {metrics['seed_size']} seed examples (data seed "
@@ -279,6 +299,11 @@ def render_markdown(metrics: dict) -> str:
         "",
         f"- seed evaluation: {metrics.get('seed_evaluation', 'greedy')}",
         "",
+    ]
+
+
+def _iteration_table(metrics: dict) -> list[str]:
+    lines = [
         "| iteration | train size | seed acc | seed wrong | generated | kept | dropped "
         "(unparsable/truncated/invalid/label/dup/near-dup/test) | validation acc | test acc | test invalid "
         "| vs plain FT | selected |",
@@ -296,7 +321,11 @@ def render_markdown(metrics: dict) -> str:
             f"{100 * it['test_accuracy']:.1f} % ({it['test_correct']}/{it['test_total']}) | "
             f"{it['test_invalid']} | {100 * (it['test_accuracy'] - base):+.1f} | {chosen} |"
         )
-    lines += [
+    return lines
+
+
+def _time_table(metrics: dict) -> list[str]:
+    lines = [
         "",
         "## Wall time per phase (seconds)",
         "",
@@ -310,42 +339,49 @@ def render_markdown(metrics: dict) -> str:
             + " | ".join(f"{it['phase_seconds'][p]:.1f}" if p in it["phase_seconds"] else "-" for p in PHASES)
             + f" | {split['engines']:.1f} | {split['process_other']:.1f} | {split['driver']:.1f} |"
         )
+    return lines
+
+
+def _teacher_table(metrics: dict) -> list[str]:
     asked = [it for it in metrics["iterations"] if it.get("teacher_requests")]
-    if asked:
-        lines += [
-            "",
-            "## Teacher requests (the last attempt of each generate phase)",
-            "",
-            "| iteration | requests | from the run | from the cache | generated | engine seconds | tokens (prompt + "
-            "completion) |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for it in asked:
-            t = it["teacher_requests"]
-            tokens = f"{t['prompt_tokens']} + {t['completion_tokens']}" if "prompt_tokens" in t else "-"
-            lines.append(
-                f"| {it['iteration']} | {t['requests']} | {t['from_run']} | {t['from_cache']} | {t['generated']} | "
-                f"{t['engine_seconds']:.1f} | {tokens} |"
-            )
-    if metrics.get("phases"):
-        lines += [
-            "",
-            "## Phase processes (memory released before the next phase started)",
-            "",
-            "| phase | seconds | peak memory (MiB, summed peak RSS) | release checked by | release seconds "
-            "| switch seconds |",
-            "|---|---|---|---|---|---|",
-        ]
-        for p in metrics["phases"]:
-            switch = "-" if p.get("switch_seconds") is None else f"{p['switch_seconds']:.2f}"
-            peak = f"{p['peak_memory_mib']:.0f}" if p.get("peak_memory_mib") else "-"
-            lines.append(
-                f"| {p['key']} | {p['seconds']:.1f} | {peak} | {p['checked']} | {p['release_seconds']:.2f} | "
-                f"{switch} |"
-            )
-    lines += ["", "![validation and test accuracy by iteration, 95 % intervals](accuracy.png)", ""]
-    lines += ["report.html: the same with the teacher's prompts and outputs and every filter decision.", ""]
-    return "\n".join(lines)
+    if not asked:
+        return []
+    lines = [
+        "",
+        "## Teacher requests (the last attempt of each generate phase)",
+        "",
+        "| iteration | requests | from the run | from the cache | generated | engine seconds | tokens (prompt + "
+        "completion) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for it in asked:
+        t = it["teacher_requests"]
+        tokens = f"{t['prompt_tokens']} + {t['completion_tokens']}" if "prompt_tokens" in t else "-"
+        lines.append(
+            f"| {it['iteration']} | {t['requests']} | {t['from_run']} | {t['from_cache']} | {t['generated']} | "
+            f"{t['engine_seconds']:.1f} | {tokens} |"
+        )
+    return lines
+
+
+def _phase_table(metrics: dict) -> list[str]:
+    if not metrics.get("phases"):
+        return []
+    lines = [
+        "",
+        "## Phase processes (memory released before the next phase started)",
+        "",
+        "| phase | seconds | peak memory (MiB, summed peak RSS) | release checked by | release seconds "
+        "| switch seconds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in metrics["phases"]:
+        switch = "-" if p.get("switch_seconds") is None else f"{p['switch_seconds']:.2f}"
+        peak = f"{p['peak_memory_mib']:.0f}" if p.get("peak_memory_mib") else "-"
+        lines.append(
+            f"| {p['key']} | {p['seconds']:.1f} | {peak} | {p['checked']} | {p['release_seconds']:.2f} | {switch} |"
+        )
+    return lines
 
 
 # TensorBoard scalars per iteration (runs/<run>/tb/loop, step = iteration), from metrics.json's iterations.

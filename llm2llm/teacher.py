@@ -32,41 +32,35 @@ def teacher_generate(
 ) -> list[Candidate]:
     """Ask the teacher for counts[i] new examples for sources[i], similar ones (kind "similar":
     LLM2LLM) or paraphrases ("paraphrase": AugGPT); return the parsed candidates in a fixed order."""
-    config, task, teacher, it_dir = ctx.config, ctx.task, ctx.config.teacher, ctx.iteration_dir(it)
-    sampling = teacher_sampling(teacher, task, max(counts, default=1))
-    identity, tokenizer = ctx.teacher.identity, ctx.teacher.tokenizer
+    teacher, it_dir = ctx.config.teacher, ctx.iteration_dir(it)
+    sampling = teacher_sampling(teacher, ctx.task, max(counts, default=1))
+    requests = teacher_requests(ctx, it, sources, kind, counts, sampling)
+    outputs, stats = ctx.teacher.generate(
+        it, requests, sampling, it_dir / "teacher_outputs.jsonl", f"generate {it_dir.name}"
+    )
+    tokens = count_tokens(ctx.teacher.tokenizer, requests, outputs)
+    candidates = parse_candidates(ctx, it, requests, outputs, sources)
+    if teacher.label_check:
+        checks = label_check(ctx, it, candidates)
+        tokens = {name: tokens[name] + checks[name] for name in tokens} | {"label_check": checks}
+    atomic_write_json(it_dir / "teacher_stats.json", {**asdict(stats), **tokens})
+    return candidates
+
+
+def teacher_requests(
+    ctx: RunContext, it: int, sources: list[Example], kind: str, counts: list[int], sampling: SamplingConfig
+) -> list[dict]:
+    """One request per prompt and draw, keyed by the teacher, the prompt, the sampling and (iteration,
+    sample, draw): asking again in a later iteration draws new samples instead of replaying cached ones."""
+    teacher, identity = ctx.config.teacher, ctx.teacher.identity
+    notes = option_notes(ctx, it, sources) if kind == "similar" and teacher.style == "chat" else {}
     requests = []
-    count_of = {ex["id"]: count for ex, count in zip(sources, counts)}
-    answers = wrong_answers(ctx, it) if teacher.contrast and kind == "similar" else {}
-    kept = kept_children(ctx, it) if teacher.diversity else {}
     for ex, count in zip(sources, counts):
-        if count == 0:
-            continue
-        # continuation: one example per request; chat: one request for all of them, or, for a share
-        # larger than per_wrong (teacher.allocate), requests of at most per_wrong each
-        split = teacher.style == "chat" and kind == "similar" and teacher.allocate != "even"
-        cap = teacher.per_wrong if split else count
-        parts = (
-            [count] * count if teacher.style == "continuation" else [min(cap, count - i) for i in range(0, count, cap)]
-        )
-        for sample_index, asked in enumerate(parts):
-            if kind == "paraphrase":
-                prompt = task.teacher_paraphrase(ex, teacher.style, count)
-            elif teacher.style == "continuation":
-                rng = random.Random(f"{config.data.seed}/{it}/{ex['id']}/{sample_index}")
-                same = [s for s in ctx.seed if s["id"] != ex["id"] and task.stratum(s) == task.stratum(ex)]
-                prompt = task.teacher_continuation(ex, rng.sample(same, min(teacher.shots, len(same))))
-            else:
-                prompt = task.teacher_chat(ex, asked)
-                if kind == "similar":  # the options' notes (teacher.contrast, teacher.diversity)
-                    prompt += task.teacher_notes(
-                        ex, answers.get(ex["id"]), kept.get(ex["id"], []) if teacher.diversity else None
-                    )
+        for sample_index, asked in enumerate(request_sizes(teacher, kind, count)):
+            prompt = teacher_prompt(ctx, it, ex, kind, asked, sample_index) + notes.get(ex["id"], "")
             if teacher.style == "chat":
-                prompt = render_chat(tokenizer, prompt)
+                prompt = render_chat(ctx.teacher.tokenizer, prompt)
             for draw in range(sampling.n):
-                # The iteration is part of the sample index: asking again in a later iteration must
-                # draw new samples, not replay the cached ones.
                 key = request_key(
                     identity, prompt, sampling.model_dump_json(exclude={"n"}), f"{it}.{sample_index}.{draw}"
                 )
@@ -82,24 +76,56 @@ def teacher_generate(
                         "teacher_fingerprint": identity,
                     }
                 )
-    outputs, stats = ctx.teacher.generate(
-        it, requests, sampling, it_dir / "teacher_outputs.jsonl", f"generate {it_dir.name}"
-    )
-    tokens = {
+    return requests
+
+
+def request_sizes(teacher, kind: str, count: int) -> list[int]:
+    """How many examples each request for one source asks for: continuation, one per request (count
+    requests); chat, all in one, or, for a share larger than per_wrong (teacher.allocate), at most
+    per_wrong each."""
+    if teacher.style == "continuation":
+        return [count] * count
+    cap = teacher.per_wrong if kind == "similar" and teacher.allocate != "even" else count
+    return [min(cap, count - i) for i in range(0, count, cap)] if count else []
+
+
+def teacher_prompt(ctx: RunContext, it: int, ex: Example, kind: str, asked: int, sample_index: int) -> str:
+    """The request's text before the chat template: a paraphrase request, a continuation (same-label
+    seed examples drawn per request), or the paper's chat request for `asked` similar examples."""
+    config, task, teacher = ctx.config, ctx.task, ctx.config.teacher
+    if kind == "paraphrase":
+        return task.teacher_paraphrase(ex, teacher.style, asked)
+    if teacher.style == "continuation":
+        rng = random.Random(f"{config.data.rng_seed}/{it}/{ex['id']}/{sample_index}")
+        same = [s for s in ctx.seed if s["id"] != ex["id"] and task.stratum(s) == task.stratum(ex)]
+        return task.teacher_continuation(ex, rng.sample(same, min(teacher.shots, len(same))))
+    return task.teacher_chat(ex, asked)
+
+
+def option_notes(ctx: RunContext, it: int, sources: list[Example]) -> dict[str, str]:
+    """What teacher.contrast and teacher.diversity add to each source's chat request ("" when off)."""
+    teacher, task = ctx.config.teacher, ctx.task
+    answers = wrong_answers(ctx, it) if teacher.contrast else {}
+    kept = kept_children(ctx, it) if teacher.diversity else {}
+    return {
+        ex["id"]: task.teacher_notes(ex, answers.get(ex["id"]), kept.get(ex["id"], []) if teacher.diversity else None)
+        for ex in sources
+    }
+
+
+def count_tokens(tokenizer, requests: list[dict], outputs: dict[str, str]) -> dict[str, int]:
+    """The teacher's prompt and output tokens over the requests (the budget methods are compared at)."""
+    return {
         "prompt_tokens": sum(len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]) for r in requests),
         "completion_tokens": sum(
             len(tokenizer(outputs[r["key"]], add_special_tokens=False)["input_ids"]) for r in requests
         ),
     }
-    candidates = parse_candidates(ctx, it, requests, outputs, count_of, sources, identity)
-    if teacher.label_check:
-        checks = label_check(ctx, it, candidates)
-        tokens = {name: tokens[name] + checks[name] for name in tokens} | {"label_check": checks}
-    atomic_write_json(it_dir / "teacher_stats.json", {**asdict(stats), **tokens})
-    return candidates
 
 
-def parse_candidates(ctx, it, requests, outputs, count_of, sources, identity) -> list[Candidate]:
+def parse_candidates(
+    ctx: RunContext, it: int, requests: list[dict], outputs: dict[str, str], sources: list[Example]
+) -> list[Candidate]:
     """The teacher's answers parsed into candidate examples, in request order; an answer the token
     limit cut off marks its last example truncated."""
     teacher, task, it_dir = ctx.config.teacher, ctx.task, ctx.iteration_dir(it)
@@ -112,9 +138,8 @@ def parse_candidates(ctx, it, requests, outputs, count_of, sources, identity) ->
         parent = by_id[request["parent_id"]]
         parsed = task.parse_teacher(outputs[request["key"]], parent, teacher.style)
         # An answer the token limit cut off: its last example is unfinished, unless more were written than asked for.
-        asked = request.get("asked", count_of[parent["id"]])
-        cut = finish.get(request["key"]) == "length" and len(parsed) <= asked
-        parsed = parsed[:asked]
+        cut = finish.get(request["key"]) == "length" and len(parsed) <= request["asked"]
+        parsed = parsed[: request["asked"]]
         if not parsed:
             candidates.append({"key": f"{request['key']}:0", "example": None, "truncated": cut})
         for j, example in enumerate(parsed):
@@ -124,7 +149,7 @@ def parse_candidates(ctx, it, requests, outputs, count_of, sources, identity) ->
                 "parent_id": parent["id"],
                 "iteration": it,
                 "teacher": teacher.model,
-                "teacher_fingerprint": identity,
+                "teacher_fingerprint": ctx.teacher.identity,
             }
             candidates.append(
                 {"key": f"{request['key']}:{j}", "example": example, "truncated": cut and j == len(parsed) - 1}
@@ -179,9 +204,4 @@ def label_check(ctx: RunContext, it: int, candidates: list[Candidate]) -> dict:
     for c in checked:
         score = task.score(outputs[c.pop("check_key")], c["example"])
         c["label_check"] = {"answer": score.prediction, "agrees": score.correct}
-    return {
-        "prompt_tokens": sum(
-            len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]) for r in requests.values()
-        ),
-        "completion_tokens": sum(len(tokenizer(outputs[k], add_special_tokens=False)["input_ids"]) for k in requests),
-    }
+    return count_tokens(tokenizer, list(requests.values()), outputs)

@@ -596,34 +596,43 @@ def call_in_child(
     with _environment(env or {}):  # spawn: the child's interpreter starts with it
         proc.start()
     sender.close()
-    message, timed_out = None, False
+    message = None
     memory = PeakMemory(proc.pid)
     try:
         with _echo(log_path, echo), memory:
-            while message is None:
-                if receiver.poll(1.0):
-                    try:
-                        message = receiver.recv()
-                    except EOFError:
-                        break
-                elif not proc.is_alive():
-                    break
-                elif timeout and time.monotonic() - start > timeout:
-                    timed_out = True
-                    break
+            message = _receive(receiver, proc, start, timeout)
     finally:
-        if proc.is_alive() and message is None:  # timeout, Ctrl-C or SIGTERM: end the whole group
+        if proc.is_alive() and not isinstance(message, tuple):  # timeout, Ctrl-C or SIGTERM: end the whole group
             _terminate(proc.pid)
         proc.join()
         result = _phase_result(name, proc.pid, proc.exitcode, start, memory)
+    return _payload(name, message, proc.exitcode, log_path, timeout), result
+
+
+def _receive(receiver, proc, start: float, timeout: float | None) -> tuple | str | None:
+    """The child's one message; "timeout" when it sent none in time, None when it died without one."""
+    while True:
+        if receiver.poll(1.0):
+            try:
+                return receiver.recv()
+            except EOFError:
+                return None
+        if not proc.is_alive():
+            return None
+        if timeout and time.monotonic() - start > timeout:
+            return "timeout"
+
+
+def _payload(name: str, message, exit_code: int | None, log_path: Path | None, timeout: float | None):
+    """What the child returned, or its failure raised as the driver's error."""
     where = f"; log: {log_path}" if log_path else ""
-    if timed_out:
+    if message == "timeout":
         raise PhaseError(
             f"{name}: no result within {timeout:.0f} s (plan.phase_timeout); the phase was stopped{where}"
         )
     if message is None:
         raise PhaseError(
-            f"{name}: the phase process died (exit code {proc.exitcode}){where}; "
+            f"{name}: the phase process died (exit code {exit_code}){where}; "
             f"rerun the same command to continue. Last lines:\n{tail(log_path)}"
         )
     status, payload = message
@@ -634,7 +643,7 @@ def call_in_child(
         raise DiskFull(name, path, _run_dir_of(log_path), quota=quota)
     if status == "error":
         raise PhaseError(f"{name} failed in its process{where}:\n{payload}")
-    return payload, result
+    return payload
 
 
 def run_in_child(name: str, fn, *args, **options):
