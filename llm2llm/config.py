@@ -673,17 +673,21 @@ def load_yaml(path: Path) -> dict:
 
 
 def load_profile(path: Path, seen: tuple = ()) -> dict:
-    """A profile's values; `extends: <profile>` starts from another profile's."""
+    """A profile's values; `extends: <profile>` starts from another profile's, which must itself be
+    self-contained (one level: what a profile runs is read in at most two files)."""
     values = load_yaml(path)
     parent = values.pop("extends", None)
     if parent is None:
         return values
-    if str(parent) in seen:
-        raise UserError(f"{path}: extends {parent!r} makes a cycle ({' -> '.join(seen)}); remove one extends")
+    if seen:
+        raise UserError(
+            f"{path}: extends {parent!r}, but it is itself extended by {seen[-1]!r}; a profile extends only a "
+            f"self-contained one: copy {path.name}'s values into {seen[-1]!r}, or extend {parent!r} directly"
+        )
     parent_path = Path(str(parent))
     if parent_path.suffix in (".yaml", ".yml") and not parent_path.is_absolute():
         parent_path = path.parent / parent_path  # a profile file's `extends` is relative to its own folder
-    return deep_merge(load_profile(profile_path(str(parent_path)), (*seen, str(parent))), values)
+    return deep_merge(load_profile(profile_path(str(parent_path)), (*seen, str(path.name))), values)
 
 
 def parse_set_option(item: str) -> dict:

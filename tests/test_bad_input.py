@@ -338,7 +338,7 @@ CASES = [
         "config-profile-cycle",
         None,
         profile_file("extends: other.yaml\n", {"other.yaml": "extends: mine.yaml\n"}),
-        r"makes a cycle",
+        r"other\.yaml: extends 'mine\.yaml', but it is itself extended by 'mine\.yaml'",
     ),
     (
         "config-deepspeed-preset",

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from llm2llm.config import explain, parse_set_option, resolve_config
 from llm2llm.errors import UserError
@@ -142,15 +143,24 @@ def test_teacher_fingerprint_is_cheap_stable_and_tells_teachers_apart(tmp_path, 
     assert fingerprint(provision("tiny-llama-b")) != fingerprint(tiny_model)
 
 
-def test_profiles_extend_one_another(tmp_path):
+def test_profiles_extend_one_self_contained_profile_at_most(tmp_path):
+    """What a profile runs is in at most two files: it may extend a profile that extends nothing (a
+    chain, and so a cycle, is refused naming both files); the built-in ones keep to that."""
     zero2 = resolve_config("cpu-zero2")
     base = resolve_config("cpu-smollm2")
     assert (zero2.train.deepspeed, zero2.train.cpu_processes) == ("zero2", 2)
     assert zero2.data == base.data and zero2.teacher == base.teacher  # everything else from cpu-smollm2
     (tmp_path / "a.yaml").write_text(f"extends: {tmp_path / 'b.yaml'}\n")
     (tmp_path / "b.yaml").write_text(f"extends: {tmp_path / 'a.yaml'}\n")
-    with pytest.raises(UserError, match="makes a cycle"):
+    with pytest.raises(UserError, match=r"b\.yaml: extends .*a\.yaml', but it is itself extended by 'a\.yaml'"):
         resolve_config(str(tmp_path / "a.yaml"))
+    (tmp_path / "c.yaml").write_text("extends: cpu-qwen\n")  # cpu-qwen extends cpu-smollm2: two levels
+    with pytest.raises(UserError, match="a profile extends only a self-contained one"):
+        resolve_config(str(tmp_path / "c.yaml"))
+    (tmp_path / "d.yaml").write_text("extends: cpu-smollm2\nloop: {iterations: 3}\n")
+    assert resolve_config(str(tmp_path / "d.yaml")).loop.iterations == 3
+    # the GPU profile takes nothing from the CPU quick look
+    assert "\nextends:" not in (REPO / "configs" / "profiles" / "gpu-zero3.yaml").read_text()
 
 
 def test_a_run_in_use_is_refused_after_a_short_wait(tmp_path, monkeypatch):
