@@ -148,6 +148,10 @@ def test_ranking_by_confidence_targets_the_least_sure_seed_examples(tmp_path, da
     assert {r["parent_id"] for r in read_jsonl(it0 / "teacher_outputs.jsonl")} == set(lowest)
     records = [r for r in read_jsonl(it0 / "predictions.jsonl") if r["split"] == "confidence"]
     assert len(records) == 14 and all(r["finish_reason"] == "score" and r["target"] for r in records)
+    # compare gives it a cell of its own
+    assert json.loads((tmp_path / "runs" / "sure" / "metrics.json").read_text())["variant"] == [
+        "weakest 3 by confidence"
+    ]
 
 
 def test_spread_adds_up_to_the_budget_in_proportion():
