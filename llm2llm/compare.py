@@ -163,22 +163,7 @@ def render_markdown(
             f"{_pm([m.get('wall_seconds', 0) for m in runs], 1 / 60)} | "
             f"{_validation(runs, method)} | {_selected(runs, method)} |"
         )
-    lines += render_paired(cells, reference, split)
-    tasks = sorted({k[0] for k in cells})
-    rows = list(dict.fromkeys(_row_key(k, cells) for k in cells))
-    lines += [
-        "",
-        "## Test accuracy (%), method x dataset",
-        "",
-        "| method | " + " | ".join(tasks) + " |",
-        "|---" * (len(tasks) + 1) + "|",
-    ]
-    for row_key in rows:
-        row = []
-        for task in tasks:
-            runs = [m for k, rs in cells.items() if k[0] == task and _row_key(k, cells) == row_key for m in rs]
-            row.append(_pm([m["iterations"][-1]["test_accuracy"] for m in runs]) if runs else "-")
-        lines.append(f"| {' / '.join(map(str, row_key))} | " + " | ".join(row) + " |")
+    lines += render_paired(cells, reference, split) + _method_by_dataset(cells)
     models = sorted({(k[3], k[4]) for k in cells})
     lines += ["", "Student / teacher: " + "; ".join(f"`{s}` / `{t}`" for s, t in models) + "."]
     lines += ["", "## Runs", ""] + [
@@ -187,6 +172,25 @@ def render_markdown(
     if skipped:
         lines += ["", "Left out:"] + [f"- {s}" for s in skipped]
     return "\n".join(lines + ["", f"![test accuracy per iteration]({png_name})", ""])
+
+
+def _method_by_dataset(cells: dict[tuple, list[dict]]) -> list[str]:
+    """The test accuracy table with a row per method (and variant) and a column per dataset."""
+    tasks = sorted({k[0] for k in cells})
+    lines = [
+        "",
+        "## Test accuracy (%), method x dataset",
+        "",
+        "| method | " + " | ".join(tasks) + " |",
+        "|---" * (len(tasks) + 1) + "|",
+    ]
+    for row_key in dict.fromkeys(_row_key(k, cells) for k in cells):
+        row = []
+        for task in tasks:
+            runs = [m for k, rs in cells.items() if k[0] == task and _row_key(k, cells) == row_key for m in rs]
+            row.append(_pm([m["iterations"][-1]["test_accuracy"] for m in runs]) if runs else "-")
+        lines.append(f"| {' / '.join(map(str, row_key))} | " + " | ".join(row) + " |")
+    return lines
 
 
 def output_tokens(m: dict) -> int:
