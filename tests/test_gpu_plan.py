@@ -247,7 +247,7 @@ def test_evaluation_runs_eager_even_where_the_teacher_compiles(models):
     result = plan_here(models, "8xH100:80", "llama-70b", "llama-7b", vllm={"enforce_eager": False})
     config = resolve_config("gpu-zero3")
     assert config.vllm.enforce_eager is False  # the GPU profile compiles the teacher
-    # what evaluation.student_engine and teacher.py build: the config's options, then the plan's
+    # what roles.Student.engine and roles.Teacher.engine build: the config's options, then the plan's
     evaluate = {**config.vllm.model_dump(), **result.vllm_options("evaluate")}
     generate = {**config.vllm.model_dump(), **result.vllm_options("generate")}
     assert evaluate["enforce_eager"] is True and generate["enforce_eager"] is False

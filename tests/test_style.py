@@ -93,3 +93,15 @@ def test_a_skip_off_the_list_fails_the_session_and_one_on_it_does_not(tmp_path):
 
     off = _pytest_with_skip_policy(tmp_path, 'import pytest\npytest.importorskip("no_such_vllm")\n', strict="0")
     assert off.returncode == 5, off.stdout  # pytest's own "no tests ran", as without the policy
+
+
+def test_the_steps_talk_to_the_roles_not_to_the_runner_or_the_plan():
+    """Step bodies (evaluate, the teacher's requests, the methods, iteration 0) reach the models only
+    through roles.Student and roles.Teacher: where a phase runs (the runner, the GPU plan, engine
+    options, generate_cached's process) is the roles' business (docs/architecture.md)."""
+    import re
+
+    for name in ("evaluation.py", "teacher.py", "methods.py", "iteration0.py"):
+        text = (REPO / "llm2llm" / name).read_text()
+        found = re.findall(r"\brunner\b|\.plan\b|vllm_options|generate_cached|EngineSpec|PhaseRunner", text)
+        assert found == [], f"llm2llm/{name}: {sorted(set(found))}"
