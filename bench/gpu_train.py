@@ -73,11 +73,11 @@ def step_timer():
 
 def plan_estimate(config, out: Path, zero: str, world: int, batch: int, seq: int, checkpointing: bool) -> float:
     """The GPU plan's per-GPU training estimate (GiB) for this shape (llm2llm/runtime/gpu_plan.py)."""
-    from llm2llm.runtime.gpu_plan import model_shape, student_train_gib
+    from llm2llm.runtime.gpu_plan import Recipe, model_shape, student_train_gib
 
     folder = out / "shape"
     config.save_pretrained(folder)
-    return student_train_gib(model_shape(str(folder)), zero, world, 1, False, batch, seq, checkpointing)[0]
+    return student_train_gib(model_shape(str(folder)), Recipe(zero, False, batch, seq, checkpointing), world, 1)[0]
 
 
 def greedy(model, prompts, new_tokens: int = 8) -> list[list[int]]:

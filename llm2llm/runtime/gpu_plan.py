@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -213,23 +213,30 @@ def zero_settings(preset: str | None) -> dict:
     }
 
 
-def student_train_gib(
-    shape: ModelShape,
-    preset: str | None,
-    gpus_per_node: int,
-    nodes: int,
-    lora: bool,
-    micro_batch: int,
-    seq_len: int,
-    checkpointing: bool,
-) -> tuple[float, float]:
+@dataclass(frozen=True)
+class Recipe:
+    """What a training's memory depends on besides the model and the GPUs (from train.*)."""
+
+    preset: str | None  # a ZeRO preset (train.deepspeed), or None for DDP
+    lora: bool
+    micro_batch: int
+    seq_len: int
+    checkpointing: bool
+
+    @classmethod
+    def of(cls, train) -> Recipe:
+        return cls(train.deepspeed, train.lora, train.batch_size, train.max_length, train.gradient_checkpointing)
+
+
+def student_train_gib(shape: ModelShape, recipe: Recipe, gpus_per_node: int, nodes: int) -> tuple[float, float]:
     """(GPU GiB per GPU, CPU GiB per node) for training: ZeRO model states from DeepSpeed's own
     estimators, plus activations (Korthikanti et al. 2022: ~34*s*b*h bytes per layer without
     recomputation, 2*s*b*h with it) and fp32 logits with their gradient."""
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
-    z = zero_settings(preset)
+    lora, micro_batch, seq_len = recipe.lora, recipe.micro_batch, recipe.seq_len
+    z = zero_settings(recipe.preset)
     world = gpus_per_node * nodes
     trainable = shape.lora_params if lora else shape.params
     frozen = shape.params if lora else 0
@@ -253,7 +260,7 @@ def student_train_gib(
         gpu += 2 * frozen
     else:  # DDP with bf16 autocast: fp32 weights, fp32 gradients, two fp32 Adam moments
         cpu, gpu = 0, 16 * trainable + 4 * frozen
-    per_layer = (2 if checkpointing else 34) * seq_len * micro_batch * shape.hidden
+    per_layer = (2 if recipe.checkpointing else 34) * seq_len * micro_batch * shape.hidden
     activations = per_layer * shape.layers + 8 * seq_len * micro_batch * shape.vocab
     return (gpu + activations) / GIB, cpu / GIB
 
@@ -527,9 +534,7 @@ def _plan_training(plan: Plan, config: RunConfig, student: ModelShape, layout: _
     """Data parallel over the student's GPUs on every training node; a sleeping teacher's CUDA
     context beside it."""
     inv, cfg, count, nodes = plan.inventory, config.train, layout.student_count, layout.train_nodes
-    need, cpu_need = student_train_gib(
-        student, cfg.deepspeed, count, nodes, cfg.lora, cfg.batch_size, cfg.max_length, cfg.gradient_checkpointing
-    )
+    need, cpu_need = student_train_gib(student, Recipe.of(cfg), count, nodes)
     need += config.plan.overhead_gib + (SLEEP_HELD_GIB if plan.teacher_sleeps else 0.0)
     zero = zero_settings(cfg.deepspeed)
     what = (f"ZeRO-{zero['stage']} ({cfg.deepspeed})" if cfg.deepspeed else "DDP") + (" + LoRA" if cfg.lora else "")
@@ -624,7 +629,8 @@ def _student_suggestion(shape: ModelShape, config: RunConfig, gpus: int, nodes: 
     for preset in PRESETS_BY_MEMORY:
         for lora in [cfg.lora] if cfg.lora else [False, True]:
             for ckpt in [True] if cfg.gradient_checkpointing else [False, True]:
-                need = student_train_gib(shape, preset, gpus, nodes, lora, cfg.batch_size, cfg.max_length, ckpt)[0]
+                recipe = replace(Recipe.of(cfg), preset=preset, lora=lora, checkpointing=ckpt)
+                need = student_train_gib(shape, recipe, gpus, nodes)[0]
                 if need + config.plan.overhead_gib <= memory_gib:
                     options = (
                         [f"train.deepspeed={preset}"]
