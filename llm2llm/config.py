@@ -61,11 +61,13 @@ class DataConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _old_spelling(cls, values):
-        """data.seed, the old name of data.rng_seed (a run's pinned config.yaml may still say it)."""
-        if isinstance(values, dict) and "seed" in values:
-            if "rng_seed" in values:
-                raise ValueError("data.seed is the old name of data.rng_seed; give only data.rng_seed")
-            values = {("rng_seed" if k == "seed" else k): v for k, v in values.items()}
+        """Keys renamed in this section (RENAMED), under their new names: a run's pinned config.yaml may
+        still use an old one (old_spellings says so for profiles and --set before this)."""
+        for old, (new, _) in RENAMED["data"].items():
+            if isinstance(values, dict) and old in values:
+                if new in values:
+                    raise ValueError(f"data.{old} is the old name of data.{new}; give only data.{new}")
+                values = {(new if k == old else k): v for k, v in values.items()}
         return values
 
     validation_size: int | None = Field(
@@ -812,14 +814,14 @@ def config_keys(model: type[BaseModel] | None = None, prefix: str = "") -> list[
     return keys
 
 
-def explain(section: BaseModel | None = None, prefix: str = "") -> list[str]:
-    """One line per config key with its default and description: the config reference."""
-    section = section if section is not None else RunConfig()
+def explain(config: RunConfig | None = None) -> list[str]:
+    """One line per config key (config_keys) with its value in `config` (default: the schema's
+    defaults) and its description: the config reference."""
+    config = config if config is not None else RunConfig()
     lines = []
-    for name, field in type(section).model_fields.items():
-        value = getattr(section, name)
-        if isinstance(value, BaseModel):
-            lines.extend(explain(value, f"{prefix}{name}."))
-        else:
-            lines.append(f"{prefix}{name} = {value!r}  {field.description or ''}".rstrip())
+    for path, field in config_keys():
+        value = config
+        for part in path.split("."):
+            value = getattr(value, part)
+        lines.append(f"{path} = {value!r}  {field.description or ''}".rstrip())
     return lines

@@ -28,7 +28,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from llm2llm.models import fingerprint
 from llm2llm.store import atomic_write_json, fsync_tree, read_json
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ def iteration0_key(ctx) -> str:
     config = ctx.config
     parts = {
         "format": FORMAT,
-        "student": fingerprint(ctx.student.base),
+        "student": ctx.student.identity,
         "student_config": config.student.model_dump(mode="json", exclude={"model"}),
         "train": config.train.model_dump(
             mode="json", exclude={"tensorboard", "ddp_timeout", "checkpoint_minutes", "checkpoint_steps"}

@@ -143,8 +143,9 @@ def _open_run(run: RunDir, facts: Facts) -> tuple[RunContext, PhaseRunner]:
     if not first_train.exists():
         atomic_write_jsonl(first_train, seed)
     runner = PhaseRunner(run, plan, config)
-    student = Student(config, data.task, facts.student, run, runner)
-    teacher = Teacher(config, data.task, facts.teacher, run, runner)
+    fingerprints = facts.model_fingerprints  # computed once, by the pre-flight's model checks
+    student = Student(config, data.task, facts.student, fingerprints["student"], run, runner)
+    teacher = Teacher(config, data.task, facts.teacher, fingerprints["teacher"], run, runner)
     return RunContext(config, data, run, seed, test, validation, student, teacher), runner
 
 

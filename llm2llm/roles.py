@@ -22,7 +22,6 @@ from pathlib import Path
 from llm2llm.config import RunConfig, SamplingConfig
 from llm2llm.engines import EngineSpec, load_tokenizer
 from llm2llm.generation import GenerationStats, generate_cached
-from llm2llm.models import fingerprint
 from llm2llm.rundir import RunDir
 from llm2llm.runtime.phases import DiskFull
 from llm2llm.runtime.runner import PhaseRunner
@@ -38,8 +37,9 @@ class Student:
     """Fine-tuned from its base checkpoint on a training set (one checkpoint per iteration), and run
     over requests with one of those checkpoints."""
 
-    def __init__(self, config: RunConfig, task: Task, base: Path, run: RunDir, runner: PhaseRunner):
+    def __init__(self, config: RunConfig, task: Task, base: Path, identity: str, run: RunDir, runner: PhaseRunner):
         self.config, self.task, self.base, self.run, self.runner = config, task, Path(base), run, runner
+        self.identity = identity  # the base checkpoint's fingerprint (the pre-flight's)
 
     @property
     def processes(self) -> list[int]:
@@ -95,8 +95,11 @@ class Teacher:
     A server kept across iterations (plan mode split, or teacher.sleep) starts on first use and stops
     when the role closes; otherwise each generate phase opens its own engine."""
 
-    def __init__(self, config: RunConfig, task: Task, path: Path, run: RunDir, runner: PhaseRunner):
+    def __init__(self, config: RunConfig, task: Task, path: Path, identity: str, run: RunDir, runner: PhaseRunner):
         self.config, self.task, self.path, self.run, self.runner = config, task, Path(path), run, runner
+        # the teacher's fingerprint (the pre-flight's): part of every request's key, so another teacher
+        # never replays these answers
+        self.identity = identity
 
     def __enter__(self) -> Teacher:
         return self
@@ -107,11 +110,6 @@ class Teacher:
     def close(self) -> None:
         """Stop a kept teacher server, if one runs, and check its GPUs' memory is free again."""
         self.runner.stop_server()
-
-    @cached_property
-    def identity(self) -> str:
-        """The teacher's fingerprint: part of every request's key, so another teacher never replays these answers."""
-        return fingerprint(self.path)
 
     @cached_property
     def tokenizer(self):
