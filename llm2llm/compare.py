@@ -80,13 +80,62 @@ def group_runs(runs: list[Path]) -> tuple[dict[tuple, list[dict]], list[str]]:
                 "compare one run per seed (runs that differ only in a setting compare does not tell apart, "
                 "e.g. teacher.per_wrong, go in separate compare calls)"
             )
+    return ordered(cells), skipped
+
+
+def ordered(cells: dict[tuple, list[dict]]) -> dict[tuple, list[dict]]:
+    """Cells by dataset, then method in METHOD_ORDER (variants after their method), teacher, seed size."""
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
     return dict(
         sorted(
             cells.items(),
             key=lambda kv: (kv[0][0], order.get(kv[0][1].split(" (")[0], 99), kv[0][1], kv[0][4], kv[0][2:4]),
         )
-    ), skipped
+    )
+
+
+# What plain fine-tuning's row keeps of another run's iteration 0: its scores, not the teacher's work
+# that iteration 0's generate phase did for the method (teacher_requests, kept examples, diversity).
+PLAIN_KEYS = ("iteration", "train_size", "seed_accuracy", "seed_wrong")
+PLAIN_PREFIXES = ("test_", "validation_")
+
+
+def add_plain(cells: dict[tuple, list[dict]]) -> tuple[dict[tuple, list[dict]], list[str]]:
+    """Give each dataset cell without plain-fine-tuning runs a plain row made of its runs' iteration 0, one
+    per seed (runs of one seed share iteration 0, so any of them gives the same scores): the absolute
+    accuracy every 'vs plain FT' column is measured from. Returns the cells and a note per row made."""
+    out, notes = dict(cells), []
+    for task, seed_size, student, teacher in dict.fromkeys((k[0], k[2], k[3], k[4]) for k in cells):
+        plain_key = (task, "plain", seed_size, student, teacher)
+        if plain_key in cells:
+            continue
+        by_seed: dict[int, dict] = {}
+        for k, runs in cells.items():
+            if k[0] == task and k[2:] == (seed_size, student, teacher):
+                for m in runs:  # the run that computed iteration 0 (its phase times are real) before reusers
+                    seed, reused = m.get("data_seed", 0), (m.get("iteration0") or {}).get("reused", False)
+                    if seed not in by_seed or (by_seed[seed][1] and not reused):
+                        by_seed[seed] = (m, reused)
+        out[plain_key] = [_iteration0(by_seed[s][0]) for s in sorted(by_seed)]
+        notes.append(
+            f"{task} plain (seed size {seed_size}): iteration 0 of the other runs, one per seed "
+            "(no plain-method run was given)"
+        )
+    return ordered(out), notes
+
+
+def _iteration0(m: dict) -> dict:
+    """A run's iteration 0 as a plain fine-tuning run of its own (same folder, so its predictions pair)."""
+    first = m["iterations"][0]
+    entry = {k: v for k, v in first.items() if k in PLAIN_KEYS or k.startswith(PLAIN_PREFIXES)}
+    seconds = sum((first.get("phase_seconds") or {}).get(p, 0) for p in ("train", "evaluate"))
+    drop = ("selected", "variant", "iterations", "teacher_tokens", "wall_seconds")
+    return {k: v for k, v in m.items() if k not in drop} | {
+        "method": "plain",
+        "iterations": [entry],
+        "teacher_tokens": 0,
+        "wall_seconds": seconds,
+    }
 
 
 def _short(model: str) -> str:
@@ -132,6 +181,7 @@ def render_markdown(
     png_name: str,
     reference: str | None = None,
     split: str = "test",
+    notes: list[str] = (),
 ) -> str:
     evaluations = sorted({m["evaluation"] for runs in cells.values() for m in runs})
     several_teachers = len({k[4] for k in cells}) > 1
@@ -142,6 +192,7 @@ def render_markdown(
         f"(mean ± sample std over RNG seeds); evaluation: {', '.join(evaluations)} decoding. "
         "'selected on validation' is the iteration with the best validation accuracy (ties: the earliest). "
         "'vs plain FT' is against iteration 0 of the same runs (the same seed examples, fine-tuned alone).",
+        *(["", *(f"- {n}" for n in notes)] if notes else []),
         "",
         "| dataset | method |"
         + (" teacher |" if several_teachers else "")
@@ -340,10 +391,11 @@ def compare(paths: list[Path], out_dir: Path, reference: str | None = None, spli
     cells, skipped = group_runs(find_runs(paths))
     if not cells:
         raise UserError("no finished runs to compare" + (f": {'; '.join(skipped)}" if skipped else ""))
+    cells, notes = add_plain(cells)
     methods = sorted({k[1] for k in cells})
     if reference and reference not in methods:
         raise UserError(f"--reference {reference}: no such method among the runs; they have {', '.join(methods)}")
-    markdown = render_markdown(cells, skipped, "compare.png", reference, split)
+    markdown = render_markdown(cells, skipped, "compare.png", reference, split, notes)
     png = plot(cells)
     runs = [
         {

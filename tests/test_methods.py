@@ -232,7 +232,7 @@ def test_compare_gives_an_ablation_its_own_row_and_refuses_runs_it_cannot_tell_a
     cli_in_process("compare", str(tmp_path / "ab"), "--output", str(tmp_path / "cmp"), cwd=REPO)
     table = (tmp_path / "cmp" / "compare.md").read_text().split("## Paired differences")[0]
     rows = [line.split("|")[2].strip() for line in table.splitlines() if line.startswith("| snips |")]
-    assert rows == ["one-shot", "one-shot (continued)"]
+    assert rows == ["plain", "one-shot", "one-shot (continued)"]  # plain: their iteration 0
     (tmp_path / "ab" / "continued" / "metrics.json").write_text(json.dumps(base))
     proc = cli_in_process("compare", str(tmp_path / "ab"), cwd=REPO, check=False)
     assert proc.returncode == 2 and "have the same data seed" in proc.stderr and "teacher.per_wrong" in proc.stderr
@@ -274,3 +274,27 @@ def test_compare_pairs_each_method_with_plain_fine_tuning_and_a_reference_on_the
     assert auggpt[11] == str(tokens) and eda[11] == "0"
     proc = cli_in_process("compare", str(runs), "--reference", "nope", cwd=REPO, check=False)
     assert proc.returncode == 2 and "--reference nope: no such method among the runs" in proc.stderr
+
+
+def test_compare_without_plain_runs_makes_plain_fine_tuning_from_the_runs_iteration_0(runs, tmp_path):
+    """Methods compared without a plain-method run still get a plain row (the absolute accuracy every
+    'vs plain FT' is measured from): iteration 0 of their runs, one per seed, with none of the teacher
+    work that iteration 0's generate phase did for the method."""
+    names = ("snips-tiny-eda", "snips-tiny-auggpt", "snips-tiny-one-shot")
+    paths = [str(runs / n) for n in names]
+    table = cli_in_process("compare", *paths, "--reference", "auggpt", "--output", str(tmp_path), cwd=REPO).stdout
+    main, paired = table.split("## Paired differences on test")
+    rows = {c[1]: c for c in ([x.strip() for x in line.strip("|").split("|")] for line in main.splitlines()
+                              if line.startswith("| snips |"))}  # fmt: skip
+    assert list(rows) == ["plain", "eda", "auggpt", "one-shot"]
+    first = {100 * metrics(runs / n)["iterations"][0]["test_accuracy"] for n in names}
+    assert len(first) == 1  # one seed: one shared iteration 0
+    plain = rows["plain"]
+    assert plain[3] == "0" and float(plain[4]) == pytest.approx(first.pop(), abs=0.051)
+    assert plain[6] == "14" and plain[7] == "0" and plain[13] == "0"  # seed examples only, no teacher tokens
+    assert "snips plain (seed size 14): iteration 0 of the other runs" in main
+    row = next(line for line in paired.splitlines() if line.startswith("| snips | plain |"))
+    cells = [x.strip() for x in row.strip("|").split("|")]
+    auggpt = 100 * metrics(runs / "snips-tiny-auggpt")["iterations"][-1]["test_accuracy"]
+    assert float(cells[7]) == pytest.approx(float(plain[4]) - auggpt, abs=0.051)  # paired with the reference
+    assert cells[11] == "0" and cells[13] == "-"  # neither tokens nor kept examples of the method's iteration 0
