@@ -346,6 +346,12 @@ class TrainConfig(Section):
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     lora_target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     seed: int = Field(0, ge=0, lt=2**32, description="RNG seed (numpy accepts 0 to 2**32 - 1).")
+    balance_labels: bool = Field(
+        False,
+        description="Classification: train on a label-balanced copy of the training set, each label's examples "
+        "repeated up to the most common label's count (whole copies, then a seeded draw), so new examples of some "
+        "labels only do not shift the student's prior; no teacher tokens, train.jsonl unchanged.",
+    )
     deepspeed: str | None = Field(
         None,
         description="DeepSpeed ZeRO config: a preset from configs/deepspeed/ (zero2, zero3, zero3_offload) or a JSON "

@@ -447,6 +447,20 @@ def sample(
     return chosen
 
 
+def balance(examples: list[dict], task: Task, seed: int) -> list[dict]:
+    """The examples, then repeats of each label's examples up to the most common label's count: whole
+    copies first, then a draw seeded by `seed`. A set already balanced comes back as it is."""
+    groups = defaultdict(list)
+    for example in examples:
+        groups[task.stratum(example)].append(example)
+    most, rng, extra = max(map(len, groups.values()), default=0), random.Random(seed), []
+    for label in sorted(groups):
+        group = groups[label]
+        copies, rest = divmod(most, len(group))
+        extra += group * (copies - 1) + rng.sample(group, rest)
+    return examples + extra
+
+
 def data_fingerprints(data: TaskData) -> dict[str, str]:
     """A hash of each split's examples (as validated, so a re-saved file with the same rows is the same) and of
     the task spec: what a run pins on first use (data.json) to refuse a rerun over changed data."""

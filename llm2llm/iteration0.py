@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from llm2llm.data import balance
 from llm2llm.store import atomic_write_json, fsync_tree, read_json
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ def iteration0_key(ctx) -> str:
         "student": ctx.student.identity,
         "student_config": config.student.model_dump(mode="json", exclude={"model"}),
         "train": config.train.model_dump(
-            mode="json", exclude={"tensorboard", "ddp_timeout", "checkpoint_minutes", "checkpoint_steps"}
+            mode="json",
+            exclude={"tensorboard", "ddp_timeout", "checkpoint_minutes", "checkpoint_steps", "balance_labels"},
         ),
         "seed_eval": config.seed_eval.model_dump(mode="json"),
         "vllm": config.vllm.model_dump(
@@ -60,6 +62,8 @@ def iteration0_key(ctx) -> str:
         "validation": ctx.validation,
         "training_processes": ctx.student.processes,
     }
+    if config.train.balance_labels and len(balance(ctx.seed, ctx.task, config.train.seed)) != len(ctx.seed):
+        parts["balanced"] = True  # a seed balanced already trains the same with the switch on or off
     blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:24]
 

@@ -53,6 +53,11 @@ def check_method(task: Task, config: RunConfig) -> None:
         )
     if method == "eda":
         wordnet_check(config.baselines.wordnet_dir)
+    if config.train.balance_labels and task.type != "classification":
+        raise UserError(
+            f"train.balance_labels balances the training set by label; task '{task.name}' is {task.type}: "
+            "set train.balance_labels=false"
+        )
     if config.teacher.allocate == "validation_errors" and method == "llm2llm" and task.type != "classification":
         raise UserError(
             f"teacher.allocate validation_errors spreads the budget by label; task '{task.name}' is {task.type}: "

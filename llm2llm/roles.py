@@ -20,6 +20,7 @@ from functools import cached_property, partial
 from pathlib import Path
 
 from llm2llm.config import RunConfig, SamplingConfig
+from llm2llm.data import balance
 from llm2llm.engines import EngineSpec, load_tokenizer
 from llm2llm.generation import GenerationStats, generate_cached
 from llm2llm.rundir import RunDir
@@ -56,6 +57,8 @@ class Student:
         if not (out / "train_log.json").exists():  # else trained already, killed before the phase's marker
             init = self.checkpoint(it - 1) if config.loop.continue_training and it else None
             tb_dir = self.run.path / "tb" / f"iter_{it:03d}" if config.train.tensorboard else None
+            if config.train.balance_labels:
+                examples = balance(examples, self.task, config.train.seed)
             request = TrainRequest(
                 self.base, examples, self.task, config.train, out, init, config.student.loading(), tb_dir
             )

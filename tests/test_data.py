@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from llm2llm.config import DataConfig
-from llm2llm.data import load_task_data, sample
+from llm2llm.data import balance, load_task_data, sample
 from llm2llm.errors import UserError
 
 
@@ -144,3 +144,20 @@ def test_labels_stored_as_codes_are_named_by_the_spec(tmp_path):
     assert [ex["label"] for ex in data.test] == ["yes", "no"]
     with pytest.raises(UserError, match=r"the labels \(0, 1\) are numbers, .* label_names"):
         load(spec(tmp_path, data=files))
+
+
+def test_balance_repeats_each_label_up_to_the_most_common_one_and_leaves_a_balanced_set_alone(data_dir):
+    data = load_task_data(DataConfig(dataset="trec", data_dir=str(data_dir)))
+    seed = sample(data.train, 14, 0, data.task, stratified=True)  # 6 labels: two of 3, four of 2
+    skewed = seed + [e for e in data.train if e["label"] == "NUM"][:5]  # NUM: 7
+    out = balance(skewed, data.task, 0)
+    counts = Counter(e["label"] for e in out)
+    assert set(counts.values()) == {7} and set(counts) == set(Counter(e["label"] for e in skewed))
+    assert out[: len(skewed)] == skewed  # the set itself first, unchanged; then repeats of its own examples
+    assert all(e in skewed for e in out)
+    for label in ("ENTY", "ABBR"):  # 2 -> 3 whole copies + 1 drawn; 3 -> 2 copies + 1 drawn
+        group = [e for e in skewed if e["label"] == label]
+        per = Counter(e["id"] for e in out if e["label"] == label)
+        assert sorted(per.values()) == sorted([7 // len(group)] * len(group))[:-1] + [7 // len(group) + 1]
+    assert balance(skewed, data.task, 0) == out and balance(skewed, data.task, 1) != out  # seeded draw
+    assert balance(out, data.task, 0) == out and balance([], data.task, 0) == []

@@ -79,3 +79,29 @@ def test_concurrent_runs_with_one_iteration_0_train_it_once(tmp_path, data_dir, 
     (a, a_scores, a_trained), (b, b_scores, b_trained) = iteration0(tmp_path, "a"), iteration0(tmp_path, "b")
     assert sorted([a["reused"], b["reused"]]) == [False, True] and len(a_trained) + len(b_trained) == 1
     assert a_scores == b_scores and a["key"] == b["key"]
+
+
+def test_balanced_labels_train_on_repeats_and_reuse_an_iteration_0_they_would_not_change(
+    tmp_path, data_dir, tiny_model
+):
+    """train.balance_labels: the student trains on a label-balanced copy of train.jsonl (train_log's
+    example count), the run is a variant of its own, and a seed sample balanced already (2 per SNIPS
+    intent) shares iteration 0 with runs that have the switch off; an unbalanced one does not."""
+    boost(tmp_path, data_dir, "plain-set")
+    boost(tmp_path, data_dir, "balanced", "--train-balance-labels", "true")
+    shared, _, trained = iteration0(tmp_path, "balanced")
+    assert shared["reused"] is True and shared["source_run"] == "plain-set" and trained == []
+    run = tmp_path / "runs" / "balanced"
+    train = read_jsonl(run / "iter_001" / "train.jsonl")
+    counts = {}
+    for example in train:
+        counts[example["label"]] = counts.get(example["label"], 0) + 1
+    log = json.loads((run / "iter_001" / "student" / "train_log.json").read_text())
+    assert log["examples"] == max(counts.values()) * len(counts) > len(train)  # the teacher's examples skew it
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "balanced labels" in metrics["variant"] and metrics["iterations"][1]["train_size"] == len(train)
+    # 15 seed examples over 7 intents are not balanced: the switch is then part of iteration 0's key
+    boost(tmp_path, data_dir, "odd", "--seed-size", "15")
+    boost(tmp_path, data_dir, "odd-balanced", "--seed-size", "15", "--train-balance-labels", "true")
+    assert iteration0(tmp_path, "odd")[0]["key"] != iteration0(tmp_path, "odd-balanced")[0]["key"]
+    assert not iteration0(tmp_path, "odd-balanced")[0]["reused"]
