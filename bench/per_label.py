@@ -23,8 +23,9 @@ def last(run: Path) -> tuple[int, dict]:
     return metrics.get("data_seed", 0), metrics["iterations"][-1]
 
 
-def confusion(run: Path, iteration: int, split: str) -> dict[str, dict[str, int]]:
-    return json.loads((run / f"iter_{iteration:03d}" / "scores.json").read_text())[split]["confusion"]
+def scores(run: Path, iteration: int, split: str) -> dict:
+    """The split's scores of one iteration: total, correct, confusion (gold label -> answer -> count)."""
+    return json.loads((run / f"iter_{iteration:03d}" / "scores.json").read_text())[split]
 
 
 def train_labels(run: Path, iteration: int) -> collections.Counter:
@@ -43,15 +44,15 @@ def by_seed(runs: list[Path]) -> dict[int, tuple[Path, int]]:
 def rows(runs: list[Path], reference: list[Path], split: str) -> list[str]:
     mine, theirs = by_seed(runs), by_seed(reference)
     seeds = sorted(set(mine) & set(theirs))
-    labels = sorted({label for s in seeds for label in confusion(*mine[s], split)})
+    labels = sorted({label for s in seeds for label in scores(*mine[s], split)["confusion"]})
     lines = [
         "| seed | difference | " + " | ".join(labels) + " |",
         "|---" * (len(labels) + 2) + "|",
     ]
     for seed in seeds:
         (run, it), (ref, ref_it) = mine[seed], theirs[seed]
-        cm, cr = confusion(run, it, split), confusion(ref, ref_it, split)
-        total = sum(sum(row.values()) for row in cm.values())
+        sm, sr = scores(run, it, split), scores(ref, ref_it, split)
+        cm, cr, total = sm["confusion"], sr["confusion"], sm["total"]
         tm, tr = train_labels(run, it), train_labels(ref, ref_it)
         cells, difference = [], 0.0
         for label in labels:

@@ -109,7 +109,7 @@ def add_plain(cells: dict[tuple, list[dict]]) -> tuple[dict[tuple, list[dict]], 
         plain_key = (task, "plain", seed_size, student, teacher)
         if plain_key in cells:
             continue
-        by_seed: dict[int, dict] = {}
+        by_seed: dict[int, tuple[dict, bool]] = {}  # seed -> (run, whether it reused iteration 0)
         for k, runs in cells.items():
             if k[0] == task and k[2:] == (seed_size, student, teacher):
                 for m in runs:  # the run that computed iteration 0 (its phase times are real) before reusers
