@@ -305,3 +305,25 @@ def test_compare_without_plain_runs_makes_plain_fine_tuning_from_the_runs_iterat
     auggpt = 100 * metrics(runs / "snips-tiny-auggpt")["iterations"][-1]["test_accuracy"]
     assert float(cells[7]) == pytest.approx(float(plain[4]) - auggpt, abs=0.051)  # paired with the reference
     assert cells[11] == "0" and cells[13] == "-"  # neither tokens nor kept examples of the method's iteration 0
+
+
+def test_per_label_splits_the_paired_difference_by_gold_label(runs):
+    """bench/per_label.py: the per-label points add up to the difference of the two runs' accuracies,
+    and the bracketed counts are each run's training examples of that label."""
+    import subprocess
+    import sys
+
+    eda, auggpt = runs / "snips-tiny-eda", runs / "snips-tiny-auggpt"
+    out = subprocess.run(
+        [sys.executable, "bench/per_label.py", "--runs", str(eda), "--reference", str(auggpt)],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    header, _, row = [line for line in out.splitlines() if line.startswith("|")]
+    labels, cells = header.strip("|").split("|")[2:], row.strip("|").split("|")
+    accuracy = [metrics(r)["iterations"][-1]["test_accuracy"] for r in (eda, auggpt)]
+    assert cells[0].strip() == "0" and float(cells[1]) == pytest.approx(100 * (accuracy[0] - accuracy[1]), abs=0.051)
+    parts = [re.match(r"\s*([+-][\d.]+) \((\d+) / (\d+)\)", c).groups() for c in cells[2:]]
+    assert sum(float(p[0]) for p in parts) == pytest.approx(float(cells[1]), abs=0.05 * len(parts) + 0.051)
+    for run, column in ((eda, 1), (auggpt, 2)):
+        train = read_jsonl(run / "iter_001" / "train.jsonl")
+        assert [int(p[column]) for p in parts] == [sum(e["label"] == label.strip() for e in train) for label in labels]
