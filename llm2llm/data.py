@@ -427,6 +427,14 @@ def check_sample_sizes(data: "TaskData", config) -> None:
                 )
 
 
+def by_stratum(examples: list[dict], task: Task) -> dict[str | None, list[dict]]:
+    """The examples grouped by the task's stratum (a classification task's label), in order."""
+    groups = defaultdict(list)
+    for example in examples:
+        groups[task.stratum(example)].append(example)
+    return groups
+
+
 def sample(
     examples: list[dict], size: float, seed: int, task: Task | None = None, stratified: bool = False
 ) -> list[dict]:
@@ -435,9 +443,7 @@ def sample(
     rng = random.Random(seed)
     if not (stratified and task is not None and task.stratum(examples[0]) is not None):
         return rng.sample(examples, count)
-    groups = defaultdict(list)
-    for example in examples:
-        groups[task.stratum(example)].append(example)
+    groups = by_stratum(examples, task)
     strata = sorted(groups)
     per, extra = divmod(count, len(strata))
     chosen = []
@@ -450,9 +456,7 @@ def sample(
 def balance(examples: list[dict], task: Task, seed: int) -> list[dict]:
     """The examples, then repeats of each label's examples up to the most common label's count: whole
     copies first, then a draw seeded by `seed`. A set already balanced comes back as it is."""
-    groups = defaultdict(list)
-    for example in examples:
-        groups[task.stratum(example)].append(example)
+    groups = by_stratum(examples, task)
     most, rng, extra = max(map(len, groups.values()), default=0), random.Random(seed), []
     for label in sorted(groups):
         group = groups[label]
