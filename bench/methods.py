@@ -9,7 +9,11 @@ as many examples as the same seed's finished llm2llm run asked for in all its it
 from its metrics.json; without one, teacher.per_wrong x loop.iterations per wrong example), and
 `--set loop.continue_training=true --tag continued` trains each iteration from the last student.
 `--methods auggpt --match-budget` sets AugGPT's paraphrases per seed example the same way, from the
-examples the same seed's llm2llm run asked for, so both spend about the same teacher output tokens.
+examples the same seed's llm2llm run asked for, so both spend about the same teacher output tokens
+where a paraphrase is as long as a new example. Where it is not (SST-2's seed examples are phrase
+fragments, LLM2LLM's new examples whole reviews), `--methods auggpt --match-tokens --tag tokens` scales
+that count by the ratio of the two runs' teacher output tokens (it needs the `--match-budget --tag
+matched` run of the same seed), so the budgets are equal in tokens, the unit issue 27 counts.
 
 Every run is an ordinary `llm2llm boost`, so rerunning this script resumes unfinished runs and
 skips finished ones. Runs go seed by seed (all methods for seed 0 first), so a stopped sweep
@@ -50,6 +54,25 @@ def llm2llm_budget(run: Path) -> int | None:
     return sum(it["generated"] or 0 for it in metrics["iterations"])
 
 
+def output_tokens(run: Path) -> int | None:
+    """Teacher output tokens of a finished run, over all its iterations (None if unfinished)."""
+    path = run / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.exists() else {}
+    if not metrics.get("complete"):
+        return None
+    return sum((it.get("teacher_requests") or {}).get("completion_tokens", 0) for it in metrics["iterations"])
+
+
+def token_matched(llm2llm: Path, probe: Path) -> int:
+    """AugGPT's paraphrases per seed example for the llm2llm run's teacher output tokens: the probe
+    (a finished AugGPT run of the same seed) asked for `generated` paraphrases and the teacher wrote
+    `output_tokens` for them, so scale its count per seed example by the ratio of the two."""
+    tokens, probe_tokens, probe_asked = output_tokens(llm2llm), output_tokens(probe), llm2llm_budget(probe)
+    if tokens is None or not probe_tokens or not probe_asked:
+        sys.exit(f"--match-tokens: {llm2llm} and {probe} must both have finished (run --match-budget --tag matched)")
+    return max(1, round(probe_asked / seed_size(probe) * tokens / probe_tokens))
+
+
 def seed_size(run: Path) -> int:
     return len(json.loads((run / "seed_ids.json").read_text()))
 
@@ -82,6 +105,12 @@ def main() -> int:
         action="store_true",
         help="auggpt: paraphrases per seed example = the examples the same seed's finished llm2llm run asked the "
         "teacher for, divided by the seed size (rounded): about its teacher output tokens.",
+    )
+    parser.add_argument(
+        "--match-tokens",
+        action="store_true",
+        help="auggpt: paraphrases per seed example scaled from the same seed's --match-budget --tag matched run "
+        "by the ratio of teacher output tokens (the llm2llm run's over that run's): equal tokens, not examples.",
     )
     parser.add_argument(
         "--reference", default=None, help="compare --reference: the method the others are paired with (e.g. auggpt)."
@@ -121,6 +150,12 @@ def main() -> int:
                         per_example = max(1, round(budget / seed_size(base)))
                         command += ["--set", f"baselines.auggpt_per_example={per_example}"]
                         print(f"auggpt: {per_example} paraphrases per seed example for {budget} asked by {base}")
+                    if method == "auggpt" and args.match_tokens:  # as many teacher output tokens as llm2llm
+                        base = Path(args.runs_dir) / run_name(dataset, args.profile, "llm2llm", seed, size)
+                        probe = Path(args.runs_dir) / run_name(dataset, args.profile, "auggpt", seed, size, "matched")
+                        per_example = token_matched(base, probe)
+                        command += ["--set", f"baselines.auggpt_per_example={per_example}"]
+                        print(f"auggpt: {per_example} paraphrases per seed example for the output tokens of {base}")
                     if method == "one-shot":  # the same teacher budget as this seed's llm2llm run
                         base = Path(args.runs_dir) / run_name(dataset, args.profile, "llm2llm", seed, size)
                         budget = llm2llm_budget(base)

@@ -5,10 +5,13 @@ tests/test_filtering.py runs bench/dedup.py at a small size.)"""
 import json
 import os
 import subprocess
+from pathlib import Path
+
+import pytest
 
 from bench.boost import memory_entry
 from bench.common import REPO, RESULTS
-from bench.methods import llm2llm_budget, run_name
+from bench.methods import llm2llm_budget, run_name, token_matched
 from bench.table import ORDER, render
 
 EXPECTED = {"teacher", "evaluate", "dedup", "overhead", "boost", "memory", "crash_resume"}
@@ -98,3 +101,28 @@ def test_method_runs_are_named_as_boost_names_them_and_one_shot_takes_llm2llm_bu
     assert llm2llm_budget(run) is None  # an unfinished run's budget is not its final one
     (run / "metrics.json").write_text(json.dumps({"complete": True, "iterations": iterations}))
     assert llm2llm_budget(run) == 39
+
+
+def test_auggpt_matched_in_tokens_scales_the_example_matched_count_by_the_token_ratio(tmp_path):
+    """--match-tokens: an AugGPT run that asked 4 paraphrases of each of 14 seed examples and got 880
+    output tokens, against an llm2llm run whose teacher wrote 1540 (short seed fragments, long new
+    examples), gets 4 x 1540 / 880 = 7 per seed example; an unfinished run is refused, not guessed."""
+
+    def run(name: str, complete: bool, iterations: list) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "seed_ids.json").write_text(json.dumps([f"id{i}" for i in range(14)]))
+        (folder / "metrics.json").write_text(json.dumps({"complete": complete, "iterations": iterations}))
+        return folder
+
+    asked = {"generated": 60, "teacher_requests": {"completion_tokens": 1000}}
+    llm2llm = run(
+        "llm2llm", True, [asked, {"generated": 0, "teacher_requests": {"completion_tokens": 540}}, {"generated": None}]
+    )
+    probe = run(
+        "auggpt", True, [{"generated": 56, "teacher_requests": {"completion_tokens": 880}}, {"generated": None}]
+    )
+    assert token_matched(llm2llm, probe) == 7
+    unfinished = run("auggpt-unfinished", False, [{"generated": 56, "teacher_requests": {"completion_tokens": 880}}])
+    with pytest.raises(SystemExit, match="must both have finished"):
+        token_matched(llm2llm, unfinished)
