@@ -28,6 +28,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from llm2llm.compare import output_tokens
+
 REPO = Path(__file__).resolve().parent.parent
 METHODS = ("plain", "eda", "auggpt", "llm2llm")  # the default comparison
 ABLATIONS = ("one-shot",)
@@ -45,32 +47,27 @@ def run_name(dataset: str, profile: str, method: str, seed: int, size: int | Non
     )
 
 
+def finished(run: Path) -> dict | None:
+    """A run's metrics.json once the run has finished (None before: its counts are not its final ones)."""
+    path = run / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.exists() else {}
+    return metrics if metrics.get("complete") else None
+
+
 def llm2llm_budget(run: Path) -> int | None:
     """Examples a finished llm2llm run asked the teacher for, over all its iterations (None if unfinished)."""
-    path = run / "metrics.json"
-    metrics = json.loads(path.read_text()) if path.exists() else {}
-    if not metrics.get("complete"):
-        return None
-    return sum(it["generated"] or 0 for it in metrics["iterations"])
-
-
-def output_tokens(run: Path) -> int | None:
-    """Teacher output tokens of a finished run, over all its iterations (None if unfinished)."""
-    path = run / "metrics.json"
-    metrics = json.loads(path.read_text()) if path.exists() else {}
-    if not metrics.get("complete"):
-        return None
-    return sum((it.get("teacher_requests") or {}).get("completion_tokens", 0) for it in metrics["iterations"])
+    metrics = finished(run)
+    return sum(it["generated"] or 0 for it in metrics["iterations"]) if metrics else None
 
 
 def token_matched(llm2llm: Path, probe: Path) -> int:
     """AugGPT's paraphrases per seed example for the llm2llm run's teacher output tokens: the probe
     (a finished AugGPT run of the same seed) asked for `generated` paraphrases and the teacher wrote
     `output_tokens` for them, so scale its count per seed example by the ratio of the two."""
-    tokens, probe_tokens, probe_asked = output_tokens(llm2llm), output_tokens(probe), llm2llm_budget(probe)
-    if tokens is None or not probe_tokens or not probe_asked:
+    metrics, probe_metrics, probe_asked = finished(llm2llm), finished(probe), llm2llm_budget(probe)
+    if not metrics or not probe_metrics or not probe_asked:
         sys.exit(f"--match-tokens: {llm2llm} and {probe} must both have finished (run --match-budget --tag matched)")
-    return max(1, round(probe_asked / seed_size(probe) * tokens / probe_tokens))
+    return max(1, round(probe_asked / seed_size(probe) * output_tokens(metrics) / output_tokens(probe_metrics)))
 
 
 def seed_size(run: Path) -> int:
