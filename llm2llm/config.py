@@ -279,6 +279,13 @@ class TeacherConfig(ModelSource):
         "labels the student confuses, which 14 memorised seed examples cannot show. Chat requests ask for at "
         "most per_wrong examples each; a larger share is asked in several.",
     )
+    show_seed: int = Field(
+        0,
+        ge=0,
+        description="chat style: the request starts with up to this many other seed examples and their right "
+        "answers (the wrong one's label first, then the others in turn), so the teacher sees where the data set "
+        "draws each label's boundary instead of guessing it from the label's name. 0 = off (the paper).",
+    )
     shots: int = Field(4, ge=0, description="continuation style: same-label seed examples shown before the wrong one.")
     batch_size: int = Field(16, ge=1)
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.8, top_p=0.95))
@@ -570,7 +577,7 @@ class RunConfig(Section):
             raise ValueError(f"data.seed_size {size} is neither a whole count nor a fraction below 1")
         if self.train.deepspeed:
             check_deepspeed_config(deepspeed_config_path(self.train.deepspeed))
-        chat_only = [name for name in ("contrast", "diversity") if getattr(self.teacher, name)]
+        chat_only = [name for name in ("contrast", "diversity", "show_seed") if getattr(self.teacher, name)]
         if chat_only and self.teacher.style != "chat":
             raise ValueError(
                 f"teacher.{chat_only[0]} adds to the chat request; set teacher.style=chat or turn "

@@ -66,6 +66,7 @@ def recipe_variant(config) -> list[str]:
         "augment synthetic": config.loop.augment_synthetic,
         "contrast": teacher.contrast and config.loop.method in ("llm2llm", "one-shot"),
         "diversity": teacher.diversity and config.loop.method in ("llm2llm", "one-shot"),
+        f"show seed {teacher.show_seed}": bool(teacher.show_seed) and config.loop.method in ("llm2llm", "one-shot"),
         "label check": teacher.label_check and config.loop.method in ("llm2llm", "one-shot", "auggpt"),
         f"coverage {teacher.coverage}": bool(teacher.coverage) and config.loop.method == "llm2llm",
         f"allocate {teacher.allocate}": teacher.allocate != "even" and config.loop.method == "llm2llm",

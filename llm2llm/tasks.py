@@ -120,6 +120,11 @@ class Task:
                 notes.append(self.text("diversity_earlier", examples=listed).rstrip())
         return "".join(f"\n\n{note}" for note in notes)
 
+    def seed_context(self, shown: list[dict]) -> str:
+        """teacher.show_seed's preamble: seed examples with their right answers, one per line."""
+        listed = "".join(f"- {self.key_text(ex)} => {self.gold_answer(ex)}\n" for ex in shown)
+        return self.text("seed_context", examples=listed.rstrip()) + "\n\n"
+
     def teacher_paraphrase(self, example: dict, style: str, count: int) -> str:
         """AugGPT: ask for paraphrases of an example (one per completion in continuation style)."""
         raise UserError(
@@ -508,6 +513,7 @@ NOTES = {
     "diversity_note": "Make the new examples differ from each other and from the one above: vary the wording, the "
     "sentence structure, the length and the names, places, numbers and things they mention.",
     "diversity_earlier": "Already written for this example (do not repeat or imitate these):\n{examples}",
+    "seed_context": "Examples from the same data set, each with its correct answer:\n{examples}",
 }
 
 # Defaults per type; a spec's `templates:` mapping overrides any of them.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import asdict
+from itertools import zip_longest
 
 from llm2llm.config import SamplingConfig
 from llm2llm.context import RunContext
@@ -54,10 +55,15 @@ def teacher_requests(
     sample, draw): asking again in a later iteration draws new samples instead of replaying cached ones."""
     teacher, identity = ctx.config.teacher, ctx.teacher.identity
     notes = option_notes(ctx, it, sources) if kind == "similar" and teacher.style == "chat" else {}
+    shown = teacher.show_seed if kind == "similar" and teacher.style == "chat" else 0
+
+    def context(ex: Example) -> str:
+        return ctx.task.seed_context(seed_shown(ctx, ex, shown)) if shown else ""
+
     requests = []
     for ex, count in zip(sources, counts):
         for sample_index, asked in enumerate(request_sizes(teacher, kind, count)):
-            prompt = teacher_prompt(ctx, it, ex, kind, asked, sample_index) + notes.get(ex["id"], "")
+            prompt = context(ex) + teacher_prompt(ctx, it, ex, kind, asked, sample_index) + notes.get(ex["id"], "")
             if teacher.style == "chat":
                 prompt = render_chat(ctx.teacher.tokenizer, prompt)
             for draw in range(sampling.n):
@@ -100,6 +106,18 @@ def teacher_prompt(ctx: RunContext, it: int, ex: Example, kind: str, asked: int,
         same = [s for s in ctx.seed if s["id"] != ex["id"] and task.stratum(s) == task.stratum(ex)]
         return task.teacher_continuation(ex, rng.sample(same, min(teacher.shots, len(same))))
     return task.teacher_chat(ex, asked)
+
+
+def seed_shown(ctx: RunContext, wrong: Example, most: int) -> list[Example]:
+    """The seed examples teacher.show_seed lists before a request about `wrong`: the others of its
+    stratum (label) first, then one of each other stratum in turn, in seed order, at most `most`."""
+    strata: dict = {}
+    for ex in ctx.seed:
+        if ex["id"] != wrong["id"]:
+            strata.setdefault(ctx.task.stratum(ex), []).append(ex)
+    own = strata.pop(ctx.task.stratum(wrong), [])
+    rounds = [ex for group in zip_longest(*strata.values()) for ex in group if ex is not None]
+    return (own + rounds)[:most]
 
 
 def option_notes(ctx: RunContext, it: int, sources: list[Example]) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The teacher options beyond the paper (teacher.contrast, diversity, label_check, coverage): a real tiny
+"""The teacher options beyond the paper (teacher.contrast, diversity, label_check, coverage, show_seed): a real tiny
 boost with all of them on through the CLI, and the parts whose outcome a random-init model cannot
 show (a valid wrong answer to contrast with, a teacher that disagrees with a label) on real records."""
 
@@ -14,10 +14,11 @@ from llm2llm.data import load_task_data
 from llm2llm.filtering import filter_examples
 from llm2llm.report import diversity
 from llm2llm.store import atomic_write_jsonl
-from llm2llm.teacher import kept_children, wrong_answers
+from llm2llm.teacher import kept_children, seed_shown, wrong_answers
 
 OPTIONS = ["--set", "teacher.style=chat", "--set", "teacher.contrast=true", "--set", "teacher.diversity=true",
-           "--set", "teacher.label_check=true", "--set", "teacher.coverage=1"]  # fmt: skip
+           "--set", "teacher.label_check=true", "--set", "teacher.coverage=1",
+           "--set", "teacher.show_seed=3"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +63,34 @@ def test_every_request_asks_for_variety_and_every_parsed_example_is_label_checke
             ):
                 assert d["reason"] == "label_mismatch"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["variant"] == ["contrast", "diversity", "label check", "coverage 1"]
+    assert metrics["variant"] == ["contrast", "diversity", "show seed 3", "label check", "coverage 1"]
     for page in ("report.md", "report.html"):  # the report names the options that were on
-        assert "options: contrast, diversity, label check, coverage 1" in (run / page).read_text()
+        assert "options: contrast, diversity, show seed 3, label check, coverage 1" in (run / page).read_text()
     assert "label_mismatch" in metrics["iterations"][0]["dropped"]
+
+
+def test_every_request_starts_with_three_other_seed_examples_and_their_labels(run):
+    seed = {ex["id"]: ex for ex in read_jsonl(run / "iter_000" / "train.jsonl")}
+    requests = read_jsonl(run / "iter_000" / "teacher_outputs.jsonl")
+    assert requests
+    for r in requests:
+        listed = re.search(r"each with its correct answer:\n((?:- .+\n){3})\n", r["prompt"])
+        assert listed, r["prompt"][:600]
+        lines = listed.group(1).splitlines()
+        by_line = {f"- {ex['text']} => {ex['label']}": ex for ex in seed.values()}
+        shown = [by_line[line] for line in lines if line in by_line]
+        assert len(shown) == 3 and r["parent_id"] not in {ex["id"] for ex in shown}
+        # the wrong one's own label first (14 seed examples, 7 intents: one other of its label), then two others
+        labels = [ex["label"] for ex in shown]
+        assert labels[0] == seed[r["parent_id"]]["label"] and len(set(labels)) == 3
+
+
+def test_the_seed_shown_to_the_teacher_is_own_label_first_then_each_other_label_in_turn():
+    seed = [{"id": f"{label}{i}", "label": label} for i in range(3) for label in "ABC"]
+    ctx = SimpleNamespace(seed=seed, task=SimpleNamespace(stratum=lambda ex: ex["label"]))
+    shown = seed_shown(ctx, {"id": "B1", "label": "B"}, 6)
+    assert [ex["id"] for ex in shown] == ["B0", "B2", "A0", "C0", "A1", "C1"]
+    assert seed_shown(ctx, seed[0], 0) == []
 
 
 def test_contrast_and_earlier_examples_reach_the_request(tmp_path, data_dir):
