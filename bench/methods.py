@@ -2,7 +2,7 @@
 LLM2LLM on each data set, one run per RNG seed, then `llm2llm compare` over the runs it made.
 
     python bench/methods.py [--datasets snips trec] [--seeds 0 1 2] [--profile cpu-compare]
-                            [--seed-sizes 14 35] [--set K=V] [--tag NAME]
+                            [--seed-sizes 14 35] [--set K=V] [--tag NAME] [--drop-weights]
 
 The paper's ablations are runs of the same kind: `--methods one-shot` asks the teacher, once, for
 as many examples as the same seed's finished llm2llm run asked for in all its iterations (read
@@ -70,6 +70,18 @@ def token_matched(llm2llm: Path, probe: Path) -> int:
     return max(1, round(probe_asked / seed_size(probe) * output_tokens(metrics) / output_tokens(probe_metrics)))
 
 
+def drop_weights(run: Path) -> int:
+    """Delete a finished run's student weights (its selected student's *.safetensors; everything compare and
+    the reports read stays); bytes freed, 0 for an unfinished run, which a rerun still needs whole."""
+    if not finished(run):
+        return 0
+    freed = 0
+    for weights in run.glob("iter_*/student/*.safetensors"):
+        freed += weights.stat().st_size
+        weights.unlink()
+    return freed
+
+
 def seed_size(run: Path) -> int:
     return len(json.loads((run / "seed_ids.json").read_text()))
 
@@ -108,6 +120,12 @@ def main() -> int:
         action="store_true",
         help="auggpt: paraphrases per seed example scaled from the same seed's --match-budget --tag matched run "
         "by the ratio of teacher output tokens (the llm2llm run's over that run's): equal tokens, not examples.",
+    )
+    parser.add_argument(
+        "--drop-weights",
+        action="store_true",
+        help="Delete each run's student weights once it has finished (a sweep keeps 0.5 GB per run of a 135M "
+        "student otherwise; comparing needs only the records). The run can no longer be exported or served.",
     )
     parser.add_argument(
         "--reference", default=None, help="compare --reference: the method the others are paired with (e.g. auggpt)."
@@ -161,6 +179,8 @@ def main() -> int:
                         print(f"one-shot budget: {budget or 'teacher.per_wrong x loop.iterations'} ({base})")
                     print("+", " ".join(command[2:]), flush=True)
                     subprocess.run(command, cwd=REPO, check=True)
+                    if args.drop_weights:
+                        print(f"{name}: student weights dropped, {drop_weights(Path(args.runs_dir) / name) >> 20} MiB")
     reference = ["--reference", args.reference] if args.reference else []
     compare = [*llm2llm, "compare", *made, "--output", f"{args.runs_dir}/compare", *reference]
     return subprocess.run(compare, cwd=REPO).returncode

@@ -11,7 +11,7 @@ import pytest
 
 from bench.boost import memory_entry
 from bench.common import REPO, RESULTS
-from bench.methods import llm2llm_budget, run_name, token_matched
+from bench.methods import drop_weights, llm2llm_budget, run_name, token_matched
 from bench.table import ORDER, render
 
 EXPECTED = {"teacher", "evaluate", "dedup", "overhead", "boost", "memory", "crash_resume"}
@@ -126,3 +126,20 @@ def test_auggpt_matched_in_tokens_scales_the_example_matched_count_by_the_token_
     unfinished = run("auggpt-unfinished", False, [{"generated": 56, "teacher_requests": {"completion_tokens": 880}}])
     with pytest.raises(SystemExit, match="must both have finished"):
         token_matched(llm2llm, unfinished)
+
+
+def test_drop_weights_frees_a_finished_runs_student_and_keeps_its_records(tmp_path):
+    """--drop-weights: a finished run loses its student's weights and nothing else; an unfinished one,
+    which its rerun resumes from, keeps them."""
+    run = tmp_path / "run"
+    student = run / "iter_001" / "student"
+    student.mkdir(parents=True)
+    (student / "model.safetensors").write_bytes(b"w" * 4096)
+    (student / "config.json").write_text("{}")
+    (run / "iter_001" / "predictions.jsonl").write_text("")
+    (run / "metrics.json").write_text(json.dumps({"complete": False, "iterations": []}))
+    assert drop_weights(run) == 0 and (student / "model.safetensors").exists()
+    (run / "metrics.json").write_text(json.dumps({"complete": True, "iterations": []}))
+    assert drop_weights(run) == 4096
+    left = sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file())
+    assert left == ["iter_001/predictions.jsonl", "iter_001/student/config.json", "metrics.json"]
