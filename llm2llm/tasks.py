@@ -230,6 +230,8 @@ class ClassificationTask(Task):
 
     def parse_teacher(self, text, wrong, style):
         candidates = [_clean_line(text.split("\n")[0])] if style == "continuation" else _listed_items(text)
+        # a teacher shown "text => label" lines (teacher.show_seed) may label its own items the same way
+        candidates = [re.sub(r"\s*=>.*$", "", c) for c in candidates]
         steps = self.spec.get("generated_text") or []
         return [{"text": restyle(c, steps), "label": wrong["label"]} for c in candidates if restyle(c, steps)]
 

@@ -93,6 +93,19 @@ def test_the_seed_shown_to_the_teacher_is_own_label_first_then_each_other_label_
     assert seed_shown(ctx, seed[0], 0) == []
 
 
+def test_a_label_the_teacher_copies_from_the_shown_seed_is_not_part_of_the_text(data_dir):
+    """The real teacher, shown "text => label" lines, answered "1. Where can I get the video game faith in
+    chaos => SearchCreativeWork" (SNIPS seed 0): the label is cut off, not lowercased into the request."""
+    task = load_task_data(DataConfig(dataset="snips", data_dir=str(data_dir))).task
+    wrong = {"id": "s", "text": "where can i get the video game faith in chaos", "label": "SearchCreativeWork"}
+    answer = "1. What is the video game Faith in Chaos? => SearchCreativeWork\n2. Find the album Blue =>\n3. play x"
+    assert [ex["text"] for ex in task.parse_teacher(answer, wrong, "chat")] == [
+        "what is the video game faith in chaos",
+        "find the album blue",
+        "play x",
+    ]
+
+
 def test_contrast_and_earlier_examples_reach_the_request(tmp_path, data_dir):
     """wrong_answers reads the seed evaluation's records; the request then names the wrong answer,
     and with diversity lists what was kept for the same seed example before."""
