@@ -42,7 +42,7 @@ def copy_project(target):
 
 # What the test writes under tmp: the wheelhouse, a second .venv (5 GB here) and models/ with the 1.5B
 # teacher converted (7 GB here). Short of it, the disk fills mid-install and every other test of the session
-# fails on a full /tmp (CI, stop 36: 100 GB of benchmark runs beside it); one clear failure instead.
+# fails on a full /tmp (CI of stop 36, with 44 GB of benchmark runs on the same disk); one clear failure instead.
 NEEDS_GIB = 16
 
 
