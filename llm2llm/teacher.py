@@ -56,14 +56,11 @@ def teacher_requests(
     teacher, identity = ctx.config.teacher, ctx.teacher.identity
     notes = option_notes(ctx, it, sources) if kind == "similar" and teacher.style == "chat" else {}
     shown = teacher.show_seed if kind == "similar" and teacher.style == "chat" else 0
-
-    def context(ex: Example) -> str:
-        return ctx.task.seed_context(seed_shown(ctx, ex, shown)) if shown else ""
-
     requests = []
     for ex, count in zip(sources, counts):
+        context = ctx.task.seed_context(seed_shown(ctx, ex, shown)) if shown else ""
         for sample_index, asked in enumerate(request_sizes(teacher, kind, count)):
-            prompt = context(ex) + teacher_prompt(ctx, it, ex, kind, asked, sample_index) + notes.get(ex["id"], "")
+            prompt = context + teacher_prompt(ctx, it, ex, kind, asked, sample_index) + notes.get(ex["id"], "")
             if teacher.style == "chat":
                 prompt = render_chat(ctx.teacher.tokenizer, prompt)
             for draw in range(sampling.n):

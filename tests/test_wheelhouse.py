@@ -47,13 +47,13 @@ NEEDS_GIB = 16
 
 
 def test_install_from_the_wheelhouse_with_no_network(tmp_path, data_dir):
-    free = shutil.disk_usage(tmp_path).free / 2**30
-    if free < NEEDS_GIB:
-        pytest.fail(f"{tmp_path} has {free:.1f} GiB free; the offline install needs about {NEEDS_GIB} GiB: free space")
     if no_network_available():
         if os.environ.get("LLM2LLM_REQUIRE_OFFLINE_TEST") == "1":
             pytest.fail("`unshare -n` is not available, so the offline install cannot be proven here")
         pytest.skip("`unshare -n` (a network namespace) is not available here")
+    free = shutil.disk_usage(tmp_path).free / 2**30
+    if free < NEEDS_GIB:
+        pytest.fail(f"{tmp_path} has {free:.1f} GiB free; the offline install needs about {NEEDS_GIB} GiB: free space")
     online, offline, wheelhouse = tmp_path / "online", tmp_path / "offline", tmp_path / "wheelhouse"
     for folder in (online, offline):
         folder.mkdir()
