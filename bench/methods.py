@@ -157,8 +157,9 @@ def main() -> int:
                     name = run_name(dataset, args.profile, method, seed, size, args.tag)
                     command += ["--run", name]
                     made.append(f"{args.runs_dir}/{name}")
+                    # the same seed's llm2llm run of the paper's recipe, whose budget the baselines match
+                    base = Path(args.runs_dir) / run_name(dataset, args.profile, "llm2llm", seed, size)
                     if method == "auggpt" and args.match_budget:  # as many new examples as llm2llm asked for
-                        base = Path(args.runs_dir) / run_name(dataset, args.profile, "llm2llm", seed, size)
                         budget = llm2llm_budget(base)
                         if budget is None:
                             sys.exit(f"--match-budget: {base} has not finished; run --methods llm2llm first")
@@ -166,13 +167,11 @@ def main() -> int:
                         command += ["--set", f"baselines.auggpt_per_example={per_example}"]
                         print(f"auggpt: {per_example} paraphrases per seed example for {budget} asked by {base}")
                     if method == "auggpt" and args.match_tokens:  # as many teacher output tokens as llm2llm
-                        base = Path(args.runs_dir) / run_name(dataset, args.profile, "llm2llm", seed, size)
                         probe = Path(args.runs_dir) / run_name(dataset, args.profile, "auggpt", seed, size, "matched")
                         per_example = token_matched(base, probe)
                         command += ["--set", f"baselines.auggpt_per_example={per_example}"]
                         print(f"auggpt: {per_example} paraphrases per seed example for the output tokens of {base}")
                     if method == "one-shot":  # the same teacher budget as this seed's llm2llm run
-                        base = Path(args.runs_dir) / run_name(dataset, args.profile, "llm2llm", seed, size)
                         budget = llm2llm_budget(base)
                         if budget:
                             command += ["--set", f"baselines.one_shot_total={budget}"]
