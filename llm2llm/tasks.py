@@ -122,7 +122,7 @@ class Task:
 
     def seed_context(self, shown: list[dict]) -> str:
         """teacher.show_seed's preamble: seed examples with their right answers, one per line."""
-        listed = "".join(f"- {self.key_text(ex)} => {self.gold_answer(ex)}\n" for ex in shown)
+        listed = "".join(f"- {self.key_text(ex)}{ANSWER_MARK}{self.gold_answer(ex)}\n" for ex in shown)
         return self.text("seed_context", examples=listed.rstrip()) + "\n\n"
 
     def teacher_paraphrase(self, example: dict, style: str, count: int) -> str:
@@ -231,7 +231,7 @@ class ClassificationTask(Task):
     def parse_teacher(self, text, wrong, style):
         candidates = [_clean_line(text.split("\n")[0])] if style == "continuation" else _listed_items(text)
         # a teacher shown "text => label" lines (teacher.show_seed) may label its own items the same way
-        candidates = [re.sub(r"\s*=>.*$", "", c) for c in candidates]
+        candidates = [c.split(ANSWER_MARK.strip())[0].rstrip() for c in candidates]
         steps = self.spec.get("generated_text") or []
         return [{"text": restyle(c, steps), "label": wrong["label"]} for c in candidates if restyle(c, steps)]
 
@@ -506,6 +506,9 @@ class MultipleChoiceTask(Task):
 TASK_TYPES: dict[str, type[Task]] = {
     t.type: t for t in (ClassificationTask, NumericTask, MultipleChoiceTask, FreeTextTask)
 }
+
+# Between a shown seed example and its answer (teacher.show_seed); a teacher may copy it into its own items.
+ANSWER_MARK = " => "
 
 # The teacher options' additions to a chat request (teacher.contrast, teacher.diversity), for every type
 # unless DEFAULT_TEMPLATES or a spec's `templates:` has its own.

@@ -54,8 +54,9 @@ def teacher_requests(
     """One request per prompt and draw, keyed by the teacher, the prompt, the sampling and (iteration,
     sample, draw): asking again in a later iteration draws new samples instead of replaying cached ones."""
     teacher, identity = ctx.config.teacher, ctx.teacher.identity
-    notes = option_notes(ctx, it, sources) if kind == "similar" and teacher.style == "chat" else {}
-    shown = teacher.show_seed if kind == "similar" and teacher.style == "chat" else 0
+    options = kind == "similar" and teacher.style == "chat"  # the options add to the paper's chat request only
+    notes = option_notes(ctx, it, sources) if options else {}
+    shown = teacher.show_seed if options else 0
     requests = []
     for ex, count in zip(sources, counts):
         context = ctx.task.seed_context(seed_shown(ctx, ex, shown)) if shown else ""
