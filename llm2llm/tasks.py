@@ -193,7 +193,18 @@ class ClassificationTask(Task):
         min_words = int(self.spec.get("min_generated_words", 2))
         if problem is None and sum(any(c.isalnum() for c in word) for word in example["text"].split()) < min_words:
             return f"text has fewer than {min_words} words (spec key min_generated_words)"
+        echoed = self.echoed_label(example["text"])
+        if problem is None and echoed:
+            return f"the text names the label {echoed} as a word: the teacher echoed the label, not a request"
         return problem
+
+    def echoed_label(self, text: str) -> str | None:
+        """A compound label (SearchCreativeWork, book_restaurant) written into the text as one word, as
+        this teacher does ("searchcreativework for a cookbook"). Plain-word labels (positive, LOC) may
+        be words of a real example, so only compound ones count."""
+        words = set(re.findall(r"[a-z0-9]+", text.lower()))
+        compound = [label for label in self.labels if re.search(r"[a-z][A-Z]|_", label)]
+        return next((label for label in compound if re.sub(r"[^a-z0-9]", "", label.lower()) in words), None)
 
     def stratum(self, example):
         return example["label"]

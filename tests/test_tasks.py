@@ -117,6 +117,22 @@ def test_chat_parser_on_real_answers_of_the_cpu_teacher(fixture, data_dir):
         assert not any(c in p["text"] for p in parsed for c in '"“”')
 
 
+def test_a_compound_label_written_into_the_text_is_invalid(data_dir):
+    """The CPU teacher writes SNIPS labels into its requests ("searchcreativework for a cookbook", 5 of 70
+    on SNIPS-70 seed 0): not a request anyone types, so the filter's task check rejects it. Labels that are
+    plain words (SST-2's positive, TREC's LOC) may be words of a real example and are not checked."""
+    snips = load_task_data(DataConfig(dataset="snips", data_dir=str(data_dir))).task
+    echo = {"id": "x", "text": "searchcreativework for a cookbook", "label": "SearchCreativeWork"}
+    assert "SearchCreativeWork" in snips.generated_problem(echo)
+    assert snips.generated_problem({**echo, "label": "PlayMusic"}) is not None  # any label of the scheme
+    assert snips.generated_problem({**echo, "text": "search for a cookbook"}) is None
+    assert snips.generated_problem({**echo, "text": "play music by the searchers"}) is None
+    sst2 = load_task_data(DataConfig(dataset="sst2", data_dir=str(data_dir))).task
+    assert sst2.generated_problem({"id": "x", "text": "a positive joy to watch", "label": "positive"}) is None
+    trec = load_task_data(DataConfig(dataset="trec", data_dir=str(data_dir))).task
+    assert trec.generated_problem({"id": "x", "text": "What does loc stand for ?", "label": "ABBR"}) is None
+
+
 def test_restyle_brings_teacher_text_to_the_data_style():
     assert (
         restyle('Book a table for 3 on March 17, at "Malco".', ["lowercase", "strip_punctuation"])
