@@ -314,17 +314,19 @@ class SeedEvalConfig(Section):
         "any",
         description="With several samples: a seed example is wrong if any sample is wrong, or if at least half are.",
     )
-    rank_by: Literal["errors", "confidence"] = Field(
+    rank_by: Literal["errors", "confidence", "random"] = Field(
         "errors",
         description="Which seed examples the teacher is asked about: errors = those answered wrong (wrong_if); "
         "confidence = the `weakest` ones by the student's log-probability of the right answer (from the "
         "evaluation engine), right or wrong, so a student that answers everything right still has its least "
-        "certain examples targeted.",
+        "certain examples targeted; random = `weakest` of them drawn at random (data.rng_seed), whatever the "
+        "student answered: the control that says what targeting the weak ones is worth at the same budget.",
     )
     weakest: float = Field(
         0.5,
         gt=0,
-        description="rank_by confidence: how many seed examples to target, a count (>= 1) or a fraction (< 1).",
+        description="rank_by confidence or random: how many seed examples to target, a count (>= 1) or a fraction "
+        "(< 1).",
     )
 
     @model_validator(mode="after")

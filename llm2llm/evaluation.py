@@ -4,6 +4,7 @@ engine start, and each split is scored. The seed examples may be answered severa
 
 from __future__ import annotations
 
+import random
 from dataclasses import asdict
 
 from llm2llm.config import SamplingConfig
@@ -45,6 +46,9 @@ def evaluate(ctx: RunContext, it: int, splits: dict[str, list[Example]]) -> Scor
     if "seed" in splits and config.seed_eval.rank_by == "confidence":
         confidence = {ex["id"]: float(outputs[f"confidence/{ex['id']}"]) for ex in splits["seed"]}
         summary["seed"].update(confidence=confidence, wrong_ids=weakest(confidence, config.seed_eval.weakest))
+    if "seed" in splits and config.seed_eval.rank_by == "random":  # the control: as many, chosen blind
+        ids = [ex["id"] for ex in splits["seed"]]
+        summary["seed"]["wrong_ids"] = drawn(ids, config.seed_eval.weakest, f"{config.data.rng_seed}/{it}")
     return summary
 
 
@@ -95,8 +99,19 @@ def score_split(ctx: RunContext, split: str, examples: list[Example], outputs: d
     return summary
 
 
+def target_count(how_many: float, total: int) -> int:
+    """seed_eval.weakest as a number of seed examples: a count (>= 1) or a fraction (< 1) of them."""
+    return min(total, int(how_many) if how_many >= 1 else max(1, round(how_many * total)))
+
+
 def weakest(confidence: dict[str, float], how_many: float) -> list[str]:
-    """The ids of the least confident examples: a count (>= 1) or a fraction (< 1) of them, lowest
-    log-probability first (ties: by id, so reruns target the same ones)."""
-    count = int(how_many) if how_many >= 1 else max(1, round(how_many * len(confidence)))
-    return sorted(confidence, key=lambda i: (confidence[i], i))[:count]
+    """The ids of the least confident examples, lowest log-probability first (ties: by id, so reruns
+    target the same ones)."""
+    return sorted(confidence, key=lambda i: (confidence[i], i))[: target_count(how_many, len(confidence))]
+
+
+def drawn(ids: list[str], how_many: float, seed: str) -> list[str]:
+    """As many ids as `weakest` would give, drawn at random with a string seed (the RNG seed and the
+    iteration): the same draw on a rerun and on any machine, a different one each iteration."""
+    rng = random.Random(seed)
+    return sorted(rng.sample(sorted(ids), target_count(how_many, len(ids))))

@@ -72,6 +72,8 @@ def recipe_variant(config) -> list[str]:
         f"allocate {teacher.allocate}": teacher.allocate != "even" and config.loop.method == "llm2llm",
         f"weakest {config.seed_eval.weakest:g} by confidence": config.seed_eval.rank_by == "confidence"
         and config.loop.method in ("llm2llm", "one-shot"),
+        f"{config.seed_eval.weakest:g} at random": config.seed_eval.rank_by == "random"
+        and config.loop.method in ("llm2llm", "one-shot"),
         "balanced labels": config.train.balance_labels,
     }
     return [name for name, on in switches.items() if on]

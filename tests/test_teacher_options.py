@@ -192,6 +192,28 @@ def test_ranking_by_confidence_targets_the_least_sure_seed_examples(tmp_path, da
     ]
 
 
+def test_ranking_at_random_targets_a_seeded_draw_whatever_the_student_answered(tmp_path, data_dir, tiny_model):
+    """seed_eval.rank_by=random, the control for targeting: `weakest` seed examples drawn blind, the same
+    draw on a rerun, a different one for another RNG seed or iteration."""
+    from llm2llm.evaluation import drawn
+
+    cli_in_process(
+        *tiny_boost_args(tmp_path, data_dir, "blind", "--iterations", "1", "--set", "seed_eval.rank_by=random",
+                         "--set", "seed_eval.weakest=3"),
+        cwd=REPO,
+    )  # fmt: skip
+    run = tmp_path / "runs" / "blind"
+    seed_ids = json.loads((run / "seed_ids.json").read_text())
+    wrong_ids = json.loads((run / "iter_000" / "scores.json").read_text())["seed"]["wrong_ids"]
+    assert wrong_ids == drawn(seed_ids, 3, "0/0") and len(set(wrong_ids)) == 3 and set(wrong_ids) <= set(seed_ids)
+    assert {r["parent_id"] for r in read_jsonl(run / "iter_000" / "teacher_outputs.jsonl")} == set(wrong_ids)
+    assert json.loads((run / "metrics.json").read_text())["variant"] == ["3 at random"]
+    ids = [f"s{i:02d}" for i in range(70)]
+    assert drawn(ids, 14, "0/0") == drawn(list(reversed(ids)), 14, "0/0")  # the order given does not matter
+    assert drawn(ids, 14, "0/0") != drawn(ids, 14, "1/0") != drawn(ids, 14, "1/1")
+    assert len(drawn(ids, 0.2, "0/0")) == 14 and len(drawn(ids[:5], 14, "0/0")) == 5
+
+
 def test_spread_adds_up_to_the_budget_in_proportion():
     from llm2llm.methods import spread
 
