@@ -9,11 +9,12 @@ as many examples as the same seed's finished llm2llm run asked for in all its it
 from its metrics.json; without one, teacher.per_wrong x loop.iterations per wrong example), and
 `--set loop.continue_training=true --tag continued` trains each iteration from the last student.
 `--methods auggpt --match-budget` sets AugGPT's paraphrases per seed example the same way, from the
-examples the same seed's llm2llm run asked for, so both spend about the same teacher output tokens
-where a paraphrase is as long as a new example. Where it is not (SST-2's seed examples are phrase
-fragments, LLM2LLM's new examples whole reviews), `--methods auggpt --match-tokens --tag tokens` scales
-that count by the ratio of the two runs' teacher output tokens (it needs the `--match-budget --tag
-matched` run of the same seed), so the budgets are equal in tokens, the unit issue 27 counts.
+examples the same seed's llm2llm run (the untagged one, or `--budget-from TAG`'s) asked for, so both
+spend about the same teacher output tokens where a paraphrase is as long as a new example. Where it is
+not (SST-2's seed examples are phrase fragments, LLM2LLM's new examples whole reviews), `--methods
+auggpt --match-tokens --tag tokens` scales that count by the ratio of the two runs' teacher output
+tokens (it needs the `--match-budget --tag matched` run of the same seed), so the budgets are equal in
+tokens, the unit issue 27 counts.
 
 Every run is an ordinary `llm2llm boost`, so rerunning this script resumes unfinished runs and
 skips finished ones. Runs go seed by seed (all methods for seed 0 first), so a stopped sweep
@@ -116,6 +117,13 @@ def main() -> int:
         "teacher for, divided by the seed size (rounded): about its teacher output tokens.",
     )
     parser.add_argument(
+        "--budget-from",
+        default="",
+        metavar="TAG",
+        help="--match-budget, --match-tokens, one-shot: match the same seed's llm2llm run with this --tag (default: "
+        "the untagged one, the paper's recipe), e.g. k12 for a run with --set teacher.per_wrong=12 --tag k12.",
+    )
+    parser.add_argument(
         "--match-tokens",
         action="store_true",
         help="auggpt: paraphrases per seed example scaled from the same seed's --match-budget --tag matched run "
@@ -158,7 +166,9 @@ def main() -> int:
                     command += ["--run", name]
                     made.append(f"{args.runs_dir}/{name}")
                     # the same seed's llm2llm run of the paper's recipe, whose budget the baselines match
-                    base = Path(args.runs_dir) / run_name(dataset, args.profile, "llm2llm", seed, size)
+                    base = Path(args.runs_dir) / run_name(
+                        dataset, args.profile, "llm2llm", seed, size, args.budget_from
+                    )
                     if method == "auggpt" and args.match_budget:  # as many new examples as llm2llm asked for
                         budget = llm2llm_budget(base)
                         if budget is None:
