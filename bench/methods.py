@@ -13,8 +13,8 @@ examples the same seed's llm2llm run (the untagged one, or `--budget-from TAG`'s
 spend about the same teacher output tokens where a paraphrase is as long as a new example. Where it is
 not (SST-2's seed examples are phrase fragments, LLM2LLM's new examples whole reviews), `--methods
 auggpt --match-tokens --tag tokens` scales that count by the ratio of the two runs' teacher output
-tokens (it needs the `--match-budget --tag matched` run of the same seed), so the budgets are equal in
-tokens, the unit issue 27 counts.
+tokens (it needs the `--match-budget --tag matched` run of the same seed; with `--budget-from TAG`, the one
+tagged `TAGmatched`), so the budgets are equal in tokens, the unit issue 27 counts.
 
 Every run is an ordinary `llm2llm boost`, so rerunning this script resumes unfinished runs and
 skips finished ones. Runs go seed by seed (all methods for seed 0 first), so a stopped sweep
@@ -177,7 +177,9 @@ def main() -> int:
                         command += ["--set", f"baselines.auggpt_per_example={per_example}"]
                         print(f"auggpt: {per_example} paraphrases per seed example for {budget} asked by {base}")
                     if method == "auggpt" and args.match_tokens:  # as many teacher output tokens as llm2llm
-                        probe = Path(args.runs_dir) / run_name(dataset, args.profile, "auggpt", seed, size, "matched")
+                        # the same seed's --match-budget run: "matched", or "k12matched" for --budget-from k12
+                        probe_tag = f"{args.budget_from}matched"
+                        probe = Path(args.runs_dir) / run_name(dataset, args.profile, "auggpt", seed, size, probe_tag)
                         per_example = token_matched(base, probe)
                         command += ["--set", f"baselines.auggpt_per_example={per_example}"]
                         print(f"auggpt: {per_example} paraphrases per seed example for the output tokens of {base}")
