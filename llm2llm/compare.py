@@ -135,6 +135,7 @@ def _iteration0(m: dict) -> dict:
         "iterations": [entry],
         "teacher_tokens": 0,
         "wall_seconds": seconds,
+        "_iteration0_of": m.get("method", "?"),  # the Runs list says whose iteration 0 it is
     }
 
 
@@ -218,11 +219,16 @@ def render_markdown(
     models = sorted({(k[3], k[4]) for k in cells})
     lines += ["", "Student / teacher: " + "; ".join(f"`{s}` / `{t}`" for s, t in models) + "."]
     lines += ["", "## Runs", ""] + [
-        f"- {m['_path']} ({k[1]}, seed {m.get('data_seed', 0)})" for k, rs in cells.items() for m in rs
+        f"- {m['_path']} ({_whose(k[1], m)}, seed {m.get('data_seed', 0)})" for k, rs in cells.items() for m in rs
     ]
     if skipped:
         lines += ["", "Left out:"] + [f"- {s}" for s in skipped]
     return "\n".join(lines + ["", f"![test accuracy per iteration]({png_name})", ""])
+
+
+def _whose(method: str, m: dict) -> str:
+    """A run's line in the Runs list: its method, or for a plain row made of another run's iteration 0, that."""
+    return f"plain: iteration 0 of this {m['_iteration0_of']} run" if "_iteration0_of" in m else method
 
 
 def _method_by_dataset(cells: dict[tuple, list[dict]]) -> list[str]:

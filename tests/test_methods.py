@@ -300,6 +300,8 @@ def test_compare_without_plain_runs_makes_plain_fine_tuning_from_the_runs_iterat
     assert plain[3] == "0" and float(plain[4]) == pytest.approx(first.pop(), abs=0.051)
     assert plain[6] == "14" and plain[7] == "0" and plain[13] == "0"  # seed examples only, no teacher tokens
     assert "snips plain (seed size 14): iteration 0 of the other runs" in main
+    listed = [line for line in paired.split("## Runs")[1].splitlines() if "(plain" in line]
+    assert len(listed) == 1 and "(plain: iteration 0 of this " in listed[0]  # not mistaken for a plain-method run
     row = next(line for line in paired.splitlines() if line.startswith("| snips | plain |"))
     cells = [x.strip() for x in row.strip("|").split("|")]
     auggpt = 100 * metrics(runs / "snips-tiny-auggpt")["iterations"][-1]["test_accuracy"]
