@@ -165,7 +165,7 @@ def main() -> int:
                     name = run_name(dataset, args.profile, method, seed, size, args.tag)
                     command += ["--run", name]
                     made.append(f"{args.runs_dir}/{name}")
-                    # the same seed's llm2llm run of the paper's recipe, whose budget the baselines match
+                    # the same seed's llm2llm run (the paper's recipe, or --budget-from's): the budget to match
                     base = Path(args.runs_dir) / run_name(
                         dataset, args.profile, "llm2llm", seed, size, args.budget_from
                     )
