@@ -135,7 +135,7 @@ def _iteration0(m: dict) -> dict:
         "iterations": [entry],
         "teacher_tokens": 0,
         "wall_seconds": seconds,
-        "_iteration0_of": m.get("method", "llm2llm"),  # the Runs list says whose iteration 0 it is
+        "_iteration0_of": method_label(m),  # the Runs list says whose iteration 0 it is
     }
 
 
