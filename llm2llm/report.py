@@ -122,6 +122,7 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
         "method": config.loop.method,
         "variant": recipe_variant(config),
         "data_seed": config.data.rng_seed,
+        "teacher_seed": config.teacher.sampling.seed,  # runs of one data seed that differ only here are draws
         "iterations_planned": config.planned_iterations(),
         "complete": len(iterations) == config.planned_iterations() + 1,
         "teacher_tokens": sum(
