@@ -1,6 +1,8 @@
 """`llm2llm compare`: one table and one plot over many run directories, from their metrics.json
 alone (compare.md, compare.png, and compare.html linking each run's report.html). Runs that
-differ only in the RNG seed (data.rng_seed) are one cell: mean ± std over seeds.
+differ only in the RNG seed (data.rng_seed) are one cell: mean ± std over seeds. Runs of one seed that
+differ only in the teacher's sampling seed (teacher.sampling.seed) are draws of that seed: each figure is
+first averaged over a seed's draws, and the paired interval resamples them (llm2llm/paired.py).
 
 A run's accuracy is its last iteration's test accuracy, and beside it the test accuracy of the
 iteration selected on validation (llm2llm/selection.py); never the iteration best on test: choosing
@@ -12,11 +14,11 @@ from __future__ import annotations
 import io
 import os
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from llm2llm.errors import UserError
-from llm2llm.paired import Paired, bootstrap, evaluation_ids, seed_pair, wrong_ids
+from llm2llm.paired import Paired, bootstrap, evaluation_ids, seed_draws, wrong_ids
 from llm2llm.report import selected_student
 from llm2llm.report_html import render_compare_html
 from llm2llm.store import read_json
@@ -50,6 +52,43 @@ def cell_key(m: dict) -> tuple:
     return (m["task"], method_label(m), m["seed_size"], m["student"], m["teacher"])
 
 
+def data_seed(m: dict) -> int:
+    return m.get("data_seed", 0)
+
+
+def teacher_seed(m: dict) -> int:
+    return m.get("teacher_seed", 0)  # metrics.json before 2026-12-07: every run so far drew with 0
+
+
+def by_seed(runs: list[dict]) -> dict[int, list[dict]]:
+    """A cell's runs by data seed: each seed's teacher draws."""
+    seeds = defaultdict(list)
+    for m in runs:
+        seeds[data_seed(m)].append(m)
+    return dict(seeds)
+
+
+def per_seed(runs: list[dict], value) -> list[float]:
+    """value(run) averaged over each seed's teacher draws: one figure per seed, what mean ± std is over."""
+    return [statistics.fmean(value(m) for m in draws) for draws in by_seed(runs).values()]
+
+
+def _seeds(runs: list[dict]) -> str:
+    """The seeds column: '0, 1, 2', and how many teacher draws each has where any has several."""
+    draws = Counter(data_seed(m) for m in runs)
+    if max(draws.values()) == 1:
+        return ", ".join(map(str, draws))
+    if len(set(draws.values())) == 1:
+        return f"{', '.join(map(str, draws))} × {next(iter(draws.values()))} teacher draws"
+    return ", ".join(f"{s} ({d} draws)" if d > 1 else str(s) for s, d in draws.items())
+
+
+def _seed_count(runs: list[dict]) -> str:
+    """The paired table's seeds column: how many, and the teacher draws where a seed has several."""
+    seeds = _seeds(runs)
+    return str(len(by_seed(runs))) + (seeds[seeds.index(" ×") :] if " ×" in seeds else "")
+
+
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
@@ -71,14 +110,14 @@ def group_runs(runs: list[Path]) -> tuple[dict[tuple, list[dict]], list[str]]:
         metrics["_path"] = str(run)
         cells[cell_key(metrics)].append(metrics)
     for key in cells:
-        cells[key].sort(key=lambda m: m.get("data_seed", 0))
-        seeds = [m.get("data_seed", 0) for m in cells[key]]
+        cells[key].sort(key=lambda m: (data_seed(m), teacher_seed(m)))
+        seeds = [(data_seed(m), teacher_seed(m)) for m in cells[key]]
         if len(seeds) != len(set(seeds)):
             raise UserError(
-                f"two runs of {key[0]} / {key[1]} have the same data seed "
+                f"two runs of {key[0]} / {key[1]} have the same data seed and teacher seed "
                 f"({', '.join(m['_path'] for m in cells[key])}); "
-                "compare one run per seed (runs that differ only in a setting compare does not tell apart, "
-                "e.g. teacher.per_wrong, go in separate compare calls)"
+                "compare one run per seed and teacher.sampling.seed (runs that differ only in a setting compare "
+                "does not tell apart, e.g. teacher.per_wrong, go in separate compare calls)"
             )
     return ordered(cells), skipped
 
@@ -113,7 +152,7 @@ def add_plain(cells: dict[tuple, list[dict]]) -> tuple[dict[tuple, list[dict]], 
         for k, runs in cells.items():
             if k[0] == task and k[2:] == (seed_size, student, teacher):
                 for m in runs:  # the run that computed iteration 0 (its phase times are real) before reusers
-                    seed, reused = m.get("data_seed", 0), (m.get("iteration0") or {}).get("reused", False)
+                    seed, reused = data_seed(m), (m.get("iteration0") or {}).get("reused", False)
                     if seed not in by_seed or (by_seed[seed][1] and not reused):
                         by_seed[seed] = (m, reused)
         out[plain_key] = [_iteration0(by_seed[s][0]) for s in sorted(by_seed)]
@@ -156,23 +195,25 @@ def _row_key(key: tuple, cells: dict) -> tuple:
 
 def _validation(runs: list[dict], method: str) -> str:
     """Last-iteration validation accuracy and its gain over iteration 0, where every run has one."""
-    pairs = [
-        (m["iterations"][0].get("validation_accuracy"), m["iterations"][-1].get("validation_accuracy")) for m in runs
-    ]
-    if any(first is None or last is None for first, last in pairs):
+    if any(m["iterations"][i].get("validation_accuracy") is None for m in runs for i in (0, -1)):
         return "- | -"
-    return f"{_pm([last for _, last in pairs])} | " + (
-        "-" if method == "plain" else _pm([b - a for a, b in pairs], sign="+")
+    last = per_seed(runs, lambda m: m["iterations"][-1]["validation_accuracy"])
+    gain = per_seed(
+        runs, lambda m: m["iterations"][-1]["validation_accuracy"] - m["iterations"][0]["validation_accuracy"]
     )
+    return f"{_pm(last)} | " + ("-" if method == "plain" else _pm(gain, sign="+"))
+
+
+def _chosen(m: dict) -> dict:
+    return m.get("selected") or selected_student(m["iterations"])
 
 
 def _selected(runs: list[dict], method: str) -> str:
     """Test accuracy of each run's iteration selected on validation, its gain, and which iterations."""
-    chosen = [m.get("selected") or selected_student(m["iterations"]) for m in runs]
-    tests = [c["test_accuracy"] for c in chosen]
-    gains = [c["test_accuracy"] - m["iterations"][0]["test_accuracy"] for c, m in zip(chosen, runs)]
+    tests = per_seed(runs, lambda m: _chosen(m)["test_accuracy"])
+    gains = per_seed(runs, lambda m: _chosen(m)["test_accuracy"] - m["iterations"][0]["test_accuracy"])
     return f"{_pm(tests)} | {'-' if method == 'plain' else _pm(gains, sign='+')} | " + ", ".join(
-        str(c["iteration"]) for c in chosen
+        str(_chosen(m)["iteration"]) for m in runs
     )
 
 
@@ -190,7 +231,8 @@ def render_markdown(
         "# LLM2LLM comparison",
         "",
         f"{sum(len(r) for r in cells.values())} runs; test accuracy is each run's last iteration "
-        f"(mean ± sample std over RNG seeds); evaluation: {', '.join(evaluations)} decoding. "
+        f"(mean ± sample std over RNG seeds, a seed's teacher draws averaged first); evaluation: "
+        f"{', '.join(evaluations)} decoding. "
         "'selected on validation' is the iteration with the best validation accuracy (ties: the earliest). "
         "'vs plain FT' is against iteration 0 of the same runs (the same seed examples, fine-tuned alone).",
         *(["", *(f"- {n}" for n in notes)] if notes else []),
@@ -203,23 +245,26 @@ def render_markdown(
         "|---" * (14 + several_teachers) + "|",
     ]
     for (task, method, seed_size, _student, teacher), runs in cells.items():
-        final = [m["iterations"][-1]["test_accuracy"] for m in runs]
-        gain = [m["iterations"][-1]["test_accuracy"] - m["iterations"][0]["test_accuracy"] for m in runs]
+        final = per_seed(runs, lambda m: m["iterations"][-1]["test_accuracy"])
+        gain = per_seed(runs, lambda m: m["iterations"][-1]["test_accuracy"] - m["iterations"][0]["test_accuracy"])
         lines.append(
             f"| {task} | {method} |"
             + (f" {_short(teacher)} |" if several_teachers else "")
-            + f" {seed_size} | {', '.join(str(m.get('data_seed', 0)) for m in runs)} | {_pm(final)} | "
+            + f" {seed_size} | {_seeds(runs)} | {_pm(final)} | "
             f"{'-' if method == 'plain' else _pm(gain, sign='+')} | "
-            f"{_pm([m['iterations'][-1]['train_size'] for m in runs], 1, 0)} | "
-            f"{_pm([m.get('teacher_tokens', 0) for m in runs], 1, 0)} | "
-            f"{_pm([m.get('wall_seconds', 0) for m in runs], 1 / 60)} | "
+            f"{_pm(per_seed(runs, lambda m: m['iterations'][-1]['train_size']), 1, 0)} | "
+            f"{_pm(per_seed(runs, lambda m: m.get('teacher_tokens', 0)), 1, 0)} | "
+            f"{_pm(per_seed(runs, lambda m: m.get('wall_seconds', 0)), 1 / 60)} | "
             f"{_validation(runs, method)} | {_selected(runs, method)} |"
         )
     lines += render_paired(cells, reference, split) + _method_by_dataset(cells)
     models = sorted({(k[3], k[4]) for k in cells})
     lines += ["", "Student / teacher: " + "; ".join(f"`{s}` / `{t}`" for s, t in models) + "."]
     lines += ["", "## Runs", ""] + [
-        f"- {m['_path']} ({_whose(k[1], m)}, seed {m.get('data_seed', 0)})" for k, rs in cells.items() for m in rs
+        f"- {m['_path']} ({_whose(k[1], m)}, seed {data_seed(m)}"
+        + (f", teacher seed {teacher_seed(m)})" if teacher_seed(m) else ")")
+        for k, rs in cells.items()
+        for m in rs
     ]
     if skipped:
         lines += ["", "Left out:"] + [f"- {s}" for s in skipped]
@@ -245,7 +290,7 @@ def _method_by_dataset(cells: dict[tuple, list[dict]]) -> list[str]:
         row = []
         for task in tasks:
             runs = [m for k, rs in cells.items() if k[0] == task and _row_key(k, cells) == row_key for m in rs]
-            row.append(_pm([m["iterations"][-1]["test_accuracy"] for m in runs]) if runs else "-")
+            row.append(_pm(per_seed(runs, lambda m: m["iterations"][-1]["test_accuracy"])) if runs else "-")
         lines.append(f"| {' / '.join(map(str, row_key))} | " + " | ".join(row) + " |")
     return lines
 
@@ -255,38 +300,42 @@ def output_tokens(m: dict) -> int:
     return sum((it.get("teacher_requests") or {}).get("completion_tokens", 0) for it in m["iterations"])
 
 
-def _pair_runs(method_run: dict, reference_run: dict | None, split: str):
-    """(method, reference) wrong ids on the split for one seed: the method's last iteration against the
-    reference run's last iteration, or against its own iteration 0 (plain fine-tuning) without one."""
-    run = Path(method_run["_path"])
-    last = method_run["iterations"][-1]["iteration"]
-    if reference_run is None:
-        return wrong_ids(run, last, split), wrong_ids(run, 0, split)
-    other = Path(reference_run["_path"])
-    if evaluation_ids(run, split) != evaluation_ids(other, split):
-        raise UserError(
-            f"{run} and {other} (seed {method_run.get('data_seed', 0)}) were scored on different {split} samples; "
-            "pair runs made with the same data.test_size / data.validation_size"
-        )
-    return wrong_ids(run, last, split), wrong_ids(other, reference_run["iterations"][-1]["iteration"], split)
+def _wrong(m: dict, split: str, iteration: int | None = None) -> tuple[set[str], int] | None:
+    """A run's wrong ids on a split at an iteration (default: its last)."""
+    return wrong_ids(Path(m["_path"]), m["iterations"][-1]["iteration"] if iteration is None else iteration, split)
+
+
+def _same_sample(runs: list[dict], split: str) -> None:
+    """Runs paired on one seed must have been scored on the same sample of the split."""
+    first = Path(runs[0]["_path"])
+    for m in runs[1:]:
+        if evaluation_ids(Path(m["_path"]), split) != evaluation_ids(first, split):
+            raise UserError(
+                f"{first} and {m['_path']} (seed {data_seed(m)}) were scored on different {split} samples; "
+                "pair runs made with the same data.test_size / data.validation_size"
+            )
 
 
 def paired(runs: list[dict], reference: list[dict] | None, split: str) -> Paired | None:
-    """The paired difference of a cell's runs against plain fine-tuning (reference None) or against the
-    reference method's runs on the same seeds; None where no seed has both scored."""
-    by_seed = {m.get("data_seed", 0): m for m in reference or []}
+    """The paired difference of a cell's runs (the last iteration of each seed's draws) against plain
+    fine-tuning (reference None: the same runs' iteration 0) or against the reference method's runs on
+    the same seeds; None where no seed has both scored."""
+    theirs_by_seed = by_seed(reference) if reference is not None else {}
     pairs = []
-    for m in runs:
-        seed = m.get("data_seed", 0)
-        if reference is not None and seed not in by_seed:
+    for seed, draws in by_seed(runs).items():
+        if reference is None:
+            mine, theirs = [_wrong(m, split) for m in draws], [_wrong(m, split, 0) for m in draws]
+        elif seed in theirs_by_seed:
+            _same_sample(draws + theirs_by_seed[seed], split)
+            mine, theirs = [_wrong(m, split) for m in draws], [_wrong(m, split) for m in theirs_by_seed[seed]]
+        else:
             continue
-        mine, theirs = _pair_runs(m, by_seed.get(seed) if reference is not None else None, split)
-        if mine is None or theirs is None:
+        if None in mine or None in theirs:
             continue
         try:
-            pairs.append(seed_pair(seed, mine, theirs))
+            pairs.append(seed_draws(seed, mine, theirs[:1] if reference is None else theirs))
         except ValueError as e:
-            raise UserError(f"{m['_path']}: {e}") from None
+            raise UserError(f"{draws[0]['_path']}: {e}") from None
     return bootstrap(pairs) if pairs else None
 
 
@@ -312,6 +361,7 @@ def render_paired(cells: dict[tuple, list[dict]], reference: str | None, split: 
     """The paired table: each method against plain fine-tuning and against the reference method, per
     seed and overall with a 95 % interval, and the teacher's output tokens against the reference's."""
     ref_label = reference or "-"
+    several_draws = any(len(draws) > 1 for runs in cells.values() for draws in by_seed(runs).values())
     lines = [
         "",
         f"## Paired differences on {split} (points; last iteration)",
@@ -319,9 +369,12 @@ def render_paired(cells: dict[tuple, list[dict]], reference: str | None, split: 
         "Each method against plain fine-tuning (iteration 0 of the same runs) and against "
         f"{'`' + reference + '`' if reference else 'no reference method (--reference)'}, on the same seeds and "
         f"the same {split} examples: mean of the per-seed differences, its 95 % interval (bootstrap over seeds, "
-        "then examples within each seed, 10,000 draws; llm2llm/paired.py), the seeds on which the method is "
-        "ahead, and each seed's difference. Teacher output tokens are the answers the teacher wrote (mean per "
-        "run); equal budget means within 10 % of the reference's.",
+        + ("then a seed's teacher draws, " if several_draws else "")
+        + "then examples within each seed, 10,000 replicates; llm2llm/paired.py), the seeds on which the method "
+        "is ahead, and each seed's difference"
+        + (" (the mean over its teacher draws)" if several_draws else "")
+        + ". Teacher output tokens are the answers the teacher wrote (mean per seed); equal budget means within "
+        "10 % of the reference's.",
         "",
         f"| dataset | method | seeds | vs plain FT | 95 % CI | wins | per seed | vs {ref_label} | 95 % CI | wins | "
         f"per seed | teacher output tokens | vs {ref_label} tokens | kept: distinct-2 | kept: pairwise ROUGE-L |",
@@ -330,9 +383,9 @@ def render_paired(cells: dict[tuple, list[dict]], reference: str | None, split: 
     for key, runs in cells.items():
         task, method, seed_size, student, teacher = key
         ref_runs = cells.get((task, reference, seed_size, student, teacher)) if reference else None
-        tokens = statistics.fmean(output_tokens(m) for m in runs)
+        tokens = statistics.fmean(per_seed(runs, output_tokens))
         if ref_runs and method != reference:
-            ref_tokens = statistics.fmean(output_tokens(m) for m in ref_runs)
+            ref_tokens = statistics.fmean(per_seed(ref_runs, output_tokens))
             ratio = tokens / ref_tokens if ref_tokens else None
             budget = "-" if ratio is None else f"{ratio:.2f}x" + (" (equal)" if abs(ratio - 1) <= 0.10 else "")
             against = _difference(paired(runs, ref_runs, split))
@@ -340,7 +393,7 @@ def render_paired(cells: dict[tuple, list[dict]], reference: str | None, split: 
             budget, against = "-", "- | - | - | -"
         plain = "- | - | - | -" if method == "plain" else _difference(paired(runs, None, split))
         lines.append(
-            f"| {task} | {method} | {len(runs)} | {plain} | {against} | {tokens:.0f} | {budget} | "
+            f"| {task} | {method} | {_seed_count(runs)} | {plain} | {against} | {tokens:.0f} | {budget} | "
             f"{_diversity(runs, 'distinct_2')} | {_diversity(runs, 'pairwise_rouge_l')} |"
         )
     return lines
@@ -362,7 +415,7 @@ def plot(cells: dict[tuple, list[dict]]) -> bytes:
                 continue
             length = min(len(m["iterations"]) for m in runs)
             xs = list(range(length))
-            per_iteration = [[100 * m["iterations"][i]["test_accuracy"] for m in runs] for i in xs]
+            per_iteration = [per_seed(runs, lambda m, i=i: 100 * m["iterations"][i]["test_accuracy"]) for i in xs]
             means = [statistics.fmean(v) for v in per_iteration]
             stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in per_iteration]
             teacher = f", teacher {_short(key[4])}" if len({k[4] for k in cells}) > 1 else ""

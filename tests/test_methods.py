@@ -309,6 +309,36 @@ def test_compare_without_plain_runs_makes_plain_fine_tuning_from_the_runs_iterat
     assert cells[11] == "0" and cells[13] == "-"  # neither tokens nor kept examples of the method's iteration 0
 
 
+def test_compare_pools_a_seeds_teacher_draws_and_pairs_their_mean(runs, tmp_path, data_dir, tiny_model):
+    """A second AugGPT run of seed 0 that differs only in teacher.sampling.seed is a draw of the same cell:
+    the table averages the seed's draws, and EDA's difference against AugGPT is EDA's accuracy minus the
+    draws' mean (llm2llm/paired.py resamples the draws as a third level)."""
+    boost(tmp_path, data_dir, "auggpt", "--run", "auggpt-draw1", "--set", "teacher.sampling.seed=1")
+    draw1 = tmp_path / "runs" / "auggpt-draw1"
+    assert metrics(draw1)["teacher_seed"] == 1 and metrics(runs / "snips-tiny-auggpt")["teacher_seed"] == 0
+    paths = [str(runs / "snips-tiny-eda"), str(runs / "snips-tiny-auggpt"), str(draw1)]
+    table = cli_in_process(
+        "compare", *paths, "--reference", "auggpt", "--output", str(tmp_path / "c"), cwd=REPO
+    ).stdout
+    main, paired = table.split("## Paired differences on test")
+
+    def row(section, method):
+        line = next(line for line in section.splitlines() if line.startswith(f"| snips | {method} |"))
+        return [x.strip() for x in line.strip("|").split("|")]
+
+    def acc(run):
+        return 100 * metrics(run)["iterations"][-1]["test_accuracy"]
+
+    draws = (acc(runs / "snips-tiny-auggpt") + acc(draw1)) / 2
+    assert row(main, "auggpt")[3] == "0 × 2 teacher draws" and float(row(main, "auggpt")[4]) == pytest.approx(
+        draws, abs=0.051
+    )
+    eda = row(paired, "eda")
+    assert float(eda[7]) == pytest.approx(acc(runs / "snips-tiny-eda") - draws, abs=0.051) and eda[7] == eda[10]
+    assert row(paired, "auggpt")[2] == "1 × 2 teacher draws" and "then a seed's teacher draws" in paired
+    assert f"{draw1} (auggpt, seed 0, teacher seed 1)" in paired  # the Runs list
+
+
 def test_per_label_splits_the_paired_difference_by_gold_label(runs):
     """bench/per_label.py: the per-label points add up to the difference of the two runs' accuracies,
     and the bracketed counts are each run's training examples of that label."""

@@ -1,9 +1,9 @@
 """Paired differences (llm2llm/paired.py): the per-seed difference from two runs' wrong ids, and the
-two-level bootstrap interval over seeds and examples."""
+bootstrap interval over seeds, teacher draws and examples."""
 
 import pytest
 
-from llm2llm.paired import SeedPair, bootstrap, seed_pair
+from llm2llm.paired import SeedDraws, SeedPair, bootstrap, seed_draws, seed_pair
 
 
 def test_a_seed_pair_counts_only_the_examples_on_which_the_runs_differ():
@@ -35,3 +35,32 @@ def test_the_interval_carries_the_spread_between_seeds():
     assert alike.mean == pytest.approx(spread.mean)
     assert spread.high - spread.low > 3 * (alike.high - alike.low) and spread.low < 0 < spread.high
     assert spread.wins == 1 and [round(100 * p.difference, 1) for p in spread.seeds] == [25.0, -15.0, -1.0]
+
+
+def ids(prefix: str, count: int) -> set[str]:
+    return {f"{prefix}{i}" for i in range(count)}
+
+
+def test_one_teacher_draw_a_side_is_the_two_level_bootstrap_unchanged():
+    method, reference = (ids("m", 80), 700), (ids("r", 100), 700)
+    assert seed_draws(0, [method], [reference]) == seed_pair(0, method, reference)
+    with pytest.raises(ValueError, match="scored on 10 and 12 examples"):
+        seed_draws(3, [(set(), 10), (set(), 12)], [(set(), 10)])
+
+
+def test_teacher_draws_pool_to_their_mean_and_widen_the_interval_by_their_spread():
+    """Two draws of the method per seed against one of the reference: the seed's difference is the draws'
+    mean accuracy minus the reference's. Draws that agree give the interval of a single draw (the
+    examples' noise only); draws 80 examples apart, with the same mean, give a wider one."""
+    reference = [(ids("r", 100), 700)]
+    agree = [seed_draws(s, [(ids("m", 80), 700)] * 2, reference) for s in range(5)]
+    apart = [seed_draws(s, [(ids("m", 40), 700), (ids("m", 120), 700)], reference) for s in range(5)]
+    single = bootstrap([seed_pair(s, (ids("m", 80), 700), reference[0]) for s in range(5)])
+    assert isinstance(agree[0], SeedDraws) and agree[0].draws == (2, 1)
+    assert agree[0].difference == apart[0].difference == pytest.approx(20 / 700)
+    together, spread = bootstrap(agree), bootstrap(apart)
+    assert together.mean == spread.mean == pytest.approx(single.mean)
+    assert abs(together.low - single.low) < 0.004 and abs(together.high - single.high) < 0.004
+    assert spread.high - spread.low > 1.5 * (single.high - single.low)
+    same = bootstrap([seed_draws(s, reference * 2, reference * 3) for s in range(3)])
+    assert (same.mean, same.low, same.high) == (0.0, 0.0, 0.0)
