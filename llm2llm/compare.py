@@ -396,7 +396,26 @@ def render_paired(cells: dict[tuple, list[dict]], reference: str | None, split: 
             f"| {task} | {method} | {_seed_count(runs)} | {plain} | {against} | {tokens:.0f} | {budget} | "
             f"{_diversity(runs, 'distinct_2')} | {_diversity(runs, 'pairwise_rouge_l')} |"
         )
-    return lines
+    return lines + _draw_spread(cells, split)
+
+
+def _draw_spread(cells: dict[tuple, list[dict]], split: str) -> list[str]:
+    """How far apart a seed's teacher draws land, per cell that has several: the noise a single draw
+    carries, beside the differences above."""
+    lines = []
+    for (task, method, *_), runs in cells.items():
+        spreads = [
+            100 * (max(accuracy) - min(accuracy))
+            for draws in by_seed(runs).values()
+            if len(draws) > 1
+            for accuracy in [[m["iterations"][-1][f"{split}_accuracy"] for m in draws]]
+        ]
+        if spreads:
+            lines.append(
+                f"- {task} {method}: the teacher draws of one seed differ by {statistics.fmean(spreads):.1f} "
+                f"{split} points on average (largest {max(spreads):.1f}; {len(spreads)} seeds with several draws)"
+            )
+    return ["", "Teacher draws (runs of one seed differing only in teacher.sampling.seed):", *lines] if lines else []
 
 
 def plot(cells: dict[tuple, list[dict]]) -> bytes:

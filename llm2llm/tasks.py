@@ -135,6 +135,11 @@ class Task:
     def teacher_stop(self, style: str) -> list[str]:
         return ["\n"] if style == "continuation" else []
 
+    def teacher_list_stop(self, style: str, asked: int) -> list[str]:
+        """Stop strings at the list item after the last one asked for, where a chat answer is a numbered
+        list: asked for one paraphrase, the teacher goes on to a 4-5 item list until the token limit."""
+        return []
+
     def teacher_token_budget(self, style: str, count: int) -> int:
         """New tokens for one teacher request: one example in continuation style, `count` examples
         plus list markers in chat style (an answer cut by this limit loses its last example)."""
@@ -233,6 +238,9 @@ class ClassificationTask(Task):
 
     def teacher_chat(self, wrong, count):
         return self.text("teacher_chat", label=wrong["label"], text=wrong["text"], count=count)
+
+    def teacher_list_stop(self, style, asked):
+        return [f"\n{asked + 1}.", f"\n{asked + 1})"] if style == "chat" else []
 
     def teacher_paraphrase(self, example, style, count):
         if style == "continuation":

@@ -11,7 +11,7 @@ from itertools import zip_longest
 
 from llm2llm.config import SamplingConfig
 from llm2llm.context import RunContext
-from llm2llm.engines import render_chat
+from llm2llm.engines import cut_at_stop, render_chat
 from llm2llm.generation import request_key
 from llm2llm.records import Candidate, Example
 from llm2llm.store import RecordLog, atomic_write_json, read_jsonl
@@ -36,10 +36,20 @@ def teacher_generate(
     teacher, it_dir = ctx.config.teacher, ctx.iteration_dir(it)
     sampling = teacher_sampling(teacher, ctx.task, max(counts, default=1))
     requests = teacher_requests(ctx, it, sources, kind, counts, sampling)
+    # The answer ends at the list item after the last one asked for. The stop is not in the request keys
+    # (made from `sampling`), so each request keeps its seed and draws what it drew before the stop existed,
+    # cut there; the tokens are counted on the cut text, so an answer cached uncut counts as a fresh one.
+    stop = ctx.task.teacher_list_stop(teacher.style, max((r["asked"] for r in requests), default=1))
     outputs, stats = ctx.teacher.generate(
-        it, requests, sampling, it_dir / "teacher_outputs.jsonl", f"generate {it_dir.name}"
+        it,
+        requests,
+        sampling.model_copy(update={"stop": [*sampling.stop, *stop]}),
+        it_dir / "teacher_outputs.jsonl",
+        f"generate {it_dir.name}",
     )
-    tokens = count_tokens(ctx.teacher.tokenizer, requests, outputs)
+    tokens = count_tokens(
+        ctx.teacher.tokenizer, requests, {key: cut_at_stop(text, stop) for key, text in outputs.items()}
+    )
     candidates = parse_candidates(ctx, it, requests, outputs, sources)
     if teacher.label_check:
         checks = label_check(ctx, it, candidates)

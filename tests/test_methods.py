@@ -337,6 +337,8 @@ def test_compare_pools_a_seeds_teacher_draws_and_pairs_their_mean(runs, tmp_path
     assert float(eda[7]) == pytest.approx(acc(runs / "snips-tiny-eda") - draws, abs=0.051) and eda[7] == eda[10]
     assert row(paired, "auggpt")[2] == "1 × 2 teacher draws" and "then a seed's teacher draws" in paired
     assert f"{draw1} (auggpt, seed 0, teacher seed 1)" in paired  # the Runs list
+    spread = abs(acc(runs / "snips-tiny-auggpt") - acc(draw1))
+    assert f"- snips auggpt: the teacher draws of one seed differ by {spread:.1f} test points on average" in paired
 
 
 def test_per_label_splits_the_paired_difference_by_gold_label(runs):

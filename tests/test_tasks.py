@@ -9,6 +9,7 @@ from conftest import REPO
 
 from llm2llm.config import DataConfig
 from llm2llm.data import load_task_data
+from llm2llm.engines import cut_at_stop
 from llm2llm.tasks import ClassificationTask, final_number, restyle
 
 DATASETS = ["snips", "trec", "sst2", "gsm8k", "casehold"]
@@ -115,6 +116,41 @@ def test_chat_parser_on_real_answers_of_the_cpu_teacher(fixture, data_dir):
         assert all(p["label"] == record["parent"]["label"] for p in parsed)
         assert all(task.generated_problem({"id": "x", **p}) is None for p in parsed)
         assert not any(c in p["text"] for p in parsed for c in '"“”')
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    sorted((Path(__file__).parent / "fixtures").glob("qwen2.5-coder-1.5b-chat-*.jsonl")),
+    ids=lambda p: p.stem,
+)
+def test_a_chat_answer_stops_at_the_item_after_the_last_one_asked_for(fixture, data_dir):
+    """The teacher's real numbered lists, cut at the stop strings for `asked` items (the engine stops
+    there; the tokens are counted on the cut text): the first `asked` examples, exactly as parsed uncut."""
+    records = [json.loads(line) for line in fixture.read_text().splitlines()]
+    task = load_task_data(DataConfig(dataset=records[0]["task"], data_dir=str(data_dir))).task
+    cuts = 0
+    for record in records:
+        for asked in range(1, len(record["expected"])):
+            cut = cut_at_stop(record["output"], task.teacher_list_stop("chat", asked))
+            assert [p["text"] for p in task.parse_teacher(cut, record["parent"], "chat")] == record["expected"][:asked]
+            cuts += len(cut) < len(record["output"])
+    assert cuts > 0 and task.teacher_list_stop("continuation", 1) == []
+
+
+def test_a_teacher_asked_for_one_paraphrase_is_stopped_after_it(data_dir):
+    """A real answer of the CPU teacher asked for one paraphrase (SNIPS-70 AugGPT, seed 1): it wrote five
+    until the token limit, three times the tokens of the one example kept."""
+    snips = load_task_data(DataConfig(dataset="snips", data_dir=str(data_dir))).task
+    parent = {"id": "p", "text": "add rock me up to my playlist", "label": "AddToPlaylist"}
+    answer = (
+        '1. Add "rock me up" song to my playlist\n2. Insert "rock me up" into my playlist\n3. Add "rock me up" to '
+        'my playlist\n4. Insert "rock me up" to my music list\n5. Insert "rock me'
+    )
+    cut = cut_at_stop(answer, snips.teacher_list_stop("chat", 1))
+    assert cut == '1. Add "rock me up" song to my playlist' and len(cut) < len(answer) / 3
+    assert snips.parse_teacher(cut, parent, "chat") == snips.parse_teacher(answer, parent, "chat")[:1]
+    gsm8k = load_task_data(DataConfig(dataset="gsm8k", data_dir=str(data_dir))).task
+    assert gsm8k.teacher_list_stop("chat", 1) == []  # worked problems are blocks, not one line an item
 
 
 def test_a_compound_label_written_into_the_text_is_invalid(data_dir):
