@@ -413,7 +413,7 @@ def _draw_spread(cells: dict[tuple, list[dict]], split: str) -> list[str]:
         if spreads:
             lines.append(
                 f"- {task} {method}: the teacher draws of one seed differ by {statistics.fmean(spreads):.1f} "
-                f"{split} points on average (largest {max(spreads):.1f}; {len(spreads)} seeds with several draws)"
+                f"{split} points on average (largest {max(spreads):.1f}; seeds with several draws: {len(spreads)})"
             )
     return ["", "Teacher draws (runs of one seed differing only in teacher.sampling.seed):", *lines] if lines else []
 
