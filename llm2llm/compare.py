@@ -73,20 +73,23 @@ def per_seed(runs: list[dict], value) -> list[float]:
     return [statistics.fmean(value(m) for m in draws) for draws in by_seed(runs).values()]
 
 
+def _draws(runs: list[dict]) -> str:
+    """' × 2 teacher draws' where every seed has that many (more than one), else ''."""
+    counts = set(Counter(data_seed(m) for m in runs).values())
+    return f" × {max(counts)} teacher draws" if len(counts) == 1 and max(counts) > 1 else ""
+
+
 def _seeds(runs: list[dict]) -> str:
     """The seeds column: '0, 1, 2', and how many teacher draws each has where any has several."""
     draws = Counter(data_seed(m) for m in runs)
-    if max(draws.values()) == 1:
-        return ", ".join(map(str, draws))
-    if len(set(draws.values())) == 1:
-        return f"{', '.join(map(str, draws))} × {next(iter(draws.values()))} teacher draws"
+    if _draws(runs) or max(draws.values()) == 1:
+        return ", ".join(map(str, draws)) + _draws(runs)
     return ", ".join(f"{s} ({d} draws)" if d > 1 else str(s) for s, d in draws.items())
 
 
 def _seed_count(runs: list[dict]) -> str:
-    """The paired table's seeds column: how many, and the teacher draws where a seed has several."""
-    seeds = _seeds(runs)
-    return str(len(by_seed(runs))) + (seeds[seeds.index(" ×") :] if " ×" in seeds else "")
+    """The paired table's seeds column: how many, and the teacher draws where every seed has several."""
+    return f"{len(by_seed(runs))}{_draws(runs)}"
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -323,8 +326,8 @@ def paired(runs: list[dict], reference: list[dict] | None, split: str) -> Paired
     theirs_by_seed = by_seed(reference) if reference is not None else {}
     pairs = []
     for seed, draws in by_seed(runs).items():
-        if reference is None:
-            mine, theirs = [_wrong(m, split) for m in draws], [_wrong(m, split, 0) for m in draws]
+        if reference is None:  # the draws share iteration 0: one plain fine-tuning to pair them with
+            mine, theirs = [_wrong(m, split) for m in draws], [_wrong(draws[0], split, 0)]
         elif seed in theirs_by_seed:
             _same_sample(draws + theirs_by_seed[seed], split)
             mine, theirs = [_wrong(m, split) for m in draws], [_wrong(m, split) for m in theirs_by_seed[seed]]
@@ -333,7 +336,7 @@ def paired(runs: list[dict], reference: list[dict] | None, split: str) -> Paired
         if None in mine or None in theirs:
             continue
         try:
-            pairs.append(seed_draws(seed, mine, theirs[:1] if reference is None else theirs))
+            pairs.append(seed_draws(seed, mine, theirs))
         except ValueError as e:
             raise UserError(f"{draws[0]['_path']}: {e}") from None
     return bootstrap(pairs) if pairs else None
