@@ -118,12 +118,13 @@ def seed_draws(seed: int, method: list[tuple[set[str], int]], reference: list[tu
         )
     if len(method) == len(reference) == 1:
         return seed_pair(seed, method[0], reference[0])
-    columns = {i: c for c, i in enumerate(sorted(set().union(*(wrong for wrong, _ in method + reference))))}
+    wrong_somewhere = sorted(set().union(*(wrong for wrong, _ in method + reference)))
+    columns = {example: column for column, example in enumerate(wrong_somewhere)}
 
     def matrix(side: list[tuple[set[str], int]]) -> np.ndarray:
         rows = np.zeros((len(side), len(columns)))
         for row, (wrong, _) in enumerate(side):
-            rows[row, [columns[i] for i in wrong]] = 1
+            rows[row, [columns[example] for example in wrong]] = 1
         return rows
 
     return SeedDraws(seed, sizes[0], matrix(method), matrix(reference))

@@ -36,9 +36,10 @@ def teacher_generate(
     teacher, it_dir = ctx.config.teacher, ctx.iteration_dir(it)
     sampling = teacher_sampling(teacher, ctx.task, max(counts, default=1))
     requests = teacher_requests(ctx, it, sources, kind, counts, sampling)
-    # The answer ends at the list item after the last one asked for. The stop is not in the request keys
-    # (made from `sampling`), so each request keeps its seed and draws what it drew before the stop existed,
-    # cut there; the tokens are counted on the cut text, so an answer cached uncut counts as a fresh one.
+    # The answer ends at the list item after the last one asked for (the most any request asks for: one
+    # sampling serves them all). The stop is not in the request keys (made from `sampling`), so each request
+    # keeps its seed and draws what it drew before the stop existed, cut there; the tokens are counted on
+    # the cut text, so an answer cached uncut counts as a fresh one.
     stop = ctx.task.teacher_list_stop(teacher.style, max((r["asked"] for r in requests), default=1))
     outputs, stats = ctx.teacher.generate(
         it,
