@@ -270,6 +270,14 @@ class TeacherConfig(ModelSource):
         "student got right (wrong ones get per_wrong); later iterations target the wrong ones only. 0 = off "
         "(the paper: wrong ones only).",
     )
+    paraphrase: int = Field(
+        0,
+        ge=0,
+        description="The first augmentation also asks for this many paraphrases of every seed example (AugGPT's "
+        "request) beside the new examples for the wrong ones: every label keeps examples in the data set's own "
+        "wording, and the budget's rest targets the weaknesses; later iterations target the wrong ones only. 0 = off "
+        "(the paper).",
+    )
     allocate: Literal["even", "seed_errors", "validation_errors"] = Field(
         "even",
         description="How an iteration's budget (per_wrong x the seed examples the student got wrong) is spread: "

@@ -2,7 +2,8 @@
 the other steps; plain fine-tuning stops after iteration 0.
 
   llm2llm    the teacher writes teacher.per_wrong examples like each seed example the student got wrong
-             (teacher.coverage: the first time also a few for each one it got right)
+             (teacher.coverage: the first time also a few for each one it got right; teacher.paraphrase:
+             the first time also paraphrases of every seed example)
   one-shot   the same, once, with the whole budget at once (baselines.one_shot_*)
   auggpt     the teacher paraphrases every seed example (baselines.auggpt_per_example)
   eda        EDA's word operations on every seed example (baselines.eda_*; WordNet, no model)
@@ -58,6 +59,11 @@ def check_method(task: Task, config: RunConfig) -> None:
             f"train.balance_labels balances the training set by label; task '{task.name}' is {task.type}: "
             "set train.balance_labels=false"
         )
+    if config.teacher.paraphrase and method == "llm2llm" and task.type != "classification":
+        raise UserError(
+            f"teacher.paraphrase asks for paraphrases, implemented for classification tasks; task '{task.name}' is "
+            f"{task.type}: set teacher.paraphrase=0"
+        )
     if config.teacher.allocate == "validation_errors" and method == "llm2llm" and task.type != "classification":
         raise UserError(
             f"teacher.allocate validation_errors spreads the budget by label; task '{task.name}' is {task.type}: "
@@ -72,23 +78,30 @@ def generate(ctx: RunContext, it: int, wrong: list[Example]) -> list[Candidate]:
     if method == "eda":
         return eda_candidates(ctx, it)
     if method == "auggpt":
-        return teacher_generate(ctx, it, seed, "paraphrase", [baselines.auggpt_per_example] * len(seed))
-    if method == "llm2llm" and config.teacher.coverage and it == 0:  # every seed example once, the wrong ones K
+        return teacher_generate(ctx, it, [(ex, "paraphrase", baselines.auggpt_per_example) for ex in seed])
+    asks = [(ex, "similar", count) for ex, count in similar_counts(ctx, it, wrong)]
+    if method == "llm2llm" and config.teacher.paraphrase and it == 0:  # every seed example in its own words first
+        asks = [(ex, "paraphrase", config.teacher.paraphrase) for ex in seed] + asks
+    return teacher_generate(ctx, it, asks)
+
+
+def similar_counts(ctx: RunContext, it: int, wrong: list[Example]) -> list[tuple[Example, int]]:
+    """How many new examples like each source the teacher is asked for: LLM2LLM's K per wrong seed
+    example (teacher.coverage, teacher.allocate: spread otherwise), or one-shot's whole budget at once."""
+    config, baselines, seed = ctx.config, ctx.config.baselines, ctx.seed
+    if config.loop.method == "llm2llm" and config.teacher.coverage and it == 0:  # every seed example, the wrong ones K
         wrong_ids = {ex["id"] for ex in wrong}
-        counts = [config.teacher.per_wrong if ex["id"] in wrong_ids else config.teacher.coverage for ex in seed]
-        return teacher_generate(ctx, it, seed, "similar", counts)
-    if method == "llm2llm" and config.teacher.allocate != "even":
+        return [(ex, config.teacher.per_wrong if ex["id"] in wrong_ids else config.teacher.coverage) for ex in seed]
+    if config.loop.method == "llm2llm" and config.teacher.allocate != "even":
         budget = config.teacher.per_wrong * len(wrong)  # the paper's budget, spread by the weakness signal
         weights = allocation_weights(ctx, it, config.teacher.allocate)
-        return teacher_generate(ctx, it, seed, "similar", spread(budget, [weights[ex["id"]] for ex in seed]))
-    if method == "llm2llm":
-        counts = [config.teacher.per_wrong] * len(wrong)
-    elif baselines.one_shot_total:  # a total (e.g. what an llm2llm run generated), spread evenly
+        return list(zip(seed, spread(budget, [weights[ex["id"]] for ex in seed])))
+    if config.loop.method == "llm2llm":
+        return [(ex, config.teacher.per_wrong) for ex in wrong]
+    if baselines.one_shot_total:  # a total (e.g. what an llm2llm run generated), spread evenly
         share, extra = divmod(baselines.one_shot_total, max(1, len(wrong)))
-        counts = [share + (i < extra) for i in range(len(wrong))]
-    else:
-        counts = [baselines.one_shot_per_wrong or config.teacher.per_wrong * config.loop.iterations] * len(wrong)
-    return teacher_generate(ctx, it, wrong, "similar", counts)
+        return [(ex, share + (i < extra)) for i, ex in enumerate(wrong)]
+    return [(ex, baselines.one_shot_per_wrong or config.teacher.per_wrong * config.loop.iterations) for ex in wrong]
 
 
 def allocation_weights(ctx: RunContext, it: int, how: str) -> dict[str, float]:

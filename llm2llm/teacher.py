@@ -28,14 +28,12 @@ def teacher_sampling(teacher, task, most: int):
     )
 
 
-def teacher_generate(
-    ctx: RunContext, it: int, sources: list[Example], kind: str, counts: list[int]
-) -> list[Candidate]:
-    """Ask the teacher for counts[i] new examples for sources[i], similar ones (kind "similar":
-    LLM2LLM) or paraphrases ("paraphrase": AugGPT); return the parsed candidates in a fixed order."""
+def teacher_generate(ctx: RunContext, it: int, asks: list[tuple[Example, str, int]]) -> list[Candidate]:
+    """Ask the teacher, for each (source, kind, count), for `count` new examples: similar ones (kind
+    "similar": LLM2LLM) or paraphrases ("paraphrase": AugGPT); return the parsed candidates in a fixed order."""
     teacher, it_dir = ctx.config.teacher, ctx.iteration_dir(it)
-    sampling = teacher_sampling(teacher, ctx.task, max(counts, default=1))
-    requests = teacher_requests(ctx, it, sources, kind, counts, sampling)
+    sampling = teacher_sampling(teacher, ctx.task, max((count for _, _, count in asks), default=1))
+    requests = teacher_requests(ctx, it, asks, sampling)
     # The answer ends at the list item after the last one asked for (the most any request asks for: one
     # sampling serves them all). The stop is not in the request keys (made from `sampling`), so each request
     # keeps its seed and draws what it drew before the stop existed, cut there; the tokens are counted on
@@ -51,7 +49,7 @@ def teacher_generate(
     tokens = count_tokens(
         ctx.teacher.tokenizer, requests, {key: cut_at_stop(text, stop) for key, text in outputs.items()}
     )
-    candidates = parse_candidates(ctx, it, requests, outputs, sources)
+    candidates = parse_candidates(ctx, it, requests, outputs, [ex for ex, _, _ in asks])
     if teacher.label_check:
         checks = label_check(ctx, it, candidates)
         tokens = {name: tokens[name] + checks[name] for name in tokens} | {"label_check": checks}
@@ -60,19 +58,25 @@ def teacher_generate(
 
 
 def teacher_requests(
-    ctx: RunContext, it: int, sources: list[Example], kind: str, counts: list[int], sampling: SamplingConfig
+    ctx: RunContext, it: int, asks: list[tuple[Example, str, int]], sampling: SamplingConfig
 ) -> list[dict]:
     """One request per prompt and draw, keyed by the teacher, the prompt, the sampling and (iteration,
     sample, draw): asking again in a later iteration draws new samples instead of replaying cached ones."""
     teacher, identity = ctx.config.teacher, ctx.teacher.identity
-    options = kind == "similar" and teacher.style == "chat"  # the options add to the paper's chat request only
-    notes = option_notes(ctx, it, sources) if options else {}
-    shown = teacher.show_seed if options else 0
+    chat = teacher.style == "chat"  # the options add to the paper's chat request only
+    similar = [ex for ex, kind, _ in asks if kind == "similar"]
+    notes = option_notes(ctx, it, similar) if chat and similar else {}
     requests = []
-    for ex, count in zip(sources, counts):
+    for ex, kind, count in asks:
+        options = kind == "similar" and chat
+        shown = teacher.show_seed if options else 0
         context = ctx.task.seed_context(seed_shown(ctx, ex, shown)) if shown else ""
         for sample_index, asked in enumerate(request_sizes(teacher, kind, count)):
-            prompt = context + teacher_prompt(ctx, it, ex, kind, asked, sample_index) + notes.get(ex["id"], "")
+            prompt = (
+                context
+                + teacher_prompt(ctx, it, ex, kind, asked, sample_index)
+                + (notes.get(ex["id"], "") if options else "")
+            )
             if teacher.style == "chat":
                 prompt = render_chat(ctx.teacher.tokenizer, prompt)
             for draw in range(sampling.n):
