@@ -157,6 +157,13 @@ def test_baselines_that_need_classification_refuse_other_tasks(tmp_path, data_di
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "train.balance_labels balances the training set by label; task 'gsm8k' is numeric" in proc.stderr
     assert not (tmp_path / "runs").exists()
+    proc = cli_in_process(
+        *args[:5], "--set", "teacher.paraphrase=2", "--runs-dir", str(tmp_path / "runs"), "--data-dir",
+        str(data_dir), cwd=REPO, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "teacher.paraphrase asks for paraphrases, implemented for classification tasks; task 'gsm8k'" in proc.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_compare_renders_table_and_plot_from_the_run_dirs_alone(runs, tmp_path):

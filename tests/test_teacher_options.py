@@ -214,6 +214,38 @@ def test_ranking_at_random_targets_a_seeded_draw_whatever_the_student_answered(t
     assert len(drawn(ids, 0.2, "0/0")) == 14 and len(drawn(ids[:5], 14, "0/0")) == 5
 
 
+def test_paraphrase_covers_every_seed_example_once_beside_the_targeted_requests(tmp_path, data_dir):
+    """teacher.paraphrase: the first teacher phase asks, in one go, for paraphrases of every seed example
+    (AugGPT's request) and for K new examples like each wrong one; the next asks about the wrong ones only."""
+    args = ["--iterations", "2", "--set", "teacher.style=chat", "--set", "teacher.paraphrase=3"]
+    cli_in_process(*tiny_boost_args(tmp_path, data_dir, "para", *args), cwd=REPO)
+    run = tmp_path / "runs" / "para"
+    seed = read_jsonl(run / "iter_000" / "train.jsonl")
+    for it in (0, 1):
+        it_dir = run / f"iter_{it:03d}"
+        wrong = json.loads((it_dir / "scores.json").read_text())["seed"]["wrong_ids"]
+        requests = read_jsonl(it_dir / "teacher_outputs.jsonl")
+        paraphrases = [r for r in requests if "Paraphrase this text" in r["prompt"]]
+        targeted = [r for r in requests if r not in paraphrases]
+        assert sorted(r["parent_id"] for r in targeted) == sorted(wrong)
+        assert all("Write 2 new" in r["prompt"] for r in targeted)
+        if it == 0:  # every seed example once, asked for 3, whether the student got it right or not
+            assert sorted(r["parent_id"] for r in paraphrases) == sorted(ex["id"] for ex in seed)
+            assert all(", 3 times, keeping its meaning" in r["prompt"] for r in paraphrases)
+        else:
+            assert paraphrases == []
+        # every candidate carries its source's label, and the kept ones join the next training set
+        labels = {ex["id"]: ex["label"] for ex in seed}
+        decisions = read_jsonl(it_dir / "filter_decisions.jsonl")
+        assert all(d["example"]["label"] == labels[d["example"]["parent_id"]] for d in decisions if d["example"])
+        kept = [d["example"]["id"] for d in decisions if d["kept"]]
+        following = [ex["id"] for ex in read_jsonl(run / f"iter_{it + 1:03d}" / "train.jsonl")]
+        assert following == [ex["id"] for ex in read_jsonl(it_dir / "train.jsonl")] + kept
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["variant"] == ["paraphrase 3"]
+    assert "options: paraphrase 3" in (run / "report.md").read_text()
+
+
 def test_spread_adds_up_to_the_budget_in_proportion():
     from llm2llm.methods import spread
 
