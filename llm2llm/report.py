@@ -69,7 +69,8 @@ def recipe_variant(config) -> list[str]:
         f"show seed {teacher.show_seed}": bool(teacher.show_seed) and config.loop.method in ("llm2llm", "one-shot"),
         "label check": teacher.label_check and config.loop.method in ("llm2llm", "one-shot", "auggpt"),
         f"coverage {teacher.coverage}": bool(teacher.coverage) and config.loop.method == "llm2llm",
-        f"paraphrase {teacher.paraphrase}": bool(teacher.paraphrase) and config.loop.method == "llm2llm",
+        # a budget like K, not named by its count: runs matched to another run's tokens seed by seed share a cell
+        "paraphrase": bool(teacher.paraphrase) and config.loop.method == "llm2llm",
         f"allocate {teacher.allocate}": teacher.allocate != "even" and config.loop.method == "llm2llm",
         f"weakest {config.seed_eval.weakest:g} by confidence": config.seed_eval.rank_by == "confidence"
         and config.loop.method in ("llm2llm", "one-shot"),
