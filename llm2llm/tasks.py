@@ -150,12 +150,16 @@ class Task:
         raise NotImplementedError
 
 
+# An item number: "1." or "1)", or "Line 1:", the form the CPU teacher sometimes answers a list request in
+ITEM_NUMBER = r"(?:\d+[.)]|[Ll]ine\s+\d+\s*:)"
+
+
 def _clean_line(line: str) -> str:
-    return re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", line).strip().strip('"').strip()
+    return re.sub(rf"^\s*(?:[-*•]|{ITEM_NUMBER})\s*", "", line).strip().strip('"').strip()
 
 
 def _numbered_items(text: str) -> list[str]:
-    return [_clean_line(m) for m in re.findall(r"^\s*\d+[.)]\s*(.+)$", text, flags=re.M)]
+    return [_clean_line(m) for m in re.findall(rf"^\s*{ITEM_NUMBER}\s*(.+)$", text, flags=re.M)]
 
 
 def _listed_items(text: str) -> list[str]:
@@ -240,7 +244,7 @@ class ClassificationTask(Task):
         return self.text("teacher_chat", label=wrong["label"], text=wrong["text"], count=count)
 
     def teacher_list_stop(self, style, asked):
-        return [f"\n{asked + 1}.", f"\n{asked + 1})"] if style == "chat" else []
+        return [f"\n{asked + 1}.", f"\n{asked + 1})", f"\nLine {asked + 1}:"] if style == "chat" else []
 
     def teacher_paraphrase(self, example, style, count):
         if style == "continuation":

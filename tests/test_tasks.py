@@ -153,6 +153,34 @@ def test_a_teacher_asked_for_one_paraphrase_is_stopped_after_it(data_dir):
     assert gsm8k.teacher_list_stop("chat", 1) == []  # worked problems are blocks, not one line an item
 
 
+def test_a_list_written_as_line_n_is_read_and_stopped_like_a_numbered_one(data_dir):
+    """The CPU teacher sometimes answers a list request as "Line 1: ... Line 2: ..." (SNIPS-14 AugGPT seed 2,
+    SNIPS-70 AugGPT seed 1, real answers): its items are read like a numbered list's, not dropped as
+    unparsable, and a list longer than asked stops after the last item asked for."""
+    snips = load_task_data(DataConfig(dataset="snips", data_dir=str(data_dir))).task
+    parent = {
+        "id": "p",
+        "text": "find a table close by in the downtown area for sherri and i",
+        "label": "BookRestaurant",
+    }
+    answer = (
+        "Line 1: Locate a table near the downtown area for Sherri and me.\n"
+        "Line 2: Search for a seating arrangement close to the center of the city for Sherri and I."
+    )
+    assert [p["text"] for p in snips.parse_teacher(answer, parent, "chat")] == [
+        "locate a table near the downtown area for sherri and me",
+        "search for a seating arrangement close to the center of the city for sherri and i",
+    ]
+    cut = cut_at_stop(answer, snips.teacher_list_stop("chat", 1))
+    assert cut == answer.split("\n")[0]
+    assert snips.parse_teacher(cut, parent, "chat") == snips.parse_teacher(answer, parent, "chat")[:1]
+    # one request with a time in it is still one request, not an item numbered 10
+    alarm = {"id": "a", "text": "x", "label": "BookRestaurant"}
+    assert [p["text"] for p in snips.parse_teacher("10:30 table for two at malco", alarm, "chat")] == [
+        "10 30 table for two at malco"
+    ]
+
+
 def test_a_compound_label_written_into_the_text_is_invalid(data_dir):
     """The CPU teacher writes SNIPS labels into its requests ("searchcreativework for a cookbook", 5 of 70
     on SNIPS-70 seed 0): not a request anyone types, so the filter's task check rejects it. Labels that are
