@@ -14,7 +14,8 @@ spend about the same teacher output tokens where a paraphrase is as long as a ne
 not (SST-2's seed examples are phrase fragments, LLM2LLM's new examples whole reviews), `--methods
 auggpt --match-tokens --tag tokens` scales that count by the ratio of the two runs' teacher output
 tokens (it needs the `--match-budget --tag matched` run of the same seed; with `--budget-from TAG`, the one
-tagged `TAGmatched`), so the budgets are equal in tokens, the unit issue 27 counts.
+tagged `TAGmatched`), so the budgets are equal in tokens, the unit issue 27 counts. A run with
+`teacher.paraphrase` needs no probe: its own paraphrase answers give the tokens a paraphrase costs.
 
 Every run is an ordinary `llm2llm boost`, so rerunning this script resumes unfinished runs and
 skips finished ones. Runs go seed by seed (all methods for seed 0 first), so a stopped sweep
@@ -69,6 +70,34 @@ def token_matched(llm2llm: Path, probe: Path) -> int:
     if not metrics or not probe_metrics or not probe_asked:
         sys.exit(f"--match-tokens: {llm2llm} and {probe} must both have finished (run --match-budget --tag matched)")
     return max(1, round(probe_asked / seed_size(probe) * output_tokens(metrics) / output_tokens(probe_metrics)))
+
+
+def own_paraphrase_tokens(run: Path) -> float | None:
+    """Teacher output tokens per paraphrase in the answers to a teacher.paraphrase run's own paraphrase
+    requests (the teacher's tokenizer, with its end token, scaled to the tokens the run counted); None for a
+    run that asked for none. It stands in for a --match-budget probe run: same teacher, same request."""
+    from transformers import AutoTokenizer  # only this path needs it
+
+    records = [json.loads(line) for f in sorted(run.glob("iter_*/teacher_outputs.jsonl")) for line in open(f)]
+    paraphrases = [r for r in records if r["prompt"].count("Paraphrase this text")]
+    if not paraphrases:
+        return None
+    tokenizer = AutoTokenizer.from_pretrained(json.loads((run / "models.json").read_text())["teacher"]["path"])
+    tokens = {r["key"]: len(tokenizer(r["output"])["input_ids"]) + 1 for r in records}
+    counted = output_tokens(finished(run))
+    return (
+        sum(tokens[r["key"]] for r in paraphrases)
+        / sum(r["asked"] for r in paraphrases)
+        * counted
+        / sum(tokens.values())
+    )
+
+
+def paraphrase_matched(run: Path) -> int | None:
+    """AugGPT's paraphrases per seed example for a finished teacher.paraphrase run's output tokens, at the
+    tokens its own paraphrases cost; None for an unfinished run or one that asked for no paraphrases."""
+    per_paraphrase = own_paraphrase_tokens(run) if finished(run) else None
+    return max(1, round(output_tokens(finished(run)) / seed_size(run) / per_paraphrase)) if per_paraphrase else None
 
 
 def drop_weights(run: Path) -> int:
@@ -127,7 +156,8 @@ def main() -> int:
         "--match-tokens",
         action="store_true",
         help="auggpt: paraphrases per seed example scaled from the same seed's --match-budget --tag matched run "
-        "by the ratio of teacher output tokens (the llm2llm run's over that run's): equal tokens, not examples.",
+        "by the ratio of teacher output tokens (the llm2llm run's over that run's): equal tokens, not examples. "
+        "For an llm2llm run with teacher.paraphrase, the tokens of its own paraphrases set the rate (no probe run).",
     )
     parser.add_argument(
         "--drop-weights",
@@ -177,10 +207,13 @@ def main() -> int:
                         command += ["--set", f"baselines.auggpt_per_example={per_example}"]
                         print(f"auggpt: {per_example} paraphrases per seed example for {budget} asked by {base}")
                     if method == "auggpt" and args.match_tokens:  # as many teacher output tokens as llm2llm
-                        # the same seed's --match-budget run: "matched", or "k12matched" for --budget-from k12
-                        probe_tag = f"{args.budget_from}matched"
-                        probe = Path(args.runs_dir) / run_name(dataset, args.profile, "auggpt", seed, size, probe_tag)
-                        per_example = token_matched(base, probe)
+                        per_example = paraphrase_matched(base)  # a teacher.paraphrase run is its own probe
+                        if per_example is None:  # the same seed's --match-budget run: "matched", or "k12matched"
+                            probe_tag = f"{args.budget_from}matched"
+                            probe = Path(args.runs_dir) / run_name(
+                                dataset, args.profile, "auggpt", seed, size, probe_tag
+                            )
+                            per_example = token_matched(base, probe)
                         command += ["--set", f"baselines.auggpt_per_example={per_example}"]
                         print(f"auggpt: {per_example} paraphrases per seed example for the output tokens of {base}")
                     if method == "one-shot":  # the same teacher budget as this seed's llm2llm run

@@ -11,7 +11,7 @@ import pytest
 
 from bench.boost import memory_entry
 from bench.common import REPO, RESULTS
-from bench.methods import drop_weights, llm2llm_budget, run_name, token_matched
+from bench.methods import drop_weights, llm2llm_budget, paraphrase_matched, run_name, token_matched
 from bench.table import ORDER, render
 
 EXPECTED = {"teacher", "evaluate", "dedup", "overhead", "boost", "memory", "crash_resume"}
@@ -126,6 +126,31 @@ def test_auggpt_matched_in_tokens_scales_the_example_matched_count_by_the_token_
     unfinished = run("auggpt-unfinished", False, [{"generated": 56, "teacher_requests": {"completion_tokens": 880}}])
     with pytest.raises(SystemExit, match="must both have finished"):
         token_matched(llm2llm, unfinished)
+
+
+def test_a_paraphrase_run_sets_auggpts_count_from_its_own_paraphrases(tmp_path, tiny_model):
+    """--match-tokens against a teacher.paraphrase run needs no probe run: three answers of the same length
+    (two to paraphrase requests, one to a request for similar examples, 2 asked each) cost 6 examples' tokens
+    over 2 seed examples, so AugGPT asks for 3 paraphrases of each, whatever the tokenizer counts. A run
+    without paraphrase requests, or an unfinished one, has no such count."""
+    run = tmp_path / "run"
+    (run / "iter_000").mkdir(parents=True)
+    (run / "seed_ids.json").write_text(json.dumps(["a", "b"]))
+    (run / "models.json").write_text(json.dumps({"teacher": {"path": str(tiny_model)}}))
+    prompts = ["Paraphrase this text, whose label is ...", "Paraphrase this text, whose label is ...", "Write 2 new"]
+    records = [
+        {"key": f"k{i}", "prompt": prompt, "asked": 2, "output": "1. play a song by queen\n2. play some queen"}
+        for i, prompt in enumerate(prompts)
+    ]
+    (run / "iter_000" / "teacher_outputs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    iterations = [{"generated": 6, "teacher_requests": {"completion_tokens": 123}}, {"generated": None}]
+    (run / "metrics.json").write_text(json.dumps({"complete": False, "iterations": iterations}))
+    assert paraphrase_matched(run) is None
+    (run / "metrics.json").write_text(json.dumps({"complete": True, "iterations": iterations}))
+    assert paraphrase_matched(run) == 3
+    records[0]["prompt"] = records[1]["prompt"] = "Write 2 new"
+    (run / "iter_000" / "teacher_outputs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert paraphrase_matched(run) is None
 
 
 def test_drop_weights_frees_a_finished_runs_student_and_keeps_its_records(tmp_path):
