@@ -181,6 +181,20 @@ def test_a_list_written_as_line_n_is_read_and_stopped_like_a_numbered_one(data_d
     ]
 
 
+def test_trec_asks_for_its_questions_in_other_words_not_answered(data_dir):
+    """Asked to "paraphrase this text", the CPU teacher answered 54 of 84 TREC seed questions (seed 0: "BTU
+    stands for British Thermal Units."), examples TREC has none of; TREC's own request asks for the question
+    reworded and not answered (83 of 84 lines came back as questions). Other tasks keep the default."""
+    trec = load_task_data(DataConfig(dataset="trec", data_dir=str(data_dir))).task
+    question = {"id": "q", "text": "What does BTU mean ?", "label": "ABBR"}
+    request = trec.teacher_paraphrase(question, "chat", 6)
+    assert request.startswith("Rewrite this question 6 times") and "Do not answer it" in request
+    assert question["text"] in request and '"ABBR"' in request
+    snips = load_task_data(DataConfig(dataset="snips", data_dir=str(data_dir))).task
+    command = {"id": "c", "text": "play some queen", "label": "PlayMusic"}
+    assert snips.teacher_paraphrase(command, "chat", 6).startswith('Paraphrase this text, whose label is "PlayMusic"')
+
+
 def test_a_compound_label_written_into_the_text_is_invalid(data_dir):
     """The CPU teacher writes SNIPS labels into its requests ("searchcreativework for a cookbook", 5 of 70
     on SNIPS-70 seed 0): not a request anyone types, so the filter's task check rejects it. Labels that are
