@@ -30,7 +30,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from llm2llm.compare import output_tokens
+from llm2llm.data import find_spec, load_spec
+from llm2llm.tasks import TASK_TYPES
 
 REPO = Path(__file__).resolve().parent.parent
 METHODS = ("plain", "eda", "auggpt", "llm2llm")  # the default comparison
@@ -72,6 +76,20 @@ def token_matched(llm2llm: Path, probe: Path) -> int:
     return max(1, round(probe_asked / seed_size(probe) * output_tokens(metrics) / output_tokens(probe_metrics)))
 
 
+def paraphrase_prompts(run: Path, records: list[dict]) -> set[str]:
+    """The prompts among a run's teacher requests that hold its task's paraphrase request for their seed
+    example (the run's first training set), as the task spec words it now."""
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    spec = load_spec(find_spec(config["data"]["dataset"])[0])
+    task = TASK_TYPES[spec["type"]](name=spec.get("name", ""), spec=spec)
+    seed = {ex["id"]: ex for ex in map(json.loads, (run / "iter_000" / "train.jsonl").read_text().splitlines())}
+    return {
+        r["prompt"]
+        for r in records
+        if r["parent_id"] in seed and task.teacher_paraphrase(seed[r["parent_id"]], "chat", r["asked"]) in r["prompt"]
+    }
+
+
 def own_paraphrase_tokens(run: Path) -> float | None:
     """Teacher output tokens per paraphrase in the answers to a teacher.paraphrase run's own paraphrase
     requests (the teacher's tokenizer, with its end token, scaled to the tokens the run counted); None for a
@@ -79,7 +97,7 @@ def own_paraphrase_tokens(run: Path) -> float | None:
     from transformers import AutoTokenizer  # only this path needs it
 
     records = [json.loads(line) for f in sorted(run.glob("iter_*/teacher_outputs.jsonl")) for line in open(f)]
-    paraphrases = [r for r in records if r["prompt"].count("Paraphrase this text")]
+    paraphrases = [r for r in records if r["prompt"] in paraphrase_prompts(run, records)]
     if not paraphrases:
         return None
     tokenizer = AutoTokenizer.from_pretrained(json.loads((run / "models.json").read_text())["teacher"]["path"])

@@ -13,6 +13,8 @@ from bench.boost import memory_entry
 from bench.common import REPO, RESULTS
 from bench.methods import drop_weights, llm2llm_budget, paraphrase_matched, run_name, token_matched
 from bench.table import ORDER, render
+from llm2llm.config import DataConfig
+from llm2llm.data import load_task_data
 
 EXPECTED = {"teacher", "evaluate", "dedup", "overhead", "boost", "memory", "crash_resume"}
 
@@ -128,18 +130,31 @@ def test_auggpt_matched_in_tokens_scales_the_example_matched_count_by_the_token_
         token_matched(llm2llm, unfinished)
 
 
-def test_a_paraphrase_run_sets_auggpts_count_from_its_own_paraphrases(tmp_path, tiny_model):
+def test_a_paraphrase_run_sets_auggpts_count_from_its_own_paraphrases(tmp_path, tiny_model, data_dir):
     """--match-tokens against a teacher.paraphrase run needs no probe run: three answers of the same length
-    (two to paraphrase requests, one to a request for similar examples, 2 asked each) cost 6 examples' tokens
-    over 2 seed examples, so AugGPT asks for 3 paraphrases of each, whatever the tokenizer counts. A run
-    without paraphrase requests, or an unfinished one, has no such count."""
+    (two to the task's paraphrase requests for the seed examples, one to a request for similar examples, 2
+    asked each) cost 6 examples' tokens over 2 seed examples, so AugGPT asks for 3 paraphrases of each,
+    whatever the tokenizer counts. A run without paraphrase requests, or an unfinished one, has no count."""
+    task = load_task_data(DataConfig(dataset="snips", data_dir=str(data_dir))).task
+    seed = [
+        {"id": "a", "text": "play some queen", "label": "PlayMusic"},
+        {"id": "b", "text": "rate it 5", "label": "RateBook"},
+    ]
     run = tmp_path / "run"
     (run / "iter_000").mkdir(parents=True)
+    (run / "config.yaml").write_text("data:\n  dataset: snips\n")
     (run / "seed_ids.json").write_text(json.dumps(["a", "b"]))
+    (run / "iter_000" / "train.jsonl").write_text("".join(json.dumps(ex) + "\n" for ex in seed))
     (run / "models.json").write_text(json.dumps({"teacher": {"path": str(tiny_model)}}))
-    prompts = ["Paraphrase this text, whose label is ...", "Paraphrase this text, whose label is ...", "Write 2 new"]
+    prompts = [f"<chat>{task.teacher_paraphrase(ex, 'chat', 2)}</chat>" for ex in seed] + ["Write 2 new"]
     records = [
-        {"key": f"k{i}", "prompt": prompt, "asked": 2, "output": "1. play a song by queen\n2. play some queen"}
+        {
+            "key": f"k{i}",
+            "parent_id": "ab"[i % 2],
+            "prompt": prompt,
+            "asked": 2,
+            "output": "1. play queen\n2. play abba",
+        }
         for i, prompt in enumerate(prompts)
     ]
     (run / "iter_000" / "teacher_outputs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
