@@ -97,7 +97,8 @@ def own_paraphrase_tokens(run: Path) -> float | None:
     from transformers import AutoTokenizer  # only this path needs it
 
     records = [json.loads(line) for f in sorted(run.glob("iter_*/teacher_outputs.jsonl")) for line in open(f)]
-    paraphrases = [r for r in records if r["prompt"] in paraphrase_prompts(run, records)]
+    prompts = paraphrase_prompts(run, records)
+    paraphrases = [r for r in records if r["prompt"] in prompts]
     if not paraphrases:
         return None
     tokenizer = AutoTokenizer.from_pretrained(json.loads((run / "models.json").read_text())["teacher"]["path"])
