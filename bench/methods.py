@@ -34,7 +34,9 @@ import yaml
 
 from llm2llm.compare import output_tokens
 from llm2llm.data import find_spec, load_spec
+from llm2llm.store import read_jsonl
 from llm2llm.tasks import TASK_TYPES
+from llm2llm.teacher import count_tokens
 
 REPO = Path(__file__).resolve().parent.parent
 METHODS = ("plain", "eda", "auggpt", "llm2llm")  # the default comparison
@@ -82,7 +84,7 @@ def paraphrase_prompts(run: Path, records: list[dict]) -> set[str]:
     config = yaml.safe_load((run / "config.yaml").read_text())
     spec = load_spec(find_spec(config["data"]["dataset"])[0])
     task = TASK_TYPES[spec["type"]](name=spec.get("name", ""), spec=spec)
-    seed = {ex["id"]: ex for ex in map(json.loads, (run / "iter_000" / "train.jsonl").read_text().splitlines())}
+    seed = {ex["id"]: ex for ex in read_jsonl(run / "iter_000" / "train.jsonl")}
     return {
         r["prompt"]
         for r in records
@@ -90,33 +92,24 @@ def paraphrase_prompts(run: Path, records: list[dict]) -> set[str]:
     }
 
 
-def own_paraphrase_tokens(run: Path) -> float | None:
-    """Teacher output tokens per paraphrase in the answers to a teacher.paraphrase run's own paraphrase
-    requests (the teacher's tokenizer, with its end token, scaled to the tokens the run counted); None for a
-    run that asked for none. It stands in for a --match-budget probe run: same teacher, same request."""
+def paraphrase_matched(run: Path) -> int | None:
+    """AugGPT's paraphrases per seed example for a finished teacher.paraphrase run's teacher output tokens, at
+    the tokens its own paraphrases cost (counted as the run counts them); None for an unfinished run or one
+    that asked for no paraphrases. It stands in for a --match-budget probe run: same teacher, same request."""
     from transformers import AutoTokenizer  # only this path needs it
 
-    records = [json.loads(line) for f in sorted(run.glob("iter_*/teacher_outputs.jsonl")) for line in open(f)]
+    if not finished(run):
+        return None
+    records = [r for f in sorted(run.glob("iter_*/teacher_outputs.jsonl")) for r in read_jsonl(f)]
     prompts = paraphrase_prompts(run, records)
     paraphrases = [r for r in records if r["prompt"] in prompts]
     if not paraphrases:
         return None
     tokenizer = AutoTokenizer.from_pretrained(json.loads((run / "models.json").read_text())["teacher"]["path"])
-    tokens = {r["key"]: len(tokenizer(r["output"])["input_ids"]) + 1 for r in records}
-    counted = output_tokens(finished(run))
-    return (
-        sum(tokens[r["key"]] for r in paraphrases)
-        / sum(r["asked"] for r in paraphrases)
-        * counted
-        / sum(tokens.values())
-    )
-
-
-def paraphrase_matched(run: Path) -> int | None:
-    """AugGPT's paraphrases per seed example for a finished teacher.paraphrase run's output tokens, at the
-    tokens its own paraphrases cost; None for an unfinished run or one that asked for no paraphrases."""
-    per_paraphrase = own_paraphrase_tokens(run) if finished(run) else None
-    return max(1, round(output_tokens(finished(run)) / seed_size(run) / per_paraphrase)) if per_paraphrase else None
+    outputs = {r["key"]: r["output"] for r in records}
+    written, paraphrased = (count_tokens(tokenizer, rs, outputs)["completion_tokens"] for rs in (records, paraphrases))
+    per_paraphrase = paraphrased / sum(r["asked"] for r in paraphrases)
+    return max(1, round(written / seed_size(run) / per_paraphrase))
 
 
 def drop_weights(run: Path) -> int:
