@@ -19,7 +19,8 @@ tagged `TAGmatched`), so the budgets are equal in tokens, the unit issue 27 coun
 
 Every run is an ordinary `llm2llm boost`, so rerunning this script resumes unfinished runs and
 skips finished ones. Runs go seed by seed (all methods for seed 0 first), so a stopped sweep
-still compares every method on the same seeds.
+still compares every method on the same seeds. The closing table goes to RUNS_DIR/compare, or
+RUNS_DIR/compare-tag-NAME for a `--tag NAME` sweep, so one recipe's sweep keeps another's table.
 """
 
 from __future__ import annotations
@@ -126,6 +127,11 @@ def drop_weights(run: Path) -> int:
 
 def seed_size(run: Path) -> int:
     return len(json.loads((run / "seed_ids.json").read_text()))
+
+
+def compare_folder(runs_dir: str, tag: str) -> str:
+    """Where the closing table goes: one folder per --tag, so a tagged sweep keeps another recipe's table."""
+    return f"{runs_dir}/compare" + (f"-tag-{tag}" if tag else "")
 
 
 def main() -> int:
@@ -238,7 +244,9 @@ def main() -> int:
                     if args.drop_weights:
                         print(f"{name}: student weights dropped, {drop_weights(Path(args.runs_dir) / name) >> 20} MiB")
     reference = ["--reference", args.reference] if args.reference else []
-    compare = [*llm2llm, "compare", *made, "--output", f"{args.runs_dir}/compare", *reference]
+    # one table per --tag, so a tagged sweep does not overwrite another recipe's table
+    output = f"{args.runs_dir}/compare" + (f"-tag-{args.tag}" if args.tag else "")
+    compare = [*llm2llm, "compare", *made, "--output", output, *reference]
     return subprocess.run(compare, cwd=REPO).returncode
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from bench.boost import memory_entry
 from bench.common import REPO, RESULTS
-from bench.methods import drop_weights, llm2llm_budget, paraphrase_matched, run_name, token_matched
+from bench.methods import compare_folder, drop_weights, llm2llm_budget, paraphrase_matched, run_name, token_matched
 from bench.table import ORDER, render
 from llm2llm.config import DataConfig
 from llm2llm.data import load_task_data
@@ -95,6 +95,9 @@ def test_method_runs_are_named_as_boost_names_them_and_one_shot_takes_llm2llm_bu
         assert run_name("snips", "tiny", method, seed, None) == resolve_config("tiny", overrides).run
     named = run_name("snips", "cpu-qwen", "one-shot", 2, 35, "continued")
     assert named == "snips-cpu-qwen-n35-continued-one-shot-seed2"
+    # a tagged sweep's closing table does not overwrite the untagged sweep's (or another tag's)
+    assert compare_folder("runs/edge", "") == "runs/edge/compare"
+    assert compare_folder("runs/edge", "para") == "runs/edge/compare-tag-para"
     run = tmp_path / "snips-cpu-qwen"
     run.mkdir()
     assert llm2llm_budget(run) is None  # no metrics yet
