@@ -15,7 +15,9 @@ not (SST-2's seed examples are phrase fragments, LLM2LLM's new examples whole re
 auggpt --match-tokens --tag tokens` scales that count by the ratio of the two runs' teacher output
 tokens (it needs the `--match-budget --tag matched` run of the same seed; with `--budget-from TAG`, the one
 tagged `TAGmatched`), so the budgets are equal in tokens, the unit issue 27 counts. A run with
-`teacher.paraphrase` needs no probe: its own paraphrase answers give the tokens a paraphrase costs.
+`teacher.paraphrase` needs no probe: its own paraphrase answers give the tokens a paraphrase costs. Where
+AugGPT's own paraphrases come out shorter or longer than that (its tokens over 10 % off), `--probe-tag TAG`
+rescales from the finished AugGPT run tagged TAG instead.
 
 Every run is an ordinary `llm2llm boost`, so rerunning this script resumes unfinished runs and
 skips finished ones. Runs go seed by seed (all methods for seed 0 first), so a stopped sweep
@@ -113,6 +115,13 @@ def paraphrase_matched(run: Path) -> int | None:
     return max(1, round(written / seed_size(run) / per_paraphrase))
 
 
+def auggpt_per_example(llm2llm: Path, probe: Path, own_rate: bool) -> int:
+    """--match-tokens: AugGPT's paraphrases per seed example for the llm2llm run's teacher output tokens, at the
+    rate its own paraphrases set where it has them and own_rate (no probe run needed), else at the probe's."""
+    per_example = paraphrase_matched(llm2llm) if own_rate else None
+    return per_example if per_example is not None else token_matched(llm2llm, probe)
+
+
 def drop_weights(run: Path) -> int:
     """Delete a finished run's student weights (its selected student's *.safetensors; everything compare and
     the reports read stays); bytes freed, 0 for an unfinished run, which a rerun still needs whole."""
@@ -178,6 +187,14 @@ def main() -> int:
         "For an llm2llm run with teacher.paraphrase, the tokens of its own paraphrases set the rate (no probe run).",
     )
     parser.add_argument(
+        "--probe-tag",
+        default="",
+        metavar="TAG",
+        help="--match-tokens: the same seed's finished AugGPT run with this --tag sets the tokens a paraphrase costs "
+        "(e.g. paratokens, when a first token-matched run came out over 10 %% off); default: the run's own "
+        "paraphrases, else the --match-budget run tagged BUDGET_FROMmatched.",
+    )
+    parser.add_argument(
         "--drop-weights",
         action="store_true",
         help="Delete each run's student weights once it has finished (a sweep keeps 0.5 GB per run of a 135M "
@@ -225,13 +242,10 @@ def main() -> int:
                         command += ["--set", f"baselines.auggpt_per_example={per_example}"]
                         print(f"auggpt: {per_example} paraphrases per seed example for {budget} asked by {base}")
                     if method == "auggpt" and args.match_tokens:  # as many teacher output tokens as llm2llm
-                        per_example = paraphrase_matched(base)  # a teacher.paraphrase run is its own probe
-                        if per_example is None:  # the same seed's --match-budget run: "matched", or "k12matched"
-                            probe_tag = f"{args.budget_from}matched"
-                            probe = Path(args.runs_dir) / run_name(
-                                dataset, args.profile, "auggpt", seed, size, probe_tag
-                            )
-                            per_example = token_matched(base, probe)
+                        # --probe-tag's AugGPT run, else the --match-budget one ("matched", "k12matched")
+                        probe_tag = args.probe_tag or f"{args.budget_from}matched"
+                        probe = Path(args.runs_dir) / run_name(dataset, args.profile, "auggpt", seed, size, probe_tag)
+                        per_example = auggpt_per_example(base, probe, own_rate=not args.probe_tag)
                         command += ["--set", f"baselines.auggpt_per_example={per_example}"]
                         print(f"auggpt: {per_example} paraphrases per seed example for the output tokens of {base}")
                     if method == "one-shot":  # the same teacher budget as this seed's llm2llm run

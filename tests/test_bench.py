@@ -11,7 +11,15 @@ import pytest
 
 from bench.boost import memory_entry
 from bench.common import REPO, RESULTS
-from bench.methods import compare_folder, drop_weights, llm2llm_budget, paraphrase_matched, run_name, token_matched
+from bench.methods import (
+    auggpt_per_example,
+    compare_folder,
+    drop_weights,
+    llm2llm_budget,
+    paraphrase_matched,
+    run_name,
+    token_matched,
+)
 from bench.table import ORDER, render
 from llm2llm.config import DataConfig
 from llm2llm.data import load_task_data
@@ -166,9 +174,19 @@ def test_a_paraphrase_run_sets_auggpts_count_from_its_own_paraphrases(tmp_path, 
     assert paraphrase_matched(run) is None
     (run / "metrics.json").write_text(json.dumps({"complete": True, "iterations": iterations}))
     assert paraphrase_matched(run) == 3
+    # --probe-tag: an AugGPT run of the same seed whose paraphrases came out longer (2 asked per seed example,
+    # 41 tokens) sets the rate instead: 2 x 123 / 41 = 6 per seed example
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "seed_ids.json").write_text(json.dumps(["a", "b"]))
+    probe_iterations = [{"generated": 4, "teacher_requests": {"completion_tokens": 41}}, {"generated": None}]
+    (probe / "metrics.json").write_text(json.dumps({"complete": True, "iterations": probe_iterations}))
+    assert auggpt_per_example(run, probe, own_rate=True) == 3
+    assert auggpt_per_example(run, probe, own_rate=False) == 6
     records[0]["prompt"] = records[1]["prompt"] = "Write 2 new"
     (run / "iter_000" / "teacher_outputs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert paraphrase_matched(run) is None
+    assert auggpt_per_example(run, probe, own_rate=True) == 6  # no paraphrases of its own: the probe's rate
 
 
 def test_drop_weights_frees_a_finished_runs_student_and_keeps_its_records(tmp_path):
