@@ -258,9 +258,7 @@ def main() -> int:
                     if args.drop_weights:
                         print(f"{name}: student weights dropped, {drop_weights(Path(args.runs_dir) / name) >> 20} MiB")
     reference = ["--reference", args.reference] if args.reference else []
-    # one table per --tag, so a tagged sweep does not overwrite another recipe's table
-    output = f"{args.runs_dir}/compare" + (f"-tag-{args.tag}" if args.tag else "")
-    compare = [*llm2llm, "compare", *made, "--output", output, *reference]
+    compare = [*llm2llm, "compare", *made, "--output", compare_folder(args.runs_dir, args.tag), *reference]
     return subprocess.run(compare, cwd=REPO).returncode
 
 
