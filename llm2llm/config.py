@@ -730,9 +730,9 @@ def nested(key: str, value) -> dict:
     return value
 
 
-def task_seed_eval(dataset: str) -> dict:
-    """A task spec's own seed_eval settings (docs/data-format.md), {} when it has none. A spec that does
-    not read is left to the data loader, which says what is wrong with it."""
+def task_defaults(dataset: str) -> dict:
+    """A task spec's own seed_eval and teacher settings (docs/data-format.md), {} when it has none. A spec
+    that does not read is left to the data loader, which says what is wrong with it."""
     path = CONFIG_DIR / "tasks" / f"{dataset}.yaml"
     if not path.is_file():
         path = Path(dataset)
@@ -740,8 +740,8 @@ def task_seed_eval(dataset: str) -> dict:
         spec = yaml.safe_load(path.read_text(encoding="utf-8")) if path.suffix in (".yaml", ".yml") else None
     except (OSError, yaml.YAMLError):
         return {}
-    seed_eval = spec.get("seed_eval") if isinstance(spec, dict) else None
-    return seed_eval if isinstance(seed_eval, dict) else {}
+    spec = spec if isinstance(spec, dict) else {}
+    return {section: spec[section] for section in ("seed_eval", "teacher") if isinstance(spec.get(section), dict)}
 
 
 # Keys renamed, still read: section -> {old name: new name}, with why.
@@ -762,13 +762,13 @@ def old_spellings(values: dict, source: str) -> dict:
 
 
 def resolve_config(profile: str = DEFAULT_PROFILE, overrides: dict | None = None) -> RunConfig:
-    """profile YAML <- the task spec's seed_eval <- CLI options and --set overrides."""
+    """profile YAML <- the task spec's seed_eval and teacher <- CLI options and --set overrides."""
     path = profile_path(profile)
     values = old_spellings(load_profile(path), f"profile {path.name}")
     overrides = old_spellings(overrides or {}, "--set")
     values = deep_merge(values, {"profile": profile})
     dataset = deep_merge(values, overrides or {}).get("data", {}).get("dataset", DataConfig().dataset)
-    values = deep_merge(values, {"seed_eval": task_seed_eval(str(dataset))})
+    values = deep_merge(values, task_defaults(str(dataset)))
     if overrides:
         values = deep_merge(values, overrides)
     try:

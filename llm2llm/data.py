@@ -77,6 +77,11 @@ class TaskSpec(Section):
         description="How this task's seed examples are judged (the seed_eval keys), over the profile's and under "
         "--set: e.g. long reasoning answers need a lower temperature than a label.",
     )
+    teacher: dict | None = Field(
+        None,
+        description="Teacher keys for this task, over the profile's and under --set: e.g. a task the profile's "
+        "request options were not chosen on turns them off.",
+    )
 
     @model_validator(mode="after")
     def _no_yaml_booleans(self):

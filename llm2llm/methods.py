@@ -62,7 +62,7 @@ def check_method(task: Task, config: RunConfig) -> None:
     if config.teacher.paraphrase and method == "llm2llm" and task.type != "classification":
         raise UserError(
             f"teacher.paraphrase asks for paraphrases, implemented for classification tasks; task '{task.name}' is "
-            f"{task.type}: set teacher.paraphrase=0"
+            f"{task.type}: set teacher.paraphrase=0 (--set, or `teacher: {{paraphrase: 0}}` in the task spec)"
         )
     if config.teacher.allocate == "validation_errors" and method == "llm2llm" and task.type != "classification":
         raise UserError(

@@ -38,8 +38,9 @@ def test_a_task_type_boosts_and_hands_over_the_iteration_chosen_on_validation(tm
 
 def test_the_default_profile_path_boosts_through_vllm(tmp_path, data_dir, tiny_model):
     """What `make boost` runs, with tiny models in place of SmolLM2 and Qwen: the default profile's chat
-    teacher asked for K examples per request, the seed examples answered several times by sampling, and
-    both models on the offline vLLM engine."""
+    teacher asked for paraphrases of every seed example and for K examples per wrong one after the other seed
+    examples and their labels, the seed examples answered several times by sampling, and both models on the
+    offline vLLM engine."""
     from llm2llm.config import resolve_config
 
     profile = resolve_config()  # the default profile, as `make boost` resolves it
@@ -58,9 +59,19 @@ def test_the_default_profile_path_boosts_through_vllm(tmp_path, data_dir, tiny_m
     assert sorted((r["id"], r["sample"]) for r in sampled) == sorted((i, s) for i in seed for s in (0, 1))
     wrong = json.loads((run / "iter_000" / "scores.json").read_text())["seed"]["wrong_ids"]
     requests = read_jsonl(run / "iter_000" / "teacher_outputs.jsonl")
-    assert len(requests) == len(wrong) > 0  # one request per wrong seed example, asking for K at once
-    assert all(f"Write {profile.teacher.per_wrong} new" in r["prompt"] and "<|im_start|>user" in r["prompt"]
-               for r in requests)  # fmt: skip
+    assert all("<|im_start|>user" in r["prompt"] for r in requests)
+    paraphrases = [r for r in requests if r["prompt"].count("Paraphrase this text") == 1]
+    assert sorted(r["parent_id"] for r in paraphrases) == sorted(seed)  # every seed example, once
+    assert all(f"{profile.teacher.paraphrase} times" in r["prompt"] for r in paraphrases)
+    similar = [r for r in requests if r not in paraphrases]
+    assert sorted(r["parent_id"] for r in similar) == sorted(wrong) and wrong  # one per wrong one, K at once
+    assert all(f"Write {profile.teacher.per_wrong} new" in r["prompt"] for r in similar)
+    # the other 6 seed examples (of 7; show_seed asks for up to 13) with their labels before the request
+    examples = read_jsonl(run / "iter_000" / "train.jsonl")  # iteration 0 trains on the seed examples
+    for r in similar:
+        shown = [ex for ex in examples if f"- {ex['text']} => {ex['label']}\n" in r["prompt"]]
+        assert [ex["id"] for ex in shown if ex["id"] == r["parent_id"]] == [] and len(shown) == 6
+    assert "paraphrase" in metrics["variant"] and f"show seed {profile.teacher.show_seed}" in metrics["variant"]
     assert metrics["seed_evaluation"].startswith(f"sampled at T={profile.seed_eval.temperature:g}")
 
 
@@ -76,3 +87,15 @@ def test_a_task_spec_sets_its_own_seed_evaluation_under_the_command_line():
     assert (gsm8k.seed_eval.temperature, gsm8k.seed_eval.top_p, gsm8k.seed_eval.samples) == (0.7, 0.9, 1)
     mine = resolve_config(overrides={"data": {"dataset": "gsm8k"}, "seed_eval": {"temperature": 0.5}})
     assert (mine.seed_eval.temperature, mine.seed_eval.top_p) == (0.5, 0.9)
+
+
+def test_a_task_spec_turns_off_the_request_options_chosen_on_classification():
+    """The profile's paraphrases and shown seed examples were chosen on SNIPS and TREC: GSM8K's and CaseHOLD's
+    specs turn them off (paraphrases are a classification request), and --set still turns them back on."""
+    from llm2llm.config import resolve_config
+
+    for dataset, on in (("snips", True), ("trec", True), ("sst2", True), ("gsm8k", False), ("casehold", False)):
+        teacher = resolve_config(overrides={"data": {"dataset": dataset}}).teacher
+        assert (teacher.paraphrase > 0, teacher.show_seed > 0) == (on, on), dataset
+    mine = resolve_config(overrides={"data": {"dataset": "gsm8k"}, "teacher": {"show_seed": 3}})
+    assert (mine.teacher.show_seed, mine.teacher.paraphrase) == (3, 0)
