@@ -123,6 +123,8 @@ def collect_metrics(run, task, notes: list[str]) -> dict:
         "seed_size": len(read_json(run.path / "seed_ids.json")),
         "method": config.loop.method,
         "variant": recipe_variant(config),
+        # the counts the variant's names leave out, for the report's header
+        "asked": {"per_wrong": config.teacher.per_wrong, "paraphrase": config.teacher.paraphrase},
         "data_seed": config.data.rng_seed,
         "teacher_seed": config.teacher.sampling.seed,  # runs of one data seed that differ only here are draws
         "iterations_planned": config.planned_iterations(),
@@ -284,14 +286,26 @@ def render_markdown(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _asked(metrics: dict) -> str:
+    """LLM2LLM's K, as the header names it (older runs' metrics do not record it)."""
+    asked = metrics.get("asked")
+    return f" (K = {asked['per_wrong']} per wrong seed example)" if asked and metrics["method"] == "llm2llm" else ""
+
+
+def _option_names(metrics: dict) -> list[str]:
+    """The variant's names, with teacher.paraphrase's count where the run recorded it."""
+    count = (metrics.get("asked") or {}).get("paraphrase")
+    return [f"paraphrase {count}" if name == "paraphrase" and count else name for name in metrics.get("variant") or []]
+
+
 def _header(metrics: dict) -> list[str]:
     return [
         f"# LLM2LLM run `{metrics['run']}`",
         "",
         f"- task: **{metrics['task']}** ({metrics['task_type']}), {metrics['seed_size']} seed examples (data seed "
         f"{metrics['data_seed']})",
-        f"- method: **{metrics['method']}**; options: "
-        + (", ".join(metrics.get("variant") or []) or "none (the paper's recipe)"),
+        f"- method: **{metrics['method']}**{_asked(metrics)}; options: "
+        + (", ".join(_option_names(metrics)) or "none (the paper's recipe)"),
         f"- student: `{metrics['student']}`; teacher: `{metrics['teacher']}` ({metrics['teacher_style']} prompts"
         + (f", fingerprint {metrics['teacher_fingerprint']}" if metrics.get("teacher_fingerprint") else "")
         + ")",

@@ -72,6 +72,11 @@ def test_the_default_profile_path_boosts_through_vllm(tmp_path, data_dir, tiny_m
         shown = [ex for ex in examples if f"- {ex['text']} => {ex['label']}\n" in r["prompt"]]
         assert [ex["id"] for ex in shown if ex["id"] == r["parent_id"]] == [] and len(shown) == 6
     assert "paraphrase" in metrics["variant"] and f"show seed {profile.teacher.show_seed}" in metrics["variant"]
+    teacher = profile.teacher  # the report names the options on, with their counts
+    assert (
+        f"- method: **llm2llm** (K = {teacher.per_wrong} per wrong seed example); options: show seed "
+        f"{teacher.show_seed}, paraphrase {teacher.paraphrase}\n"
+    ) in (run / "report.md").read_text()
     assert metrics["seed_evaluation"].startswith(f"sampled at T={profile.seed_eval.temperature:g}")
 
 
