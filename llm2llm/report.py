@@ -9,7 +9,7 @@ from pathlib import Path
 from llm2llm.errors import UserError
 from llm2llm.filtering import RougeIndex, rouge_tokens
 from llm2llm.intervals import wilson_interval
-from llm2llm.report_html import render_report_html
+from llm2llm.report_html import asked_note, option_names, render_report_html
 from llm2llm.selection import select_iteration, split_accuracy
 from llm2llm.store import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, read_jsonl
 
@@ -286,26 +286,14 @@ def render_markdown(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def _asked(metrics: dict) -> str:
-    """LLM2LLM's K, as the header names it (older runs' metrics do not record it)."""
-    asked = metrics.get("asked")
-    return f" (K = {asked['per_wrong']} per wrong seed example)" if asked and metrics["method"] == "llm2llm" else ""
-
-
-def _option_names(metrics: dict) -> list[str]:
-    """The variant's names, with teacher.paraphrase's count where the run recorded it."""
-    count = (metrics.get("asked") or {}).get("paraphrase")
-    return [f"paraphrase {count}" if name == "paraphrase" and count else name for name in metrics.get("variant") or []]
-
-
 def _header(metrics: dict) -> list[str]:
     return [
         f"# LLM2LLM run `{metrics['run']}`",
         "",
         f"- task: **{metrics['task']}** ({metrics['task_type']}), {metrics['seed_size']} seed examples (data seed "
         f"{metrics['data_seed']})",
-        f"- method: **{metrics['method']}**{_asked(metrics)}; options: "
-        + (", ".join(_option_names(metrics)) or "none (the paper's recipe)"),
+        f"- method: **{metrics['method']}**{asked_note(metrics)}; options: "
+        + (", ".join(option_names(metrics)) or "none (the paper's recipe)"),
         f"- student: `{metrics['student']}`; teacher: `{metrics['teacher']}` ({metrics['teacher_style']} prompts"
         + (f", fingerprint {metrics['teacher_fingerprint']}" if metrics.get("teacher_fingerprint") else "")
         + ")",

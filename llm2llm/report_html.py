@@ -143,6 +143,18 @@ def iteration_examples(run: Path, it: int) -> list[dict]:
     return rows
 
 
+def asked_note(metrics: dict) -> str:
+    """LLM2LLM's K, as the header names it (older runs' metrics do not record it)."""
+    asked = metrics.get("asked")
+    return f" (K = {asked['per_wrong']} per wrong seed example)" if asked and metrics["method"] == "llm2llm" else ""
+
+
+def option_names(metrics: dict) -> list[str]:
+    """The variant's names, with teacher.paraphrase's count where the run recorded it."""
+    count = (metrics.get("asked") or {}).get("paraphrase")
+    return [f"paraphrase {count}" if name == "paraphrase" and count else name for name in metrics.get("variant") or []]
+
+
 def render_report_html(run: Path, metrics: dict, accuracy_png: bytes) -> str:
     iterations = [
         {"iteration": it["iteration"], "examples": iteration_examples(run, it["iteration"]), "metrics": it}
@@ -153,6 +165,8 @@ def render_report_html(run: Path, metrics: dict, accuracy_png: bytes) -> str:
         .get_template("report.html.j2")
         .render(
             m=metrics,
+            asked=asked_note(metrics),
+            options=option_names(metrics),
             accuracy=accuracy_rows(metrics),
             plot=png_data_uri(accuracy_png),
             confusion=confusion(run, metrics),

@@ -77,6 +77,10 @@ def test_the_default_profile_path_boosts_through_vllm(tmp_path, data_dir, tiny_m
         f"- method: **llm2llm** (K = {teacher.per_wrong} per wrong seed example); options: show seed "
         f"{teacher.show_seed}, paraphrase {teacher.paraphrase}\n"
     ) in (run / "report.md").read_text()
+    assert (
+        f"options: show seed {teacher.show_seed}, paraphrase {teacher.paraphrase}</li>"
+        in (run / "report.html").read_text()
+    )
     assert metrics["seed_evaluation"].startswith(f"sampled at T={profile.seed_eval.temperature:g}")
 
 
