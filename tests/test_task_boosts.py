@@ -70,7 +70,7 @@ def test_the_default_profile_path_boosts_through_vllm(tmp_path, data_dir, tiny_m
     examples = read_jsonl(run / "iter_000" / "train.jsonl")  # iteration 0 trains on the seed examples
     for r in similar:
         shown = [ex for ex in examples if f"- {ex['text']} => {ex['label']}\n" in r["prompt"]]
-        assert [ex["id"] for ex in shown if ex["id"] == r["parent_id"]] == [] and len(shown) == 6
+        assert len(shown) == 6 and r["parent_id"] not in {ex["id"] for ex in shown}
     assert "paraphrase" in metrics["variant"] and f"show seed {profile.teacher.show_seed}" in metrics["variant"]
     teacher = profile.teacher  # the report names the options on, with their counts
     assert (
